@@ -1,0 +1,69 @@
+"""PSA portal: projects, users and activities, with two-way Google Calendar synchronization."""
+
+import os
+import secrets
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+from flask import Flask
+
+from portal.extensions import csrf, db, login_manager, migrate
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
+
+
+def create_app(test_config=None):
+    """Create and configure the portal application."""
+    app = Flask(__name__, instance_relative_config=True)
+    os.makedirs(app.instance_path, exist_ok=True)
+    app.config.from_mapping(
+        SQLALCHEMY_DATABASE_URI="sqlite:///" + os.path.join(app.instance_path, "portal.sqlite"),
+        SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
+        MAX_CONTENT_LENGTH=2 * 1024 * 1024,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        PERMANENT_SESSION_LIFETIME=8 * 3600,
+        WTF_CSRF_TIME_LIMIT=None,
+        DEFAULT_TIME_ZONE="Europe/Amsterdam",
+    )
+    if test_config is None:
+        app.config.from_pyfile("config.py", silent=True)
+        app.config.from_prefixed_env("PORTAL")
+    else:
+        app.config.from_mapping(test_config)
+
+    _ensure_generated_secret(app, "SECRET_KEY", "secret_key", lambda: secrets.token_hex(32))
+    _ensure_generated_secret(app, "ENCRYPTION_KEY", "encryption_key", lambda: Fernet.generate_key().decode())
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True)
+    csrf.init_app(app)
+    login_manager.init_app(app)
+
+    from portal import changes, cli, models  # noqa: F401  (models register tables; changes hooks the session)
+    from portal.routes import register_blueprints
+
+    changes.install(db)
+    register_blueprints(app)
+    cli.init_app(app)
+    return app
+
+
+def _ensure_generated_secret(app, config_key, file_name, generate):
+    """Use the configured value, else the one in instance/, else generate it there (never committed)."""
+    if app.config.get(config_key):
+        return
+    path = Path(app.instance_path) / file_name
+    if path.exists():
+        app.config[config_key] = path.read_text().strip()
+        return
+    value = generate()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process of the same instance generated it first
+        app.config[config_key] = path.read_text().strip()
+        return
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value)
+    app.config[config_key] = value

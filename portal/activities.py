@@ -1,0 +1,401 @@
+"""Creating, changing and deleting activities: the one place that validates them, for pages, API and CLI.
+
+Input arrives as a plain mapping shaped like the API's activity JSON. `clean_activity` turns it into an
+`ActivityData` or raises `ValidationError` naming every bad field, so nothing is half-written.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from sqlalchemy import select
+
+from portal.extensions import db
+from portal.models import (
+    Activity,
+    ActivityType,
+    Organization,
+    Project,
+    ProjectTask,
+    User,
+    normalize_email,
+    utcnow,
+)
+from portal.sync.recurrence import RecurrenceError, validate_recurrence
+
+MAX_SUBJECT = 255
+MAX_LOCATION = 255
+MAX_DESCRIPTION = 20_000
+MAX_PARTICIPANTS = 500
+EARLIEST_YEAR, LATEST_YEAR = 1900, 2200
+
+# Fields a client may send back unchanged after reading them; they are never written from input.
+READ_ONLY_FIELDS = {"id", "updated_at", "created_at", "google_event_id", "sync_status", "organization"}
+WRITABLE_FIELDS = {
+    "subject",
+    "description",
+    "location",
+    "start",
+    "end",
+    "all_day",
+    "time_zone",
+    "recurrence",
+    "activity_type",
+    "owner",
+    "participants",
+    "project_task",
+}
+
+
+class ValidationError(Exception):
+    """Input that cannot be saved; `fields` maps each bad field to what is wrong with it."""
+
+    def __init__(self, fields: dict[str, str]):
+        super().__init__("; ".join(f"{k}: {v}" for k, v in fields.items()))
+        self.fields = fields
+
+
+@dataclass
+class ActivityData:
+    subject: str
+    description: str
+    location: str
+    all_day: bool
+    time_zone: str
+    start_at: datetime | None
+    end_at: datetime | None
+    start_date: date | None
+    end_date: date | None
+    recurrence: list[str]
+    activity_type: ActivityType
+    owner: User
+    participants: list[User] = field(default_factory=list)
+    project_task: ProjectTask | None = None
+
+
+@functools.cache
+def known_time_zones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def is_time_zone(name: object) -> bool:
+    if not isinstance(name, str) or name not in known_time_zones():
+        return False
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def activity_to_values(activity: Activity) -> dict:
+    """The activity as API-shaped input values: the base a partial update is merged onto."""
+    return {
+        "subject": activity.subject,
+        "description": activity.description,
+        "location": activity.location,
+        "all_day": activity.all_day,
+        "time_zone": activity.time_zone,
+        "start": format_moment(activity, "start"),
+        "end": format_moment(activity, "end"),
+        "recurrence": activity.recurrence,
+        "activity_type": activity.activity_type.name,
+        "owner": activity.owner.email,
+        "participants": [u.email for u in activity.participants],
+        "project_task": activity.project_task_id,
+    }
+
+
+def format_moment(activity: Activity, which: str) -> str:
+    if activity.all_day:
+        return getattr(activity, f"{which}_date").isoformat()
+    return getattr(activity, f"{which}_at").astimezone(activity.zone).isoformat()
+
+
+def clean_activity(
+    values: dict,
+    *,
+    organization: Organization,
+    actor: User,
+    existing: Activity | None = None,
+    allow_local_times: bool = False,
+) -> ActivityData:
+    """Validate API-shaped values; with `existing`, missing keys keep the activity's current values.
+
+    `allow_local_times` lets the calendar form send wall-clock times without an offset, meaning the
+    activity's own time zone; API clients must send RFC 3339 with an offset, as documented.
+    """
+    errors: dict[str, str] = {}
+    if not isinstance(values, dict):
+        raise ValidationError({"body": "Expected a JSON object."})
+    unknown = sorted(set(values) - WRITABLE_FIELDS - READ_ONLY_FIELDS)
+    for name in unknown:
+        errors[name] = "Unknown field."
+    merged = activity_to_values(existing) if existing is not None else {}
+    merged.update({k: v for k, v in values.items() if k in WRITABLE_FIELDS})
+
+    subject = _clean_text(merged.get("subject"), "subject", MAX_SUBJECT, errors, required=True)
+    description = _clean_text(merged.get("description"), "description", MAX_DESCRIPTION, errors)
+    location = _clean_text(merged.get("location"), "location", MAX_LOCATION, errors)
+
+    all_day = merged.get("all_day", False)
+    if not isinstance(all_day, bool):
+        errors["all_day"] = "Must be true or false."
+        all_day = False
+
+    time_zone = merged.get("time_zone") or actor.time_zone
+    if not is_time_zone(time_zone):
+        errors["time_zone"] = f"Unknown time zone {str(time_zone)[:64]!r}; use an IANA name like Europe/Amsterdam."
+        time_zone = "UTC"
+
+    start_at = end_at = start_date = end_date = None
+    if all_day:
+        start_date = _parse_date(merged.get("start"), "start", errors)
+        end_date = _parse_date(merged.get("end"), "end", errors)
+        if start_date and end_date and end_date <= start_date:
+            errors["end"] = "The end date must be after the start date (the end date is exclusive)."
+    else:
+        zone = ZoneInfo(time_zone)
+        start_at = _parse_instant(merged.get("start"), "start", zone, allow_local_times, errors)
+        end_at = _parse_instant(merged.get("end"), "end", zone, allow_local_times, errors)
+        if start_at and end_at and end_at <= start_at:
+            errors["end"] = "The end must be after the start."
+
+    recurrence = merged.get("recurrence") or []
+    if not isinstance(recurrence, list) or not all(isinstance(line, str) for line in recurrence):
+        errors["recurrence"] = "Must be a list of RFC 5545 lines such as RRULE:FREQ=WEEKLY;BYDAY=MO."
+        recurrence = []
+    elif recurrence:
+        try:
+            recurrence = validate_recurrence(recurrence, all_day=all_day)
+        except RecurrenceError as exc:
+            errors["recurrence"] = str(exc)
+            recurrence = []
+
+    activity_type = _clean_activity_type(merged.get("activity_type"), organization, errors)
+    owner = _clean_owner(merged.get("owner"), organization, actor, existing, errors)
+    participants = _clean_participants(merged.get("participants"), organization, errors)
+    project_task = _clean_project_task(merged.get("project_task"), organization, errors)
+
+    if errors:
+        raise ValidationError(errors)
+    return ActivityData(
+        subject=subject,
+        description=description,
+        location=location,
+        all_day=all_day,
+        time_zone=time_zone,
+        start_at=start_at,
+        end_at=end_at,
+        start_date=start_date,
+        end_date=end_date,
+        recurrence=list(recurrence),
+        activity_type=activity_type,
+        owner=owner,
+        participants=participants,
+        project_task=project_task,
+    )
+
+
+def _clean_text(value, name, limit, errors, *, required=False) -> str:
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        errors[name] = "Must be text."
+        return ""
+    value = value.strip() if name != "description" else value.replace("\r\n", "\n")
+    if required and not value.strip():
+        errors[name] = "This field is required."
+    elif len(value) > limit:
+        errors[name] = f"At most {limit} characters."
+    elif any(ord(ch) < 32 and ch not in "\n\t" for ch in value):
+        errors[name] = "Contains control characters."
+    return value
+
+
+def _parse_date(value, name, errors) -> date | None:
+    if value in (None, ""):
+        errors[name] = "This field is required."
+        return None
+    if not isinstance(value, str):
+        errors[name] = "Must be a date like 2026-03-31."
+        return None
+    try:
+        parsed = date.fromisoformat(value)
+    except ValueError:
+        errors[name] = "Must be a date like 2026-03-31 (all-day items have dates, not times)."
+        return None
+    if len(value) != 10 or not EARLIEST_YEAR <= parsed.year <= LATEST_YEAR:
+        errors[name] = (
+            f"Must be a date like 2026-03-31 between {EARLIEST_YEAR} and {LATEST_YEAR}."
+        )
+        return None
+    return parsed
+
+
+def _parse_instant(value, name, zone, allow_local, errors) -> datetime | None:
+    if value in (None, ""):
+        errors[name] = "This field is required."
+        return None
+    if not isinstance(value, str):
+        errors[name] = "Must be a date and time like 2026-03-31T09:00:00+02:00."
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
+    except ValueError:
+        errors[name] = "Must be a date and time like 2026-03-31T09:00:00+02:00."
+        return None
+    if "T" not in value.upper() or not EARLIEST_YEAR <= parsed.year <= LATEST_YEAR:
+        errors[name] = "Must be a date and time like 2026-03-31T09:00:00+02:00."
+        return None
+    if parsed.tzinfo is None:
+        if not allow_local:
+            errors[name] = "Include the UTC offset, e.g. 2026-03-31T09:00:00+02:00."
+            return None
+        parsed = _localize(parsed, zone)
+    return parsed.astimezone(UTC)
+
+
+def _localize(naive: datetime, zone: ZoneInfo) -> datetime:
+    """Attach a zone to a wall-clock time; a time skipped by a DST jump moves forward, as calendars do."""
+    aware = naive.replace(tzinfo=zone)
+    roundtrip = aware.astimezone(UTC).astimezone(zone).replace(tzinfo=None)
+    if roundtrip != naive:
+        aware = naive.replace(tzinfo=zone, fold=1)
+    return aware
+
+
+def _clean_activity_type(value, organization, errors) -> ActivityType | None:
+    types = organization.activity_types
+    if value in (None, ""):
+        default = organization.default_activity_type
+        if default is None:
+            errors["activity_type"] = "Your organization has no default activity type; choose one."
+        return default
+    for activity_type in types:
+        if activity_type.name == value or (isinstance(value, int) and activity_type.id == value):
+            return activity_type
+    names = ", ".join(t.name for t in types)
+    errors["activity_type"] = f"Unknown activity type; choose one of: {names}."
+    return None
+
+
+def _clean_owner(value, organization, actor, existing, errors) -> User | None:
+    if value in (None, ""):
+        return existing.owner if existing is not None else actor
+    if not isinstance(value, str):
+        errors["owner"] = "Must be the e-mail address of a user."
+        return None
+    owner = organization.user_by_email(value)
+    if owner is None or not owner.active:
+        errors["owner"] = f"{value[:254]} is not an active user of your organization."
+        return None
+    current = existing.owner if existing is not None else actor
+    if owner.id != current.id and not actor.is_admin:
+        errors["owner"] = "Only an admin can give an activity to someone else."
+        return None
+    return owner
+
+
+def _clean_participants(value, organization, errors) -> list[User]:
+    if value in (None, ""):
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        errors["participants"] = "Must be a list of e-mail addresses."
+        return []
+    if len(value) > MAX_PARTICIPANTS:
+        errors["participants"] = f"At most {MAX_PARTICIPANTS} participants."
+        return []
+    users, unknown = [], []
+    for email in dict.fromkeys(normalize_email(v) for v in value if v.strip()):
+        user = organization.user_by_email(email)
+        if user is None or not user.active:
+            unknown.append(email[:254])
+        else:
+            users.append(user)
+    if unknown:
+        errors["participants"] = "Not a user of your organization: " + ", ".join(unknown)
+    return users
+
+
+def _clean_project_task(value, organization, errors) -> ProjectTask | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        errors["project_task"] = "Must be the id of a project task, or null."
+        return None
+    task = db.session.scalar(
+        select(ProjectTask)
+        .join(Project)
+        .where(ProjectTask.id == value, Project.organization_id == organization.id)
+    )
+    if task is None:
+        errors["project_task"] = f"No project task {value} in your organization."
+    return task
+
+
+def apply_activity_data(activity: Activity, data: ActivityData) -> None:
+    activity.subject = data.subject
+    activity.description = data.description
+    activity.location = data.location
+    activity.all_day = data.all_day
+    activity.time_zone = data.time_zone
+    activity.start_at, activity.end_at = data.start_at, data.end_at
+    activity.start_date, activity.end_date = data.start_date, data.end_date
+    activity.recurrence = data.recurrence
+    activity.activity_type = data.activity_type
+    activity.owner = data.owner
+    activity.project_task = data.project_task
+    activity.set_participants(data.participants)
+
+
+def create_activity(organization: Organization, data: ActivityData) -> Activity:
+    activity = Activity(organization=organization, organization_id=organization.id)
+    apply_activity_data(activity, data)
+    now = utcnow()
+    activity.created_at = activity.updated_at = now
+    db.session.add(activity)
+    return activity
+
+
+def update_activity(activity: Activity, data: ActivityData) -> None:
+    apply_activity_data(activity, data)
+
+
+def delete_activity(activity: Activity) -> None:
+    activity.mark_deleted()
+
+
+def default_times(user: User, day: date | None = None) -> tuple[datetime, datetime]:
+    """A sensible new item: the next whole hour today (or 09:00 on a chosen day), one hour long."""
+    zone = user.zone
+    if day is None:
+        now = datetime.now(zone)
+        start = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    else:
+        start = datetime.combine(day, time(9, 0), tzinfo=zone)
+    return start, start + timedelta(hours=1)
+
+
+def visible_activities_query(
+    user: User, *, owner: User | None = None, updated_since: datetime | None = None, include_deleted: bool = False
+):
+    """Activities the user may see: their own and those they take part in; admins see the organization's."""
+    from portal.models import ActivityParticipant
+
+    query = select(Activity).where(Activity.organization_id == user.organization_id)
+    if not include_deleted:
+        query = query.where(Activity.deleted_at.is_(None))
+    if not user.is_admin:
+        participates = select(ActivityParticipant.activity_id).where(ActivityParticipant.user_id == user.id)
+        query = query.where((Activity.owner_id == user.id) | Activity.id.in_(participates))
+    if owner is not None:
+        query = query.where(Activity.owner_id == owner.id)
+    if updated_since is not None:
+        query = query.where(Activity.updated_at > updated_since)
+    return query

@@ -1,0 +1,88 @@
+"""Change tracking: every flushed change to an activity writes an outbox row in the same transaction.
+
+Hooking the session (rather than each view) means no code path can change an activity without the sync
+seeing it: pages, the API, the CLI and the sync itself all go through here. Whoever changes an activity
+states who did it with `changed_by(session, user, origin)`; the default origin is the portal.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import event, inspect
+from sqlalchemy.orm import Session
+
+from portal.models import Activity, ActivityParticipant, ChangeRecord, RecurrenceException
+
+ORIGIN_KEY = "change_origin"
+ACTOR_KEY = "change_actor_id"
+
+
+def changed_by(session: Session, user_id: int | None, origin: str = "portal") -> None:
+    """Attribute the changes flushed from now on in this session."""
+    session.info[ORIGIN_KEY] = origin
+    session.info[ACTOR_KEY] = user_id
+
+
+def install(db) -> None:
+    if not event.contains(Session, "before_flush", _record_changes):
+        event.listen(Session, "before_flush", _record_changes)
+    if not event.contains(Session, "after_commit", _forget_actor):
+        event.listen(Session, "after_commit", _forget_actor)
+        event.listen(Session, "after_rollback", _forget_actor)
+
+
+def _forget_actor(session: Session) -> None:
+    session.info.pop(ORIGIN_KEY, None)
+    session.info.pop(ACTOR_KEY, None)
+
+
+def _owning_activity(obj) -> Activity | None:
+    if isinstance(obj, Activity):
+        return obj
+    if isinstance(obj, ActivityParticipant | RecurrenceException):
+        return obj.activity
+    return None
+
+
+def _record_changes(session: Session, flush_context, instances) -> None:
+    actions: dict[int, tuple[Activity, str]] = {}
+    for obj in list(session.new) + list(session.dirty) + list(session.deleted):
+        activity = _owning_activity(obj)
+        if activity is None:
+            continue
+        if obj is activity and obj in session.dirty and not session.is_modified(obj):
+            continue
+        action = _action_for(session, activity)
+        previous = actions.get(id(activity))
+        if previous is None or _PRIORITY[action] > _PRIORITY[previous[1]]:
+            actions[id(activity)] = (activity, action)
+
+    if not actions:
+        return
+    origin = session.info.get(ORIGIN_KEY, "portal")
+    actor = session.info.get(ACTOR_KEY)
+    for activity, action in actions.values():
+        if action != "create" and not _touched(activity):
+            activity.touch()
+        record = ChangeRecord(activity=activity, action=action, origin=origin, changed_by_id=actor)
+        if activity.organization_id is not None:
+            record.organization_id = activity.organization_id
+        else:  # organization created in the same flush
+            record.organization = activity.organization
+        session.add(record)
+
+
+_PRIORITY = {"update": 0, "create": 1, "restore": 2, "delete": 3}
+
+
+def _action_for(session: Session, activity: Activity) -> str:
+    if activity in session.new:
+        return "create"
+    history = inspect(activity).attrs.deleted_at.history
+    if history.has_changes():
+        return "delete" if activity.deleted_at is not None else "restore"
+    return "update"
+
+
+def _touched(activity: Activity) -> bool:
+    """True when the caller already bumped the version in this flush (so it is bumped once, not twice)."""
+    return inspect(activity).attrs.version.history.has_changes()

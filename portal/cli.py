@@ -1,0 +1,192 @@
+"""Operator commands: `flask --app portal <command>`."""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta
+
+import click
+from flask import current_app
+from sqlalchemy import func, select
+
+from portal.activities import ValidationError, clean_activity, create_activity, is_time_zone
+from portal.changes import changed_by
+from portal.extensions import db
+from portal.models import ROLES, ActivityType, ApiToken, Organization, Project, ProjectTask, User, normalize_email
+
+
+def init_app(app):
+    for command in (create_organization, create_user, create_api_token, seed_demo, serve):
+        app.cli.add_command(command)
+
+
+def find_organization(name: str | None) -> Organization:
+    """The named organization, or the only one when no name is given."""
+    if name:
+        organization = db.session.scalar(select(Organization).where(Organization.name == name))
+        if organization is None:
+            raise click.ClickException(f"No organization named {name!r}.")
+        return organization
+    organizations = db.session.scalars(select(Organization)).all()
+    if len(organizations) != 1:
+        raise click.ClickException(
+            "There is no organization yet; run create-organization first."
+            if not organizations
+            else "There are several organizations; name one with --organization."
+        )
+    return organizations[0]
+
+
+def add_organization(name: str) -> Organization:
+    organization = Organization(name=name)
+    db.session.add(organization)
+    db.session.add_all(ActivityType.create_standard(organization))
+    return organization
+
+
+def add_user(organization: Organization, email: str, name: str, role: str, password: str,
+             time_zone: str = "Europe/Amsterdam") -> User:
+    user = User(organization=organization, email=normalize_email(email), name=name, role=role,
+                time_zone=time_zone)
+    user.set_password(password)
+    db.session.add(user)
+    return user
+
+
+@click.command("create-organization")
+@click.argument("name")
+def create_organization(name):
+    """Create an organization with the standard activity types."""
+    name = name.strip()
+    if not name:
+        raise click.ClickException("The name may not be empty.")
+    if db.session.scalar(select(Organization).where(Organization.name == name)):
+        raise click.ClickException(f"An organization named {name!r} exists already.")
+    add_organization(name)
+    db.session.commit()
+    click.echo(f"Created organization {name!r} with activity types Internal (default), Meeting, "
+               "Customer visit, Personal (personal).")
+
+
+@click.command("create-user")
+@click.argument("email")
+@click.option("--name", required=True)
+@click.option("--role", type=click.Choice(ROLES), default="user", show_default=True)
+@click.option("--password", required=True)
+@click.option("--organization", "organization_name")
+@click.option("--time-zone", default="Europe/Amsterdam", show_default=True)
+def create_user(email, name, role, password, organization_name, time_zone):
+    """Create a user in an organization."""
+    organization = find_organization(organization_name)
+    email = normalize_email(email)
+    if "@" not in email or len(email) > 254:
+        raise click.ClickException(f"{email!r} is not an e-mail address.")
+    if len(password) < 8:
+        raise click.ClickException("The password needs at least 8 characters.")
+    if not is_time_zone(time_zone):
+        raise click.ClickException(f"Unknown time zone {time_zone!r}.")
+    if organization.user_by_email(email):
+        raise click.ClickException(f"{email} is already a user of {organization.name}.")
+    add_user(organization, email, name, role, password, time_zone)
+    db.session.commit()
+    click.echo(f"Created {role} {email} in {organization.name}.")
+
+
+@click.command("create-api-token")
+@click.argument("email")
+@click.option("--organization", "organization_name")
+def create_api_token(email, organization_name):
+    """Create an API token for a user and print it (it is shown only this once)."""
+    email = normalize_email(email)
+    if organization_name:
+        users = [find_organization(organization_name).user_by_email(email)]
+    else:
+        users = db.session.scalars(select(User).where(User.email == email)).all()
+    users = [u for u in users if u is not None]
+    if not users:
+        raise click.ClickException(f"No user {email}.")
+    if len(users) > 1:
+        raise click.ClickException(f"{email} exists in several organizations; name one with --organization.")
+    row, token = ApiToken.issue(users[0])
+    db.session.add(row)
+    db.session.commit()
+    click.echo(token)
+
+
+DEMO_ORGANIZATION = "Demo Consulting"
+DEMO_PASSWORD = "demo-password"
+DEMO_USERS = (
+    ("admin@demo.example", "Ada Admin", "admin"),
+    ("anna@demo.example", "Anna de Vries", "user"),
+    ("bram@demo.example", "Bram Jansen", "user"),
+    ("helpdesk@demo.example", "Hugo Helpdesk", "helpdesk"),
+)
+
+
+@click.command("seed-demo")
+@click.option("--if-empty", is_flag=True, help="Do nothing when any organization exists.")
+def seed_demo(if_empty):
+    """Create a demo organization with users, a project and a handful of activities."""
+    if db.session.scalar(select(func.count(Organization.id))):
+        if if_empty:
+            click.echo("The database has data already; demo not seeded.")
+            _print_logins()
+            return
+        if db.session.scalar(select(Organization).where(Organization.name == DEMO_ORGANIZATION)):
+            raise click.ClickException("The demo organization exists already.")
+    organization = add_organization(DEMO_ORGANIZATION)
+    users = {email: add_user(organization, email, name, role, DEMO_PASSWORD) for email, name, role in DEMO_USERS}
+    project = Project(organization=organization, name="Website relaunch",
+                      tasks=[ProjectTask(name="Design"), ProjectTask(name="Build"), ProjectTask(name="Launch")])
+    db.session.add(project)
+    db.session.flush()
+
+    anna, bram = users["anna@demo.example"], users["bram@demo.example"]
+    zone = anna.zone
+    today = datetime.now(zone).date()
+    monday = today - timedelta(days=today.weekday())
+
+    def at(day, hour, minute=0):
+        return datetime.combine(day, time(hour, minute), tzinfo=zone).isoformat()
+
+    items = [
+        (anna, {"subject": "Weekly team meeting", "start": at(monday, 9), "end": at(monday, 10),
+                "recurrence": ["RRULE:FREQ=WEEKLY;BYDAY=MO"], "activity_type": "Meeting",
+                "participants": [bram.email], "location": "Room 1"}),
+        (anna, {"subject": "Visit Acme B.V.", "start": at(monday + timedelta(days=2), 14),
+                "end": at(monday + timedelta(days=2), 16), "activity_type": "Customer visit",
+                "location": "Acme office, Utrecht"}),
+        (bram, {"subject": "Design review", "start": at(monday + timedelta(days=3), 11),
+                "end": at(monday + timedelta(days=3), 12), "project_task": project.tasks[0].id}),
+        (bram, {"subject": "Dentist", "start": at(monday + timedelta(days=4), 8),
+                "end": at(monday + timedelta(days=4), 9), "activity_type": "Personal"}),
+        (anna, {"subject": "Company day", "all_day": True, "start": (monday + timedelta(days=4)).isoformat(),
+                "end": (monday + timedelta(days=5)).isoformat(), "participants": [bram.email]}),
+    ]
+    for owner, values in items:
+        try:
+            data = clean_activity({"time_zone": owner.time_zone, **values}, organization=organization, actor=owner)
+        except ValidationError as exc:  # the demo data is ours: a failure here is a bug worth seeing
+            raise click.ClickException(f"Demo activity {values['subject']!r} is invalid: {exc}") from exc
+        changed_by(db.session, owner.id)
+        create_activity(organization, data)
+    db.session.commit()
+    click.echo(f"Seeded {DEMO_ORGANIZATION!r}.")
+    _print_logins()
+
+
+def _print_logins():
+    click.echo(f"Demo logins (password {DEMO_PASSWORD!r}):")
+    for email, name, role in DEMO_USERS:
+        click.echo(f"  {role:<9} {email:<24} {name}")
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+def serve(host, port):
+    """Serve the portal (threaded, without the reloader)."""
+    from werkzeug.serving import run_simple
+
+    app = current_app._get_current_object()
+    click.echo(f"Portal:   http://{host}:{port}/")
+    run_simple(host, port, app, threaded=True, use_reloader=False)

@@ -1,0 +1,467 @@
+"""The PSA data model. Everything belongs to an organization and every query is scoped to one."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from flask_login import UserMixin
+from sqlalchemy import (
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    select,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from portal.extensions import db
+
+ROLES = ("admin", "user", "helpdesk")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator):
+    """Stores naive UTC (portable across SQLite and PostgreSQL), hands out aware UTC datetimes."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given where an aware one is required")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+class Organization(db.Model):
+    __tablename__ = "organizations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    # Namespaces the ids this organization's items get in Google, so two installations never collide.
+    uid: Mapped[str] = mapped_column(String(32), unique=True, default=lambda: uuid.uuid4().hex)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    users: Mapped[list[User]] = relationship(back_populates="organization", order_by="User.name")
+    activity_types: Mapped[list[ActivityType]] = relationship(
+        back_populates="organization", order_by="ActivityType.name"
+    )
+
+    @property
+    def default_activity_type(self) -> ActivityType | None:
+        return next((t for t in self.activity_types if t.is_default), None)
+
+    @property
+    def personal_activity_type(self) -> ActivityType | None:
+        return next((t for t in self.activity_types if t.is_personal), None)
+
+    def user_by_email(self, email: str) -> User | None:
+        return db.session.scalar(
+            select(User).where(User.organization_id == self.id, User.email == normalize_email(email))
+        )
+
+
+def normalize_email(email: str) -> str:
+    return (email or "").strip().lower()
+
+
+class User(UserMixin, db.Model):
+    __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("organization_id", "email", name="uq_users_organization_email"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
+    email: Mapped[str] = mapped_column(String(254))
+    name: Mapped[str] = mapped_column(String(200))
+    password_hash: Mapped[str] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(String(20), default="user")
+    time_zone: Mapped[str] = mapped_column(String(64), default="Europe/Amsterdam")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    organization: Mapped[Organization] = relationship(back_populates="users")
+
+    def set_password(self, password: str) -> None:
+        self.password_hash = generate_password_hash(password)
+
+    def check_password(self, password: str) -> bool:
+        return check_password_hash(self.password_hash, password)
+
+    @property
+    def is_active(self) -> bool:  # Flask-Login refuses inactive users
+        return self.active
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    @property
+    def is_helpdesk(self) -> bool:
+        return self.role == "helpdesk"
+
+    @property
+    def can_edit_activities(self) -> bool:
+        return self.role in ("admin", "user")
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.time_zone)
+
+    def __repr__(self) -> str:
+        return f"<User {self.email}>"
+
+
+class ApiToken(db.Model):
+    """A personal API token; only its SHA-256 is stored, the token itself is shown once."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    user: Mapped[User] = relationship()
+
+    PREFIX = "psa_"
+
+    @staticmethod
+    def hash(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    @classmethod
+    def issue(cls, user: User) -> tuple[ApiToken, str]:
+        token = cls.PREFIX + secrets.token_urlsafe(32)
+        return cls(user=user, token_hash=cls.hash(token)), token
+
+    @classmethod
+    def find_user(cls, token: str) -> User | None:
+        row = db.session.scalar(select(cls).where(cls.token_hash == cls.hash(token)))
+        if row is None or not row.user.active:
+            return None
+        row.last_used_at = utcnow()
+        return row.user
+
+
+class ActivityType(db.Model):
+    __tablename__ = "activity_types"
+    __table_args__ = (UniqueConstraint("organization_id", "name", name="uq_activity_types_organization_name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    colour: Mapped[str] = mapped_column(String(7), default="#4f6d9a")
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_personal: Mapped[bool] = mapped_column(Boolean, default=False)
+    sync_to_google: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    organization: Mapped[Organization] = relationship(back_populates="activity_types")
+
+    STANDARD = (
+        # name, colour, is_default, is_personal, sync_to_google
+        ("Internal", "#4f6d9a", True, False, True),
+        ("Meeting", "#2e8b57", False, False, True),
+        ("Customer visit", "#c07a12", False, False, True),
+        ("Personal", "#8a4f9a", False, True, True),
+    )
+
+    @classmethod
+    def create_standard(cls, organization: Organization) -> list[ActivityType]:
+        return [
+            cls(
+                organization=organization,
+                name=name,
+                colour=colour,
+                is_default=is_default,
+                is_personal=is_personal,
+                sync_to_google=sync,
+            )
+            for name, colour, is_default, is_personal, sync in cls.STANDARD
+        ]
+
+
+class Project(db.Model):
+    __tablename__ = "projects"
+    __table_args__ = (UniqueConstraint("organization_id", "name", name="uq_projects_organization_name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    organization: Mapped[Organization] = relationship()
+    tasks: Mapped[list[ProjectTask]] = relationship(
+        back_populates="project", order_by="ProjectTask.id", cascade="all, delete-orphan"
+    )
+
+
+class ProjectTask(db.Model):
+    __tablename__ = "project_tasks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+
+    project: Mapped[Project] = relationship(back_populates="tasks")
+
+    @property
+    def label(self) -> str:
+        return f"{self.project.name} / {self.name}"
+
+
+class ActivityParticipant(db.Model):
+    __tablename__ = "activity_participants"
+
+    activity_id: Mapped[int] = mapped_column(ForeignKey("activities.id"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True, index=True)
+    # The participant's answer as Google reports it; shown, never pushed.
+    response_status: Mapped[str] = mapped_column(String(20), default="needsAction")
+
+    activity: Mapped[Activity] = relationship(back_populates="participant_links")
+    user: Mapped[User] = relationship()
+
+
+class Activity(db.Model):
+    """A calendar item. Timed items store UTC instants plus an IANA zone; all-day items store dates."""
+
+    __tablename__ = "activities"
+    __table_args__ = (Index("ix_activities_organization_updated", "organization_id", "updated_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
+    subject: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str] = mapped_column(Text, default="")
+    location: Mapped[str] = mapped_column(String(255), default="")
+    all_day: Mapped[bool] = mapped_column(Boolean, default=False)
+    start_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    end_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    start_date: Mapped[date | None] = mapped_column(Date)
+    end_date: Mapped[date | None] = mapped_column(Date)  # exclusive, as in RFC 5545 and Google
+    time_zone: Mapped[str] = mapped_column(String(64))
+    recurrence_text: Mapped[str] = mapped_column("recurrence", Text, default="")
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    activity_type_id: Mapped[int] = mapped_column(ForeignKey("activity_types.id"))
+    project_task_id: Mapped[int | None] = mapped_column(ForeignKey("project_tasks.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # tombstone: the sync must see deletions
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+    organization: Mapped[Organization] = relationship()
+    owner: Mapped[User] = relationship(foreign_keys=[owner_id])
+    activity_type: Mapped[ActivityType] = relationship()
+    project_task: Mapped[ProjectTask | None] = relationship()
+    participant_links: Mapped[list[ActivityParticipant]] = relationship(
+        back_populates="activity", cascade="all, delete-orphan", order_by="ActivityParticipant.user_id"
+    )
+    exceptions: Mapped[list[RecurrenceException]] = relationship(
+        back_populates="activity", cascade="all, delete-orphan", order_by="RecurrenceException.original_start"
+    )
+
+    @property
+    def participants(self) -> list[User]:
+        return [link.user for link in self.participant_links]
+
+    def set_participants(self, users: list[User]) -> None:
+        wanted = {u.id for u in users}
+        self.participant_links = [link for link in self.participant_links if link.user_id in wanted]
+        present = {link.user_id for link in self.participant_links}
+        for user in users:
+            if user.id not in present:
+                self.participant_links.append(ActivityParticipant(user=user, user_id=user.id))
+                present.add(user.id)
+
+    @property
+    def recurrence(self) -> list[str]:
+        return [line for line in self.recurrence_text.splitlines() if line.strip()]
+
+    @recurrence.setter
+    def recurrence(self, lines: list[str]) -> None:
+        self.recurrence_text = "\n".join(lines)
+
+    @property
+    def is_recurring(self) -> bool:
+        return bool(self.recurrence)
+
+    @property
+    def is_deleted(self) -> bool:
+        return self.deleted_at is not None
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.time_zone)
+
+    def local_start(self, zone: ZoneInfo | None = None) -> datetime | None:
+        return None if self.start_at is None else self.start_at.astimezone(zone or self.zone)
+
+    def local_end(self, zone: ZoneInfo | None = None) -> datetime | None:
+        return None if self.end_at is None else self.end_at.astimezone(zone or self.zone)
+
+    def occurrences_between(self, after: datetime, before: datetime) -> list[Occurrence]:
+        """The occurrences overlapping [after, before), exceptions applied (cancelled ones left out)."""
+        from portal.sync.recurrence import occurrence_key, occurrences
+
+        if self.all_day:
+            start, end = self.start_date, self.end_date
+        else:
+            start, end = self.start_at, self.end_at
+        if self.is_recurring:
+            pairs = list(
+                occurrences(start, end, self.time_zone, self.recurrence, after=after, before=before,
+                            all_day=self.all_day)
+            )
+        else:
+            pairs = [(start, end)]
+        exceptions = {e.original_start: e for e in self.exceptions}
+        result = []
+        for occ_start, occ_end in pairs:
+            key = occurrence_key(occ_start, self.all_day) if self.is_recurring else ""
+            exception = exceptions.pop(key, None)
+            if exception is not None and exception.cancelled:
+                continue
+            occurrence = Occurrence.of(self, key, occ_start, occ_end, exception)
+            if occurrence.overlaps(after, before):
+                result.append(occurrence)
+        # A moved occurrence can land in the window even when its original slot is outside it.
+        for key, exception in exceptions.items():
+            if exception.cancelled or not (exception.start_at or exception.start_date):
+                continue
+            occurrence = Occurrence.of(self, key, None, None, exception)
+            if occurrence.overlaps(after, before):
+                result.append(occurrence)
+        return sorted(result, key=lambda o: o.sort_key)
+
+    def involves(self, user: User) -> bool:
+        return self.owner_id == user.id or any(link.user_id == user.id for link in self.participant_links)
+
+    def visible_to(self, user: User) -> bool:
+        if user.organization_id != self.organization_id:
+            return False
+        return user.is_admin or self.involves(user)
+
+    def editable_by(self, user: User) -> bool:
+        return self.visible_to(user) and user.can_edit_activities
+
+    def mark_deleted(self) -> None:
+        self.deleted_at = utcnow()
+        self.touch()
+
+    def touch(self) -> None:
+        self.updated_at = utcnow()
+        self.version = (self.version or 0) + 1
+
+
+@dataclass(frozen=True)
+class Occurrence:
+    """One appearance of an activity on the calendar (the item itself, or one occurrence of a series)."""
+
+    activity: Activity
+    key: str
+    start: datetime | date
+    end: datetime | date
+    subject: str
+    location: str
+    modified: bool
+
+    @classmethod
+    def of(cls, activity, key, start, end, exception) -> Occurrence:
+        if exception is not None:
+            start = exception.start_at or exception.start_date or start
+            end = exception.end_at or exception.end_date or end
+        return cls(
+            activity=activity,
+            key=key,
+            start=start,
+            end=end,
+            subject=(exception.subject if exception and exception.subject else activity.subject),
+            location=(exception.location if exception and exception.location is not None else activity.location),
+            modified=exception is not None,
+        )
+
+    @property
+    def all_day(self) -> bool:
+        return not isinstance(self.start, datetime)
+
+    def overlaps(self, after: datetime, before: datetime) -> bool:
+        if self.all_day:
+            return self.start < before.date() + timedelta(days=1) and self.end > after.date()
+        return self.start < before and self.end > after
+
+    @property
+    def sort_key(self):
+        if self.all_day:
+            return (self.start.isoformat(), 0)
+        return (self.start.astimezone(UTC).date().isoformat(), 1, self.start.astimezone(UTC))
+
+    def local_start(self, zone: ZoneInfo) -> datetime | date:
+        return self.start if self.all_day else self.start.astimezone(zone)
+
+    def local_end(self, zone: ZoneInfo) -> datetime | date:
+        return self.end if self.all_day else self.end.astimezone(zone)
+
+
+class RecurrenceException(db.Model):
+    """One occurrence of a series, modified or cancelled, keyed by its original start.
+
+    The key is `YYYYMMDDTHHMMSSZ` (UTC) for timed series and `YYYYMMDD` for all-day ones: the suffix Google
+    puts in instance ids, so both sides name an occurrence the same way.
+    """
+
+    __tablename__ = "recurrence_exceptions"
+    __table_args__ = (UniqueConstraint("activity_id", "original_start", name="uq_exceptions_activity_start"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    activity_id: Mapped[int] = mapped_column(ForeignKey("activities.id"), index=True)
+    original_start: Mapped[str] = mapped_column(String(20))
+    cancelled: Mapped[bool] = mapped_column(Boolean, default=False)
+    subject: Mapped[str | None] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(Text)
+    location: Mapped[str | None] = mapped_column(String(255))
+    start_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    end_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    start_date: Mapped[date | None] = mapped_column(Date)
+    end_date: Mapped[date | None] = mapped_column(Date)
+
+    activity: Mapped[Activity] = relationship(back_populates="exceptions")
+
+
+class ChangeRecord(db.Model):
+    """The outbox: one row per committed change of an activity, written in the same transaction.
+
+    A row stays unprocessed until the sync has pushed it, so a crash right after a commit loses nothing.
+    """
+
+    __tablename__ = "change_records"
+    __table_args__ = (Index("ix_change_records_pending", "organization_id", "processed_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
+    activity_id: Mapped[int] = mapped_column(ForeignKey("activities.id"), index=True)
+    action: Mapped[str] = mapped_column(String(10))  # create | update | delete | restore
+    origin: Mapped[str] = mapped_column(String(10), default="portal")  # portal | google
+    changed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    activity: Mapped[Activity] = relationship()
+    organization: Mapped[Organization] = relationship()

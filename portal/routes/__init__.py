@@ -1,0 +1,75 @@
+"""One blueprint per page area."""
+
+from functools import wraps
+
+from flask import abort, request
+from flask_login import current_user, login_required
+
+
+def register_blueprints(app):
+    from portal.routes import api, auth, calendar, helpdesk, profile, settings
+
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(calendar.bp)
+    app.register_blueprint(settings.bp)
+    app.register_blueprint(profile.bp)
+    app.register_blueprint(helpdesk.bp)
+    app.register_blueprint(api.bp)
+    app.add_url_rule("/", endpoint="index", view_func=calendar.index)
+    register_error_pages(app)
+    register_filters(app)
+
+
+ERROR_TEXTS = {
+    400: ("Bad request", "The request could not be understood."),
+    403: ("Forbidden", "Your role does not give access to this page."),
+    404: ("Not found", "There is nothing here, or it is not yours to see."),
+    405: ("Method not allowed", "This address does not accept that kind of request."),
+    413: ("Too large", "The upload is larger than allowed."),
+}
+
+
+def register_error_pages(app):
+    from flask import render_template
+    from flask_wtf.csrf import CSRFError
+    from werkzeug.exceptions import HTTPException
+
+    def render_error(exc):
+        code = getattr(exc, "code", 500) or 500
+        title, message = ERROR_TEXTS.get(code, (getattr(exc, "name", "Error"), ""))
+        if isinstance(exc, CSRFError):
+            title, message = "Form expired", "The form was missing its security token or it expired. Reload the page and try again."
+        return render_template("errors.html", code=code, title=title, message=message), code
+
+    app.register_error_handler(CSRFError, render_error)
+    for code in ERROR_TEXTS:
+        app.register_error_handler(code, render_error)
+    app.register_error_handler(HTTPException, render_error)
+
+
+def register_filters(app):
+    from portal.sync.recurrence import describe
+
+    @app.template_filter("describe_recurrence")
+    def describe_recurrence(lines):
+        return describe(lines) if lines else ""
+
+
+def role_required(*roles):
+    """Logged in with one of `roles`, else the login page (anonymous) or 403."""
+
+    def decorator(view):
+        @wraps(view)
+        @login_required
+        def wrapped(*args, **kwargs):
+            if current_user.role not in roles:
+                abort(403)
+            return view(*args, **kwargs)
+
+        return wrapped
+
+    return decorator
+
+
+def is_htmx() -> bool:
+    return request.headers.get("HX-Request") == "true" and request.headers.get("HX-History-Restore-Request") != "true"

@@ -1,0 +1,272 @@
+"""REST API v1: JSON over bearer tokens. Errors are JSON too: 400 names the fields, never a 500 for bad input."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import wraps
+
+from flask import Blueprint, abort, g, jsonify, request
+from sqlalchemy import select
+from werkzeug.exceptions import HTTPException
+
+from portal.activities import (
+    ValidationError,
+    clean_activity,
+    create_activity,
+    delete_activity,
+    format_moment,
+    update_activity,
+    visible_activities_query,
+)
+from portal.changes import changed_by
+from portal.extensions import csrf, db
+from portal.models import Activity, ActivityType, ApiToken, Project, ProjectTask
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+csrf.exempt(bp)  # bearer tokens are not sent by browsers on their own, so CSRF does not apply
+
+MAX_PAGE = 500
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, fields: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.fields = status, message, fields
+
+
+@bp.errorhandler(ApiError)
+def handle_api_error(exc: ApiError):
+    body = {"error": exc.message}
+    if exc.fields:
+        body["fields"] = exc.fields
+    return jsonify(body), exc.status
+
+
+@bp.errorhandler(HTTPException)
+def handle_http_error(exc: HTTPException):
+    response = jsonify({"error": exc.description or exc.name})
+    response.status_code = exc.code or 500
+    if exc.code == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="portal"'
+    return response
+
+
+def token_required(view):
+    @wraps(view)
+    def wrapped(*args, **kwargs):
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            abort(401, description="Send an API token: Authorization: Bearer <token>.")
+        user = ApiToken.find_user(token.strip())
+        if user is None:
+            abort(401, description="Unknown or revoked API token.")
+        g.api_user = user
+        db.session.commit()  # last_used_at
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+def writer_required():
+    if not g.api_user.can_edit_activities:
+        raise ApiError(403, "Your role may not change activities.")
+
+
+def json_body() -> dict:
+    body = request.get_json(silent=True)
+    if body is None:
+        raise ApiError(400, "Expected a JSON body (Content-Type: application/json).", {"body": "Not valid JSON."})
+    if not isinstance(body, dict):
+        raise ApiError(400, "Expected a JSON object.", {"body": "Expected a JSON object."})
+    return body
+
+
+def activity_json(activity: Activity) -> dict:
+    body = {
+        "id": activity.id,
+        "subject": activity.subject,
+        "description": activity.description,
+        "location": activity.location,
+        "start": format_moment(activity, "start"),
+        "end": format_moment(activity, "end"),
+        "all_day": activity.all_day,
+        "time_zone": activity.time_zone,
+        "recurrence": activity.recurrence,
+        "activity_type": activity.activity_type.name,
+        "owner": activity.owner.email,
+        "participants": [u.email for u in activity.participants],
+        "project_task": activity.project_task_id,
+        "updated_at": activity.updated_at.isoformat(),
+    }
+    if activity.is_deleted:
+        body["deleted"] = True
+    return body
+
+
+def activity_response(activity: Activity, status: int = 200):
+    response = jsonify(activity_json(activity))
+    response.status_code = status
+    response.headers["ETag"] = f'"{activity.version}"'
+    return response
+
+
+def get_activity(activity_id: int, *, for_edit: bool = False) -> Activity:
+    activity = db.session.get(Activity, activity_id)
+    if activity is None or activity.is_deleted or not activity.visible_to(g.api_user):
+        raise ApiError(404, f"No activity {activity_id}.")
+    if for_edit:
+        writer_required()
+    return activity
+
+
+def check_if_match(activity: Activity) -> None:
+    """Refuse to overwrite a version the client has not seen (412), so no edit is lost silently."""
+    expected = request.headers.get("If-Match")
+    if expected and expected.strip() not in ("*", f'"{activity.version}"', str(activity.version)):
+        raise ApiError(412, "The activity changed since you read it; read it again and reapply your change.")
+
+
+def parse_since(value: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
+    except ValueError:
+        raise ApiError(400, "Bad filter.", {"updated_since": "Must be RFC 3339, e.g. 2026-01-31T12:00:00Z."}) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@bp.get("/activities")
+@token_required
+def list_activities():
+    """List the activities the token's user may see; with updated_since, deletions are included."""
+    user = g.api_user
+    owner = None
+    if request.args.get("owner"):
+        owner = user.organization.user_by_email(request.args["owner"])
+        if owner is None:
+            raise ApiError(400, "Bad filter.", {"owner": "Not a user of your organization."})
+    since = parse_since(request.args["updated_since"]) if request.args.get("updated_since") else None
+    # A client polling for changes must see deletions too, so tombstones come along with updated_since.
+    query = visible_activities_query(user, owner=owner, updated_since=since, include_deleted=since is not None)
+    activities = db.session.scalars(query.order_by(Activity.updated_at, Activity.id).limit(MAX_PAGE + 1)).all()
+    return jsonify({
+        "activities": [activity_json(a) for a in activities[:MAX_PAGE]],
+        "truncated": len(activities) > MAX_PAGE,
+    })
+
+
+@bp.post("/activities")
+@token_required
+def create_activity_view():
+    """Create an activity."""
+    writer_required()
+    user = g.api_user
+    try:
+        data = clean_activity(json_body(), organization=user.organization, actor=user)
+    except ValidationError as exc:
+        raise ApiError(400, "The activity is not valid.", exc.fields) from None
+    changed_by(db.session, user.id)
+    activity = create_activity(user.organization, data)
+    db.session.commit()
+    return activity_response(activity, 201)
+
+
+@bp.get("/activities/<int:activity_id>")
+@token_required
+def get_activity_view(activity_id: int):
+    """Read one activity."""
+    return activity_response(get_activity(activity_id))
+
+
+@bp.patch("/activities/<int:activity_id>")
+@token_required
+def update_activity_view(activity_id: int):
+    """Change some fields of an activity."""
+    activity = get_activity(activity_id, for_edit=True)
+    check_if_match(activity)
+    user = g.api_user
+    try:
+        data = clean_activity(json_body(), organization=user.organization, actor=user, existing=activity)
+    except ValidationError as exc:
+        raise ApiError(400, "The activity is not valid.", exc.fields) from None
+    changed_by(db.session, user.id)
+    update_activity(activity, data)
+    db.session.commit()
+    return activity_response(activity)
+
+
+@bp.delete("/activities/<int:activity_id>")
+@token_required
+def delete_activity_view(activity_id: int):
+    """Delete an activity."""
+    activity = get_activity(activity_id, for_edit=True)
+    check_if_match(activity)
+    changed_by(db.session, g.api_user.id)
+    delete_activity(activity)
+    db.session.commit()
+    return "", 204
+
+
+@bp.get("/activity-types")
+@token_required
+def list_activity_types():
+    """List the organization's activity types."""
+    types = db.session.scalars(
+        select(ActivityType).where(ActivityType.organization_id == g.api_user.organization_id).order_by(ActivityType.name)
+    )
+    return jsonify({"activity_types": [
+        {"id": t.id, "name": t.name, "colour": t.colour, "is_default": t.is_default,
+         "is_personal": t.is_personal, "sync_to_google": t.sync_to_google}
+        for t in types
+    ]})
+
+
+def project_json(project: Project) -> dict:
+    return {"id": project.id, "name": project.name, "tasks": [{"id": t.id, "name": t.name} for t in project.tasks]}
+
+
+@bp.get("/projects")
+@token_required
+def list_projects():
+    """List the organization's projects with their tasks."""
+    projects = db.session.scalars(
+        select(Project).where(Project.organization_id == g.api_user.organization_id).order_by(Project.name)
+    )
+    return jsonify({"projects": [project_json(p) for p in projects]})
+
+
+@bp.post("/projects")
+@token_required
+def create_project():
+    """Create a project with its tasks (admins)."""
+    user = g.api_user
+    if not user.is_admin:
+        raise ApiError(403, "Only admins create projects.")
+    body = json_body()
+    errors = {}
+    name = body.get("name")
+    if not isinstance(name, str) or not name.strip():
+        errors["name"] = "This field is required."
+    elif len(name.strip()) > 200:
+        errors["name"] = "At most 200 characters."
+    elif db.session.scalar(select(Project).where(Project.organization_id == user.organization_id,
+                                                 Project.name == name.strip())):
+        errors["name"] = "A project with this name exists."
+    tasks = body.get("tasks", [])
+    task_names = []
+    if not isinstance(tasks, list):
+        errors["tasks"] = "Must be a list of {\"name\": ...} objects."
+    else:
+        for index, task in enumerate(tasks):
+            task_name = task.get("name") if isinstance(task, dict) else None
+            if not isinstance(task_name, str) or not task_name.strip() or len(task_name.strip()) > 200:
+                errors[f"tasks[{index}].name"] = "Each task needs a name of 1 to 200 characters."
+            else:
+                task_names.append(task_name.strip())
+    if errors:
+        raise ApiError(400, "The project is not valid.", errors)
+    project = Project(organization_id=user.organization_id, name=name.strip(),
+                      tasks=[ProjectTask(name=n) for n in task_names])
+    db.session.add(project)
+    db.session.commit()
+    return jsonify(project_json(project)), 201

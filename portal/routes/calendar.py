@@ -1,0 +1,253 @@
+"""Calendar: week and list views of a user's activities, created, edited and deleted in place."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+from sqlalchemy import select
+
+from portal.activities import (
+    ValidationError,
+    clean_activity,
+    create_activity,
+    default_times,
+    delete_activity,
+    update_activity,
+    visible_activities_query,
+)
+from portal.changes import changed_by
+from portal.extensions import db
+from portal.forms import (
+    FREQUENCIES,
+    WEEKDAY_LABELS,
+    WEEKDAYS,
+    activity_to_form,
+    form_to_values,
+    form_with_posted,
+)
+from portal.models import Activity, Project, User
+from portal.routes import is_htmx
+
+bp = Blueprint("calendar", __name__, url_prefix="/calendar")
+
+
+@login_required
+def index():
+    """Send people to their calendar (helpdesk staff to the helpdesk)."""
+    if current_user.is_helpdesk:
+        return redirect(url_for("helpdesk.index"))
+    return redirect(url_for("calendar.week"))
+
+
+def get_activity(activity_id: int, *, for_edit: bool = False) -> Activity:
+    """The activity if the current user may see it (or edit it), else 404/403."""
+    activity = db.session.get(Activity, activity_id)
+    if activity is None or activity.is_deleted or not activity.visible_to(current_user):
+        abort(404)
+    if for_edit and not activity.editable_by(current_user):
+        abort(403)
+    return activity
+
+
+def parse_week(value: str | None) -> date:
+    today = datetime.now(current_user.zone).date()
+    try:
+        day = date.fromisoformat(value) if value else today
+    except ValueError:
+        day = today
+    return day - timedelta(days=day.weekday())
+
+
+@bp.route("/")
+@login_required
+def week():
+    """Show the week (Monday to Sunday) in the viewer's time zone."""
+    monday = parse_week(request.args.get("week"))
+    context = week_context(monday)
+    if is_htmx() and request.headers.get("HX-Target") == "calendar-view":
+        return render_template("calendar/_week.html", **context)
+    return render_template("calendar/week.html", **context)
+
+
+def week_context(monday: date) -> dict:
+    zone = current_user.zone
+    after = datetime.combine(monday, time.min, tzinfo=zone)
+    before = after + timedelta(days=7)
+    days = {monday + timedelta(days=i): [] for i in range(7)}
+    for activity in db.session.scalars(visible_activities_query(current_user)):
+        for occurrence in activity.occurrences_between(after, before):
+            first = occurrence.local_start(zone)
+            first_day = first if isinstance(first, date) and not isinstance(first, datetime) else first.date()
+            last = occurrence.local_end(zone)
+            if isinstance(last, datetime):
+                last_day = (last - timedelta(microseconds=1)).date()
+            else:
+                last_day = last - timedelta(days=1)
+            day = max(first_day, monday)
+            while day <= min(last_day, monday + timedelta(days=6)):
+                days[day].append(occurrence)
+                day += timedelta(days=1)
+    return {
+        "view": "week",
+        "monday": monday,
+        "days": days,
+        "zone": zone,
+        "previous_week": monday - timedelta(days=7),
+        "next_week": monday + timedelta(days=7),
+        "today": datetime.now(zone).date(),
+    }
+
+
+@bp.route("/list")
+@login_required
+def list_view():
+    """List the viewer's current and upcoming activities; series appear once."""
+    context = list_context()
+    if is_htmx() and request.headers.get("HX-Target") == "calendar-view":
+        return render_template("calendar/_rows.html", **context)
+    return render_template("calendar/list.html", **context)
+
+
+def list_context() -> dict:
+    show_past = request.args.get("past") == "1"
+    activities = db.session.scalars(visible_activities_query(current_user)).all()
+    now = datetime.now(current_user.zone)
+
+    def still_relevant(activity: Activity) -> bool:
+        if show_past or activity.is_recurring:
+            return True
+        if activity.all_day:
+            return activity.end_date > now.date()
+        return activity.end_at > now
+
+    def start_key(activity: Activity):
+        if activity.all_day:
+            return datetime.combine(activity.start_date, time.min, tzinfo=current_user.zone)
+        return activity.start_at
+
+    rows = sorted(filter(still_relevant, activities), key=start_key)
+    return {"view": "list", "activities": rows, "zone": current_user.zone, "show_past": show_past}
+
+
+def form_context(fields: dict, errors: dict, activity: Activity | None) -> dict:
+    organization = current_user.organization
+    projects = db.session.scalars(
+        select(Project).where(Project.organization_id == organization.id).order_by(Project.name)
+    ).all()
+    users = [u for u in organization.users if u.active]
+    readonly = activity is not None and not activity.editable_by(current_user)
+    return {
+        "fields": fields,
+        "errors": errors,
+        "activity": activity,
+        "readonly": readonly or not current_user.can_edit_activities,
+        "activity_types": organization.activity_types,
+        "users": users,
+        "projects": projects,
+        "frequencies": FREQUENCIES,
+        "weekdays": WEEKDAYS,
+        "weekday_labels": WEEKDAY_LABELS,
+        "return_to": request.values.get("return_to") or url_for("calendar.week"),
+    }
+
+
+def render_form(fields: dict, errors: dict, activity: Activity | None, status: int = 200):
+    context = form_context(fields, errors, activity)
+    template = "calendar/_form.html" if is_htmx() else "calendar/form.html"
+    return render_template(template, **context), status
+
+
+@bp.route("/activities/new")
+@login_required
+def new_activity():
+    """Show an empty activity form (on a chosen day if one is given)."""
+    if not current_user.can_edit_activities:
+        abort(403)
+    try:
+        day = date.fromisoformat(request.args.get("day", ""))
+    except ValueError:
+        day = None
+    start, end = default_times(current_user, day)
+    return render_form(activity_to_form(None, current_user, start=start, end=end), {}, None)
+
+
+@bp.route("/activities", methods=("POST",))
+@login_required
+def create():
+    """Create an activity from the form."""
+    if not current_user.can_edit_activities:
+        abort(403)
+    return save_from_form(None)
+
+
+@bp.route("/activities/<int:activity_id>")
+@login_required
+def edit(activity_id: int):
+    """Show one activity's form (read-only for those who may not change it)."""
+    activity = get_activity(activity_id)
+    return render_form(activity_to_form(activity, current_user), {}, activity)
+
+
+@bp.route("/activities/<int:activity_id>", methods=("POST",))
+@login_required
+def update(activity_id: int):
+    """Save changes to an activity."""
+    return save_from_form(get_activity(activity_id, for_edit=True))
+
+
+def save_from_form(activity: Activity | None):
+    values, picker_errors = form_to_values(request.form)
+    organization = current_user.organization
+    try:
+        data = clean_activity(values, organization=organization, actor=current_user, existing=activity,
+                              allow_local_times=True)
+        if picker_errors:
+            raise ValidationError(picker_errors)
+    except ValidationError as exc:
+        errors = {**exc.fields, **picker_errors}
+        return render_form(form_with_posted(request.form), errors, activity, status=422)
+    changed_by(db.session, current_user.id)
+    if activity is None:
+        activity = create_activity(organization, data)
+        message = f"Created “{data.subject}”."
+    else:
+        update_activity(activity, data)
+        message = f"Saved “{data.subject}”."
+    db.session.commit()
+    return after_change(message)
+
+
+@bp.route("/activities/<int:activity_id>/delete", methods=("POST",))
+@login_required
+def delete(activity_id: int):
+    """Delete an activity (it is kept as a tombstone so the sync sees the deletion)."""
+    activity = get_activity(activity_id, for_edit=True)
+    changed_by(db.session, current_user.id)
+    delete_activity(activity)
+    db.session.commit()
+    return after_change(f"Deleted “{activity.subject}”.")
+
+
+def after_change(message: str):
+    """Back to the calendar: a redirect for plain forms, the refreshed view in place for HTMX."""
+    return_to = request.form.get("return_to") or url_for("calendar.week")
+    if not return_to.startswith("/calendar"):
+        return_to = url_for("calendar.week")
+    if not is_htmx():
+        flash(message)
+        return redirect(return_to)
+    view = "list" if return_to.startswith(url_for("calendar.list_view")) else "week"
+    if view == "list":
+        context = list_context()
+        partial = "calendar/_rows.html"
+    else:
+        week_arg = return_to.split("week=", 1)[1][:10] if "week=" in return_to else None
+        context = week_context(parse_week(week_arg))
+        partial = "calendar/_week.html"
+    return render_template("calendar/_saved.html", message=message, partial=partial, **context)
+
+
+def participant_choices(organization) -> list[User]:
+    return [u for u in organization.users if u.active]

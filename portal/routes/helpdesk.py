@@ -1,0 +1,36 @@
+"""Helpdesk: read-only views across organizations, to help customers diagnose problems."""
+
+from flask import Blueprint, abort, render_template
+from sqlalchemy import func, select
+
+from portal.extensions import db
+from portal.models import Activity, Organization, User
+from portal.routes import role_required
+
+bp = Blueprint("helpdesk", __name__, url_prefix="/helpdesk")
+
+
+@bp.route("/")
+@role_required("helpdesk")
+def index():
+    """List every organization with its size."""
+    users = select(func.count(User.id)).where(User.organization_id == Organization.id).scalar_subquery()
+    activities = (
+        select(func.count(Activity.id))
+        .where(Activity.organization_id == Organization.id, Activity.deleted_at.is_(None))
+        .scalar_subquery()
+    )
+    rows = db.session.execute(
+        select(Organization, users.label("users"), activities.label("activities")).order_by(Organization.name)
+    ).all()
+    return render_template("helpdesk/index.html", rows=rows)
+
+
+@bp.route("/organizations/<int:organization_id>")
+@role_required("helpdesk")
+def organization(organization_id: int):
+    """Show one organization's users and settings, read-only."""
+    org = db.session.get(Organization, organization_id)
+    if org is None:
+        abort(404)
+    return render_template("helpdesk/organization.html", organization=org)
