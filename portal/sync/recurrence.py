@@ -1,0 +1,573 @@
+"""RFC 5545 recurrence lines: validation, canonical spelling and expansion.
+
+Pure: python-dateutil and zoneinfo only. Lines look like the ones Google keeps in
+``event.recurrence``: ``RRULE:...``, ``EXRULE:...``, ``RDATE[;params]:...``,
+``EXDATE[;params]:...``. DTSTART is never part of them; the start comes from the
+event itself.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from dateutil import rrule as du
+
+__all__ = [
+    "RecurrenceError",
+    "describe",
+    "has_occurrence_after",
+    "is_editable",
+    "is_occurrence",
+    "normalize_recurrence",
+    "occurrence_key",
+    "occurrences",
+    "validate_recurrence",
+]
+
+
+class RecurrenceError(ValueError):
+    """A recurrence line the portal cannot accept; ``str(err)`` is meant for people."""
+
+
+WEEKDAYS = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
+_WEEKDAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+# Sub-daily frequencies are valid RFC 5545 but neither Google's UI nor the portal's editor
+# offers them, and a calendar item every minute is almost certainly a mistake.
+_FREQS = {"DAILY": du.DAILY, "WEEKLY": du.WEEKLY, "MONTHLY": du.MONTHLY, "YEARLY": du.YEARLY}
+
+# Canonical part order; it decides the spelling two equivalent rules share.
+_PART_ORDER = (
+    "FREQ", "COUNT", "UNTIL", "INTERVAL", "BYSECOND", "BYMINUTE", "BYHOUR", "BYDAY",
+    "BYMONTHDAY", "BYYEARDAY", "BYWEEKNO", "BYMONTH", "BYSETPOS", "WKST",
+)  # fmt: skip
+_INT_LISTS = {
+    "BYSECOND": (0, 60, False),
+    "BYMINUTE": (0, 59, False),
+    "BYHOUR": (0, 23, False),
+    "BYMONTHDAY": (1, 31, True),
+    "BYYEARDAY": (1, 366, True),
+    "BYWEEKNO": (1, 53, True),
+    "BYMONTH": (1, 12, False),
+    "BYSETPOS": (1, 366, True),
+}
+_LINE_ORDER = {"RRULE": 0, "EXRULE": 1, "RDATE": 2, "EXDATE": 3}
+
+_BYDAY_RE = re.compile(r"^([+-]?\d{1,2})?(MO|TU|WE|TH|FR|SA|SU)$")
+_DATE_RE = re.compile(r"^(\d{4})(\d{2})(\d{2})$")
+_DATETIME_RE = re.compile(r"^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})(Z?)$")
+
+# A value in RDATE/EXDATE/UNTIL: a date, an aware UTC datetime, or a floating
+# (naive) datetime meaning wall-clock time in the series' own zone.
+DateValue = date | datetime
+
+
+@dataclass(frozen=True)
+class _Rule:
+    kind: str  # RRULE or EXRULE
+    parts: tuple[tuple[str, str], ...]  # canonical, in _PART_ORDER
+
+    def get(self, key: str) -> str | None:
+        return dict(self.parts).get(key)
+
+
+@dataclass(frozen=True)
+class _Dates:
+    kind: str  # RDATE or EXDATE
+    value: DateValue
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    rules: tuple[_Rule, ...]
+    dates: tuple[_Dates, ...]
+
+    def lines(self) -> tuple[str, ...]:
+        out = {_render_rule(r) for r in self.rules} | {_render_date(d) for d in self.dates}
+        return tuple(sorted(out, key=lambda line: (_LINE_ORDER[_name_of(line)], line)))
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def _name_of(line: str) -> str:
+    return re.split(r"[;:]", line, maxsplit=1)[0].upper()
+
+
+def _parse(lines: Iterable[str], *, time_zone: str | None = None) -> _Parsed:
+    if isinstance(lines, str):
+        # A bare string would be iterated character by character: a classic silent bug.
+        lines = [lines]
+    rules: list[_Rule] = []
+    dates: list[_Dates] = []
+    for raw in lines:
+        line = raw.strip()
+        if not line:
+            continue
+        head, sep, value = line.partition(":")
+        if not sep:
+            raise RecurrenceError(f"Recurrence line without a ':' separator: {raw!r}")
+        name, *params = head.split(";")
+        name = name.strip().upper()
+        if name == "DTSTART":
+            raise RecurrenceError("DTSTART is not allowed in recurrence lines; the item's start is used instead")
+        if name in ("RRULE", "EXRULE"):
+            if params:
+                raise RecurrenceError(f"{name} takes no parameters: {raw!r}")
+            rules.append(_parse_rule(name, value))
+        elif name in ("RDATE", "EXDATE"):
+            dates.extend(_Dates(name, v) for v in _parse_dates(name, params, value, time_zone))
+        else:
+            raise RecurrenceError(f"Unknown recurrence property {name or raw!r}; expected RRULE, EXRULE, RDATE or EXDATE")
+    return _Parsed(tuple(rules), tuple(dates))
+
+
+def _parse_rule(kind: str, value: str) -> _Rule:
+    raw_parts: dict[str, str] = {}
+    for chunk in value.split(";"):
+        if not chunk.strip():
+            continue
+        key, sep, val = chunk.partition("=")
+        key, val = key.strip().upper(), val.strip().upper()
+        if not sep or not val:
+            raise RecurrenceError(f"{kind} part {chunk!r} has no value")
+        if key not in _PART_ORDER:
+            raise RecurrenceError(f"Unknown {kind} part {key!r}")
+        if key in raw_parts:
+            raise RecurrenceError(f"{kind} part {key} appears twice")
+        raw_parts[key] = val
+
+    freq = raw_parts.get("FREQ")
+    if freq is None:
+        raise RecurrenceError(f"{kind} needs a FREQ")
+    if freq not in _FREQS:
+        raise RecurrenceError(f"FREQ={freq} is not supported; use DAILY, WEEKLY, MONTHLY or YEARLY")
+    if "COUNT" in raw_parts and "UNTIL" in raw_parts:
+        raise RecurrenceError(f"{kind} cannot have both COUNT and UNTIL")
+    if "BYSETPOS" in raw_parts and not any(k.startswith("BY") and k != "BYSETPOS" for k in raw_parts):
+        raise RecurrenceError("BYSETPOS only makes sense together with another BY... part")
+
+    parts: dict[str, str] = {"FREQ": freq}
+    for key, val in raw_parts.items():
+        if key == "FREQ":
+            continue
+        if key in ("COUNT", "INTERVAL"):
+            n = _int(val, key)
+            if n < 1:
+                raise RecurrenceError(f"{key} must be 1 or more, not {val}")
+            if key == "INTERVAL" and n == 1:
+                continue  # the default: dropping it lets equivalent spellings compare equal
+            parts[key] = str(n)
+        elif key == "UNTIL":
+            parts[key] = _format_value(_parse_value(val, "UNTIL"))
+        elif key == "WKST":
+            if val not in WEEKDAYS:
+                raise RecurrenceError(f"WKST={val} is not a weekday")
+            if val != "MO":
+                parts[key] = val
+        elif key == "BYDAY":
+            parts[key] = _canonical_byday(val, freq, has_byweekno="BYWEEKNO" in raw_parts)
+        else:
+            lo, hi, signed = _INT_LISTS[key]
+            parts[key] = _canonical_int_list(key, val, lo, hi, signed)
+    ordered = tuple((k, parts[k]) for k in _PART_ORDER if k in parts)
+    return _Rule(kind, ordered)
+
+
+def _int(val: str, what: str) -> int:
+    if not re.fullmatch(r"[+-]?\d+", val):
+        raise RecurrenceError(f"{what} needs a whole number, not {val!r}")
+    return int(val)
+
+
+def _canonical_int_list(key: str, val: str, lo: int, hi: int, signed: bool) -> str:
+    numbers = set()
+    for item in val.split(","):
+        n = _int(item.strip(), key)
+        if not (lo <= abs(n) <= hi) or (n < 0 and not signed):
+            raise RecurrenceError(f"{key} value {item} is out of range")
+        numbers.add(n)
+    # Positive values first, then negatives counted from the end: a stable, readable order.
+    return ",".join(str(n) for n in sorted(numbers, key=lambda n: (n < 0, abs(n) if n > 0 else -n)))
+
+
+def _canonical_byday(val: str, freq: str, *, has_byweekno: bool) -> str:
+    days: set[tuple[int, int | None]] = set()
+    for item in val.split(","):
+        m = _BYDAY_RE.match(item.strip())
+        if not m:
+            raise RecurrenceError(f"BYDAY value {item!r} is not a weekday like MO or 2TU")
+        ordinal = int(m.group(1)) if m.group(1) else None
+        if ordinal is not None:
+            if not 1 <= abs(ordinal) <= 53:
+                raise RecurrenceError(f"BYDAY ordinal in {item!r} is out of range")
+            if freq not in ("MONTHLY", "YEARLY") or has_byweekno:
+                raise RecurrenceError(f"BYDAY ordinals like {item!r} need FREQ=MONTHLY or YEARLY")
+        days.add((WEEKDAYS.index(m.group(2)), ordinal))
+    ordered = sorted(days, key=lambda d: (d[0], d[1] is not None, d[1] or 0))
+    return ",".join(f"{'' if o is None else o}{WEEKDAYS[w]}" for w, o in ordered)
+
+
+def _parse_dates(kind: str, params: Sequence[str], value: str, time_zone: str | None) -> list[DateValue]:
+    tzid: ZoneInfo | None = None
+    value_type = None
+    for param in params:
+        key, _, val = param.partition("=")
+        key = key.strip().upper()
+        if key == "TZID":
+            tzid = _zone(val.strip().strip('"'))
+        elif key == "VALUE":
+            value_type = val.strip().upper()
+            if value_type == "PERIOD":
+                raise RecurrenceError(f"{kind} periods are not supported; list the start times instead")
+            if value_type not in ("DATE", "DATE-TIME"):
+                raise RecurrenceError(f"{kind} VALUE={val} is not DATE or DATE-TIME")
+        else:
+            raise RecurrenceError(f"Unknown {kind} parameter {key!r}")
+    default_zone = tzid or (_zone(time_zone) if time_zone else None)
+    out: list[DateValue] = []
+    for item in value.split(","):
+        parsed = _parse_value(item.strip().upper(), kind)
+        if value_type == "DATE" and isinstance(parsed, datetime):
+            raise RecurrenceError(f"{kind};VALUE=DATE holds a date-time: {item!r}")
+        if value_type == "DATE-TIME" and not isinstance(parsed, datetime):
+            raise RecurrenceError(f"{kind};VALUE=DATE-TIME holds a date: {item!r}")
+        if isinstance(parsed, datetime) and parsed.tzinfo is None and default_zone is not None:
+            # Wall-clock times become UTC instants so the same exclusion spelled with a
+            # TZID or in UTC compares equal.
+            parsed = parsed.replace(tzinfo=default_zone).astimezone(UTC)
+        out.append(parsed)
+    return out
+
+
+def _parse_value(val: str, what: str) -> DateValue:
+    if m := _DATE_RE.match(val):
+        try:
+            return date(int(m[1]), int(m[2]), int(m[3]))
+        except ValueError as err:
+            raise RecurrenceError(f"{what} {val!r} is not a valid date") from err
+    if m := _DATETIME_RE.match(val):
+        try:
+            dt = datetime(int(m[1]), int(m[2]), int(m[3]), int(m[4]), int(m[5]), int(m[6]))
+        except ValueError as err:
+            raise RecurrenceError(f"{what} {val!r} is not a valid date-time") from err
+        return dt.replace(tzinfo=UTC) if m[7] else dt
+    raise RecurrenceError(f"{what} {val!r} is not a date (YYYYMMDD) or date-time (YYYYMMDDTHHMMSSZ)")
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as err:
+        raise RecurrenceError(f"Unknown time zone {name!r}") from err
+
+
+def _format_value(value: DateValue) -> str:
+    if isinstance(value, datetime):
+        return value.strftime("%Y%m%dT%H%M%S") + ("Z" if value.tzinfo is not None else "")
+    return value.strftime("%Y%m%d")
+
+
+def _render_rule(rule: _Rule) -> str:
+    return f"{rule.kind}:" + ";".join(f"{k}={v}" for k, v in rule.parts)
+
+
+def _render_date(item: _Dates) -> str:
+    if isinstance(item.value, datetime):
+        return f"{item.kind}:{_format_value(item.value)}"
+    return f"{item.kind};VALUE=DATE:{_format_value(item.value)}"
+
+
+# ---------------------------------------------------------------- public: spelling
+
+
+def normalize_recurrence(lines: Iterable[str], *, time_zone: str | None = None) -> tuple[str, ...]:
+    """Canonical spelling, so that equivalent rules compare equal.
+
+    Uppercase, parts in a fixed order, defaults (INTERVAL=1, WKST=MO) dropped, lists
+    sorted, one RDATE/EXDATE value per line, duplicates removed. With ``time_zone``
+    floating RDATE/EXDATE times are turned into UTC. Raises RecurrenceError on
+    anything that is not a recurrence line.
+    """
+    return _parse(lines, time_zone=time_zone).lines()
+
+
+def validate_recurrence(lines: Iterable[str], *, all_day: bool, time_zone: str | None = None) -> list[str]:
+    """Canonical lines, or RecurrenceError with a message fit for the person who typed them."""
+    parsed = _parse(lines, time_zone=time_zone)
+    rules = []
+    for rule in parsed.rules:
+        parts = dict(rule.parts)
+        if all_day:
+            if any(k in parts for k in ("BYHOUR", "BYMINUTE", "BYSECOND")):
+                raise RecurrenceError("An all-day series cannot repeat by hour, minute or second")
+            until = _parse_value(parts["UNTIL"], "UNTIL") if "UNTIL" in parts else None
+            if isinstance(until, datetime):
+                # Clients disagree on how all-day series spell UNTIL; the date is what is meant.
+                parts["UNTIL"] = _format_value(_as_date(until))
+        rules.append(_Rule(rule.kind, tuple((k, parts[k]) for k in _PART_ORDER if k in parts)))
+    if all_day:
+        for item in parsed.dates:
+            if isinstance(item.value, datetime):
+                raise RecurrenceError(f"{item.kind} of an all-day series must be a date, not a time")
+    return list(_Parsed(tuple(rules), parsed.dates).lines())
+
+
+def is_editable(lines: Iterable[str]) -> tuple[bool, str | None]:
+    """Whether the portal's editor can represent the rule; if not, why (shown on the item)."""
+    try:
+        parsed = _parse(lines)
+    except RecurrenceError as err:
+        return False, str(err)
+    rrules = [r for r in parsed.rules if r.kind == "RRULE"]
+    if any(r.kind == "EXRULE" for r in parsed.rules):
+        return False, "The series uses an exclusion rule (EXRULE), which the portal cannot edit"
+    if len(rrules) > 1:
+        return False, "The series combines several repeat rules, which the portal cannot edit"
+    if not rrules and any(d.kind == "RDATE" for d in parsed.dates):
+        return False, "The series repeats on a list of dates (RDATE) only, which the portal cannot edit"
+    return True, None
+
+
+def describe(lines: Iterable[str]) -> str:
+    """Short English text of a rule, e.g. ``Weekly on Mon, Wed, every 2 weeks, 10 times``."""
+    try:
+        parsed = _parse(lines)
+    except RecurrenceError:
+        return "Custom recurrence"
+    rrules = [r for r in parsed.rules if r.kind == "RRULE"]
+    if not rrules:
+        return "Custom dates" if parsed.dates else "Does not repeat"
+    if len(rrules) > 1 or any(r.kind == "EXRULE" for r in parsed.rules):
+        return "Custom recurrence"
+    rule = dict(rrules[0].parts)
+    freq = rule["FREQ"]
+    text = [freq.capitalize()]
+    if "BYDAY" in rule:
+        text[0] += " on " + ", ".join(_describe_day(d) for d in rule["BYDAY"].split(","))
+    if "BYMONTHDAY" in rule:
+        days = rule["BYMONTHDAY"].split(",")
+        text.append(("day " if len(days) == 1 else "days ") + ", ".join(_describe_monthday(d) for d in days))
+    if "BYMONTH" in rule:
+        text.append("in " + ", ".join(_MONTH_NAMES[int(m) - 1] for m in rule["BYMONTH"].split(",")))
+    if "BYSETPOS" in rule:
+        text.append("occurrence " + ", ".join(_describe_monthday(p) for p in rule["BYSETPOS"].split(",")))
+    if "INTERVAL" in rule:
+        unit = {"DAILY": "days", "WEEKLY": "weeks", "MONTHLY": "months", "YEARLY": "years"}[freq]
+        text.append(f"every {rule['INTERVAL']} {unit}")
+    if "COUNT" in rule:
+        text.append("once" if rule["COUNT"] == "1" else f"{rule['COUNT']} times")
+    if "UNTIL" in rule:
+        until = _parse_value(rule["UNTIL"], "UNTIL")
+        text.append(f"until {_as_date(until).isoformat()}")
+    excluded = sum(1 for d in parsed.dates if d.kind == "EXDATE")
+    added = sum(1 for d in parsed.dates if d.kind == "RDATE")
+    if added:
+        text.append(f"plus {added} extra date{'s' if added > 1 else ''}")
+    if excluded:
+        text.append(f"except {excluded} date{'s' if excluded > 1 else ''}")
+    return ", ".join(text)
+
+
+def _describe_day(item: str) -> str:
+    m = _BYDAY_RE.match(item)
+    assert m is not None  # canonical input
+    name = _WEEKDAY_NAMES[WEEKDAYS.index(m.group(2))]
+    if not m.group(1):
+        return name
+    return f"the {_ordinal_word(int(m.group(1)))} {name}"
+
+
+def _describe_monthday(item: str) -> str:
+    n = int(item)
+    return str(n) if n > 0 else ("last" if n == -1 else f"{-n} from the end")
+
+
+def _ordinal_word(n: int) -> str:
+    if n == -1:
+        return "last"
+    if n < 0:
+        return f"{_ordinal_word(-n)} to last"
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+# ---------------------------------------------------------------- public: expansion
+
+
+def occurrence_key(occ_start: date | datetime, all_day: bool) -> str:
+    """The key of one occurrence: Google's instance-id suffix (``<seriesId>_<key>``)."""
+    if all_day:
+        return (occ_start.date() if isinstance(occ_start, datetime) else occ_start).strftime("%Y%m%d")
+    if not isinstance(occ_start, datetime) or occ_start.tzinfo is None:
+        raise ValueError("a timed occurrence key needs an aware datetime")
+    return occ_start.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def occurrences(
+    start: date | datetime,
+    end: date | datetime,
+    time_zone: str,
+    lines: Iterable[str],
+    *,
+    after: datetime,
+    before: datetime | None,
+    all_day: bool,
+) -> Iterator[tuple[date | datetime, date | datetime]]:
+    """Occurrences overlapping ``[after, before)`` in start order.
+
+    Timed series yield aware UTC datetimes, all-day series yield dates (end exclusive).
+    The rule runs on the series' wall clock in ``time_zone``, so a 09:00 meeting stays at
+    09:00 local across DST; all-day series never go through UTC and so never shift a day.
+    The start itself is always the first occurrence (RFC 5545), even if the rule skips it.
+    """
+    zone = _zone(time_zone)
+    parsed = _parse(lines, time_zone=time_zone)
+    duration = end - start
+    if all_day:
+        first = datetime.combine(_as_date(start), time())
+    else:
+        first = _aware(start).astimezone(zone).replace(tzinfo=None)
+
+    def instant(naive: datetime) -> datetime:
+        return naive.replace(tzinfo=zone).astimezone(UTC)
+
+    def emit(naive: datetime) -> tuple[date | datetime, date | datetime, datetime, datetime]:
+        if all_day:
+            s_date = naive.date()
+            e_date = s_date + duration
+            return s_date, e_date, instant(naive), instant(datetime.combine(e_date, time()))
+        s = instant(naive)
+        return s, s + duration, s, s + duration
+
+    excluded_times, excluded_dates = _exclusions(parsed, zone, all_day)
+    rset = _ruleset(parsed, first, zone, all_day)
+    # Start the scan a little before ``after`` in local wall-clock terms; the slack covers
+    # the occurrence length and any UTC offset, the exact overlap test is done in UTC.
+    slack = abs(duration) + timedelta(days=2)
+    scan_from = (_aware(after) - slack).astimezone(zone).replace(tzinfo=None)
+    for naive in rset.xafter(scan_from, inc=True) if scan_from > first else iter(rset):
+        if naive in excluded_times or naive.date() in excluded_dates:
+            continue
+        occ = emit(naive)
+        if before is not None and occ[2] >= _aware(before):
+            return
+        if occ[3] > _aware(after) or (occ[3] == occ[2] == _aware(after)):
+            yield occ[0], occ[1]
+
+
+def has_occurrence_after(
+    start: date | datetime,
+    end: date | datetime,
+    time_zone: str,
+    lines: Iterable[str],
+    moment: datetime,
+    *,
+    all_day: bool,
+) -> bool:
+    """Whether any occurrence (the start included) ends after ``moment``."""
+    return next(occurrences(start, end, time_zone, lines, after=moment, before=None, all_day=all_day), None) is not None
+
+
+def is_occurrence(
+    start: date | datetime,
+    end: date | datetime,
+    time_zone: str,
+    lines: Iterable[str],
+    key: str,
+    *,
+    all_day: bool,
+) -> bool:
+    """Whether ``key`` (see occurrence_key) names an occurrence of the series."""
+    value = _parse_value(key.upper(), "occurrence key")
+    if all_day:
+        moment = datetime.combine(_as_date(value), time(), tzinfo=_zone(time_zone)).astimezone(UTC)
+    elif isinstance(value, datetime) and value.tzinfo is not None:
+        moment = value
+    else:
+        return False
+    tick = timedelta(microseconds=1)
+    window = occurrences(start, end, time_zone, lines, after=moment - tick, before=moment + tick, all_day=all_day)
+    return any(occurrence_key(s, all_day) == key.upper() for s, _ in window)
+
+
+def _ruleset(parsed: _Parsed, first: datetime, zone: ZoneInfo, all_day: bool) -> du.rruleset:
+    rset = du.rruleset()
+    rset.rdate(first)
+    for rule in parsed.rules:
+        built = _rrule(rule, first, zone, all_day)
+        (rset.rrule if rule.kind == "RRULE" else rset.exrule)(built)
+    for item in parsed.dates:
+        if item.kind == "RDATE":
+            rset.rdate(_local(item.value, first, zone, all_day))
+    return rset
+
+
+def _exclusions(parsed: _Parsed, zone: ZoneInfo, all_day: bool) -> tuple[set[datetime], set[date]]:
+    times: set[datetime] = set()
+    dates: set[date] = set()
+    for item in parsed.dates:
+        if item.kind != "EXDATE":
+            continue
+        value = item.value
+        if isinstance(value, datetime) and not all_day:
+            times.add(value.astimezone(zone).replace(tzinfo=None) if value.tzinfo else value)
+        else:
+            # A date excludes the whole local day, which is how clients use EXDATE;VALUE=DATE.
+            dates.add(_local(value, datetime.min, zone, True).date())
+    return times, dates
+
+
+def _local(value: DateValue, first: datetime, zone: ZoneInfo, all_day: bool) -> datetime:
+    """An RDATE/EXDATE/UNTIL value on the series' naive wall clock."""
+    if isinstance(value, datetime):
+        naive = value.astimezone(zone).replace(tzinfo=None) if value.tzinfo else value
+        return datetime.combine(naive.date(), time()) if all_day else naive
+    return datetime.combine(value, time() if all_day else first.time())
+
+
+def _rrule(rule: _Rule, first: datetime, zone: ZoneInfo, all_day: bool) -> du.rrule:
+    parts = dict(rule.parts)
+    kwargs: dict[str, object] = {"dtstart": first, "freq": _FREQS[parts["FREQ"]]}
+    if "INTERVAL" in parts:
+        kwargs["interval"] = int(parts["INTERVAL"])
+    if "COUNT" in parts:
+        kwargs["count"] = int(parts["COUNT"])
+    if "UNTIL" in parts:
+        until = _parse_value(parts["UNTIL"], "UNTIL")
+        if isinstance(until, datetime):
+            kwargs["until"] = _local(until, first, zone, all_day)
+        else:
+            # A date UNTIL includes that whole local day (Google reads it that way).
+            kwargs["until"] = datetime.combine(until, time.max)
+    if "WKST" in parts:
+        kwargs["wkst"] = WEEKDAYS.index(parts["WKST"])
+    if "BYDAY" in parts:
+        days = []
+        for item in parts["BYDAY"].split(","):
+            m = _BYDAY_RE.match(item)
+            assert m is not None
+            weekday = du.weekday(WEEKDAYS.index(m.group(2)))
+            days.append(weekday(int(m.group(1))) if m.group(1) else weekday)
+        kwargs["byweekday"] = days
+    for key in ("BYMONTHDAY", "BYYEARDAY", "BYWEEKNO", "BYMONTH", "BYSETPOS", "BYHOUR", "BYMINUTE", "BYSECOND"):
+        if key in parts:
+            kwargs[key.lower()] = [int(n) for n in parts[key].split(",")]
+    return du.rrule(**kwargs)  # type: ignore[arg-type]
+
+
+def _as_date(value: DateValue) -> date:
+    return value.astimezone(UTC).date() if isinstance(value, datetime) and value.tzinfo else (
+        value.date() if isinstance(value, datetime) else value
+    )
+
+
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("expected an aware datetime")
+    return value
