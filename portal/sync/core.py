@@ -623,15 +623,18 @@ def plan_cycle(
         except Exception as err:  # noqa: BLE001 - one bad item must never stop the cycle
             actions.append(_error_for(link, link_id, err))
 
-    new_portal = _unlinked(portal, linked_portal, Side.PORTAL, actions, eligible_only=True)
-    new_google = _unlinked(google, linked_google, Side.GOOGLE, actions, eligible_only=False)
+    new_portal = _unlinked(portal, linked_portal, eligible_only=True)
+    new_google = _unlinked(google, linked_google, eligible_only=False)
     if first_sync:
         assert now is not None
         new_portal = _windowed(new_portal, now, window_days, Side.PORTAL, actions)
         new_google = _windowed(new_google, now, window_days, Side.GOOGLE, actions)
         plan = match_first_sync(new_portal, new_google)
         for pid, gid in plan.links:
-            actions.extend(_link_match(pid, gid, portal[pid], google[gid]))
+            try:
+                actions.extend(_link_match(pid, gid, portal[pid], google[gid]))
+            except Exception as err:  # noqa: BLE001 - one bad item must never stop the cycle
+                actions.append(ItemError(Side.PORTAL, pid, f"{type(err).__name__}: {err}"))
         actions.extend(CreateEvent(pid, new_portal[pid]) for pid in plan.portal_only)
         actions.extend(CreateActivity(gid, new_google[gid]) for gid in plan.google_only)
     else:
@@ -644,15 +647,17 @@ def _duplicate_link(
     link_id: LinkId, link: Link, linked_portal: dict[PortalId, LinkId], linked_google: dict[GoogleId, LinkId]
 ) -> ItemError | None:
     # A second link to the same item would mean a duplicate on the other side; refuse to act on it.
+    error = None
     if link.portal_id is not None and link.portal_id in linked_portal:
-        return ItemError(Side.PORTAL, link.portal_id, "Activity is linked to more than one event", link_id)
-    if link.google_id is not None and link.google_id in linked_google:
-        return ItemError(Side.GOOGLE, link.google_id, "Event is linked to more than one activity", link_id)
+        error = ItemError(Side.PORTAL, link.portal_id, "Activity is linked to more than one event", link_id)
+    elif link.google_id is not None and link.google_id in linked_google:
+        error = ItemError(Side.GOOGLE, link.google_id, "Event is linked to more than one activity", link_id)
+    # Even a refused link marks its items as known, or they would be "new" and copied again.
     if link.portal_id is not None:
-        linked_portal[link.portal_id] = link_id
+        linked_portal.setdefault(link.portal_id, link_id)
     if link.google_id is not None:
-        linked_google[link.google_id] = link_id
-    return None
+        linked_google.setdefault(link.google_id, link_id)
+    return error
 
 
 def _error_for(link: Link, link_id: LinkId, err: Exception) -> ItemError:
@@ -740,8 +745,6 @@ def _plan_half_link(
 def _unlinked(
     items: Mapping[Hashable, PortalItem] | Mapping[Hashable, GoogleItem],
     linked: Mapping[Hashable, LinkId],
-    side: Side,
-    actions: list[Action],
     *,
     eligible_only: bool,
 ) -> dict[Hashable, ItemState]:
