@@ -35,18 +35,19 @@ def _forget_actor(session: Session) -> None:
     session.info.pop(ACTOR_KEY, None)
 
 
-def _owning_activity(obj) -> Activity | None:
+def _owning_activity(session: Session, obj) -> Activity | None:
     if isinstance(obj, Activity):
         return obj
     if isinstance(obj, ActivityParticipant | RecurrenceException):
-        return obj.activity
+        # A row added by foreign key alone has no loaded parent yet.
+        return obj.activity or session.get(Activity, obj.activity_id)
     return None
 
 
 def _record_changes(session: Session, flush_context, instances) -> None:
     actions: dict[int, tuple[Activity, str]] = {}
     for obj in list(session.new) + list(session.dirty) + list(session.deleted):
-        activity = _owning_activity(obj)
+        activity = _owning_activity(session, obj)
         if activity is None:
             continue
         if obj is activity and obj in session.dirty and not session.is_modified(obj):

@@ -9,8 +9,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from flask import current_app, has_app_context
 from flask_login import UserMixin
 from sqlalchemy import (
+    JSON,
     Boolean,
     Date,
     DateTime,
@@ -101,7 +103,9 @@ class User(UserMixin, db.Model):
     organization: Mapped[Organization] = relationship(back_populates="users")
 
     def set_password(self, password: str) -> None:
-        self.password_hash = generate_password_hash(password)
+        # Tests lower the work factor through config; production keeps werkzeug's default (scrypt).
+        method = current_app.config.get("PASSWORD_HASH_METHOD") if has_app_context() else None
+        self.password_hash = generate_password_hash(password, method=method or "scrypt")
 
     def check_password(self, password: str) -> bool:
         return check_password_hash(self.password_hash, password)
@@ -465,3 +469,102 @@ class ChangeRecord(db.Model):
 
     activity: Mapped[Activity] = relationship()
     organization: Mapped[Organization] = relationship()
+
+
+class GoogleIntegration(db.Model):
+    """An organization's connection to Google Workspace: one row per organization.
+
+    The key file and its password are stored only as Fernet tokens (`portal.integration` encrypts and
+    decrypts them); every other column is safe to show to the organization's admins and the helpdesk.
+    """
+
+    __tablename__ = "google_integrations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), unique=True)
+    service_account_email: Mapped[str] = mapped_column(String(254), default="")
+    client_id: Mapped[str] = mapped_column(String(64), default="")
+    project_id: Mapped[str] = mapped_column(String(100), default="")
+    key_kind: Mapped[str | None] = mapped_column(String(4))  # p12 | json
+    key_ciphertext: Mapped[str | None] = mapped_column(Text)
+    password_ciphertext: Mapped[str | None] = mapped_column(Text)
+    key_id: Mapped[str] = mapped_column(String(64), default="")  # what Google Cloud shows as the key's ID
+    key_fingerprint: Mapped[str] = mapped_column(String(95), default="")  # SHA-256 of the public key
+    key_valid_from: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    key_valid_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    key_uploaded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The current integration-level error, from a connection test or a sync cycle.
+    error_code: Mapped[str | None] = mapped_column(String(50))
+    error_cause: Mapped[str | None] = mapped_column(Text)
+    error_fix: Mapped[str | None] = mapped_column(Text)
+    error_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_test_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_test_email: Mapped[str | None] = mapped_column(String(254))
+    last_test_ok: Mapped[bool | None] = mapped_column(Boolean)
+    # Moves only when the admin changes something; an error older than this no longer pauses the sync.
+    settings_changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    organization: Mapped[Organization] = relationship()
+
+    @classmethod
+    def for_organization(cls, organization: Organization) -> GoogleIntegration:
+        """The organization's row, created (unsaved, switched off) when there is none yet."""
+        row = db.session.scalar(select(cls).where(cls.organization_id == organization.id))
+        if row is None:
+            row = cls(organization=organization, organization_id=organization.id, enabled=False,
+                      service_account_email="", client_id="", project_id="", key_id="", key_fingerprint="",
+                      settings_changed_at=utcnow())
+            db.session.add(row)
+        return row
+
+    @property
+    def has_key(self) -> bool:
+        return self.key_ciphertext is not None
+
+    @property
+    def has_password(self) -> bool:
+        return self.password_ciphertext is not None
+
+    @property
+    def is_configured(self) -> bool:
+        return bool(self.service_account_email and self.has_key)
+
+    @property
+    def is_paused(self) -> bool:
+        """An integration-level error stops the sync until the admin changes a setting."""
+        return self.error_at is not None and self.error_at >= self.settings_changed_at
+
+    @property
+    def sync_allowed(self) -> bool:
+        return self.enabled and self.is_configured and not self.is_paused
+
+    def settings_changed(self) -> None:
+        self.settings_changed_at = utcnow()
+
+    def record_error(self, code: str, cause: str, fix: str) -> None:
+        self.error_code, self.error_cause, self.error_fix, self.error_at = code, cause, fix, utcnow()
+
+    def clear_error(self) -> None:
+        self.error_code = self.error_cause = self.error_fix = self.error_at = None
+
+
+class AuditEntry(db.Model):
+    """Who changed which setting of an organization, and when. Never holds a secret."""
+
+    __tablename__ = "audit_entries"
+    __table_args__ = (Index("ix_audit_entries_organization_at", "organization_id", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))  # None: an operator at the CLI
+    action: Mapped[str] = mapped_column(String(50))
+    details: Mapped[dict] = mapped_column(JSON, default=dict)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    user: Mapped[User | None] = relationship()
+
+    @property
+    def actor(self) -> str:
+        return self.user.email if self.user else "operator (command line)"

@@ -24,6 +24,9 @@ def _postgres_database(base_url: str) -> str:
     return re.sub(r"/[^/]*$", "/" + name, base_url), name
 
 
+FAST_HASH = "pbkdf2:sha256:1000"  # real hashing, a work factor fit for tests
+
+
 @pytest.fixture
 def app(tmp_path):
     app = create_app({
@@ -32,6 +35,7 @@ def app(tmp_path):
         "ENCRYPTION_KEY": "hYDDs2tKQ-6jSuX4rrNQNlQhX3DOXVkIOCMUDldOZFc=",
         "SQLALCHEMY_DATABASE_URI": "sqlite:///" + str(tmp_path / "portal.sqlite"),
         "WTF_CSRF_ENABLED": False,
+        "PASSWORD_HASH_METHOD": FAST_HASH,
     })
     with app.app_context():
         db.create_all()
@@ -49,6 +53,7 @@ def csrf_app(tmp_path):
         "SECRET_KEY": "test-secret",
         "ENCRYPTION_KEY": "hYDDs2tKQ-6jSuX4rrNQNlQhX3DOXVkIOCMUDldOZFc=",
         "SQLALCHEMY_DATABASE_URI": "sqlite:///" + str(tmp_path / "portal.sqlite"),
+        "PASSWORD_HASH_METHOD": FAST_HASH,
     })
     with app.app_context():
         db.create_all()
