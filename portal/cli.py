@@ -6,6 +6,7 @@ from datetime import datetime, time, timedelta
 
 import click
 from flask import current_app
+from flask.cli import with_appcontext
 from sqlalchemy import func, select
 
 from portal.activities import ValidationError, clean_activity, create_activity, is_time_zone
@@ -53,6 +54,7 @@ def add_user(organization: Organization, email: str, name: str, role: str, passw
 
 
 @click.command("create-organization")
+@with_appcontext
 @click.argument("name")
 def create_organization(name):
     """Create an organization with the standard activity types."""
@@ -68,6 +70,7 @@ def create_organization(name):
 
 
 @click.command("create-user")
+@with_appcontext
 @click.argument("email")
 @click.option("--name", required=True)
 @click.option("--role", type=click.Choice(ROLES), default="user", show_default=True)
@@ -92,6 +95,7 @@ def create_user(email, name, role, password, organization_name, time_zone):
 
 
 @click.command("create-api-token")
+@with_appcontext
 @click.argument("email")
 @click.option("--organization", "organization_name")
 def create_api_token(email, organization_name):
@@ -123,6 +127,7 @@ DEMO_USERS = (
 
 
 @click.command("seed-demo")
+@with_appcontext
 @click.option("--if-empty", is_flag=True, help="Do nothing when any organization exists.")
 def seed_demo(if_empty):
     """Create a demo organization with users, a project and a handful of activities."""
@@ -181,6 +186,7 @@ def _print_logins():
 
 
 @click.command("serve")
+@with_appcontext
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
 def serve(host, port):
