@@ -450,7 +450,10 @@ def occurrences(
     # Start the scan a little before ``after`` in local wall-clock terms; the slack covers
     # the occurrence length and any UTC offset, the exact overlap test is done in UTC.
     slack = abs(duration) + timedelta(days=2)
-    scan_from = (_aware(after) - slack).astimezone(zone).replace(tzinfo=None)
+    try:
+        scan_from = (_aware(after) - slack).astimezone(zone).replace(tzinfo=None)
+    except OverflowError:  # ``after`` at the dawn of time: simply start at the first occurrence
+        scan_from = first
     for naive in rset.xafter(scan_from, inc=True) if scan_from > first else iter(rset):
         if naive in excluded_times or naive.date() in excluded_dates:
             continue
