@@ -12,7 +12,16 @@ from sqlalchemy import func, select
 from portal.activities import ValidationError, clean_activity, create_activity, is_time_zone
 from portal.changes import changed_by
 from portal.extensions import db
-from portal.models import ROLES, ActivityType, ApiToken, Organization, Project, ProjectTask, User, normalize_email
+from portal.models import (
+    ROLES,
+    ActivityType,
+    ApiToken,
+    Organization,
+    Project,
+    ProjectTask,
+    User,
+    normalize_email,
+)
 
 
 def init_app(app):

@@ -27,7 +27,7 @@ from portal.forms import (
     form_to_values,
     form_with_posted,
 )
-from portal.models import Activity, Project, User
+from portal.models import Activity, Project
 from portal.routes import is_htmx
 
 bp = Blueprint("calendar", __name__, url_prefix="/calendar")
@@ -247,7 +247,3 @@ def after_change(message: str):
         context = week_context(parse_week(week_arg))
         partial = "calendar/_week.html"
     return render_template("calendar/_saved.html", message=message, partial=partial, **context)
-
-
-def participant_choices(organization) -> list[User]:
-    return [u for u in organization.users if u.active]
