@@ -175,8 +175,23 @@ def _parse_rule(kind: str, value: str) -> _Rule:
         else:
             lo, hi, signed = _INT_LISTS[key]
             parts[key] = _canonical_int_list(key, val, lo, hi, signed)
+    _refuse_impossible_monthdays(parts)
     ordered = tuple((k, parts[k]) for k in _PART_ORDER if k in parts)
     return _Rule(kind, ordered)
+
+
+_MONTH_LENGTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def _refuse_impossible_monthdays(parts: dict[str, str]) -> None:
+    # dateutil walks day by day up to the year 9999 looking for a match of a rule that has
+    # none (BYMONTH=2;BYMONTHDAY=30): seconds of CPU per item, so such rules are refused.
+    if "BYMONTHDAY" not in parts:
+        return
+    months = [int(m) for m in parts["BYMONTH"].split(",")] if "BYMONTH" in parts else range(1, 13)
+    longest = max(_MONTH_LENGTH[m - 1] for m in months)
+    if all(abs(int(d)) > longest for d in parts["BYMONTHDAY"].split(",")):
+        raise RecurrenceError("The rule never occurs: no month it names has that day")
 
 
 def _int(val: str, what: str) -> int:
@@ -193,7 +208,7 @@ def _canonical_int_list(key: str, val: str, lo: int, hi: int, signed: bool) -> s
             raise RecurrenceError(f"{key} value {item} is out of range")
         numbers.add(n)
     # Positive values first, then negatives counted from the end: a stable, readable order.
-    return ",".join(str(n) for n in sorted(numbers, key=lambda n: (n < 0, abs(n) if n > 0 else -n)))
+    return ",".join(str(n) for n in sorted(numbers, key=lambda n: (n < 0, abs(n))))
 
 
 def _canonical_byday(val: str, freq: str, *, has_byweekno: bool) -> str:

@@ -62,6 +62,7 @@ def all_day(first: date, zone: str, lines: list[str], *, n: int = 50) -> list[tu
         (["RRULE:FREQ=YEARLY;BYMONTH=13"], "out of range"),
         (["RRULE:FREQ=YEARLY;BYMONTH=-1"], "out of range"),
         (["RRULE:FREQ=MONTHLY;BYSETPOS=1"], "BYSETPOS only makes sense"),
+        (["RRULE:FREQ=DAILY;BYMONTH=2;BYMONTHDAY=30,-31"], "never occurs"),
         (["RRULE:FREQ=DAILY;FOO=1"], "Unknown RRULE part"),
         (["RRULE:FREQ=DAILY;FREQ=WEEKLY"], "appears twice"),
         (["RRULE:FREQ=DAILY;COUNT"], "has no value"),
