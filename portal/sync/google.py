@@ -1,0 +1,613 @@
+"""The Google adapter: service-account credentials, Calendar clients, and what Google's errors mean.
+
+Everything the portal says to Google goes through a `CalendarClient`, which acts as one Workspace user
+through domain-wide delegation. Its failures come out as one of a small hierarchy of exceptions, so that
+whoever calls (the settings page's connection test, the sync engine) knows at which level to react:
+
+    GoogleError                 anything Google (or the way to Google) refused
+    ├── IntegrationError        the organization's set-up is wrong: every user fails the same way
+    ├── UserError               one user cannot be synced (not in the Workspace, calendar unreachable)
+    ├── ItemError               one event was refused; the rest of the cycle goes on
+    │   └── SyncTokenExpired    410 fullSyncRequired: list the calendar again without a sync token
+    └── TransientError          network, timeouts, 5xx, rate limits: try again later
+
+Every error carries a stable `code` from `ERRORS`, a `cause` and a `fix` written for the admin, and what
+Google itself said (`status`, `reason`, `detail`) for the journal. No error ever holds key material.
+
+This module knows nothing of Flask or the database: it gets a `SigningKey` (decrypted by
+`portal.integration`) and `Endpoints` (read from the app config by `Endpoints.from_config`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import socket
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import google_auth_httplib2
+import httplib2
+import requests
+from google.auth import crypt
+from google.auth import exceptions as auth_exceptions
+from google.auth.transport.requests import Request as AuthRequest
+from google.oauth2 import service_account
+from googleapiclient import discovery, discovery_cache
+from googleapiclient.errors import HttpError
+from googleapiclient.http import BatchHttpRequest
+
+# `calendar.events` is the narrowest scope that covers everything the sync does: events.list (with sync
+# tokens), insert/update/patch/delete/instances on the user's primary calendar, events.watch and
+# channels.stop. It cannot read or change calendar lists, ACLs or settings, which the portal never needs.
+# The events.list answer carries the calendar's name and time zone, so the connection test needs no more.
+SCOPES: tuple[str, ...] = ("https://www.googleapis.com/auth/calendar.events",)
+GOOGLE_SCOPES = list(SCOPES)
+
+DEFAULT_TOKEN_URI = "https://oauth2.googleapis.com/token"
+DEFAULT_API_ENDPOINT = "https://www.googleapis.com"
+DEFAULT_BATCH_URI = "https://www.googleapis.com/batch/calendar/v3"
+DEFAULT_TIMEOUT = 20.0
+CALENDAR_SERVICE_PATH = "calendar/v3/"
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where Google is. The defaults are Google's; tests and the demo point them at the emulator."""
+
+    token_uri: str = DEFAULT_TOKEN_URI
+    api_endpoint: str = DEFAULT_API_ENDPOINT
+    batch_uri: str = DEFAULT_BATCH_URI
+    timeout: float = DEFAULT_TIMEOUT
+    scopes: tuple[str, ...] = SCOPES
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Endpoints:
+        return cls(
+            token_uri=config.get("GOOGLE_TOKEN_URI") or DEFAULT_TOKEN_URI,
+            api_endpoint=config.get("GOOGLE_API_ENDPOINT") or DEFAULT_API_ENDPOINT,
+            batch_uri=config.get("GOOGLE_BATCH_URI") or DEFAULT_BATCH_URI,
+            timeout=float(config.get("GOOGLE_TIMEOUT") or DEFAULT_TIMEOUT),
+            scopes=tuple(config.get("GOOGLE_SCOPES") or SCOPES),
+        )
+
+    @property
+    def calendar_base_url(self) -> str:
+        """The Calendar API's base URL. A bare host (Google's default) gets the service path appended;
+        a URL with a path is taken as it is, so an emulator may serve the API wherever it likes."""
+        base = self.api_endpoint.rstrip("/")
+        scheme, _, rest = base.partition("://")
+        if "/" not in rest:
+            return f"{base}/{CALENDAR_SERVICE_PATH}"
+        return base + "/"
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """What signs the token requests of one service account. Its repr never shows the private key."""
+
+    service_account_email: str
+    private_key_pem: bytes = field(repr=False)
+    key_id: str = ""  # as Google Cloud lists it; named in error messages
+    jwt_key_id: str = ""  # the `kid` header: JSON keys' private_key_id; P12 keys are signed without one
+    fingerprint: str = ""
+    client_id: str = ""
+    project_id: str = ""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Errors
+
+
+class GoogleError(Exception):
+    """Something Google refused, or Google could not be reached. `str()` is the cause."""
+
+    level = "google"
+
+    def __init__(self, code: str, cause: str, fix: str, *, status: int | None = None, reason: str = "",
+                 detail: str = "", subject: str | None = None) -> None:
+        super().__init__(cause)
+        self.code = code
+        self.cause = cause
+        self.fix = fix
+        self.status = status
+        self.reason = reason
+        self.detail = detail
+        self.subject = subject
+
+    @property
+    def retryable(self) -> bool:
+        return isinstance(self, TransientError)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-safe summary for journals, audit entries and API answers."""
+        return {"level": self.level, "code": self.code, "cause": self.cause, "fix": self.fix,
+                "status": self.status, "reason": self.reason, "detail": self.detail, "subject": self.subject}
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.code} status={self.status} reason={self.reason!r}>"
+
+
+class IntegrationError(GoogleError):
+    """The organization's set-up is wrong (key, delegation, Cloud project): pause the organization."""
+
+    level = "integration"
+
+
+class UserError(GoogleError):
+    """One user cannot be synced; the organization's other users go on."""
+
+    level = "user"
+
+
+class ItemError(GoogleError):
+    """Google refused one event; record it on that item and go on with the rest."""
+
+    level = "item"
+
+
+class SyncTokenExpired(ItemError):
+    """410 fullSyncRequired: the sync token is no longer valid; list the calendar again without it."""
+
+
+class TransientError(GoogleError):
+    """Worth retrying: the network, a timeout, Google's 5xx, a rate limit."""
+
+    level = "transient"
+
+
+# code: (class, cause, fix). Placeholders: {sa} service account, {client_id}, {key_id}, {scopes}
+# (comma-separated, as the Admin console wants them), {project}, {email} (the user acted as), {detail}.
+ERRORS: dict[str, tuple[type[GoogleError], str, str]] = {
+    "invalid_jwt_signature": (
+        IntegrationError,
+        "Google refused the private key: it does not belong to the service account {sa}, or it was "
+        "deleted in Google Cloud.",
+        "In Google Cloud console > IAM & Admin > Service accounts > {sa} > Keys, check that the key "
+        "{key_id} is listed. If it is not, add a new key (P12 or JSON), download it and upload it here; "
+        "also check that the service account e-mail above is the one the key was made for.",
+    ),
+    "service_account_not_found": (
+        IntegrationError,
+        "Google does not know the service account {sa}: it was never created, was deleted, or is "
+        "disabled.",
+        "Copy the service account's e-mail exactly from Google Cloud console > IAM & Admin > Service "
+        "accounts, check that it is enabled, and save it here together with one of its keys.",
+    ),
+    "delegation_missing": (
+        IntegrationError,
+        "Domain-wide delegation is missing for client ID {client_id}, or it does not include all the "
+        "scopes the portal needs.",
+        "In the Google Admin console > Security > Access and data control > API controls > Manage "
+        "domain-wide delegation, add (or edit) client ID {client_id} with exactly these OAuth scopes: "
+        "{scopes} — then authorize and test again (changes can take a few minutes).",
+    ),
+    "scopes_insufficient": (
+        IntegrationError,
+        "Google issued a token without the Calendar permission the portal needs.",
+        "In the Google Admin console's domain-wide delegation, give client ID {client_id} these OAuth "
+        "scopes: {scopes}.",
+    ),
+    "invalid_scope": (
+        IntegrationError,
+        "Google refused the OAuth scopes the portal asked for.",
+        "Check the portal's GOOGLE_SCOPES setting; it should be {scopes}.",
+    ),
+    "clock_skew": (
+        IntegrationError,
+        "Google refused the token request because this server's clock is wrong.",
+        "Synchronize the portal server's clock (NTP) and test again.",
+    ),
+    "token_refused": (
+        IntegrationError,
+        "Google refused to issue a token for the service account {sa}: {detail}",
+        "Check the service account e-mail, the key and the domain-wide delegation, then test again.",
+    ),
+    "token_rejected": (
+        IntegrationError,
+        "Google rejected the portal's access token for {email}.",
+        "Test the connection again; if it keeps failing, upload a new key for {sa}.",
+    ),
+    "api_not_enabled": (
+        IntegrationError,
+        "The Google Calendar API is not enabled in the service account's Google Cloud project{project}.",
+        "In Google Cloud console > APIs & Services > Library, open \"Google Calendar API\" for that "
+        "project and click Enable; wait a few minutes, then test again.",
+    ),
+    "key_unreadable": (
+        IntegrationError,
+        "The stored private key can no longer be opened: {detail}",
+        "Upload the service account's key file again (and its password, for a P12 file).",
+    ),
+    "not_configured": (
+        IntegrationError,
+        "The integration is not set up yet: {detail}",
+        "Enter the service account e-mail and upload its private key, then test again.",
+    ),
+    "unknown_user": (
+        UserError,
+        "{email} is not a user of the Google Workspace the service account belongs to.",
+        "E-mail addresses must be the same in both systems: use the address the person has in Google "
+        "Workspace (change it in the portal, or create the user in Workspace).",
+    ),
+    "calendar_not_found": (
+        UserError,
+        "The primary calendar of {email} could not be found.",
+        "Check in the Google Admin console that Google Calendar is turned on for this user.",
+    ),
+    "calendar_forbidden": (
+        UserError,
+        "Google refused access to the calendar of {email}: {detail}",
+        "Check in the Google Admin console that Google Calendar is turned on for this user and that the "
+        "account is not suspended.",
+    ),
+    "unreachable": (
+        TransientError,
+        "Google could not be reached ({detail}).",
+        "Check the portal server's internet connection, DNS, proxy and firewall (outbound HTTPS to "
+        "oauth2.googleapis.com and www.googleapis.com), then test again.",
+    ),
+    "timeout": (
+        TransientError,
+        "Google could not be reached: it did not answer in time.",
+        "Try again in a few minutes; if it keeps happening, check the server's network connection.",
+    ),
+    "rate_limited": (
+        TransientError,
+        "Google asked the portal to slow down ({detail}).",
+        "Nothing to do: the portal retries later by itself.",
+    ),
+    "google_unavailable": (
+        TransientError,
+        "Google had a temporary problem ({detail}).",
+        "Nothing to do: the portal retries later by itself. Test again in a few minutes.",
+    ),
+    "sync_token_expired": (
+        SyncTokenExpired,
+        "Google asks for a full synchronization of {email}'s calendar.",
+        "Nothing to do: the portal lists the calendar again by itself.",
+    ),
+    "event_not_found": (ItemError, "The event no longer exists in Google.", "Nothing to do."),
+    "event_deleted": (ItemError, "The event was deleted in Google.", "Nothing to do."),
+    "duplicate": (ItemError, "The event exists in Google already.", "Nothing to do: the portal links it."),
+    "precondition_failed": (
+        ItemError,
+        "The event changed in Google in the meantime.",
+        "Nothing to do: the portal reads it again in the next cycle.",
+    ),
+    "not_organizer": (
+        ItemError,
+        "Only the organizer of this event can change it in Google.",
+        "Change the activity as its owner.",
+    ),
+    "event_refused": (
+        ItemError,
+        "Google refused the event: {detail}",
+        "Correct the activity (see the message) and save it again.",
+    ),
+    "google_error": (
+        UserError,
+        "Google answered with an unexpected error: {detail}",
+        "Test the connection again; if it keeps failing, contact the helpdesk with this message.",
+    ),
+}
+
+
+class _Params(dict):
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def error_for(code: str, *, status: int | None = None, reason: str = "", detail: str = "",
+              subject: str | None = None, **params: Any) -> GoogleError:
+    """The catalogue's error `code`, its texts filled in with `params`."""
+    cls, cause, fix = ERRORS[code]
+    values = _Params({"detail": detail, "email": subject or "this user", "sa": "the service account",
+                      "client_id": "(the service account's client ID)", "key_id": "you uploaded",
+                      "scopes": ",".join(SCOPES)})
+    values.update({k: v for k, v in params.items() if v})
+    if values.get("project") and not str(values["project"]).startswith(" "):
+        values["project"] = f" ({values['project']})"
+    return cls(code, cause.format_map(values), fix.format_map(values), status=status, reason=reason,
+               detail=detail, subject=subject)
+
+
+def _token_error(exc: auth_exceptions.RefreshError) -> tuple[str, str]:
+    """(error, error_description) from google-auth's RefreshError: args are (text, response data)."""
+    data = exc.args[1] if len(exc.args) > 1 else None
+    if isinstance(data, Mapping):
+        return str(data.get("error") or ""), str(data.get("error_description") or "")
+    text = str(exc.args[0]) if exc.args else ""
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, Mapping):
+        return str(parsed.get("error") or ""), str(parsed.get("error_description") or "")
+    error, _, description = text.partition(": ")
+    return error.strip(), description.strip()
+
+
+def _http_error(exc: HttpError) -> tuple[int, str, str]:
+    """(status, reason, message) of a Calendar API error, the reason read from `error_details`."""
+    status = int(getattr(exc.resp, "status", 0) or 0)
+    reason, message = "", ""
+    details = exc.error_details
+    if isinstance(details, list):
+        for item in details:
+            if not isinstance(item, Mapping):
+                continue
+            # Classic envelope: {"reason": "accessNotConfigured"}; google.rpc.ErrorInfo: {"reason": "SERVICE_DISABLED"}
+            reason = reason or str(item.get("reason") or "")
+            message = message or str(item.get("message") or "")
+    if not message:
+        try:
+            body = json.loads(exc.content.decode("utf-8", "replace"))
+            message = str(body.get("error", {}).get("message") or "")
+        except (ValueError, AttributeError):
+            message = ""
+    return status, reason, message or str(getattr(exc.resp, "reason", "") or "")
+
+
+_NETWORK_ERRORS = (OSError, httplib2.HttpLib2Error, requests.RequestException)
+
+
+def _is_timeout(exc: BaseException | None) -> bool:
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, TimeoutError | socket.timeout | requests.Timeout):
+            return True
+        exc = exc.__cause__ or exc.__context__ or (exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None)
+        seen += 1
+    return False
+
+
+def _network_detail(exc: BaseException) -> str:
+    inner = exc.args[0] if isinstance(exc, auth_exceptions.TransportError) and exc.args else exc
+    if isinstance(inner, requests.ConnectionError):
+        return "the connection was refused or the host is unknown"
+    text = type(inner).__name__ if not str(inner) else f"{type(inner).__name__}: {inner}"
+    return text[:200]
+
+
+def classify(exc: BaseException, *, key: SigningKey | None = None, subject: str | None = None,
+             scopes: Iterable[str] = SCOPES, item: bool = False) -> GoogleError:
+    """What `exc` (raised by google-auth, google-api-python-client or the network) means for the portal.
+
+    `item` says whether the failed request was about one event (an insert, an update) rather than the
+    user's calendar as a whole: a 404 or 400 then concerns that item only.
+    """
+    if isinstance(exc, GoogleError):
+        return exc
+    params = {"subject": subject, "scopes": ",".join(scopes)}
+    if key is not None:
+        params |= {"sa": key.service_account_email, "client_id": key.client_id, "key_id": key.key_id,
+                   "project": key.project_id}
+
+    if isinstance(exc, auth_exceptions.RefreshError):
+        error, description = _token_error(exc)
+        detail = f"{error}: {description}" if description else error
+        if error == "invalid_grant":
+            lowered = description.lower()
+            if "jwt signature" in lowered:
+                return error_for("invalid_jwt_signature", reason=error, detail=detail, **params)
+            if "invalid email or user id" in lowered or "not a valid email" in lowered:
+                return error_for("unknown_user", reason=error, detail=detail, **params)
+            if "account not found" in lowered:
+                return error_for("service_account_not_found", reason=error, detail=detail, **params)
+            if "iat" in lowered or "exp" in lowered or "timeframe" in lowered:
+                return error_for("clock_skew", reason=error, detail=detail, **params)
+        if error == "unauthorized_client":
+            return error_for("delegation_missing", reason=error, detail=detail, **params)
+        if error in ("invalid_client", "disabled_client"):
+            return error_for("service_account_not_found", reason=error, detail=detail, **params)
+        if error == "invalid_scope":
+            return error_for("invalid_scope", reason=error, detail=detail, **params)
+        if getattr(exc, "retryable", False) or error in ("server_error", "temporarily_unavailable",
+                                                          "internal_failure"):
+            return error_for("google_unavailable", reason=error, detail=detail, **params)
+        return error_for("token_refused", reason=error, detail=detail or "no reason given", **params)
+
+    if isinstance(exc, HttpError):
+        status, reason, message = _http_error(exc)
+        detail = f"{status} {reason}: {message}" if reason else f"{status}: {message}"
+        args = {"status": status, "reason": reason, "detail": detail, **params}
+        if reason in ("accessNotConfigured", "SERVICE_DISABLED"):
+            return error_for("api_not_enabled", **args)
+        if reason in ("rateLimitExceeded", "userRateLimitExceeded", "quotaExceeded", "RATE_LIMIT_EXCEEDED") \
+                or status == 429:
+            return error_for("rate_limited", **args)
+        if status >= 500:
+            return error_for("google_unavailable", **args)
+        if reason in ("insufficientPermissions", "ACCESS_TOKEN_SCOPE_INSUFFICIENT"):
+            return error_for("scopes_insufficient", **args)
+        if status == 401:
+            return error_for("token_rejected", **args)
+        if status == 410:
+            return error_for("sync_token_expired" if reason == "fullSyncRequired" or not item
+                             else "event_deleted", **args)
+        if status == 409:
+            return error_for("duplicate", **args)
+        if status == 412:
+            return error_for("precondition_failed", **args)
+        if reason == "forbiddenForNonOrganizer":
+            return error_for("not_organizer", **args)
+        if status == 404:
+            return error_for("event_not_found" if item else "calendar_not_found", **args)
+        if status == 403 and not item:
+            return error_for("calendar_forbidden", **args)
+        if item and 400 <= status < 500:
+            return error_for("event_refused", **args)
+        return error_for("google_error", **args)
+
+    if isinstance(exc, (auth_exceptions.TransportError, *_NETWORK_ERRORS)):
+        if _is_timeout(exc):
+            return error_for("timeout", detail=_network_detail(exc), **params)
+        return error_for("unreachable", detail=_network_detail(exc), **params)
+
+    if isinstance(exc, auth_exceptions.GoogleAuthError | ValueError):
+        # google-auth could not even sign: the stored key is not a usable RSA key.
+        return error_for("key_unreadable", detail=type(exc).__name__, **params)
+    return error_for("google_error", detail=type(exc).__name__, **params)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Credentials and the token cache
+
+
+class TokenCache:
+    """One `service_account.Credentials` per (key, user), so a token is reused until shortly before it
+    expires (google-auth refreshes 3m45s early): one token request per user per hour, not per cycle.
+
+    Keyed by the key's fingerprint, so a new key (rotation) never reuses a token the old one obtained.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple, tuple[service_account.Credentials, threading.Lock]] = {}
+        self._lock = threading.Lock()
+
+    def _entry(self, key: SigningKey, subject: str, endpoints: Endpoints):
+        cache_key = (key.fingerprint or id(key), key.service_account_email, subject.lower(),
+                     endpoints.token_uri, endpoints.scopes)
+        with self._lock:
+            entry = self._entries.get(cache_key)
+            if entry is None:
+                signer = crypt.RSASigner.from_string(key.private_key_pem, key_id=key.jwt_key_id or None)
+                credentials = service_account.Credentials(
+                    signer, key.service_account_email, endpoints.token_uri,
+                    scopes=list(endpoints.scopes), subject=subject,
+                )
+                entry = self._entries[cache_key] = (credentials, threading.Lock())
+            return entry
+
+    def credentials(self, key: SigningKey, subject: str, endpoints: Endpoints) -> service_account.Credentials:
+        """Credentials for `subject`, with a valid token (obtained now only when needed).
+
+        Raises a classified `GoogleError` when Google refuses or cannot be reached.
+        """
+        credentials, lock = self._entry(key, subject, endpoints)
+        with lock:  # one refresh at a time per user; the others wait and reuse its token
+            if not credentials.valid:
+                try:
+                    credentials.refresh(_token_request(endpoints.timeout))
+                except Exception as exc:
+                    raise classify(exc, key=key, subject=subject, scopes=endpoints.scopes) from None
+        return credentials
+
+    def forget(self, *, fingerprint: str | None = None, subject: str | None = None) -> None:
+        """Drop cached tokens: of one key, of one user, or all of them."""
+        with self._lock:
+            for cache_key in list(self._entries):
+                if fingerprint is not None and cache_key[0] != fingerprint:
+                    continue
+                if subject is not None and cache_key[2] != subject.lower():
+                    continue
+                del self._entries[cache_key]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def _token_request(timeout: float) -> Callable:
+    session = requests.Session()
+    return functools.partial(AuthRequest(session), timeout=timeout)
+
+
+TOKENS = TokenCache()
+
+
+@functools.cache
+def _calendar_document() -> str:
+    document = discovery_cache.get_static_doc("calendar", "v3")
+    if document is None:  # pragma: no cover - the document ships with google-api-python-client
+        raise RuntimeError("google-api-python-client has no static Calendar discovery document")
+    return document
+
+
+# ---------------------------------------------------------------------------------------------------
+# The Calendar client
+
+
+@dataclass(frozen=True)
+class CalendarInfo:
+    """What the connection test learned about a user's primary calendar."""
+
+    email: str
+    summary: str
+    time_zone: str
+
+
+class CalendarClient:
+    """The Calendar API acting as `subject`, through the service account's domain-wide delegation.
+
+    Build requests on `.service` (a googleapiclient Resource) and run them with `.execute(...)`, or batch
+    them with `.new_batch(...)` and `.execute_batch(...)`; failures come out as `GoogleError`s. A client
+    is cheap and not thread-safe (httplib2): make one per user per cycle; tokens are shared through the
+    cache.
+    """
+
+    def __init__(self, key: SigningKey, subject: str, endpoints: Endpoints | None = None,
+                 tokens: TokenCache = TOKENS) -> None:
+        self.key = key
+        self.subject = subject.strip().lower()
+        self.endpoints = endpoints or Endpoints()
+        self.tokens = tokens
+        self._service = None
+        self.requests_made = 0
+
+    def _classify(self, exc: BaseException, *, item: bool = False) -> GoogleError:
+        return classify(exc, key=self.key, subject=self.subject, scopes=self.endpoints.scopes, item=item)
+
+    def authorize(self) -> service_account.Credentials:
+        """Make sure there is a valid token for the user (from the cache, or obtained now)."""
+        return self.tokens.credentials(self.key, self.subject, self.endpoints)
+
+    @property
+    def service(self):
+        """The Calendar v3 Resource (built from the discovery document shipped with the client)."""
+        if self._service is None:
+            credentials = self.authorize()
+            http = google_auth_httplib2.AuthorizedHttp(credentials, http=httplib2.Http(timeout=self.endpoints.timeout))
+            self._service = discovery.build_from_document(
+                _calendar_document(), http=http,
+                client_options={"api_endpoint": self.endpoints.calendar_base_url},
+            )
+        return self._service
+
+    def execute(self, request, *, item: bool = False, num_retries: int = 0) -> Any:
+        """Run one request built on `.service`; `item` marks a request about a single event."""
+        try:
+            self.authorize()
+            self.requests_made += 1
+            return request.execute(num_retries=num_retries)
+        except GoogleError:
+            raise
+        except Exception as exc:
+            raise self._classify(exc, item=item) from None
+
+    def new_batch(self, callback: Callable | None = None) -> BatchHttpRequest:
+        """A batch request. Its URI comes from the config: the client ignores `api_endpoint` for batches."""
+        return BatchHttpRequest(callback=callback, batch_uri=self.endpoints.batch_uri)
+
+    def execute_batch(self, batch: BatchHttpRequest) -> None:
+        """Send a batch; per-request failures reach its callback as HttpError (classify them with
+        `classify_item_error`), a failure of the batch as a whole raises a `GoogleError`."""
+        try:
+            self.authorize()
+            self.requests_made += 1
+            batch.execute(http=self.service._http)
+        except GoogleError:
+            raise
+        except Exception as exc:
+            raise self._classify(exc) from None
+
+    def classify_item_error(self, exc: BaseException) -> GoogleError:
+        return self._classify(exc, item=True)
+
+    def read_primary_calendar(self) -> CalendarInfo:
+        """Read the user's primary calendar: one event at most, plus the calendar's name and zone."""
+        answer = self.execute(self.service.events().list(calendarId="primary", maxResults=1, singleEvents=False))
+        return CalendarInfo(email=self.subject, summary=str(answer.get("summary") or self.subject),
+                            time_zone=str(answer.get("timeZone") or ""))
