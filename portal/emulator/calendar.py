@@ -1,0 +1,1044 @@
+"""Calendar API v3 semantics: events CRUD, lists with paging and sync tokens, recurring series and
+their exceptions, attendee copies, watch channels."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import datetime as dt
+import hashlib
+import json
+import re
+import secrets
+
+from portal.emulator import recurrence
+from portal.emulator.errors import ApiError, invalid, not_found
+from portal.emulator.state import Channel, Core, Entry
+from portal.emulator.timeutil import (
+    UTC,
+    When,
+    fmt_datetime,
+    fmt_updated,
+    parse_query_time,
+    parse_when,
+    to_ms,
+    zone,
+)
+
+SCOPE = "https://www.googleapis.com/auth/"
+READ_SCOPES = {SCOPE + s for s in ("calendar", "calendar.readonly", "calendar.events",
+                                   "calendar.events.readonly", "calendar.events.owned",
+                                   "calendar.events.owned.readonly")}
+WRITE_SCOPES = {SCOPE + s for s in ("calendar", "calendar.events", "calendar.events.owned")}
+
+SHARED_SIMPLE = ("summary", "description", "location", "colorId", "transparency", "visibility",
+                 "guestsCanModify", "guestsCanInviteOthers", "guestsCanSeeOtherGuests", "anyoneCanAddSelf")
+BOOL_FIELDS = ("guestsCanModify", "guestsCanInviteOthers", "guestsCanSeeOtherGuests", "anyoneCanAddSelf")
+ENUMS = {
+    "visibility": ("default", "public", "private", "confidential"),
+    "transparency": ("opaque", "transparent"),
+    "status": ("confirmed", "tentative", "cancelled"),
+}
+RESPONSE_STATUSES = ("needsAction", "declined", "tentative", "accepted")
+ATTENDEE_KEYS = ("email", "displayName", "optional", "responseStatus", "comment", "additionalGuests",
+                 "resource")
+OWN_ATTENDEE_KEYS = ("responseStatus", "comment", "additionalGuests")
+ID_RE = re.compile(r"^[a-v0-9]{5,1024}$")
+INSTANCE_SUFFIX = re.compile(r"^(\d{8})(T(\d{6})Z)?$")
+SYNC_FORBIDDEN = ("iCalUID", "orderBy", "privateExtendedProperty", "q", "sharedExtendedProperty",
+                  "timeMin", "timeMax", "updatedMin")
+DEFAULT_MAX_RESULTS = 250
+MAX_MAX_RESULTS = 2500
+HORIZON = dt.timedelta(days=730)
+CHANNEL_DEFAULT_TTL = 604800
+
+
+class Ctx:
+    """Per-request context: state, acting user, calendars changed, time of the request."""
+
+    def __init__(self, state, actor, base_url="", scopes=None):
+        self.state = state
+        self.actor = actor
+        self.base_url = base_url
+        self.scopes = scopes
+        self.dirty = set()
+        self.now = state.now()
+
+
+def b64(obj):
+    return base64.urlsafe_b64encode(json.dumps(obj, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def unb64(text):
+    return json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+
+
+def new_event_id():
+    alphabet = "0123456789abcdefghijklmnopqrstuv"
+    return "".join(secrets.choice(alphabet) for _ in range(26))
+
+
+# ---------------------------------------------------------------------------------------------
+# Access
+# ---------------------------------------------------------------------------------------------
+
+def require_scope(ctx, write):
+    allowed = WRITE_SCOPES if write else READ_SCOPES | {SCOPE + "calendar.calendars.readonly"}
+    if ctx.scopes is not None and not (ctx.scopes & allowed):
+        from portal.emulator.errors import insufficient_scopes
+
+        raise insufficient_scopes()
+
+
+def resolve_calendar(ctx, calendar_id):
+    cal_id = ctx.actor if calendar_id == "primary" else (calendar_id or "").lower()
+    if not cal_id or cal_id != ctx.actor or cal_id not in ctx.state.calendars:
+        raise not_found()
+    return ctx.state.calendars[cal_id]
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+# ---------------------------------------------------------------------------------------------
+
+def html_link(event_id, cal_id):
+    eid = base64.b64encode(f"{event_id} {cal_id}".encode()).decode().rstrip("=")
+    return "https://www.google.com/calendar/event?eid=" + eid
+
+
+def _person(email, owner):
+    out = {"email": email}
+    if email == owner:
+        out["self"] = True
+    return out
+
+
+def render_attendees(core, owner):
+    result = []
+    for a in core.attendees:
+        item = dict(a)
+        if item["email"] == core.organizer:
+            item["organizer"] = True
+        if item["email"] == owner:
+            item["self"] = True
+        result.append(item)
+    return result
+
+
+def render(state, entry):
+    """The full Event resource of a calendar copy."""
+    core = entry.core
+    cal = state.calendars[entry.cal_id]
+    owner = entry.cal_id
+    ev = {
+        "kind": "calendar#event",
+        "etag": entry.etag,
+        "id": core.id,
+        "status": "cancelled" if entry.cancelled else core.status,
+        "htmlLink": html_link(core.id, owner),
+        "created": fmt_updated(core.created),
+        "updated": fmt_updated(entry.updated),
+    }
+    for key in ("summary", "description", "location", "colorId"):
+        if key in core.fields:
+            ev[key] = core.fields[key]
+    ev["creator"] = _person(core.creator, owner)
+    ev["organizer"] = _person(core.organizer, owner)
+    ev["start"] = core.start.to_json(cal.time_zone)
+    ev["end"] = core.end.to_json(cal.time_zone)
+    if core.fields.get("recurrence"):
+        ev["recurrence"] = list(core.fields["recurrence"])
+    if core.recurring_event_id:
+        ev["recurringEventId"] = core.recurring_event_id
+        ev["originalStartTime"] = core.original_start.to_json(cal.time_zone)
+    for key in ("transparency", "visibility"):
+        if key in core.fields:
+            ev[key] = core.fields[key]
+    ev["iCalUID"] = core.ical_uid
+    ev["sequence"] = core.sequence
+    if core.attendees:
+        ev["attendees"] = render_attendees(core, owner)
+    for key in BOOL_FIELDS:
+        if key in core.fields:
+            ev[key] = core.fields[key]
+    ext = {}
+    if entry.private_props:
+        ext["private"] = dict(entry.private_props)
+    if core.shared_props:
+        ext["shared"] = dict(core.shared_props)
+    if ext:
+        ev["extendedProperties"] = ext
+    ev["reminders"] = copy.deepcopy(entry.reminders) if entry.reminders else {"useDefault": True}
+    if "source" in core.fields:
+        ev["source"] = dict(core.fields["source"])
+    ev["eventType"] = "default"
+    return ev
+
+
+def render_minimal(state, entry):
+    """A deleted event as Google lists it: only the identifying fields."""
+    ev = {"kind": "calendar#event", "etag": entry.etag, "id": entry.core.id, "status": "cancelled"}
+    if entry.core.recurring_event_id:
+        ev["recurringEventId"] = entry.core.recurring_event_id
+        ev["originalStartTime"] = entry.core.original_start.to_json(state.calendars[entry.cal_id].time_zone)
+    return ev
+
+
+# ---------------------------------------------------------------------------------------------
+# Recurring series
+# ---------------------------------------------------------------------------------------------
+
+def expansion(core):
+    if core.start.all_day:
+        local = dt.datetime.combine(core.start.date, dt.time())
+        return recurrence.Expansion(core.fields["recurrence"], local, "UTC", True)
+    tz = zone(core.start.tz_name) or UTC
+    local = core.start.instant.astimezone(tz).replace(tzinfo=None)
+    return recurrence.Expansion(core.fields["recurrence"], local, core.start.tz_name or "UTC", False)
+
+
+def instance_id(core, exp, local):
+    if exp.all_day:
+        return f"{core.id}_{local:%Y%m%d}"
+    return f"{core.id}_{exp.to_utc(local):%Y%m%dT%H%M%SZ}"
+
+
+def instance_times(core, exp, local):
+    """(start When, end When, originalStart When) of the instance starting at `local`."""
+    if exp.all_day:
+        days = core.end.date - core.start.date
+        start = When(date=local.date())
+        return start, When(date=local.date() + days), When(date=local.date())
+    start_utc = exp.to_utc(local)
+    duration = core.end.instant - core.start.instant
+    start = When(instant=start_utc, tz_name=core.start.tz_name)
+    end = When(instant=start_utc + duration, tz_name=core.end.tz_name or core.start.tz_name)
+    return start, end, When(instant=start_utc, tz_name=core.start.tz_name)
+
+
+def render_instance(state, series_entry, exp, local):
+    core = series_entry.core
+    ev = render(state, series_entry)
+    cal_tz = state.calendars[series_entry.cal_id].time_zone
+    start, end, original = instance_times(core, exp, local)
+    ev.pop("recurrence", None)
+    ev["id"] = instance_id(core, exp, local)
+    ev["htmlLink"] = html_link(ev["id"], series_entry.cal_id)
+    ev["recurringEventId"] = core.id
+    ev["originalStartTime"] = original.to_json(cal_tz)
+    ev["start"] = start.to_json(cal_tz)
+    ev["end"] = end.to_json(cal_tz)
+    return ev
+
+
+def occurrence_locals(core, exp, time_min=None, time_max=None, now=None):
+    """Local starts of the instances overlapping [time_min, time_max) (bounded horizon)."""
+    upper = time_max or ((now or dt.datetime.now(UTC)) + HORIZON)
+    if exp.all_day:
+        until_local = upper.replace(tzinfo=None)
+    else:
+        until_local = upper.astimezone(exp.tz).replace(tzinfo=None)
+    result = []
+    for local in exp.occurrences(until_local=until_local):
+        start, end, _ = instance_times(core, exp, local)
+        s, e = start.utc_start(), end.utc_start()
+        if time_max is not None and s >= time_max:
+            continue
+        if time_min is not None and e <= time_min:
+            continue
+        result.append(local)
+    return result
+
+
+def parse_instance_id(cal, event_id):
+    """(series entry, local start) for a not-yet-materialized instance id, or None."""
+    if "_" not in event_id:
+        return None
+    sid, suffix = event_id.rsplit("_", 1)
+    series = cal.entries.get(sid)
+    m = INSTANCE_SUFFIX.match(suffix)
+    if series is None or not m or not series.core.fields.get("recurrence"):
+        return None
+    exp = expansion(series.core)
+    try:
+        if m.group(2):
+            utc = dt.datetime.strptime(m.group(1) + m.group(3), "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+            local = dt.datetime.combine(utc.date(), utc.time()) if exp.all_day else \
+                utc.astimezone(exp.tz).replace(tzinfo=None)
+        else:
+            local = dt.datetime.strptime(m.group(1), "%Y%m%d")
+            if not exp.all_day:
+                return None
+    except ValueError:
+        return None
+    if exp.all_day != (m.group(2) is None):
+        return None
+    if local not in exp.occurrences(until_local=local):
+        return None
+    return series, exp, local
+
+
+def materialize(ctx, cal, series_entry, exp, local):
+    """Turn an instance into an exception event present in every calendar holding the series."""
+    state = ctx.state
+    series = series_entry.core
+    inst_id = instance_id(series, exp, local)
+    start, end, original = instance_times(series, exp, local)
+    exc = Core(inst_id, series.organizer, series.creator, series.created)
+    exc.ical_uid = series.ical_uid
+    exc.fields = copy.deepcopy({k: v for k, v in series.fields.items() if k != "recurrence"})
+    exc.start, exc.end, exc.original_start = start, end, original
+    exc.shared_props = dict(series.shared_props)
+    exc.sequence = series.sequence
+    exc.status = series.status
+    exc.recurring_event_id = series.id
+    series.exceptions[inst_id] = exc
+    for other in state.calendars.values():
+        s_entry = other.entries.get(series.id)
+        if s_entry is not None and s_entry.core is series and inst_id not in other.entries:
+            e = Entry(other.id, exc)
+            e.private_props = dict(s_entry.private_props)
+            e.reminders = copy.deepcopy(s_entry.reminders)
+            e.removed = s_entry.removed
+            e.updated = s_entry.updated
+            e.etag = s_entry.etag
+            other.entries[inst_id] = e
+    return cal.entries[inst_id]
+
+
+# ---------------------------------------------------------------------------------------------
+# Normalizing request bodies
+# ---------------------------------------------------------------------------------------------
+
+def _string_map(value, what):
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise invalid(f"Invalid {what}.")
+    return dict(value)
+
+
+def normalize_attendees(value, organizer):
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise invalid("Invalid attendees.")
+    out, seen = [], set()
+    for raw in value:
+        if not isinstance(raw, dict) or not isinstance(raw.get("email"), str) or "@" not in raw["email"]:
+            raise invalid("Invalid attendee email.")
+        item = {k: raw[k] for k in ATTENDEE_KEYS if k in raw and raw[k] is not None}
+        item["email"] = item["email"].strip().lower()
+        if item["email"] in seen:
+            continue
+        seen.add(item["email"])
+        status = item.get("responseStatus")
+        if status is None:
+            item["responseStatus"] = "accepted" if item["email"] == organizer else "needsAction"
+        elif status not in RESPONSE_STATUSES:
+            raise invalid("Invalid attendee response status.")
+        out.append(item)
+    return out
+
+
+class Proposal:
+    """A validated event body: what a write would set."""
+
+    def __init__(self):
+        self.fields = {}
+        self.start = None
+        self.end = None
+        self.status = "confirmed"
+        self.shared_props = {}
+        self.private_props = {}
+        self.reminders = None
+        self.sequence = None
+
+
+def normalize(body, cal_tz, organizer):
+    if not isinstance(body, dict):
+        raise invalid("Invalid resource.")
+    p = Proposal()
+    for key in SHARED_SIMPLE:
+        value = body.get(key)
+        if value is None:
+            continue
+        if key in BOOL_FIELDS:
+            if not isinstance(value, bool):
+                raise invalid(f"Invalid value for: {key}")
+        elif not isinstance(value, str):
+            raise invalid(f"Invalid value for: {key}")
+        if key in ENUMS and value not in ENUMS[key]:
+            raise invalid(f"Invalid {key} value.")
+        if key == "visibility" and value == "default":
+            continue
+        if key == "transparency" and value == "opaque":
+            continue
+        p.fields[key] = value
+    if body.get("source") is not None:
+        if not isinstance(body["source"], dict):
+            raise invalid("Invalid value for: source")
+        p.fields["source"] = {k: str(body["source"][k]) for k in ("url", "title") if k in body["source"]}
+    status = body.get("status")
+    if status is not None:
+        if status not in ENUMS["status"]:
+            raise invalid("Invalid status value.")
+        p.status = status
+    p.start = parse_when(body.get("start"), "start", cal_tz)
+    p.end = parse_when(body.get("end"), "end", cal_tz)
+    if p.start.all_day != p.end.all_day:
+        raise invalid("Invalid end time.")
+    if p.end.utc_start() < p.start.utc_start() or (p.start.all_day and p.end.date <= p.start.date):
+        raise ApiError(400, "timeRangeEmpty")
+    rec = body.get("recurrence")
+    if rec:
+        recurrence.validate(rec)
+        if not p.start.all_day and not p.start.tz_name:
+            raise ApiError(400, "required", "Missing time zone definition for start time.")
+        p.fields["recurrence"] = list(rec)
+    attendees = normalize_attendees(body.get("attendees"), organizer)
+    if attendees:
+        p.fields["attendees"] = attendees
+    ext = body.get("extendedProperties")
+    if ext is not None:
+        if not isinstance(ext, dict):
+            raise invalid("Invalid extendedProperties.")
+        p.private_props = _string_map(ext.get("private"), "private extended property")
+        p.shared_props = _string_map(ext.get("shared"), "shared extended property")
+    rem = body.get("reminders")
+    if isinstance(rem, dict) and rem.get("useDefault") is False:
+        overrides = []
+        for o in rem.get("overrides") or []:
+            if not isinstance(o, dict) or o.get("method") not in ("email", "popup"):
+                raise invalid("Invalid reminder method.")
+            overrides.append({"method": o["method"], "minutes": int(o.get("minutes", 10))})
+        p.reminders = {"useDefault": False, "overrides": overrides} if overrides else {"useDefault": False}
+    seq = body.get("sequence")
+    if seq is not None:
+        if not isinstance(seq, int) or seq < 0:
+            raise invalid("Invalid sequence value.")
+        p.sequence = seq
+    return p
+
+
+def merge_patch(target, patch):
+    """Google's patch semantics: objects merge recursively, arrays and scalars replace, null clears."""
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, dict) and isinstance(target.get(key), dict) and key not in (
+            "start", "end", "originalStartTime", "reminders"
+        ):
+            merge_patch(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)
+    return target
+
+
+def _when_key(w):
+    return (w.date, w.instant, w.tz_name)
+
+
+def _shared_view(fields, start, end, status, shared_props, mask_email):
+    fields = copy.deepcopy(fields)
+    for a in fields.get("attendees", []):
+        if a["email"] == mask_email:
+            for k in OWN_ATTENDEE_KEYS:
+                a.pop(k, None)
+    return (json.dumps(fields, sort_keys=True), _when_key(start), _when_key(end), status,
+            json.dumps(shared_props, sort_keys=True))
+
+
+# ---------------------------------------------------------------------------------------------
+# Attendee copies
+# ---------------------------------------------------------------------------------------------
+
+def entries_of(state, core):
+    for cal in state.calendars.values():
+        e = cal.entries.get(core.id)
+        if e is not None and e.core is core:
+            yield e
+
+
+def propagate(ctx, core, touch_existing=True):
+    """Make attendee copies match the attendee list; touch every copy of the event."""
+    state = ctx.state
+    wanted = {a["email"] for a in core.attendees if a["email"] in state.users} - {core.organizer}
+    if core.status == "cancelled":
+        wanted = set()
+    existing = {e.cal_id: e for e in entries_of(state, core)}
+    for email in wanted:
+        cal = state.calendars[email]
+        entry = existing.get(email)
+        if entry is None:
+            if core.id in cal.entries:  # an unrelated event with the same id: leave it alone
+                continue
+            entry = Entry(email, core)
+            cal.entries[core.id] = entry
+            state.touch(entry, ctx.now, ctx.dirty)
+            existing[email] = entry
+        elif entry.removed and not _declined(core, email):
+            entry.removed = False
+            state.touch(entry, ctx.now, ctx.dirty)
+        elif touch_existing:
+            state.touch(entry, ctx.now, ctx.dirty)
+    for cal_id, entry in existing.items():
+        if cal_id in wanted:
+            continue
+        if cal_id == core.organizer:
+            if touch_existing:
+                state.touch(entry, ctx.now, ctx.dirty)
+            continue
+        if not entry.removed:
+            entry.removed = True
+            state.touch(entry, ctx.now, ctx.dirty)
+        elif touch_existing and core.status == "cancelled":
+            state.touch(entry, ctx.now, ctx.dirty)
+    for exc in core.exceptions.values():
+        propagate(ctx, exc, touch_existing=False)
+
+
+def _declined(core, email):
+    return any(a["email"] == email and a.get("responseStatus") == "declined" for a in core.attendees)
+
+
+def count_emails(ctx, core, params, extra_recipients=()):
+    send = params.get("sendUpdates")
+    if send is None and params.get("sendNotifications") == "true":
+        send = "all"
+    if send not in ("all", "externalOnly"):
+        return
+    recipients = {a["email"] for a in core.attendees} | set(extra_recipients)
+    recipients.discard(ctx.actor)
+    if send == "externalOnly":
+        recipients = {r for r in recipients if r not in ctx.state.users}
+    ctx.state.emails_sent += len(recipients)
+
+
+# ---------------------------------------------------------------------------------------------
+# Event methods
+# ---------------------------------------------------------------------------------------------
+
+def check_if_match(headers, etag):
+    wanted = headers.get("If-Match")
+    if wanted and wanted.strip() != "*" and wanted.strip() != etag:
+        raise ApiError(412, "conditionNotMet")
+
+
+def calendars_get(ctx, calendar_id):
+    require_scope(ctx, False)
+    cal = resolve_calendar(ctx, calendar_id)
+    return 200, {
+        "kind": "calendar#calendar",
+        "etag": '"%d"' % (1000 + len(cal.id)),
+        "id": cal.id,
+        "summary": cal.id,
+        "timeZone": cal.time_zone,
+        "conferenceProperties": {"allowedConferenceSolutionTypes": ["hangoutsMeet"]},
+    }
+
+
+def events_insert(ctx, calendar_id, params, body):
+    require_scope(ctx, True)
+    cal = resolve_calendar(ctx, calendar_id)
+    if not isinstance(body, dict):
+        raise invalid("Invalid resource.")
+    event_id = body.get("id")
+    if event_id is not None:
+        if not isinstance(event_id, str) or not ID_RE.match(event_id):
+            raise invalid("Invalid resource id value.")
+        if event_id in cal.entries:
+            raise ApiError(409, "duplicate")
+    else:
+        event_id = new_event_id()
+    p = normalize(body, cal.time_zone, cal.id)
+    core = Core(event_id, cal.id, ctx.actor, ctx.now)
+    if isinstance(body.get("iCalUID"), str) and body["iCalUID"]:
+        core.ical_uid = body["iCalUID"]
+    apply_proposal(core, p)
+    if p.sequence is not None:
+        core.sequence = p.sequence
+    entry = Entry(cal.id, core)
+    entry.private_props = p.private_props
+    entry.reminders = p.reminders
+    cal.entries[event_id] = entry
+    ctx.state.touch(entry, ctx.now, ctx.dirty)
+    propagate(ctx, core, touch_existing=False)
+    count_emails(ctx, core, params)
+    return 200, render(ctx.state, entry)
+
+
+def apply_proposal(core, p):
+    core.fields = p.fields
+    core.start, core.end = p.start, p.end
+    core.status = p.status
+    core.shared_props = p.shared_props
+
+
+def lookup(cal, event_id):
+    """The entry for an id, materializing nothing; or (series, exp, local) for a virtual instance."""
+    entry = cal.entries.get(event_id)
+    if entry is not None:
+        return entry, None
+    virtual = parse_instance_id(cal, event_id)
+    if virtual is None:
+        raise not_found()
+    return None, virtual
+
+
+def events_get(ctx, calendar_id, event_id, params, headers):
+    require_scope(ctx, False)
+    cal = resolve_calendar(ctx, calendar_id)
+    entry, virtual = lookup(cal, event_id)
+    if entry is not None:
+        return 200, render(ctx.state, entry)
+    series, exp, local = virtual
+    return 200, render_instance(ctx.state, series, exp, local)
+
+
+def events_modify(ctx, calendar_id, event_id, params, body, headers, patch):
+    require_scope(ctx, True)
+    cal = resolve_calendar(ctx, calendar_id)
+    if not isinstance(body, dict):
+        raise invalid("Invalid resource.")
+    entry, virtual = lookup(cal, event_id)
+    if entry is None:
+        series, exp, local = virtual
+        check_if_match(headers, series.etag)
+        if series.cancelled:
+            raise ApiError(410, "deleted")
+        current = render_instance(ctx.state, series, exp, local)
+    else:
+        check_if_match(headers, entry.etag)
+        if entry.cancelled and not (body.get("status") in ("confirmed", "tentative")):
+            raise ApiError(410, "deleted")
+        current = render(ctx.state, entry)
+    core_before = entry.core if entry is not None else series.core
+    merged = merge_patch(copy.deepcopy(current), body) if patch else copy.deepcopy(body)
+    organizer = core_before.organizer
+    p = normalize(merged, cal.time_zone, organizer)
+    if (entry is None or entry.core.recurring_event_id) and "recurrence" in p.fields:
+        raise invalid("Invalid recurrence rule.")
+    is_organizer = cal.id == organizer
+    if entry is None:
+        # Checked before the instance becomes an exception, so a refused change leaves no trace.
+        if not is_organizer:
+            fields = {k: v for k, v in series.core.fields.items() if k != "recurrence"}
+            start, end, _ = instance_times(series.core, exp, local)
+            _check_attendee_change(cal, fields, start, end, series.core, p)
+        entry = materialize(ctx, cal, series, exp, local)
+    elif not is_organizer:
+        _check_attendee_change(cal, entry.core.fields, entry.core.start, entry.core.end, entry.core, p)
+    core = entry.core
+    if not is_organizer:
+        _apply_attendee_change(ctx, entry, p)
+        count_emails(ctx, core, params)
+        return 200, render(ctx.state, entry)
+    if p.sequence is not None and p.sequence < core.sequence:
+        raise invalid("Invalid sequence value. The specified sequence number is below the current "
+                      "sequence number of the resource.")
+    old_attendees = {a["email"] for a in core.attendees}
+    significant = (_when_key(p.start) != _when_key(core.start) or _when_key(p.end) != _when_key(core.end)
+                   or p.fields.get("recurrence") != core.fields.get("recurrence")
+                   or p.fields.get("location") != core.fields.get("location"))
+    apply_proposal(core, p)
+    if significant:
+        core.sequence += 1
+    if p.sequence is not None and p.sequence > core.sequence:
+        core.sequence = p.sequence
+    entry.private_props = p.private_props
+    entry.reminders = p.reminders
+    if core.status == "cancelled":
+        for exc in core.exceptions.values():
+            exc.status = "cancelled"
+    propagate(ctx, core)
+    count_emails(ctx, core, params, old_attendees)
+    return 200, render(ctx.state, entry)
+
+
+def _check_attendee_change(cal, fields, start, end, core, p):
+    """An attendee may only change their own response and their copy's private properties."""
+    before = _shared_view(fields, start, end, core.status, core.shared_props, cal.id)
+    after = _shared_view(p.fields, p.start, p.end, p.status, p.shared_props, cal.id)
+    if before != after:
+        raise ApiError(403, "forbiddenForNonOrganizer")
+
+
+def _apply_attendee_change(ctx, entry, p):
+    core = entry.core
+    mine_new = next((a for a in p.fields.get("attendees", []) if a["email"] == entry.cal_id), None)
+    mine_old = next((a for a in core.attendees if a["email"] == entry.cal_id), None)
+    shared_changed = False
+    if mine_new is not None and mine_old is not None:
+        for k in OWN_ATTENDEE_KEYS:
+            if mine_new.get(k) != mine_old.get(k):
+                shared_changed = True
+                if k in mine_new:
+                    mine_old[k] = mine_new[k]
+                else:
+                    mine_old.pop(k, None)
+    entry.private_props = p.private_props
+    entry.reminders = p.reminders
+    if shared_changed:
+        for e in entries_of(ctx.state, core):
+            ctx.state.touch(e, ctx.now, ctx.dirty)
+    else:
+        ctx.state.touch(entry, ctx.now, ctx.dirty)
+
+
+def events_delete(ctx, calendar_id, event_id, params, headers):
+    require_scope(ctx, True)
+    cal = resolve_calendar(ctx, calendar_id)
+    entry, virtual = lookup(cal, event_id)
+    if entry is None:
+        series, exp, local = virtual
+        check_if_match(headers, series.etag)
+        if series.cancelled:
+            raise ApiError(410, "deleted")
+        entry = materialize(ctx, cal, series, exp, local)
+    else:
+        check_if_match(headers, entry.etag)
+        if entry.cancelled:
+            raise ApiError(410, "deleted")
+    core = entry.core
+    if cal.id == core.organizer:
+        core.status = "cancelled"
+        for exc in core.exceptions.values():
+            exc.status = "cancelled"
+        for e in entries_of(ctx.state, core):
+            ctx.state.touch(e, ctx.now, ctx.dirty)
+        for exc in core.exceptions.values():
+            for e in entries_of(ctx.state, exc):
+                ctx.state.touch(e, ctx.now, ctx.dirty)
+        count_emails(ctx, core, params)
+    else:
+        # An attendee deleting their copy declines the event and removes it from their calendar.
+        for a in core.attendees:
+            if a["email"] == cal.id:
+                a["responseStatus"] = "declined"
+        entry.removed = True
+        for e in entries_of(ctx.state, core):
+            ctx.state.touch(e, ctx.now, ctx.dirty)
+    return 204, None
+
+
+# ---------------------------------------------------------------------------------------------
+# Lists
+# ---------------------------------------------------------------------------------------------
+
+def _bool(params, name):
+    value = params.get(name)
+    if value is None:
+        return False
+    if value not in ("true", "false"):
+        raise invalid(location=name)
+    return value == "true"
+
+
+def _max_results(params):
+    raw = params.get("maxResults")
+    if raw is None:
+        return DEFAULT_MAX_RESULTS
+    try:
+        value = int(raw)
+    except ValueError:
+        raise invalid(location="maxResults") from None
+    if value < 1:
+        raise invalid(location="maxResults")
+    return min(value, MAX_MAX_RESULTS)
+
+
+def _prop_filters(params, name):
+    result = []
+    for raw in params.getlist(name) if hasattr(params, "getlist") else []:
+        if "=" not in raw:
+            raise invalid(location=name)
+        result.append(tuple(raw.split("=", 1)))
+    return result
+
+
+def _fingerprint(params):
+    items = sorted((k, v) for k in params for v in params.getlist(k) if k not in ("pageToken", "syncToken"))
+    return hashlib.sha1(json.dumps(items).encode()).hexdigest()[:10]
+
+
+def make_sync_token(cal, seq):
+    return b64({"c": cal.id, "s": seq, "e": cal.sync_epoch})
+
+
+def _read_sync_token(cal, token):
+    try:
+        data = unb64(token)
+        seq, epoch, cal_id = int(data["s"]), int(data["e"]), data["c"]
+    except Exception:  # noqa: BLE001 - any garbage is an invalid token
+        raise invalid("Invalid sync token value.", location="syncToken") from None
+    if cal_id != cal.id or epoch != cal.sync_epoch or seq > cal.seq:
+        raise ApiError(410, "fullSyncRequired")
+    return seq
+
+
+def _list_envelope(cal, now):
+    return {
+        "kind": "calendar#events",
+        "etag": '"%d"' % (cal.seq + 1),
+        "summary": cal.id,
+        "description": "",
+        "updated": fmt_updated(cal.updated or now),
+        "timeZone": cal.time_zone,
+        "accessRole": "owner",
+        "defaultReminders": [{"method": "popup", "minutes": 10}],
+    }
+
+
+def _text_match(core, q):
+    q = q.lower()
+    hay = " ".join(str(core.fields.get(k, "")) for k in ("summary", "description", "location"))
+    hay += " " + " ".join(a["email"] for a in core.attendees)
+    return all(word in hay.lower() for word in q.split())
+
+
+def _overlaps(start, end, time_min, time_max):
+    s, e = start.utc_start(), end.utc_start()
+    if time_max is not None and s >= time_max:
+        return False
+    if time_min is not None and e <= time_min and not (s == e and s >= time_min):
+        return False
+    return True
+
+
+def events_list(ctx, calendar_id, params):
+    require_scope(ctx, False)
+    cal = resolve_calendar(ctx, calendar_id)
+    state = ctx.state
+    sync_token = params.get("syncToken")
+    page_token = params.get("pageToken")
+    max_results = _max_results(params)
+    single = _bool(params, "singleEvents")
+    show_deleted = _bool(params, "showDeleted")
+    order_by = params.get("orderBy")
+    if order_by not in (None, "startTime", "updated"):
+        raise invalid(location="orderBy")
+    if order_by == "startTime" and not single:
+        raise invalid("The requested ordering is not available for the particular query.", location="orderBy")
+
+    since = None
+    snap = cal.seq
+    after_key = None
+    if page_token:
+        try:
+            pt = unb64(page_token)
+            after_key, snap, since = pt["k"], int(pt["s"]), pt.get("since")
+            if pt.get("e") != cal.sync_epoch and since is not None:
+                raise ApiError(410, "fullSyncRequired")
+        except ApiError:
+            raise
+        except Exception:  # noqa: BLE001
+            raise invalid("Invalid page token.", location="pageToken") from None
+    if sync_token:
+        for name in SYNC_FORBIDDEN:
+            if params.get(name) is not None:
+                raise invalid(f"Sync token cannot be combined with the {name} parameter.", location=name)
+        token_since = _read_sync_token(cal, sync_token)
+        if since is None:
+            since = token_since
+
+    time_min = parse_query_time(params["timeMin"], "timeMin") if params.get("timeMin") else None
+    time_max = parse_query_time(params["timeMax"], "timeMax") if params.get("timeMax") else None
+    if time_min and time_max and time_max <= time_min:
+        raise ApiError(400, "timeRangeEmpty")
+    updated_min = parse_query_time(params["updatedMin"], "updatedMin") if params.get("updatedMin") else None
+    private_f = _prop_filters(params, "privateExtendedProperty")
+    shared_f = _prop_filters(params, "sharedExtendedProperty")
+    q = params.get("q")
+    ical_uid = params.get("iCalUID")
+
+    rows = []  # (sort key, item)
+    for entry in list(cal.entries.values()):
+        core = entry.core
+        if since is not None:
+            if entry.seq <= since:
+                continue
+        else:
+            deleted_visible = show_deleted or (updated_min is not None)
+            if entry.cancelled and not deleted_visible:
+                continue
+            if updated_min is not None and entry.updated < updated_min:
+                continue
+            if ical_uid and core.ical_uid != ical_uid:
+                continue
+            if q and not _text_match(core, q):
+                continue
+            if any(entry.private_props.get(k) != v for k, v in private_f):
+                continue
+            if any(core.shared_props.get(k) != v for k, v in shared_f):
+                continue
+        recurring = bool(core.fields.get("recurrence"))
+        if entry.cancelled:
+            if since is None and not recurring and not _overlaps(core.start, core.end, time_min, time_max):
+                continue
+            rows.append(((f"{entry.seq:012d}" if since is not None else _start_key(core.start, entry),
+                          core.id), render_minimal(state, entry)))
+            continue
+        if recurring and single:
+            exp = expansion(core)
+            for local in occurrence_locals(core, exp, time_min, time_max, ctx.now):
+                inst_id = instance_id(core, exp, local)
+                if inst_id in cal.entries:
+                    continue  # exceptions are listed as their own entries
+                item = render_instance(state, entry, exp, local)
+                start = instance_times(core, exp, local)[0]
+                key = _row_key(since, order_by, entry, start, inst_id)
+                rows.append((key, item))
+            continue
+        if recurring:
+            if since is None and (time_min or time_max):
+                exp = expansion(core)
+                if not occurrence_locals(core, exp, time_min, time_max, ctx.now):
+                    continue
+        elif since is None and not _overlaps(core.start, core.end, time_min, time_max):
+            continue
+        if single and core.recurring_event_id and since is None and core.status == "cancelled":
+            continue
+        rows.append((_row_key(since, order_by, entry, core.start, core.id), render(state, entry)))
+
+    rows.sort(key=lambda r: r[0])
+    if after_key is not None:
+        after = tuple(after_key)
+        rows = [r for r in rows if r[0] > after]
+    page = rows[:max_results]
+    body = _list_envelope(cal, ctx.now)
+    body["items"] = [item for _, item in page]
+    if len(rows) > max_results:
+        body["nextPageToken"] = b64({"k": list(page[-1][0]), "s": snap, "since": since, "e": cal.sync_epoch,
+                                     "f": _fingerprint(params)})
+    else:
+        body["nextSyncToken"] = make_sync_token(cal, snap)
+    return 200, body
+
+
+def _start_key(when, entry):
+    return when.utc_start().strftime("%Y%m%dT%H%M%S")
+
+
+def _row_key(since, order_by, entry, start, item_id):
+    if since is not None:
+        return (f"{entry.seq:012d}", start.utc_start().strftime("%Y%m%dT%H%M%S"), item_id)
+    if order_by == "updated":
+        return (fmt_updated(entry.updated), item_id)
+    return (start.utc_start().strftime("%Y%m%dT%H%M%S"), item_id)
+
+
+def events_instances(ctx, calendar_id, event_id, params):
+    require_scope(ctx, False)
+    cal = resolve_calendar(ctx, calendar_id)
+    entry = cal.entries.get(event_id)
+    if entry is None:
+        raise not_found()
+    core = entry.core
+    if not core.fields.get("recurrence"):
+        # A single event's only instance is itself.
+        body = _list_envelope(cal, ctx.now)
+        body["items"] = [render(ctx.state, entry)] if not entry.cancelled else []
+        return 200, body
+    if entry.cancelled:
+        raise ApiError(410, "deleted")
+    max_results = _max_results(params)
+    show_deleted = _bool(params, "showDeleted")
+    time_min = parse_query_time(params["timeMin"], "timeMin") if params.get("timeMin") else None
+    time_max = parse_query_time(params["timeMax"], "timeMax") if params.get("timeMax") else None
+    original_start = params.get("originalStart")
+    exp = expansion(core)
+    rows = []
+    for local in occurrence_locals(core, exp, None, time_max, ctx.now):
+        inst_id = instance_id(core, exp, local)
+        exc_entry = cal.entries.get(inst_id)
+        if exc_entry is not None:
+            if exc_entry.cancelled and not show_deleted:
+                continue
+            item = render(ctx.state, exc_entry) if not exc_entry.cancelled else render_minimal(ctx.state,
+                                                                                                exc_entry)
+            start, end = exc_entry.core.start, exc_entry.core.end
+        else:
+            item = render_instance(ctx.state, entry, exp, local)
+            start, end, _ = instance_times(core, exp, local)
+        if time_min is not None and end.utc_start() <= time_min:
+            continue
+        if time_max is not None and start.utc_start() >= time_max:
+            continue
+        if original_start:
+            try:
+                wanted = parse_query_time(original_start, "originalStart")
+            except ApiError:
+                raise
+            if exp.to_utc(local) != wanted:
+                continue
+        rows.append(((exp.to_utc(local).strftime("%Y%m%dT%H%M%S"), inst_id), item))
+    rows.sort(key=lambda r: r[0])
+    page_token = params.get("pageToken")
+    if page_token:
+        try:
+            after = tuple(unb64(page_token)["k"])
+        except Exception:  # noqa: BLE001
+            raise invalid("Invalid page token.", location="pageToken") from None
+        rows = [r for r in rows if r[0] > after]
+    body = _list_envelope(cal, ctx.now)
+    body["items"] = [item for _, item in rows[:max_results]]
+    if len(rows) > max_results:
+        body["nextPageToken"] = b64({"k": list(rows[max_results - 1][0])})
+    return 200, body
+
+
+# ---------------------------------------------------------------------------------------------
+# Push channels
+# ---------------------------------------------------------------------------------------------
+
+def events_watch(ctx, calendar_id, params, body):
+    require_scope(ctx, False)
+    cal = resolve_calendar(ctx, calendar_id)
+    state = ctx.state
+    if not isinstance(body, dict) or not body.get("id") or not isinstance(body.get("id"), str):
+        raise ApiError(400, "required", "Required channel id.")
+    if body.get("type") not in ("web_hook", "webhook"):
+        raise invalid("Invalid value for: type", location="type")
+    address = body.get("address")
+    if not isinstance(address, str) or not address.startswith(("http://", "https://")):
+        raise invalid("Invalid value for: address", location="address")
+    if body["id"] in state.channels and not state.channels[body["id"]].stopped:
+        raise ApiError(400, "channelIdNotUnique", f"Channel id {body['id']} not unique")
+    ttl = CHANNEL_DEFAULT_TTL
+    raw_ttl = (body.get("params") or {}).get("ttl")
+    if raw_ttl is not None:
+        try:
+            ttl = int(raw_ttl)
+        except (TypeError, ValueError):
+            raise invalid("Invalid value for: ttl", location="params.ttl") from None
+    token = body.get("token")
+    resource_id = secrets.token_urlsafe(20)
+    resource_uri = f"{ctx.base_url}/calendar/v3/calendars/{cal.id}/events?alt=json"
+    channel = Channel(body["id"], resource_id, cal.id, address, token,
+                      ctx.now + dt.timedelta(seconds=ttl), resource_uri)
+    state.channels[channel.id] = channel
+    out = {
+        "kind": "api#channel",
+        "id": channel.id,
+        "resourceId": resource_id,
+        "resourceUri": resource_uri,
+        "expiration": str(to_ms(channel.expiration)),
+    }
+    if token is not None:
+        out["token"] = token
+    return 200, out
+
+
+def channels_stop(ctx, body):
+    state = ctx.state
+    if not isinstance(body, dict):
+        raise invalid("Invalid resource.")
+    channel = state.channels.get(body.get("id"))
+    if channel is None or channel.resource_id != body.get("resourceId") or channel.stopped:
+        raise ApiError(404, "notFound", f"Channel '{body.get('id')}' not found for project 'emulated-project'")
+    channel.stopped = True
+    return 204, None
+
+
+__all__ = ["Ctx", "fmt_datetime"]
