@@ -27,6 +27,9 @@ from portal.models import (
 def init_app(app):
     for command in (create_organization, create_user, create_api_token, seed_demo, serve):
         app.cli.add_command(command)
+    from portal.cli_google import configure_google  # imports find_organization from here
+
+    app.cli.add_command(configure_google)
 
 
 def find_organization(name: str | None) -> Organization:
