@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import email.parser
+import http.client
 import json
 import logging
 import queue
@@ -14,9 +15,7 @@ import socket
 import struct
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 
 from werkzeug.datastructures import Headers, MultiDict
@@ -122,14 +121,25 @@ class Notifier:
             if item is None:
                 return
             address, headers = item
-            req = urllib.request.Request(address, data=b"", method="POST", headers=headers)
             try:
-                with urllib.request.urlopen(req, timeout=5) as resp:
-                    resp.read()
+                self._post(address, headers)
                 self.delivered += 1
-            except (urllib.error.URLError, OSError, ValueError) as exc:
+            except (OSError, http.client.HTTPException, ValueError) as exc:
                 self.failed += 1
                 log.info("push notification to %s failed: %s", address, exc)
+
+    @staticmethod
+    def _post(address, headers):
+        # http.client keeps the header names exactly as Google spells them (X-Goog-Channel-ID).
+        url = urllib.parse.urlsplit(address)
+        conn_class = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
+        conn = conn_class(url.hostname, url.port, timeout=5)
+        try:
+            target = (url.path or "/") + ("?" + url.query if url.query else "")
+            conn.request("POST", target, body=b"", headers=headers)
+            conn.getresponse().read()
+        finally:
+            conn.close()
 
     def stop(self):
         with self.lock:

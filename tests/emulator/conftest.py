@@ -196,11 +196,18 @@ def _responses_match_discovery(request, recorder):
 # --------------------------------------------------------------------------------------------
 
 class Workspace:
-    def __init__(self, emulator, domain):
+    def __init__(self, emulator, domain, sa):
         self.emu = emulator
         self.domain = domain
-        self.sa = emulator.add_service_account(client_id=str(10**20 + uuid.uuid4().int % 10**19))
+        self.sa = sa
         emulator.delegate(self.sa["client_id"], [CALENDAR])
+        self._signers = {}
+
+    def new_service_account(self):
+        """A service account of its own (for tests that change its delegation)."""
+        self.sa = self.emu.add_service_account(client_id=str(10**20 + uuid.uuid4().int % 10**19))
+        self.emu.delegate(self.sa["client_id"], [CALENDAR])
+        return self.sa
 
     def user(self, name, time_zone="UTC"):
         email = f"{name}@{self.domain}"
@@ -214,11 +221,13 @@ class Workspace:
 
     def p12_credentials(self, subject, scopes=(CALENDAR,), sa=None, **kwargs):
         sa = sa or self.sa
-        key, _cert, _ = pkcs12.load_key_and_certificates(base64.b64decode(sa["p12_base64"]),
-                                                         sa["password"].encode())
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-        signer = crypt.RSASigner.from_string(pem)
+        if sa["p12_base64"] not in self._signers:
+            key, _cert, _ = pkcs12.load_key_and_certificates(base64.b64decode(sa["p12_base64"]),
+                                                             sa["password"].encode())
+            pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption())
+            self._signers[sa["p12_base64"]] = crypt.RSASigner.from_string(pem)
+        signer = self._signers[sa["p12_base64"]]
         return service_account.Credentials(signer, sa["email"], self.emu.token_uri, scopes=list(scopes),
                                            subject=subject, **kwargs)
 
@@ -235,10 +244,16 @@ class Workspace:
                      client_options={"api_endpoint": self.emu.base_url}, cache_discovery=False)
 
 
+@pytest.fixture(scope="session")
+def shared_service_account(emulator):
+    return emulator.add_service_account(client_id=str(10**20 + uuid.uuid4().int % 10**19))
+
+
 @pytest.fixture
-def workspace(emulator):
+def workspace(emulator, shared_service_account):
+    """A fresh Workspace domain; users are impersonated through one service account (P12 key)."""
     emulator.clear_faults()
-    return Workspace(emulator, f"ws{uuid.uuid4().hex[:8]}.example.com")
+    return Workspace(emulator, f"ws{uuid.uuid4().hex[:8]}.example.com", shared_service_account)
 
 
 def timed(start, minutes=60, tz=None):
@@ -281,7 +296,8 @@ class Receiver:
                 pass
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)
         self.thread.start()
         self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
 

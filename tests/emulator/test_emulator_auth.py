@@ -101,6 +101,7 @@ def test_scope_not_delegated(workspace):
 
 def test_delegation_revoked(workspace, emulator):
     alice = workspace.user("alice")
+    workspace.new_service_account()
     workspace.p12_credentials(alice).refresh(google_request())
     emulator.control("DELETE", "/delegations", {"client_id": workspace.sa["client_id"]})
     err = refresh_error(workspace.p12_credentials(alice))
@@ -139,6 +140,7 @@ def test_unknown_or_missing_token_is_401(emulator):
 
 def test_read_only_scope_cannot_write(workspace, emulator, when):
     alice = workspace.user("alice")
+    workspace.new_service_account()
     emulator.delegate(workspace.sa["client_id"], [CALENDAR_READONLY])
     svc = workspace.service(alice, scopes=[CALENDAR_READONLY])
     svc.events().list(calendarId="primary").execute()
