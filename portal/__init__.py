@@ -42,6 +42,7 @@ def create_app(test_config=None):
     login_manager.init_app(app)
 
     from portal import changes, cli, models  # noqa: F401  (models register tables; changes hooks the session)
+    from portal.sync import models as sync_models  # noqa: F401
     from portal.routes import register_blueprints
 
     changes.install(db)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlalchemy import event, inspect
 from sqlalchemy.orm import Session
 
-from portal.models import Activity, ActivityParticipant, ChangeRecord, RecurrenceException
+from portal.models import Activity, ActivityParticipant, ChangeRecord, RecurrenceException, utcnow
 
 ORIGIN_KEY = "change_origin"
 ACTOR_KEY = "change_actor_id"
@@ -65,6 +65,9 @@ def _record_changes(session: Session, flush_context, instances) -> None:
         if action != "create" and not _touched(activity):
             activity.touch()
         record = ChangeRecord(activity=activity, action=action, origin=origin, changed_by_id=actor)
+        if origin == "google":
+            # What the sync took in from Google is already there: never pushed back (no echo).
+            record.processed_at = record.created_at = utcnow()
         if activity.organization_id is not None:
             record.organization_id = activity.organization_id
         else:  # organization created in the same flush

@@ -25,7 +25,9 @@ from portal.models import (
 
 
 def init_app(app):
-    for command in (create_organization, create_user, create_api_token, seed_demo, serve):
+    from portal.sync.cli import sync_command
+
+    for command in (create_organization, create_user, create_api_token, seed_demo, serve, sync_command):
         app.cli.add_command(command)
     from portal.cli_google import configure_google  # imports find_organization from here
 

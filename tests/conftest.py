@@ -172,3 +172,135 @@ def postgres_url():
         pytest.skip("PostgreSQL tests need TEST_DATABASE_URL, e.g. "
                     "postgresql+psycopg://postgres@127.0.0.1:5432/test (.ci/run sets it)")
     return url
+
+
+# --- Google emulator ------------------------------------------------------------------------------
+
+SERVICE_ACCOUNT = "portal-sync@acme-project.iam.gserviceaccount.com"
+SERVICE_CLIENT_ID = "104857600000000000099"
+
+
+@pytest.fixture(scope="session")
+def google_emulator():
+    from portal.emulator.server import EmulatorServer
+
+    with EmulatorServer() as server:
+        yield server
+
+
+@pytest.fixture
+def emulator(google_emulator, app):
+    """The emulator, emptied, with the app pointed at it (fast retries: no real waiting in tests)."""
+    from portal.sync.google import TOKENS
+
+    google_emulator.control("POST", "/reset")
+    TOKENS.forget()
+    app.config.update(GOOGLE_TOKEN_URI=google_emulator.token_uri, GOOGLE_API_ENDPOINT=google_emulator.api_endpoint,
+                      GOOGLE_BATCH_URI=google_emulator.batch_uri, GOOGLE_TIMEOUT=5,
+                      SYNC_RETRY_BASE_SECONDS=0.01, SYNC_RETRY_CAP_SECONDS=0.05)
+    yield google_emulator
+    TOKENS.forget()
+
+
+@pytest.fixture
+def connected(app, world, emulator):
+    """Acme connected to Google: Workspace users, service account, delegation, key, integration on."""
+    import base64
+
+    from portal.integration import integration_for, save_account, set_enabled, upload_key
+    from portal.models import Organization, User
+    from portal.sync.google import GOOGLE_SCOPES
+
+    for email in EMAILS.values():
+        if email.endswith("@acme.test"):
+            emulator.add_user(email, time_zone="Europe/Amsterdam")
+    account = emulator.control("POST", "/service-accounts", {"email": SERVICE_ACCOUNT,
+                                                             "client_id": SERVICE_CLIENT_ID})
+    emulator.control("POST", "/delegations", {"client_id": SERVICE_CLIENT_ID, "scopes": list(GOOGLE_SCOPES)})
+    with app.app_context():
+        organization = db.session.get(Organization, world["acme"])
+        admin = db.session.get(User, world["admin"])
+        row = integration_for(organization)
+        save_account(row, admin, SERVICE_ACCOUNT, SERVICE_CLIENT_ID)
+        upload_key(row, admin, base64.b64decode(account["p12_base64"]), "notasecret")
+        outcome = set_enabled(row, admin, True, "admin@acme.test")
+        assert outcome is None or outcome.ok, outcome
+        db.session.commit()
+    return emulator
+
+
+@pytest.fixture
+def sync_on(app, world):
+    """`sync_on("user", "colleague")` switches those users' calendar sync on."""
+    def switch(*who, enabled=True):
+        from portal.models import User
+        from portal.sync.models import CalendarSync
+
+        with app.app_context():
+            for key in who:
+                CalendarSync.for_user(db.session.get(User, world[key])).switch(enabled)
+            db.session.commit()
+
+    return switch
+
+
+class GoogleUser:
+    """A person working in their own Google calendar, through the real client library."""
+
+    def __init__(self, emulator, email):
+        from google.oauth2.credentials import Credentials
+        from googleapiclient.discovery import build
+
+        token = emulator.control("POST", "/tokens", {"user": email})["access_token"]
+        self.email = email
+        self.service = build("calendar", "v3", credentials=Credentials(token), static_discovery=True,
+                             cache_discovery=False, client_options={"api_endpoint": emulator.api_endpoint})
+
+    @property
+    def events(self):
+        return self.service.events()
+
+    def insert(self, **body):
+        return self.events.insert(calendarId="primary", body=body).execute()
+
+    def patch(self, event_id, **body):
+        return self.events.patch(calendarId="primary", eventId=event_id, body=body).execute()
+
+    def delete(self, event_id):
+        return self.events.delete(calendarId="primary", eventId=event_id).execute()
+
+    def get(self, event_id):
+        return self.events.get(calendarId="primary", eventId=event_id).execute()
+
+    def list(self, **params):
+        items, token = [], None
+        while True:
+            answer = self.events.list(calendarId="primary", pageToken=token, **params).execute()
+            items.extend(answer.get("items", []))
+            token = answer.get("nextPageToken")
+            if not token:
+                return items
+
+    def live(self, **params):
+        return [e for e in self.list(**params) if e.get("status") != "cancelled"]
+
+
+@pytest.fixture
+def google_user(emulator):
+    return lambda email: GoogleUser(emulator, email)
+
+
+@pytest.fixture
+def run_sync(app, world):
+    """`run_sync("user")` runs one cycle for that user now and returns its row (detached)."""
+    def run(who, trigger="test"):
+        from portal.sync.engine import run_user_cycle
+
+        with app.app_context():
+            cycle = run_user_cycle(world[who], trigger=trigger)
+            assert cycle is not None, "the user's lease was taken"
+            db.session.refresh(cycle)
+            db.session.expunge(cycle)
+            return cycle
+
+    return run

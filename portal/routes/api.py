@@ -21,6 +21,9 @@ from portal.activities import (
 from portal.changes import changed_by
 from portal.extensions import csrf, db
 from portal.models import Activity, ActivityType, ApiToken, Project, ProjectTask
+from portal.sync.engine import sync_allowed
+from portal.sync.models import CalendarSync
+from portal.sync.status import StatusReader
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(bp)  # bearer tokens are not sent by browsers on their own, so CSRF does not apply
@@ -82,7 +85,8 @@ def json_body() -> dict:
     return body
 
 
-def activity_json(activity: Activity) -> dict:
+def activity_json(activity: Activity, status_reader=None) -> dict:
+    status = (status_reader or StatusReader(activity.organization))(activity)
     body = {
         "id": activity.id,
         "subject": activity.subject,
@@ -98,7 +102,11 @@ def activity_json(activity: Activity) -> dict:
         "participants": [u.email for u in activity.participants],
         "project_task": activity.project_task_id,
         "updated_at": activity.updated_at.isoformat(),
+        "google_event_id": status.google_event_id,
+        "sync_status": status.status,
     }
+    if status.error:
+        body["sync_error"] = status.error
     if activity.is_deleted:
         body["deleted"] = True
     return body
@@ -149,8 +157,9 @@ def list_activities():
     # A client polling for changes must see deletions too, so tombstones come along with updated_since.
     query = visible_activities_query(user, owner=owner, updated_since=since, include_deleted=since is not None)
     activities = db.session.scalars(query.order_by(Activity.updated_at, Activity.id).limit(MAX_PAGE + 1)).all()
+    reader = StatusReader(user.organization)
     return jsonify({
-        "activities": [activity_json(a) for a in activities[:MAX_PAGE]],
+        "activities": [activity_json(a, reader) for a in activities[:MAX_PAGE]],
         "truncated": len(activities) > MAX_PAGE,
     })
 
@@ -270,3 +279,36 @@ def create_project():
     db.session.add(project)
     db.session.commit()
     return jsonify(project_json(project)), 201
+
+
+def calendar_sync_json(user) -> dict:
+    row = db.session.get(CalendarSync, user.id)
+    body = {"enabled": bool(row and row.enabled), "status": row.status if row else "off",
+            "last_synced_at": row.last_success_at.isoformat() if row and row.last_success_at else None}
+    if row is not None and row.error_code:
+        body["error"] = {"code": row.error_code, "cause": row.error_cause, "fix": row.error_fix,
+                         "at": row.error_at.isoformat()}
+    return body
+
+
+@bp.get("/me/calendar-sync")
+@token_required
+def get_calendar_sync():
+    """Read the user's own calendar sync switch and status."""
+    return jsonify(calendar_sync_json(g.api_user))
+
+
+@bp.put("/me/calendar-sync")
+@token_required
+def put_calendar_sync():
+    """Switch the user's own calendar sync on or off."""
+    body = json_body()
+    enabled = body.get("enabled")
+    if not isinstance(enabled, bool) or set(body) - {"enabled"}:
+        raise ApiError(400, "Send {\"enabled\": true} or {\"enabled\": false}.",
+                       {"enabled": "Must be true or false."})
+    if enabled and not sync_allowed(g.api_user.organization):
+        raise ApiError(409, "Your organization's Google Calendar integration is not switched on; ask your admin.")
+    CalendarSync.for_user(g.api_user).switch(enabled)
+    db.session.commit()
+    return jsonify(calendar_sync_json(g.api_user))

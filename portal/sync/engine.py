@@ -1,0 +1,1035 @@
+"""The sync engine: one cycle for one user (pull, merge, push) and the push of an organization's outbox.
+
+Data flows one way: Google changes (from the user's calendar, by sync token) and portal changes (from the
+outbox) become the core's items; `plan_cycle` decides; Google writes go out in batches; then the portal
+writes, the links' agreed states and the journal are committed. A write that failed leaves its link's
+agreed state where it was and its outbox rows pending, so the next cycle tries again; nothing is dropped.
+
+Errors are handled at their level: integration-level (bad key, delegation) pauses the organization and
+sets its banner; user-level (not a Workspace user) sets that user's banner; item-level is journaled on the
+item while the rest of the cycle goes on; transient ones are retried within the cycle, then next cycle.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm.exc import StaleDataError
+
+from portal.changes import changed_by
+from portal.extensions import db
+from portal.models import (
+    Activity,
+    ActivityParticipant,
+    ChangeRecord,
+    GoogleIntegration,
+    Organization,
+    RecurrenceException,
+    User,
+    utcnow,
+)
+from portal.sync import core
+from portal.sync.batch import Backoff, Write, run_writes
+from portal.sync.google import (
+    CalendarClient,
+    GoogleError,
+    IntegrationError,
+    SyncTokenExpired,
+    TransientError,
+    UserError,
+)
+from portal.sync.mapping import (
+    ACTIVITY_ID_PROPERTY,
+    ORGANIZATION_PROPERTY,
+    MappingError,
+    activity_state,
+    event_body,
+    event_state,
+    external_attendees,
+    instance_body,
+    instance_id,
+    state_from_json,
+    state_to_json,
+)
+from portal.sync.models import CalendarSync, Lease, SyncCycle, SyncJournalEntry, SyncLink
+
+log = logging.getLogger(__name__)
+
+FIRST_SYNC_DAYS = 30
+LEASE_SECONDS = 300
+IN_CLAUSE_CHUNK = 500
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
+def integration_of(organization: Organization) -> GoogleIntegration | None:
+    return db.session.scalar(select(GoogleIntegration).where(GoogleIntegration.organization_id == organization.id))
+
+
+def sync_allowed(organization: Organization) -> bool:
+    """Integration switched on, configured, and not paused by an integration-level error."""
+    row = integration_of(organization)
+    return row is not None and row.sync_allowed
+
+
+def sync_user_ids(organization_id: int) -> set[int]:
+    return set(db.session.scalars(
+        select(CalendarSync.user_id).join(User, User.id == CalendarSync.user_id)
+        .where(CalendarSync.organization_id == organization_id, CalendarSync.enabled.is_(True), User.active.is_(True))
+    ))
+
+
+def is_eligible(activity: Activity, syncing: set[int]) -> bool:
+    """Whether the activity goes to Google (the integration itself being on is checked before)."""
+    if activity.is_deleted or activity.project_task_id is not None:
+        return False
+    if not activity.activity_type.sync_to_google:
+        return False
+    return activity.owner_id in syncing or any(link.user_id in syncing for link in activity.participant_links)
+
+
+def _chunks(values, size=IN_CLAUSE_CHUNK):
+    values = list(values)
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
+
+
+def _parse_google_time(value: str | None) -> datetime:
+    if not value:
+        return utcnow()
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+    except ValueError:
+        return utcnow()
+
+
+@dataclass
+class EventInfo:
+    """What the engine keeps of a pulled event besides its state."""
+
+    organizer: str
+    external: list
+    activity_property: str | None
+    from_organizer_copy: bool
+    etag: str | None
+
+
+@dataclass
+class Cycle:
+    """The working memory of one run: never shared between runs or threads."""
+
+    organization: Organization
+    integration: GoogleIntegration
+    row: SyncCycle
+    puller: User | None = None
+    clients: dict[str, CalendarClient] = field(default_factory=dict)
+    key: object = None
+    users_by_email: dict[str, User] = field(default_factory=dict)
+    syncing: set[int] = field(default_factory=set)
+    links: dict[int, SyncLink] = field(default_factory=dict)
+    activities: dict[int, Activity] = field(default_factory=dict)
+    activity_versions: dict[int, int] = field(default_factory=dict)
+    outbox: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
+    events: dict[str, EventInfo] = field(default_factory=dict)
+    google_states: dict[str, core.ItemState | None] = field(default_factory=dict)
+    failed_portal: set[int] = field(default_factory=set)
+    failed_google: set[str] = field(default_factory=set)
+    failed_links: set[int] = field(default_factory=set)
+    refetch: set[int] = field(default_factory=set)
+    written: set[int] = field(default_factory=set)  # links whose event we wrote (their etag is the answer's)
+
+    def client(self, email: str) -> CalendarClient:
+        email = email.lower()
+        if email not in self.clients:
+            from portal.integration import endpoints, signing_key
+
+            if self.key is None:
+                self.key = signing_key(self.integration)
+            self.clients[email] = CalendarClient(self.key, email, endpoints())
+        return self.clients[email]
+
+    @property
+    def requests(self) -> int:
+        return sum(c.requests_made for c in self.clients.values())
+
+    def journal(self, kind: str, *, activity_id=None, google_event_id=None, side=None, field=None, before=None,
+                after=None, message=None) -> None:
+        db.session.add(SyncJournalEntry(
+            organization_id=self.organization.id, cycle_id=self.row.id, activity_id=activity_id,
+            google_event_id=google_event_id, kind=kind, side=side, field=field, before=before, after=after,
+            message=message))
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def run_user_cycle(user_id: int, *, trigger: str = "scheduler", owner: str | None = None) -> SyncCycle | None:
+    """Pull the user's Google calendar and push their pending portal changes. None when another worker
+    holds this user's lease; otherwise the cycle's row (never raises for Google's answers)."""
+    user = db.session.get(User, user_id)
+    if user is None or not user.active:
+        return None
+    state = db.session.get(CalendarSync, user_id)
+    if state is None or not state.enabled:
+        return None
+    owner = owner or worker_name()
+    lease = f"user:{user_id}"
+    if not Lease.acquire(lease, owner, LEASE_SECONDS):
+        return None
+    try:
+        return _run(user.organization, trigger, puller=user)
+    finally:
+        db.session.rollback()
+        Lease.release(lease, owner)
+
+
+def push_pending(organization_id: int, *, trigger: str = "change", owner: str | None = None) -> SyncCycle | None:
+    """Push the organization's pending portal changes to Google. None when another worker is at it."""
+    organization = db.session.get(Organization, organization_id)
+    if organization is None:
+        return None
+    owner = owner or worker_name()
+    lease = f"outbox:{organization_id}"
+    if not Lease.acquire(lease, owner, LEASE_SECONDS):
+        return None
+    try:
+        return _run(organization, trigger, puller=None)
+    finally:
+        db.session.rollback()
+        Lease.release(lease, owner)
+
+
+def _run(organization: Organization, trigger: str, *, puller: User | None) -> SyncCycle:
+    started = time.monotonic()
+    row = SyncCycle(organization_id=organization.id, user_id=puller.id if puller else None, trigger=trigger,
+                    started_at=utcnow(), status="running")
+    db.session.add(row)
+    integration = integration_of(organization)
+    if integration is None or not integration.sync_allowed:
+        row.status, row.message = "skipped", "The organization's Google Calendar integration is off or paused."
+        db.session.commit()
+        return row
+    db.session.commit()
+    cycle = Cycle(organization=organization, integration=integration, row=row, puller=puller)
+    try:
+        _cycle(cycle)
+        row.status = "partial" if row.errors else "ok"
+        if puller is not None:
+            _user_succeeded(puller)
+    except IntegrationError as exc:
+        db.session.rollback()
+        integration.record_error(exc.code, exc.cause, exc.fix)
+        row.status, row.message = "failed", exc.cause
+        log.warning("sync paused for organization %s: %s", organization.id, exc.code)
+    except (UserError, SyncTokenExpired) as exc:
+        db.session.rollback()
+        if puller is not None:
+            CalendarSync.for_user(puller).record_error(exc.code, exc.cause, exc.fix)
+        row.status, row.message = "failed", exc.cause
+    except TransientError as exc:
+        db.session.rollback()
+        row.status, row.message = "failed", f"{exc.cause} (retried next cycle)"
+    except GoogleError as exc:
+        db.session.rollback()
+        row.status, row.message = "failed", exc.cause
+    row.requests = cycle.requests
+    row.duration_ms = int((time.monotonic() - started) * 1000)
+    if puller is not None:
+        CalendarSync.for_user(puller).last_cycle_at = utcnow()
+    db.session.add(row)
+    db.session.commit()
+    return row
+
+
+def _user_succeeded(user: User) -> None:
+    state = CalendarSync.for_user(user)
+    state.clear_error()
+    state.failures = 0
+    state.last_success_at = utcnow()
+
+
+# ---------------------------------------------------------------- one cycle
+
+
+def _cycle(cycle: Cycle) -> None:
+    organization = cycle.organization
+    cycle.users_by_email = {u.email: u for u in organization.users if u.active}
+    cycle.syncing = sync_user_ids(organization.id)
+    now = utcnow()
+
+    google_items: dict[str, core.GoogleItem] = {}
+    first_sync = False
+    state = None
+    if cycle.puller is not None:
+        state = CalendarSync.for_user(cycle.puller)
+        google_items, next_token, first_sync = _pull(cycle, state)
+
+    portal_items = _portal_items(cycle, google_items, first_sync=first_sync)
+    _fill_missing_sides(cycle, portal_items, google_items)
+    actions = core.plan_cycle(_core_links(cycle), portal_items, google_items, first_sync=first_sync, now=now,
+                              window_days=FIRST_SYNC_DAYS)
+    _execute(cycle, actions)
+    if cycle.refetch:
+        _replan_refetched(cycle, portal_items)
+    _mark_outbox(cycle)
+    if state is not None:
+        state.sync_token = next_token
+        state.full_sync_needed = False
+        if first_sync and state.first_synced_at is None:
+            state.first_synced_at = utcnow()
+    db.session.commit()
+
+
+def _pull(cycle: Cycle, state: CalendarSync):
+    client = cycle.client(cycle.puller.email)
+    first_sync = state.full_sync_needed or not state.sync_token
+    try:
+        events, next_token, zone = _list_events(client, None if first_sync else state.sync_token)
+    except SyncTokenExpired:
+        # Google forgot our place: list again, windowed; links make sure nothing is copied twice.
+        cycle.journal("resync", message="Google asked for a full sync (410); the calendar was read again.")
+        first_sync = True
+        events, next_token, zone = _list_events(client, None)
+    cycle.row.pulled = len(events)
+
+    series: dict[str, dict] = {}
+    instances: dict[str, list[dict]] = defaultdict(list)
+    for event in events:
+        if not isinstance(event, dict) or not event.get("id"):
+            continue
+        if event.get("recurringEventId"):
+            instances[event["recurringEventId"]].append(event)
+        else:
+            series[event["id"]] = event
+    _load_links(cycle, google_ids=set(series) | set(instances))
+
+    # Occurrences that changed without their series: read the series so the item is complete.
+    for parent_id in set(instances) - set(series):
+        try:
+            series[parent_id] = client.execute(
+                client.service.events().get(calendarId="primary", eventId=parent_id), item=True)
+        except GoogleError as exc:
+            if isinstance(exc, IntegrationError | UserError | TransientError):
+                raise
+            cycle.journal("error", google_event_id=parent_id, side="google", message=exc.cause)
+            cycle.row.errors += 1
+
+    items: dict[str, core.GoogleItem] = {}
+    by_event = {link.google_event_id: link for link in cycle.links.values() if link.google_event_id}
+    for event_id, event in series.items():
+        link = by_event.get(event_id)
+        organizer = ((event.get("organizer") or {}).get("email") or cycle.puller.email).lower()
+        from_organizer = organizer == cycle.puller.email.lower()
+        modified = _parse_google_time(event.get("updated"))
+        if event.get("status") == "cancelled":
+            if link is not None and link.confirmed:
+                items[event_id] = core.GoogleItem(None, modified)
+            continue
+        base = None
+        if link is not None and link.base_state and not first_sync:
+            base = state_from_json(link.base_state)
+        try:
+            state_now = event_state(event, instances.get(event_id, []), set(cycle.users_by_email),
+                                    calendar_time_zone=zone, base=base)
+        except MappingError as exc:
+            _item_problem(cycle, link, google_event_id=event_id, message=f"Google event not synced: {exc}")
+            continue
+        props = ((event.get("extendedProperties") or {}).get("private") or {})
+        cycle.events[event_id] = EventInfo(
+            organizer=organizer,
+            external=external_attendees(event, set(cycle.users_by_email)),
+            activity_property=(props.get(ACTIVITY_ID_PROPERTY)
+                               if props.get(ORGANIZATION_PROPERTY) == cycle.organization.uid else None),
+            from_organizer_copy=from_organizer,
+            etag=event.get("etag") if from_organizer else None,
+        )
+        cycle.google_states[event_id] = state_now
+        items[event_id] = core.GoogleItem(state_now, modified, cycle.events[event_id].etag)
+    _adopt_reserved_events(cycle, items)
+    return items, next_token, first_sync
+
+
+def _list_events(client: CalendarClient, sync_token: str | None):
+    events, page_token, zone = [], None, "UTC"
+    while True:
+        params = {"calendarId": "primary", "maxResults": 2500, "singleEvents": False, "showDeleted": True}
+        if sync_token:
+            params["syncToken"] = sync_token
+        else:
+            params["timeMin"] = (utcnow() - timedelta(days=FIRST_SYNC_DAYS)).isoformat().replace("+00:00", "Z")
+        if page_token:
+            params["pageToken"] = page_token
+        answer = client.execute(client.service.events().list(**params))
+        events.extend(answer.get("items") or [])
+        zone = answer.get("timeZone") or zone
+        page_token = answer.get("nextPageToken")
+        if not page_token:
+            return events, answer.get("nextSyncToken"), zone
+
+
+def _adopt_reserved_events(cycle: Cycle, items: dict[str, core.GoogleItem]) -> None:
+    """An event whose insert answer never reached us is still ours: confirm its reserved link."""
+    by_event = {link.google_event_id: link for link in cycle.links.values() if link.google_event_id}
+    for event_id, info in cycle.events.items():
+        link = by_event.get(event_id)
+        if link is not None and not link.confirmed and items.get(event_id) is not None:
+            link.confirmed, link.base_state, link.base_hash = True, None, None
+        elif link is None and info.activity_property and info.activity_property.isdigit():
+            activity_id = int(info.activity_property)
+            activity = db.session.get(Activity, activity_id)
+            taken = db.session.scalar(select(SyncLink).where(SyncLink.activity_id == activity_id))
+            if activity is not None and activity.organization_id == cycle.organization.id and taken is None:
+                link = SyncLink(organization_id=cycle.organization.id, activity_id=activity_id,
+                                google_event_id=event_id, calendar_email=info.organizer, origin="portal",
+                                confirmed=True, generation=0)
+                db.session.add(link)
+                db.session.flush()
+                cycle.links[link.id] = link
+
+
+def _load_links(cycle: Cycle, *, google_ids=(), activity_ids=()) -> None:
+    for chunk in _chunks(google_ids):
+        for link in db.session.scalars(select(SyncLink).where(SyncLink.organization_id == cycle.organization.id,
+                                                              SyncLink.google_event_id.in_(chunk))):
+            cycle.links[link.id] = link
+    for chunk in _chunks(activity_ids):
+        for link in db.session.scalars(select(SyncLink).where(SyncLink.activity_id.in_(chunk))):
+            cycle.links[link.id] = link
+
+
+def _portal_items(cycle: Cycle, google_items, *, first_sync: bool) -> dict[int, core.PortalItem]:
+    organization = cycle.organization
+    pending = select(ChangeRecord).where(ChangeRecord.organization_id == organization.id,
+                                         ChangeRecord.processed_at.is_(None)).order_by(ChangeRecord.id).limit(5000)
+    wanted: set[int] = set()
+    if cycle.puller is not None:
+        involved = _involving(cycle.puller)
+        pending = pending.where(ChangeRecord.activity_id.in_(involved))
+    for record in db.session.scalars(pending):
+        cycle.outbox[record.activity_id].append(record.id)
+        wanted.add(record.activity_id)
+    # The portal side of every pulled, linked event is read too, so both sides merge in one plan.
+    wanted |= {link.activity_id for link in cycle.links.values() if link.activity_id}
+    if first_sync and cycle.puller is not None:
+        window_start = utcnow() - timedelta(days=FIRST_SYNC_DAYS + 2)
+        candidates = select(Activity.id).where(
+            Activity.id.in_(_involving(cycle.puller)), Activity.deleted_at.is_(None),
+            or_(Activity.recurrence_text != "", Activity.end_at >= window_start,
+                Activity.end_date >= window_start.date()))
+        wanted |= set(db.session.scalars(candidates))
+    _load_links(cycle, activity_ids=wanted - {link.activity_id for link in cycle.links.values()})
+
+    items: dict[int, core.PortalItem] = {}
+    for chunk in _chunks(wanted):
+        for activity in db.session.scalars(select(Activity).where(Activity.id.in_(chunk))):
+            if activity.organization_id != organization.id:
+                continue
+            cycle.activities[activity.id] = activity
+            cycle.activity_versions[activity.id] = activity.version
+            if activity.is_deleted:
+                items[activity.id] = core.PortalItem(None, activity.deleted_at)
+                continue
+            try:
+                state = activity_state(activity)
+            except ValueError as exc:
+                _item_problem(cycle, _link_of_activity(cycle, activity.id), activity_id=activity.id,
+                              message=f"Activity not synced: {exc}")
+                continue
+            items[activity.id] = core.PortalItem(state, activity.updated_at, is_eligible(activity, cycle.syncing))
+    return items
+
+
+def _involving(user: User):
+    participates = select(ActivityParticipant.activity_id).where(ActivityParticipant.user_id == user.id)
+    return select(Activity.id).where(Activity.organization_id == user.organization_id,
+                                     or_(Activity.owner_id == user.id, Activity.id.in_(participates)))
+
+
+def _link_of_activity(cycle: Cycle, activity_id: int) -> SyncLink | None:
+    return next((link for link in cycle.links.values() if link.activity_id == activity_id), None)
+
+
+def _fill_missing_sides(cycle: Cycle, portal_items, google_items) -> None:
+    """A link without an agreed state needs both sides this cycle: read the one that did not come along."""
+    for link in cycle.links.values():
+        if not link.confirmed or link.base_state is not None or not link.activity_id or not link.google_event_id:
+            continue
+        if link.activity_id not in portal_items:
+            activity = db.session.get(Activity, link.activity_id)
+            if activity is not None:
+                cycle.activities[activity.id] = activity
+                cycle.activity_versions[activity.id] = activity.version
+                portal_items[activity.id] = (core.PortalItem(None, activity.deleted_at) if activity.is_deleted else
+                                             core.PortalItem(activity_state(activity), activity.updated_at,
+                                                             is_eligible(activity, cycle.syncing)))
+        if link.google_event_id not in google_items:
+            item = _fetch_google_item(cycle, link)
+            if item is not None:
+                google_items[link.google_event_id] = item
+
+
+def _fetch_google_item(cycle: Cycle, link: SyncLink) -> core.GoogleItem | None:
+    client = cycle.client(link.calendar_email)
+    try:
+        event = client.execute(client.service.events().get(calendarId="primary", eventId=link.google_event_id),
+                               item=True)
+    except GoogleError as exc:
+        if isinstance(exc, IntegrationError | UserError | TransientError):
+            raise
+        if exc.status in (404, 410):
+            return core.GoogleItem(None, utcnow())
+        _item_problem(cycle, link, google_event_id=link.google_event_id, message=exc.cause)
+        return None
+    modified = _parse_google_time(event.get("updated"))
+    if event.get("status") == "cancelled":
+        return core.GoogleItem(None, modified)
+    try:
+        state = event_state(event, _exception_instances(cycle, client, event), set(cycle.users_by_email))
+    except MappingError as exc:
+        _item_problem(cycle, link, google_event_id=link.google_event_id, message=f"Google event not synced: {exc}")
+        return None
+    cycle.events[link.google_event_id] = EventInfo(
+        organizer=link.calendar_email, external=external_attendees(event, set(cycle.users_by_email)),
+        activity_property=None, from_organizer_copy=True, etag=event.get("etag"))
+    cycle.google_states[link.google_event_id] = state
+    return core.GoogleItem(state, modified, event.get("etag"))
+
+
+def _exception_instances(cycle: Cycle, client: CalendarClient, event: dict) -> list[dict]:
+    """The changed and cancelled occurrences of a series, read when the series was read on its own."""
+    if not event.get("recurrence"):
+        return []
+    answer = client.execute(client.service.events().list(
+        calendarId="primary", iCalUID=event.get("iCalUID") or event["id"], showDeleted=True, singleEvents=False,
+        maxResults=2500), item=True)
+    return [e for e in answer.get("items") or [] if e.get("recurringEventId") == event["id"]]
+
+
+def _core_links(cycle: Cycle) -> dict[int, core.Link]:
+    links = {}
+    for link_id, link in cycle.links.items():
+        base = state_from_json(link.base_state) if link.base_state else None
+        google_id = link.google_event_id if link.confirmed else None
+        origin = core.Side.GOOGLE if link.origin == "google" else core.Side.PORTAL
+        links[link_id] = core.Link(link.activity_id, google_id, base, origin)
+    return links
+
+
+def _item_problem(cycle: Cycle, link: SyncLink | None, *, activity_id=None, google_event_id=None,
+                  message: str) -> None:
+    cycle.row.errors += 1
+    cycle.journal("error", activity_id=activity_id or (link.activity_id if link else None),
+                  google_event_id=google_event_id or (link.google_event_id if link else None), message=message)
+    if link is not None:
+        link.error_message, link.error_at = message, utcnow()
+        cycle.failed_links.add(link.id)
+    if activity_id is not None:
+        cycle.failed_portal.add(activity_id)
+
+
+# ---------------------------------------------------------------- carrying out the plan
+
+
+def _execute(cycle: Cycle, actions: list) -> None:
+    _reserve_event_ids(cycle, actions)
+    results = _google_writes(cycle, actions)
+    for index, action in enumerate(actions):
+        try:
+            with db.session.begin_nested():
+                _apply(cycle, index, action, results)
+        except (IntegrationError, UserError):
+            raise
+        except StaleDataError:
+            # Another worker or a person changed this item meanwhile: the next cycle merges it again.
+            _mark_failed(cycle, action, "Changed during the cycle; merged again in the next one.")
+        except Exception as exc:  # noqa: BLE001 - one bad item must never stop the cycle
+            log.exception("sync action %s failed", type(action).__name__)
+            _mark_failed(cycle, action, f"Could not be stored: {type(exc).__name__}: {exc}")
+
+
+def _target_calendar(cycle: Cycle, activity_id: int | None, link: SyncLink | None) -> str:
+    if link is not None and link.calendar_email:
+        return link.calendar_email
+    activity = cycle.activities.get(activity_id) if activity_id else None
+    return activity.owner.email if activity is not None else cycle.puller.email
+
+
+def _reserve_event_ids(cycle: Cycle, actions: list) -> None:
+    """Write the chosen event ids down before inserting, so a lost answer can never become a duplicate."""
+    for action in actions:
+        if isinstance(action, core.CreateEvent):
+            link = cycle.links.get(action.link_id) if action.link_id else _link_of_activity(cycle, action.portal_id)
+            if link is None:
+                activity = cycle.activities[action.portal_id]
+                link = SyncLink(organization_id=cycle.organization.id, activity_id=action.portal_id,
+                                calendar_email=activity.owner.email, origin="portal", confirmed=False, generation=0)
+                db.session.add(link)
+                db.session.flush()
+                cycle.links[link.id] = link
+            link.google_event_id = core.event_id_for(action.portal_id, namespace=cycle.organization.uid,
+                                                     generation=link.generation)
+            link.calendar_email = cycle.activities[action.portal_id].owner.email
+        elif isinstance(action, core.RecreateEvent):
+            link = cycle.links[action.link_id]
+            link.generation += 1
+            link.confirmed = False
+            link.google_event_id = core.event_id_for(action.portal_id, namespace=cycle.organization.uid,
+                                                     generation=link.generation)
+    db.session.commit()
+
+
+def _google_writes(cycle: Cycle, actions: list) -> dict:
+    from flask import current_app
+
+    config = current_app.config
+    backoff = Backoff(attempts=int(config.get("SYNC_RETRY_ATTEMPTS", 4)),
+                      base_seconds=float(config.get("SYNC_RETRY_BASE_SECONDS", 0.5)),
+                      cap_seconds=float(config.get("SYNC_RETRY_CAP_SECONDS", 8.0)))
+    batch_size = int(config.get("SYNC_BATCH_SIZE", 50))
+    writes = []
+    for index, action in enumerate(actions):
+        write = _write_for(cycle, index, action)
+        if write is not None:
+            writes.append(write)
+    results = run_writes(writes, batch_size=batch_size, backoff=backoff)
+    _settle_duplicates(cycle, actions, results)
+
+    # Occurrence exceptions are written once their series exists.
+    exception_writes = []
+    for index, action in enumerate(actions):
+        if isinstance(action, core.CreateEvent | core.RecreateEvent | core.UpdateEvent):
+            if isinstance(results.get(index), GoogleError):
+                continue
+            exception_writes.extend(_exception_writes(cycle, index, action))
+    if exception_writes:
+        for key, outcome in run_writes(exception_writes, batch_size=batch_size, backoff=backoff).items():
+            if isinstance(outcome, GoogleError) and not (outcome.status in (404, 410) and key[2] == "delete"):
+                results[key[0]] = outcome
+    return results
+
+
+def _link_for_action(cycle: Cycle, action) -> SyncLink | None:
+    link_id = getattr(action, "link_id", None)
+    if link_id is not None and link_id in cycle.links:
+        return cycle.links[link_id]
+    if isinstance(action, core.CreateEvent | core.RecreateEvent | core.LinkItems):
+        return _link_of_activity(cycle, action.portal_id)
+    google_id = getattr(action, "google_id", None)
+    if google_id is not None:
+        return next((link for link in cycle.links.values() if link.google_event_id == google_id), None)
+    portal_id = getattr(action, "portal_id", None)
+    return _link_of_activity(cycle, portal_id) if portal_id is not None else None
+
+
+def _write_for(cycle: Cycle, index: int, action) -> Write | None:
+    if isinstance(action, core.CreateEvent | core.RecreateEvent):
+        link = _link_for_action(cycle, action)
+        activity = cycle.activities[action.portal_id]
+        body = event_body(action.state, organizer_email=link.calendar_email, activity_id=action.portal_id,
+                          organization_uid=cycle.organization.uid, external=link.external_attendees,
+                          event_id=link.google_event_id)
+        # Occurrence exceptions follow in their own writes once the series exists.
+        client = cycle.client(_target_calendar(cycle, activity.id, link))
+        return Write(index, client, lambda service, body=body: service.events().insert(
+            calendarId="primary", body=body, sendUpdates="none"))
+    if isinstance(action, core.UpdateEvent):
+        link = _link_for_action(cycle, action)
+        current = cycle.google_states.get(action.google_id) or (state_from_json(link.base_state)
+                                                                 if link and link.base_state else None)
+        patch = _series_patch(cycle, action.state, current, link)
+        if not patch:
+            return None
+        client = cycle.client(link.calendar_email)
+        etag = action.etag or (link.etag if link else None)
+
+        def build(service, patch=patch, event_id=action.google_id, etag=etag):
+            request = service.events().patch(calendarId="primary", eventId=event_id, body=patch, sendUpdates="none")
+            if etag:
+                request.headers["If-Match"] = etag  # a change in Google we have not seen makes this 412
+            return request
+
+        return Write(index, client, build)
+    if isinstance(action, core.DeleteEvent):
+        link = _link_for_action(cycle, action)
+        client = cycle.client(link.calendar_email if link else cycle.puller.email)
+        return Write(index, client, lambda service, event_id=action.google_id: service.events().delete(
+            calendarId="primary", eventId=event_id, sendUpdates="none"))
+    return None
+
+
+SERIES_FIELDS = ("summary", "description", "location", "start", "end", "recurrence", "attendees", "visibility")
+
+
+def _series_patch(cycle: Cycle, target: core.ItemState, current: core.ItemState | None, link: SyncLink) -> dict:
+    """Only the series fields that differ: a patch leaves Google's other fields (and exceptions) alone."""
+    activity_id = link.activity_id or 0
+    wanted = event_body(target, organizer_email=link.calendar_email, activity_id=activity_id,
+                        organization_uid=cycle.organization.uid, external=_external(cycle, link))
+    if current is None:
+        return {k: wanted[k] for k in SERIES_FIELDS}
+    had = event_body(current, organizer_email=link.calendar_email, activity_id=activity_id,
+                     organization_uid=cycle.organization.uid, external=_external(cycle, link))
+    return {k: wanted[k] for k in SERIES_FIELDS if wanted[k] != had[k]}
+
+
+def _external(cycle: Cycle, link: SyncLink) -> list:
+    info = cycle.events.get(link.google_event_id) if link.google_event_id else None
+    return info.external if info is not None else (link.external_attendees or [])
+
+
+def _exception_writes(cycle: Cycle, index: int, action) -> list[Write]:
+    link = _link_for_action(cycle, action)
+    if link is None or not action.state.recurrence:
+        return []
+    if isinstance(action, core.UpdateEvent):
+        gid = link.google_event_id
+        current = cycle.google_states.get(gid) or (state_from_json(link.base_state) if link.base_state else None)
+        had = dict(current.exceptions) if current is not None else {}
+    else:
+        had = {}
+    client = cycle.client(link.calendar_email)
+    writes = []
+    for key, exc in action.state.exceptions.items():
+        if had.get(key) == exc:
+            continue
+        event_id = instance_id(link.google_event_id, key)
+        if exc.cancelled:
+            writes.append(Write((index, key, "delete"), client, lambda s, e=event_id: s.events().delete(
+                calendarId="primary", eventId=e, sendUpdates="none")))
+        else:
+            body = instance_body(action.state, key)
+            writes.append(Write((index, key, "patch"), client, lambda s, e=event_id, b=body: s.events().patch(
+                calendarId="primary", eventId=e, body=b, sendUpdates="none")))
+    return writes
+
+
+def _settle_duplicates(cycle: Cycle, actions: list, results: dict) -> None:
+    """A 409 on our own chosen id means an earlier attempt did reach Google: link it, never copy it."""
+    for index, action in enumerate(actions):
+        outcome = results.get(index)
+        if not (isinstance(action, core.CreateEvent | core.RecreateEvent) and isinstance(outcome, GoogleError)
+                and outcome.status == 409):
+            continue
+        link = _link_for_action(cycle, action)
+        client = cycle.client(link.calendar_email)
+        try:
+            event = client.execute(client.service.events().get(calendarId="primary", eventId=link.google_event_id),
+                                   item=True)
+        except GoogleError as exc:
+            results[index] = exc
+            continue
+        if event.get("status") == "cancelled":
+            # The id was used by an event deleted since; Google never gives it back. Next cycle uses a new one.
+            link.generation += 1
+            link.google_event_id = core.event_id_for(action.portal_id, namespace=cycle.organization.uid,
+                                                     generation=link.generation)
+            results[index] = TransientError("id_taken", "Google already had a deleted event with this id.",
+                                            "A new id is used in the next cycle.")
+            continue
+        try:
+            existing = event_state(event, [], set(cycle.users_by_email))
+        except MappingError:
+            existing = None
+        if existing is not None and existing == replace(action.state, exceptions=existing.exceptions):
+            results[index] = event
+        else:
+            # What Google has differs from what we meant: agree on nothing yet, merge next cycle.
+            link.confirmed, link.base_state, link.base_hash, link.etag = True, None, None, event.get("etag")
+            results[index] = TransientError("merge_next_cycle", "The event existed in Google with other content.",
+                                            "Both sides are merged in the next cycle.")
+            cycle.failed_portal.add(action.portal_id)
+
+
+def _mark_failed(cycle: Cycle, action, message: str) -> None:
+    cycle.row.errors += 1
+    portal_id = getattr(action, "portal_id", None)
+    google_id = getattr(action, "google_id", None) or getattr(action, "old_google_id", None)
+    link_id = getattr(action, "link_id", None)
+    if portal_id is not None:
+        cycle.failed_portal.add(portal_id)
+    if google_id is not None:
+        cycle.failed_google.add(google_id)
+    link = cycle.links.get(link_id) if link_id is not None else _link_for_action(cycle, action)
+    if link is not None:
+        cycle.failed_links.add(link.id)
+        link.error_message, link.error_at = message, utcnow()
+    cycle.journal("error", activity_id=portal_id, google_event_id=google_id, message=message)
+
+
+def _blocked(cycle: Cycle, action) -> bool:
+    """Whether an earlier step of this item failed, so its agreed state must not move."""
+    link_id = getattr(action, "link_id", None)
+    if link_id is not None and link_id in cycle.failed_links:
+        return True
+    portal_id = getattr(action, "portal_id", None)
+    google_id = getattr(action, "google_id", None)
+    if portal_id is not None and portal_id in cycle.failed_portal:
+        return True
+    if google_id is not None and google_id in cycle.failed_google:
+        return True
+    if isinstance(action, core.SetBase | core.Unlink):
+        link = cycle.links.get(action.link_id)
+        if link is not None and (link.activity_id in cycle.failed_portal or link.google_event_id in cycle.failed_google):
+            return True
+    return False
+
+
+def _apply(cycle: Cycle, index: int, action, results: dict) -> None:
+    outcome = results.get(index)
+    if isinstance(outcome, GoogleError):
+        if isinstance(outcome, IntegrationError | UserError):
+            raise outcome
+        if isinstance(action, core.DeleteEvent) and outcome.status in (404, 410):
+            outcome = {}  # already gone: that is what we wanted
+        elif isinstance(action, core.UpdateEvent) and outcome.status == 412:
+            link = _link_for_action(cycle, action)
+            cycle.refetch.add(link.id)
+            cycle.failed_links.add(link.id)
+            return
+        else:
+            _mark_failed(cycle, action, f"Google refused: {outcome.cause}")
+            return
+    if _blocked(cycle, action):
+        return
+    row = cycle.row
+    if isinstance(action, core.CreateEvent | core.RecreateEvent):
+        link = _link_for_action(cycle, action)
+        link.confirmed = True
+        link.etag = (outcome or {}).get("etag")
+        cycle.written.add(link.id)
+        row.google_created += 1
+        row.pushed += 1
+        _set_base(link, action.state)
+        cycle.journal("created", activity_id=action.portal_id, google_event_id=link.google_event_id, side="google",
+                      after=state_to_json(action.state))
+    elif isinstance(action, core.UpdateEvent):
+        link = _link_for_action(cycle, action)
+        if outcome:
+            link.etag = outcome.get("etag", link.etag)
+            cycle.written.add(link.id)
+            row.google_updated += 1
+            row.pushed += 1
+            cycle.journal("updated", activity_id=link.activity_id, google_event_id=action.google_id, side="google",
+                          before=link.base_state, after=state_to_json(action.state))
+    elif isinstance(action, core.DeleteEvent):
+        link = _link_for_action(cycle, action)
+        row.google_deleted += 1
+        row.pushed += 1
+        cycle.journal("deleted", activity_id=link.activity_id if link else None, google_event_id=action.google_id,
+                      side="google", before=link.base_state if link else None)
+    elif isinstance(action, core.CreateActivity):
+        _create_activity(cycle, action)
+    elif isinstance(action, core.UpdateActivity | core.RestoreActivity):
+        _update_activity(cycle, action)
+    elif isinstance(action, core.TrashActivity):
+        activity = cycle.activities[action.portal_id]
+        if _moved_meanwhile(cycle, activity):
+            raise StaleDataError("the activity changed during the cycle")
+        changed_by(db.session, None, origin="google")
+        activity.mark_deleted()
+        row.portal_deleted += 1
+        cycle.journal("deleted", activity_id=activity.id, side="portal", before=state_to_json(activity_state(activity)),
+                      message="Deleted in Google: the activity is in the trash and can be restored for 30 days.")
+    elif isinstance(action, core.LinkItems):
+        link = _link_of_activity(cycle, action.portal_id)
+        if link is None:
+            link = SyncLink(organization_id=cycle.organization.id, activity_id=action.portal_id,
+                            calendar_email=cycle.events[action.google_id].organizer if action.google_id in cycle.events
+                            else cycle.activities[action.portal_id].owner.email, origin="portal", generation=0)
+            db.session.add(link)
+        link.google_event_id = action.google_id
+        link.confirmed = True
+        info = cycle.events.get(action.google_id)
+        if info is not None and info.etag:
+            link.etag = info.etag
+        _set_base(link, action.state)
+        db.session.flush()
+        cycle.links[link.id] = link
+        cycle.journal("linked", activity_id=action.portal_id, google_event_id=action.google_id,
+                      message="Matched on the first sync: linked, not copied.")
+    elif isinstance(action, core.SetBase):
+        link = cycle.links[action.link_id]
+        info = cycle.events.get(link.google_event_id) if link.google_event_id else None
+        if info is not None:
+            link.external_attendees = info.external
+            if info.etag and link.id not in cycle.written:
+                link.etag = info.etag  # the organizer's copy as read this cycle
+        _set_base(link, action.state)
+    elif isinstance(action, core.Unlink):
+        link = cycle.links.pop(action.link_id, None)
+        if link is not None:
+            db.session.delete(link)
+    elif isinstance(action, core.RecordConflict):
+        conflict = action.conflict
+        row.conflicts += 1
+        loser = "google" if conflict.winner == core.Side.PORTAL else "portal"
+        cycle.journal("conflict", activity_id=action.portal_id, google_event_id=action.google_id, side=loser,
+                      field=conflict.field, before=_jsonable(conflict.lost_value), after=_jsonable(conflict.kept_value),
+                      message=f"Both sides changed {conflict.field}; the later change ({conflict.winner}) was kept, "
+                              "the other value is kept here so it can be restored.")
+    elif isinstance(action, core.ItemError):
+        _mark_failed(cycle, action, action.message)
+
+
+def _jsonable(value):
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, frozenset | set | tuple | list):
+        return sorted(_jsonable(v) for v in value)
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, core.ExceptionState):
+        return {"cancelled": value.cancelled, "subject": value.subject, "location": value.location,
+                "start": _jsonable(value.start), "end": _jsonable(value.end)}
+    return str(value)
+
+
+def _set_base(link: SyncLink, state: core.ItemState) -> None:
+    link.base_state = state_to_json(state)
+    link.base_hash = state.content_hash()
+    link.synced_at = utcnow()
+    link.error_message = link.error_at = None
+
+
+def _moved_meanwhile(cycle: Cycle, activity: Activity) -> bool:
+    db.session.refresh(activity, ["version"])
+    return activity.version != cycle.activity_versions.get(activity.id, activity.version)
+
+
+def _owner_for(cycle: Cycle, google_id: str) -> User:
+    info = cycle.events.get(google_id)
+    organizer = cycle.users_by_email.get(info.organizer) if info else None
+    return organizer or cycle.puller
+
+
+def _type_for(cycle: Cycle, private: bool, current=None):
+    organization = cycle.organization
+    personal, default = organization.personal_activity_type, organization.default_activity_type
+    if private and personal is not None:
+        return personal
+    if current is not None and (not current.is_personal or private):
+        return current  # the portal's own choice of type is never touched by Google
+    return default
+
+
+def _assign(cycle: Cycle, activity: Activity, state: core.ItemState) -> None:
+    activity.subject = state.subject[:255]
+    activity.description = state.description
+    activity.location = state.location[:255]
+    activity.all_day = state.all_day
+    activity.time_zone = state.time_zone
+    if state.all_day:
+        activity.start_date, activity.end_date, activity.start_at, activity.end_at = state.start, state.end, None, None
+    else:
+        activity.start_at, activity.end_at, activity.start_date, activity.end_date = state.start, state.end, None, None
+    activity.recurrence = list(state.recurrence)
+    activity.activity_type = _type_for(cycle, state.private, activity.activity_type)
+    owner_email = activity.owner.email if activity.owner else None
+    participants = [cycle.users_by_email[e] for e in sorted(state.participants)
+                    if e in cycle.users_by_email and e != owner_email]
+    activity.set_participants(participants)
+    wanted = dict(state.exceptions)
+    for exc in list(activity.exceptions):
+        if exc.original_start not in wanted:
+            activity.exceptions.remove(exc)
+    existing = {exc.original_start: exc for exc in activity.exceptions}
+    for key, exc_state in wanted.items():
+        row = existing.get(key) or RecurrenceException(original_start=key)
+        row.cancelled = exc_state.cancelled
+        row.subject, row.description, row.location = exc_state.subject, exc_state.description, exc_state.location
+        timed = isinstance(exc_state.start, datetime)
+        row.start_at = exc_state.start if timed else None
+        row.end_at = exc_state.end if timed else None
+        row.start_date = exc_state.start if exc_state.start is not None and not timed else None
+        row.end_date = exc_state.end if exc_state.end is not None and not timed else None
+        if key not in existing:
+            activity.exceptions.append(row)
+
+
+def _create_activity(cycle: Cycle, action: core.CreateActivity) -> None:
+    changed_by(db.session, None, origin="google")
+    owner = _owner_for(cycle, action.google_id)
+    activity = Activity(organization=cycle.organization, organization_id=cycle.organization.id, owner=owner,
+                        created_at=utcnow(), updated_at=utcnow())
+    activity.activity_type = _type_for(cycle, action.state.private)
+    _assign(cycle, activity, action.state)
+    db.session.add(activity)
+    db.session.flush()
+    info = cycle.events.get(action.google_id)
+    link = cycle.links.get(action.link_id) if action.link_id else None
+    if link is None:
+        link = SyncLink(organization_id=cycle.organization.id, google_event_id=action.google_id, origin="google",
+                        generation=0)
+        db.session.add(link)
+    link.activity_id = activity.id
+    link.confirmed = True
+    link.calendar_email = info.organizer if info and info.organizer in cycle.users_by_email else owner.email
+    link.etag = info.etag if info else None
+    link.external_attendees = info.external if info else None
+    _set_base(link, action.state)
+    db.session.flush()
+    cycle.links[link.id] = link
+    cycle.activities[activity.id] = activity
+    cycle.row.portal_created += 1
+    cycle.journal("created", activity_id=activity.id, google_event_id=action.google_id, side="portal",
+                  after=state_to_json(action.state))
+
+
+def _update_activity(cycle: Cycle, action) -> None:
+    activity = cycle.activities[action.portal_id]
+    if _moved_meanwhile(cycle, activity):
+        raise StaleDataError("the activity changed during the cycle")
+    before = state_to_json(activity_state(activity)) if not activity.is_deleted else None
+    changed_by(db.session, None, origin="google")
+    if isinstance(action, core.RestoreActivity):
+        activity.deleted_at = None
+    _assign(cycle, activity, action.state)
+    cycle.row.portal_updated += 1
+    cycle.journal("restored" if isinstance(action, core.RestoreActivity) else "updated", activity_id=activity.id,
+                  side="portal", before=before, after=state_to_json(action.state))
+
+
+def _replan_refetched(cycle: Cycle, portal_items) -> None:
+    """Google changed an event under our write (412): read it and merge again, once, in this cycle."""
+    links = {link_id: cycle.links[link_id] for link_id in cycle.refetch if link_id in cycle.links}
+    google_items = {}
+    for link in links.values():
+        item = _fetch_google_item(cycle, link)
+        if item is not None:
+            google_items[link.google_event_id] = item
+            link.etag = cycle.events[link.google_event_id].etag
+    subset = {link.activity_id: portal_items[link.activity_id] for link in links.values()
+              if link.activity_id in portal_items}
+    for link_id in links:
+        cycle.failed_links.discard(link_id)
+    core_links = {link_id: link for link_id, link in _core_links(cycle).items() if link_id in links}
+    actions = core.plan_cycle(core_links, subset, google_items)
+    cycle.refetch = set()
+    _execute(cycle, actions)
+    for link_id in cycle.refetch:  # a second 412 in a row: leave it to the next cycle
+        cycle.failed_links.add(link_id)
+        links_row = cycle.links.get(link_id)
+        if links_row is not None and links_row.activity_id:
+            cycle.failed_portal.add(links_row.activity_id)
+
+
+def _mark_outbox(cycle: Cycle) -> None:
+    now = utcnow()
+    done = [rid for activity_id, ids in cycle.outbox.items() if activity_id not in cycle.failed_portal
+            and not any(link.activity_id == activity_id for link_id, link in cycle.links.items()
+                        if link_id in cycle.failed_links) for rid in ids]
+    for chunk in _chunks(done):
+        for record in db.session.scalars(select(ChangeRecord).where(ChangeRecord.id.in_(chunk))):
+            record.processed_at = now

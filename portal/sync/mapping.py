@@ -1,0 +1,309 @@
+"""Translations between the sides and the core's ItemState: activities, Google events, stored JSON.
+
+Anything malformed coming from Google raises `MappingError` naming what is wrong; the engine records it
+on that item and goes on with the rest of the cycle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from portal.sync.core import ExceptionState, FrozenMap, ItemState
+from portal.sync.recurrence import occurrence_key
+
+PRIVATE_VISIBILITIES = ("private", "confidential")
+ACTIVITY_ID_PROPERTY = "psaActivityId"
+ORGANIZATION_PROPERTY = "psaOrganization"
+
+
+class MappingError(ValueError):
+    """A Google event the portal cannot represent, with the reason in plain words."""
+
+
+# ---------------------------------------------------------------- stored JSON
+
+
+def _when_to_json(value):
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return {"dateTime": value.astimezone(UTC).isoformat()}
+    return {"date": value.isoformat()}
+
+
+def _when_from_json(value):
+    if value is None:
+        return None
+    if "dateTime" in value:
+        return datetime.fromisoformat(value["dateTime"])
+    return date.fromisoformat(value["date"])
+
+
+def state_to_json(state: ItemState) -> dict:
+    return {
+        "subject": state.subject,
+        "description": state.description,
+        "location": state.location,
+        "all_day": state.all_day,
+        "start": _when_to_json(state.start),
+        "end": _when_to_json(state.end),
+        "time_zone": state.time_zone,
+        "recurrence": list(state.recurrence),
+        "participants": sorted(state.participants),
+        "private": state.private,
+        "exceptions": {
+            key: {
+                "cancelled": exc.cancelled,
+                "subject": exc.subject,
+                "description": exc.description,
+                "location": exc.location,
+                "start": _when_to_json(exc.start),
+                "end": _when_to_json(exc.end),
+            }
+            for key, exc in state.exceptions.items()
+        },
+    }
+
+
+def state_from_json(data: Mapping) -> ItemState:
+    return ItemState(
+        subject=data["subject"],
+        description=data["description"],
+        location=data["location"],
+        all_day=data["all_day"],
+        start=_when_from_json(data["start"]),
+        end=_when_from_json(data["end"]),
+        time_zone=data["time_zone"],
+        recurrence=tuple(data["recurrence"]),
+        participants=frozenset(data["participants"]),
+        private=data["private"],
+        exceptions=FrozenMap({
+            key: ExceptionState(
+                cancelled=exc["cancelled"],
+                subject=exc["subject"],
+                description=exc["description"],
+                location=exc["location"],
+                start=_when_from_json(exc["start"]),
+                end=_when_from_json(exc["end"]),
+            )
+            for key, exc in data["exceptions"].items()
+        }),
+    )
+
+
+# ---------------------------------------------------------------- the portal side
+
+
+def activity_state(activity) -> ItemState:
+    """The activity as the core sees it. The owner counts as a participant (the organizer attends)."""
+    participants = {activity.owner.email} | {u.email for u in activity.participants}
+    exceptions = {}
+    for exc in activity.exceptions:
+        exceptions[exc.original_start] = ExceptionState(
+            cancelled=exc.cancelled,
+            subject=exc.subject,
+            description=exc.description,
+            location=exc.location,
+            start=exc.start_at or exc.start_date,
+            end=exc.end_at or exc.end_date,
+        )
+    return ItemState(
+        subject=activity.subject,
+        description=activity.description or "",
+        location=activity.location or "",
+        all_day=activity.all_day,
+        start=activity.start_date if activity.all_day else activity.start_at,
+        end=activity.end_date if activity.all_day else activity.end_at,
+        time_zone=activity.time_zone,
+        recurrence=tuple(activity.recurrence),
+        participants=frozenset(participants),
+        private=bool(activity.activity_type and activity.activity_type.is_personal),
+        exceptions=FrozenMap(exceptions),
+    )
+
+
+# ---------------------------------------------------------------- the Google side
+
+
+def _zone_name(name: str | None, fallback: str) -> str:
+    for candidate in (name, fallback, "UTC"):
+        if not candidate:
+            continue
+        try:
+            ZoneInfo(candidate)
+        except (ZoneInfoNotFoundError, ValueError):
+            continue
+        return candidate
+    return "UTC"
+
+
+def _parse_when(value, what: str):
+    if not isinstance(value, Mapping):
+        raise MappingError(f"the event has no {what}")
+    if value.get("dateTime"):
+        text = value["dateTime"]
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except (TypeError, ValueError):
+            raise MappingError(f"the event's {what} {text!r} is not a date and time") from None
+        if moment.tzinfo is None:
+            zone = _zone_name(value.get("timeZone"), "UTC")
+            moment = moment.replace(tzinfo=ZoneInfo(zone))
+        return moment
+    if value.get("date"):
+        try:
+            return date.fromisoformat(value["date"])
+        except (TypeError, ValueError):
+            raise MappingError(f"the event's {what} {value['date']!r} is not a date") from None
+    raise MappingError(f"the event's {what} has neither a date nor a date and time")
+
+
+def original_start_key(instance: Mapping) -> str:
+    original = instance.get("originalStartTime")
+    if not isinstance(original, Mapping):
+        raise MappingError("an occurrence of a series has no original start time")
+    when = _parse_when(original, "original start")
+    return occurrence_key(when, not isinstance(when, datetime))
+
+
+def event_participants(event: Mapping, organization_emails: set[str]) -> frozenset[str]:
+    emails = set()
+    organizer = (event.get("organizer") or {}).get("email", "")
+    if organizer.lower() in organization_emails:
+        emails.add(organizer.lower())
+    # Every attendee who is a user takes part, whatever they answered: RSVPs are shown, never synced away.
+    for attendee in event.get("attendees") or []:
+        email = (attendee.get("email") or "").lower()
+        if email in organization_emails:
+            emails.add(email)
+    return frozenset(emails)
+
+
+def external_attendees(event: Mapping, organization_emails: set[str]) -> list[dict]:
+    """Attendees outside the organization, kept on the Google side untouched."""
+    return [
+        {k: v for k, v in attendee.items() if k in ("email", "displayName", "optional", "responseStatus")}
+        for attendee in event.get("attendees") or []
+        if (attendee.get("email") or "").lower() not in organization_emails
+    ]
+
+
+def event_state(
+    event: Mapping,
+    instances: Iterable[Mapping],
+    organization_emails: set[str],
+    *,
+    calendar_time_zone: str = "UTC",
+    base: ItemState | None = None,
+) -> ItemState:
+    """A Google event (a series with its changed occurrences) as an ItemState.
+
+    `instances` are the occurrences Google listed as changed or cancelled; in an incremental pull they are
+    only the ones that changed, so exceptions not listed keep what `base` had.
+    """
+    if event.get("status") == "cancelled":
+        raise MappingError("a cancelled event has no state")
+    start = _parse_when(event.get("start"), "start")
+    end = _parse_when(event.get("end"), "end")
+    all_day = not isinstance(start, datetime)
+    if all_day != (not isinstance(end, datetime)):
+        raise MappingError("the event mixes a date with a date and time")
+    zone = _zone_name((event.get("start") or {}).get("timeZone"), calendar_time_zone)
+    recurrence = event.get("recurrence") or []
+    if not isinstance(recurrence, list) or not all(isinstance(line, str) for line in recurrence):
+        raise MappingError("the event's recurrence is not a list of RFC 5545 lines")
+    exceptions = dict(base.exceptions) if base is not None else {}
+    for instance in instances:
+        key = original_start_key(instance)
+        if instance.get("status") == "cancelled":
+            exceptions[key] = ExceptionState(cancelled=True)
+            continue
+        inst_start = _parse_when(instance.get("start"), "occurrence start")
+        inst_end = _parse_when(instance.get("end"), "occurrence end")
+        exceptions[key] = ExceptionState(
+            subject=_differs(instance.get("summary", ""), event.get("summary", "")),
+            description=_differs(instance.get("description", ""), event.get("description", "")),
+            location=_differs(instance.get("location", ""), event.get("location", "")),
+            start=inst_start,
+            end=inst_end,
+        )
+    try:
+        return ItemState(
+            subject=(event.get("summary") or "").strip(),
+            description=event.get("description") or "",
+            location=event.get("location") or "",
+            all_day=all_day,
+            start=start,
+            end=end,
+            time_zone=zone,
+            recurrence=tuple(recurrence),
+            participants=event_participants(event, organization_emails),
+            private=event.get("visibility") in PRIVATE_VISIBILITIES,
+            exceptions=FrozenMap(exceptions),
+        )
+    except ValueError as exc:  # the core refuses states that make no sense (end before start, bad rule)
+        raise MappingError(str(exc)) from None
+
+
+def _differs(value, series_value):
+    return value if value != series_value else None
+
+
+def _when_body(value, zone: str) -> dict:
+    if isinstance(value, datetime):
+        return {"dateTime": value.astimezone(ZoneInfo(zone)).isoformat(), "timeZone": zone}
+    return {"date": value.isoformat()}
+
+
+def event_body(
+    state: ItemState,
+    *,
+    organizer_email: str,
+    activity_id: int,
+    organization_uid: str,
+    external: list[dict] | None = None,
+    event_id: str | None = None,
+) -> dict:
+    """The Google event for a state: what an insert or a full update sends."""
+    attendees = [{"email": email} for email in sorted(state.participants) if email != organizer_email.lower()]
+    if attendees:
+        attendees.append({"email": organizer_email, "organizer": True, "responseStatus": "accepted"})
+    attendees.extend(external or [])
+    body = {
+        "summary": state.subject,
+        "description": state.description,
+        "location": state.location,
+        "start": _when_body(state.start, state.time_zone),
+        "end": _when_body(state.end, state.time_zone),
+        "recurrence": list(state.recurrence),
+        "attendees": attendees,
+        "visibility": "private" if state.private else "default",
+        "extendedProperties": {"private": {ACTIVITY_ID_PROPERTY: str(activity_id),
+                                           ORGANIZATION_PROPERTY: organization_uid}},
+    }
+    if event_id:
+        body["id"] = event_id
+    return body
+
+
+def instance_id(series_id: str, key: str) -> str:
+    return f"{series_id}_{key}"
+
+
+def instance_body(state: ItemState, key: str) -> dict:
+    """The patch that makes one occurrence match its exception."""
+    exc = state.exceptions[key]
+    body: dict = {}
+    if exc.subject is not None:
+        body["summary"] = exc.subject
+    if exc.description is not None:
+        body["description"] = exc.description
+    if exc.location is not None:
+        body["location"] = exc.location
+    if exc.start is not None:
+        body["start"] = _when_body(exc.start, state.time_zone)
+    if exc.end is not None:
+        body["end"] = _when_body(exc.end, state.time_zone)
+    return body

@@ -1,0 +1,214 @@
+"""What the sync remembers: each user's switch and calendar position, the links, cycles and the journal."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    select,
+    update,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from portal.extensions import db
+from portal.models import Activity, User, UTCDateTime, utcnow
+
+
+class CalendarSync(db.Model):
+    """One user's calendar sync: their own switch, Google's sync token, status and the user-level banner."""
+
+    __tablename__ = "calendar_syncs"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    enabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sync_token: Mapped[str | None] = mapped_column(Text)
+    full_sync_needed: Mapped[bool] = mapped_column(Boolean, default=True)
+    first_synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_cycle_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    error_code: Mapped[str | None] = mapped_column(String(50))
+    error_cause: Mapped[str | None] = mapped_column(Text)
+    error_fix: Mapped[str | None] = mapped_column(Text)
+    error_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    backoff_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    user: Mapped[User] = relationship()
+
+    @classmethod
+    def for_user(cls, user: User) -> CalendarSync:
+        row = db.session.get(cls, user.id)
+        if row is None:
+            row = cls(user_id=user.id, organization_id=user.organization_id, enabled=False, full_sync_needed=True,
+                      failures=0)
+            db.session.add(row)
+        return row
+
+    def switch(self, enabled: bool) -> None:
+        if enabled and not self.enabled:
+            self.enabled_at = utcnow()
+            # Switching on (again) starts from a first sync: matching links what both sides already have.
+            self.full_sync_needed = True
+            self.sync_token = None
+            self.due_at = utcnow()
+        if not enabled:
+            self.clear_error()
+        self.enabled = enabled
+
+    def record_error(self, code: str, cause: str, fix: str) -> None:
+        self.error_code, self.error_cause, self.error_fix, self.error_at = code, cause, fix, utcnow()
+
+    def clear_error(self) -> None:
+        self.error_code = self.error_cause = self.error_fix = self.error_at = None
+
+    @property
+    def status(self) -> str:
+        if not self.enabled:
+            return "off"
+        if self.error_code:
+            return "error"
+        if self.last_success_at is None:
+            return "pending"
+        return "synced"
+
+
+class SyncLink(db.Model):
+    """One activity and its Google event, with the state both last agreed on (the merge's base)."""
+
+    __tablename__ = "sync_links"
+    __table_args__ = (
+        UniqueConstraint("organization_id", "google_event_id", name="uq_sync_links_event"),
+        UniqueConstraint("activity_id", name="uq_sync_links_activity"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
+    activity_id: Mapped[int | None] = mapped_column(ForeignKey("activities.id"))
+    google_event_id: Mapped[str | None] = mapped_column(String(1024))
+    # The calendar the event lives in (the organizer's); writes go there, attendee copies follow.
+    calendar_email: Mapped[str] = mapped_column(String(254))
+    origin: Mapped[str] = mapped_column(String(10))  # portal | google: where the item was born
+    generation: Mapped[int] = mapped_column(Integer, default=0)
+    # False while an insert is under way: the id is reserved so no pull mistakes the event for a new one.
+    confirmed: Mapped[bool] = mapped_column(Boolean, default=False)
+    base_state: Mapped[dict | None] = mapped_column(JSON)
+    base_hash: Mapped[str | None] = mapped_column(String(64))
+    etag: Mapped[str | None] = mapped_column(String(100))  # of the organizer's copy
+    google_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    external_attendees: Mapped[list | None] = mapped_column(JSON)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    error_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+    activity: Mapped[Activity | None] = relationship()
+
+    __mapper_args__ = {"version_id_col": version}  # two workers never both move one link's base
+
+
+class SyncCycle(db.Model):
+    """One run of the sync for a user (or of an organization's outbox), with its counts."""
+
+    __tablename__ = "sync_cycles"
+    __table_args__ = (Index("ix_sync_cycles_user_started", "user_id", "started_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    trigger: Mapped[str] = mapped_column(String(20), default="scheduler")
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    duration_ms: Mapped[int] = mapped_column(Integer, default=0)
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    pulled: Mapped[int] = mapped_column(Integer, default=0)
+    pushed: Mapped[int] = mapped_column(Integer, default=0)
+    portal_created: Mapped[int] = mapped_column(Integer, default=0)
+    portal_updated: Mapped[int] = mapped_column(Integer, default=0)
+    portal_deleted: Mapped[int] = mapped_column(Integer, default=0)
+    google_created: Mapped[int] = mapped_column(Integer, default=0)
+    google_updated: Mapped[int] = mapped_column(Integer, default=0)
+    google_deleted: Mapped[int] = mapped_column(Integer, default=0)
+    conflicts: Mapped[int] = mapped_column(Integer, default=0)
+    errors: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(20), default="running")  # ok | partial | failed | skipped
+    message: Mapped[str | None] = mapped_column(Text)
+
+    user: Mapped[User | None] = relationship()
+
+    def summary(self) -> str:
+        return (
+            f"{self.status}: pulled {self.pulled}, pushed {self.pushed}; portal +{self.portal_created} "
+            f"~{self.portal_updated} -{self.portal_deleted}; google +{self.google_created} ~{self.google_updated} "
+            f"-{self.google_deleted}; {self.conflicts} conflicts, {self.errors} errors, {self.requests} requests, "
+            f"{self.duration_ms} ms" + (f" ({self.message})" if self.message else "")
+        )
+
+
+class SyncJournalEntry(db.Model):
+    """One item change the sync made, a conflict it decided, or an item it could not sync."""
+
+    __tablename__ = "sync_journal"
+    __table_args__ = (Index("ix_sync_journal_activity", "activity_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
+    cycle_id: Mapped[int | None] = mapped_column(ForeignKey("sync_cycles.id"), index=True)
+    activity_id: Mapped[int | None] = mapped_column(ForeignKey("activities.id"))
+    google_event_id: Mapped[str | None] = mapped_column(String(1024))
+    kind: Mapped[str] = mapped_column(String(20))  # created | updated | deleted | restored | linked | conflict | error
+    side: Mapped[str | None] = mapped_column(String(10))  # the side that was written (or lost, for conflicts)
+    field: Mapped[str | None] = mapped_column(String(100))
+    before: Mapped[dict | list | str | None] = mapped_column(JSON)
+    after: Mapped[dict | list | str | None] = mapped_column(JSON)
+    message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Lease(db.Model):
+    """A named lease with expiry: whoever holds it may do the work it names (one user's cycle, say)."""
+
+    __tablename__ = "sync_leases"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(100))
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    @classmethod
+    def acquire(cls, name: str, owner: str, seconds: float) -> bool:
+        """Take the lease if free or expired (or already ours); atomic on SQLite and PostgreSQL."""
+        now = utcnow()
+        expires = now + timedelta(seconds=seconds)
+        if db.session.get(cls, name) is None:
+            try:
+                with db.session.begin_nested():
+                    db.session.add(cls(name=name, owner=None, expires_at=now))
+            except Exception:  # noqa: BLE001 - another process created it first; fall through to the update
+                pass
+        result = db.session.execute(
+            update(cls)
+            .where(cls.name == name, (cls.expires_at <= now) | (cls.owner == owner) | cls.owner.is_(None))
+            .values(owner=owner, expires_at=expires)
+        )
+        db.session.commit()
+        return result.rowcount == 1
+
+    @classmethod
+    def release(cls, name: str, owner: str) -> None:
+        db.session.execute(update(cls).where(cls.name == name, cls.owner == owner).values(owner=None))
+        db.session.commit()
+
+    @classmethod
+    def holder(cls, name: str) -> str | None:
+        row = db.session.scalar(select(cls).where(cls.name == name, cls.expires_at > utcnow()))
+        return row.owner if row else None
