@@ -51,7 +51,7 @@ def mint_service_account(email, client_id, token_uri):
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     key_id = secrets.token_hex(20)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, client_id)])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)

@@ -530,7 +530,7 @@ def calendars_get(ctx, calendar_id):
     cal = resolve_calendar(ctx, calendar_id)
     return 200, {
         "kind": "calendar#calendar",
-        "etag": '"%d"' % (1000 + len(cal.id)),
+        "etag": f'"{1000 + len(cal.id)}"',
         "id": cal.id,
         "summary": cal.id,
         "timeZone": cal.time_zone,
@@ -610,7 +610,7 @@ def events_modify(ctx, calendar_id, event_id, params, body, headers, patch):
         current = render_instance(ctx.state, series, exp, local)
     else:
         check_if_match(headers, entry.etag)
-        if entry.cancelled and not (body.get("status") in ("confirmed", "tentative")):
+        if entry.cancelled and body.get("status") not in ("confirmed", "tentative"):
             raise ApiError(410, "deleted")
         current = render(ctx.state, entry)
     core_before = entry.core if entry is not None else series.core
@@ -780,7 +780,7 @@ def _read_sync_token(cal, token):
 def _list_envelope(cal, now):
     return {
         "kind": "calendar#events",
-        "etag": '"%d"' % (cal.seq + 1),
+        "etag": f'"{cal.seq + 1}"',
         "summary": cal.id,
         "description": "",
         "updated": fmt_updated(cal.updated or now),

@@ -128,7 +128,7 @@ class State:
 
     def next_etag(self, moment):
         self.change_counter += 1
-        return '"%d"' % (int(moment.timestamp() * 1000) * 1000 + self.change_counter % 1000)
+        return f'"{int(moment.timestamp() * 1000) * 1000 + self.change_counter % 1000}"'
 
     def touch(self, entry, moment=None, dirty=None):
         """Record a change of `entry` in its calendar's change sequence."""

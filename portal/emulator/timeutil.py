@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from portal.emulator.errors import ApiError, invalid, required
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 _RFC3339 = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?$"
@@ -55,7 +55,7 @@ def parse_date(value):
 def fmt_updated(moment):
     """'2024-01-01T10:00:00.123Z' as Google formats created/updated."""
     moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (moment.microsecond // 1000)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def fmt_datetime(moment, tz):
