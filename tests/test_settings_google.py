@@ -355,3 +355,83 @@ def test_cli_refuses_a_json_key_of_another_account(app, workspace, world, tmp_pa
         "configure-google", "--organization", "Acme", "--service-account-email", OTHER_SA_EMAIL,
         "--key-file", str(key_path)])
     assert result.exit_code == 1 and f"belongs to {SA_EMAIL}" in result.output
+
+
+# --- secrets ----------------------------------------------------------------------------------------
+
+SECRET_PASSWORD = "P12-pass-Zq8#lantern"
+
+
+def test_key_and_password_never_leave_the_server(app, login_as, workspace, world, tmp_path, caplog):
+    """Not in any response body, log record, audit entry or CLI output; stored only encrypted."""
+    import logging
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.serialization import pkcs12
+    from sqlalchemy import text
+
+    from portal.integration import decrypt
+
+    caplog.set_level(logging.DEBUG)
+    private_key, certificate, _ = pkcs12.load_key_and_certificates(p12_of(workspace), b"notasecret")
+    p12 = pkcs12.serialize_key_and_certificates(b"privatekey", private_key, certificate, None,
+                                                serialization.BestAvailableEncryption(SECRET_PASSWORD.encode()))
+    pem = private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption()).decode()
+    pem_lines = [line for line in pem.splitlines() if not line.startswith("-----")]
+    p12_b64 = base64.b64encode(p12).decode()
+    json_key = json_of(workspace)
+    markers = [SECRET_PASSWORD, *pem_lines[1:-1], p12_b64[40:100], p12_b64[-100:-40],
+               workspace["json_key"]["private_key"].splitlines()[3]]
+
+    client = login_as("admin")
+    bodies = []
+
+    def keep(response):
+        bodies.append(response.get_data(as_text=True))
+        return response
+
+    hx = {"HX-Request": "true"}
+    keep(client.post(PAGE + "/account", data={"service_account_email": SA_EMAIL, "client_id": CLIENT_ID}))
+    keep(upload(client, p12, password="wrong-guess"))
+    keep(upload(client, p12, password=SECRET_PASSWORD))
+    keep(client.get(PAGE + "/password/edit", headers=hx))
+    keep(client.post(PAGE + "/password", data={"key_password": "not-the-one"}, headers=hx))
+    keep(client.post(PAGE + "/password", data={"key_password": SECRET_PASSWORD}, headers=hx))
+    keep(client.get(PAGE + "/password", headers=hx))
+    keep(client.post(PAGE + "/test", data={"test_email": "admin@acme.test"}))
+    keep(client.post(PAGE + "/enabled", data={"enabled": "on"}, headers=hx))
+    keep(client.get(PAGE))
+    keep(client.get(PAGE + "?edit=password"))
+    assert "Connection test passed" in bodies[-3] and "Integration is <strong>on</strong>" in bodies[-3]
+    key_path = tmp_path / "acme.p12"
+    key_path.write_bytes(p12)
+    result = app.test_cli_runner().invoke(args=[
+        "configure-google", "--organization", "Acme", "--service-account-email", SA_EMAIL,
+        "--key-file", str(key_path), "--key-password", SECRET_PASSWORD, "--enable"])
+    assert result.exit_code == 0, result.output
+    bodies.append(result.output)
+    (tmp_path / "globex.json").write_bytes(json_key)
+    result = app.test_cli_runner().invoke(args=[
+        "configure-google", "--organization", "Globex", "--service-account-email", SA_EMAIL,
+        "--key-file", str(tmp_path / "globex.json"), "--test-email", "admin@acme.test"])
+    assert result.exit_code == 0, result.output
+    bodies.append(result.output)
+
+    logged = [f"{r.getMessage()} {r.args!r} {r.exc_text or ''}" for r in caplog.records]
+    with app.app_context():
+        audit = [json.dumps(e.details) for e in db.session.scalars(select(AuditEntry))]
+        raw_rows = [repr(tuple(row)) for table in ("google_integrations", "audit_entries")
+                    for row in db.session.execute(text(f"SELECT * FROM {table}"))]
+        stored = db.session.scalars(select(GoogleIntegration).order_by(GoogleIntegration.organization_id)).all()
+        assert decrypt(stored[0].key_ciphertext) == p12  # encrypted, not lost
+        assert decrypt(stored[0].password_ciphertext).decode() == SECRET_PASSWORD
+        assert decrypt(stored[1].key_ciphertext) == json_key
+        database_file = db.engine.url.database
+    assert len(audit) >= 8 and len(raw_rows) >= 10 and caplog.records
+    for where, texts in (("response", bodies), ("log", logged), ("audit", audit), ("table", raw_rows)):
+        for marker in markers:
+            assert not any(marker in t for t in texts), f"a secret appeared in a {where}"
+    raw = open(database_file, "rb").read()
+    assert SECRET_PASSWORD.encode() not in raw and p12[200:260] not in raw
+    assert pem_lines[5].encode() not in raw and b"BEGIN PRIVATE KEY" not in raw
