@@ -317,6 +317,16 @@ class EmulatorApp:
         extra = [("ETag", out["etag"])] if isinstance(out, dict) and out.get("etag") else []
         return _Result(status, out, headers=extra)
 
+    def as_user(self, email, fn, write=True):
+        """Run `fn(ctx)` as the Workspace user `email` (used by the demo UI), with push and persistence."""
+        with self.store.lock:
+            ctx = calendar.Ctx(self.state, email, "")
+            result = fn(ctx)
+            if write:
+                self.store.save()
+                self._notify(ctx.dirty)
+            return result
+
     def _call(self, name, ctx, g, args, headers, payload):
         if name == "calendar.calendars.get":
             return calendar.calendars_get(ctx, g["cal"])
