@@ -141,6 +141,8 @@ def test_endpoint_base_url():
     assert Endpoints(api_endpoint="http://h/custom/v3").calendar_base_url == "http://h/custom/v3/"
     config = {"GOOGLE_TOKEN_URI": "http://t/token", "GOOGLE_SCOPES": ["s"], "GOOGLE_TIMEOUT": "3"}
     assert Endpoints.from_config(config) == Endpoints(token_uri="http://t/token", scopes=("s",), timeout=3.0)
+    assert Endpoints.from_config({"GOOGLE_SCOPES": "a, b"}).scopes == ("a", "b")
+    assert Endpoints.from_config({}).scopes == tuple(GOOGLE_SCOPES)
 
 
 # --- classification ---------------------------------------------------------------------------------

@@ -70,7 +70,7 @@ class Endpoints:
             api_endpoint=config.get("GOOGLE_API_ENDPOINT") or DEFAULT_API_ENDPOINT,
             batch_uri=config.get("GOOGLE_BATCH_URI") or DEFAULT_BATCH_URI,
             timeout=float(config.get("GOOGLE_TIMEOUT") or DEFAULT_TIMEOUT),
-            scopes=tuple(config.get("GOOGLE_SCOPES") or SCOPES),
+            scopes=_scopes(config.get("GOOGLE_SCOPES")),
         )
 
     @property
@@ -82,6 +82,15 @@ class Endpoints:
         if "/" not in rest:
             return f"{base}/{CALENDAR_SERVICE_PATH}"
         return base + "/"
+
+
+def _scopes(value) -> tuple[str, ...]:
+    """Scopes from config: a list, or (from the environment) one string, comma- or space-separated."""
+    if not value:
+        return SCOPES
+    if isinstance(value, str):
+        value = value.replace(",", " ").split()
+    return tuple(value)
 
 
 @dataclass(frozen=True)
