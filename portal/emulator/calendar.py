@@ -17,7 +17,6 @@ from portal.emulator.state import Channel, Core, Entry
 from portal.emulator.timeutil import (
     UTC,
     When,
-    fmt_datetime,
     fmt_updated,
     parse_query_time,
     parse_when,
@@ -1040,5 +1039,3 @@ def channels_stop(ctx, body):
     channel.stopped = True
     return 204, None
 
-
-__all__ = ["Ctx", "fmt_datetime"]
