@@ -22,6 +22,8 @@ PAGE_RULES = [
     ("/calendar/activities/{id}", "get", {ANON: 302, USER: 200, ADMIN: 200, HELPDESK: 404, COLLEAGUE: 404, OTHER: 404, OTHER_ADMIN: 404}),
     ("/calendar/activities/{id}", "post", {ANON: 302, USER: 302, ADMIN: 302, HELPDESK: 404, COLLEAGUE: 404, OTHER: 404, OTHER_ADMIN: 404}),
     ("/calendar/activities/{id}/delete", "post", {ANON: 302, USER: 302, ADMIN: 302, HELPDESK: 404, COLLEAGUE: 404, OTHER: 404, OTHER_ADMIN: 404}),
+    ("/calendar/trash", "get", {ANON: 302, USER: 200, ADMIN: 200, HELPDESK: 200, COLLEAGUE: 200, OTHER: 200, OTHER_ADMIN: 200}),
+    ("/profile/calendar-sync", "post", {ANON: 302, USER: 302, ADMIN: 302, HELPDESK: 302, COLLEAGUE: 302, OTHER: 302, OTHER_ADMIN: 302}),
     ("/settings/integrations/google-calendar", "get", {ANON: 302, USER: 403, ADMIN: 200, HELPDESK: 403, COLLEAGUE: 403, OTHER: 403, OTHER_ADMIN: 200}),
     ("/profile/calendar-sync", "get", {ANON: 302, USER: 200, ADMIN: 200, HELPDESK: 200, COLLEAGUE: 200, OTHER: 200, OTHER_ADMIN: 200}),
     ("/helpdesk/", "get", {ANON: 302, USER: 403, ADMIN: 403, HELPDESK: 200, COLLEAGUE: 403, OTHER: 403, OTHER_ADMIN: 403}),

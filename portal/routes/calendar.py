@@ -27,8 +27,10 @@ from portal.forms import (
     form_to_values,
     form_with_posted,
 )
-from portal.models import Activity, Project
+from portal.models import Activity, Project, utcnow
 from portal.routes import is_htmx
+from portal.sync.models import SyncJournalEntry
+from portal.sync.status import StatusReader
 
 bp = Blueprint("calendar", __name__, url_prefix="/calendar")
 
@@ -138,7 +140,11 @@ def form_context(fields: dict, errors: dict, activity: Activity | None) -> dict:
     ).all()
     users = [u for u in organization.users if u.active]
     readonly = activity is not None and not activity.editable_by(current_user)
+    sync_status = StatusReader(organization)(activity) if activity is not None else None
+    conflicts = lost_values(activity) if activity is not None else []
     return {
+        "sync_status": sync_status,
+        "conflicts": conflicts,
         "fields": fields,
         "errors": errors,
         "activity": activity,
@@ -247,3 +253,60 @@ def after_change(message: str):
         context = week_context(parse_week(week_arg))
         partial = "calendar/_week.html"
     return render_template("calendar/_saved.html", message=message, partial=partial, **context)
+
+
+RESTORABLE_FIELDS = ("subject", "description", "location")
+TRASH_DAYS = 30
+
+
+def lost_values(activity: Activity) -> list[SyncJournalEntry]:
+    """Values that lost a sync conflict on this activity, newest first: each can be put back."""
+    return db.session.scalars(
+        select(SyncJournalEntry).where(SyncJournalEntry.activity_id == activity.id,
+                                       SyncJournalEntry.kind == "conflict")
+        .order_by(SyncJournalEntry.id.desc()).limit(10)
+    ).all()
+
+
+@bp.route("/activities/<int:activity_id>/restore-value/<int:entry_id>", methods=("POST",))
+@login_required
+def restore_value(activity_id: int, entry_id: int):
+    """Put back a value that lost a sync conflict (it then syncs like any edit)."""
+    activity = get_activity(activity_id, for_edit=True)
+    entry = db.session.get(SyncJournalEntry, entry_id)
+    if entry is None or entry.activity_id != activity.id or entry.kind != "conflict":
+        abort(404)
+    if entry.field not in RESTORABLE_FIELDS or not isinstance(entry.before, str):
+        abort(400, description="Only a subject, description or location can be put back this way.")
+    changed_by(db.session, current_user.id)
+    setattr(activity, entry.field, entry.before)
+    db.session.commit()
+    return after_change(f"Restored the {entry.field} of “{activity.subject}”.")
+
+
+@bp.route("/trash")
+@login_required
+def trash():
+    """List the user's activities deleted in the last 30 days (in the portal or in Google)."""
+    since = utcnow() - timedelta(days=TRASH_DAYS)
+    query = visible_activities_query(current_user, include_deleted=True).where(Activity.deleted_at >= since)
+    items = db.session.scalars(query.order_by(Activity.deleted_at.desc())).all()
+    return render_template("calendar/trash.html", items=items, zone=current_user.zone, view="trash")
+
+
+@bp.route("/trash/<int:activity_id>/restore", methods=("POST",))
+@login_required
+def restore(activity_id: int):
+    """Bring a deleted activity back; the sync puts it in Google again."""
+    activity = db.session.get(Activity, activity_id)
+    if activity is None or not activity.is_deleted or not activity.visible_to(current_user):
+        abort(404)
+    if not activity.editable_by(current_user):
+        abort(403)
+    if activity.deleted_at < utcnow() - timedelta(days=TRASH_DAYS):
+        abort(410, description="Deleted more than 30 days ago: it can no longer be restored.")
+    changed_by(db.session, current_user.id)
+    activity.deleted_at = None
+    db.session.commit()
+    flash(f"Restored “{activity.subject}”.")
+    return redirect(url_for("calendar.trash"))

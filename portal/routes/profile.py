@@ -2,18 +2,68 @@
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
+from sqlalchemy import select
 
 from portal.activities import is_time_zone
 from portal.extensions import db
+from portal.models import ActivityType
+from portal.routes import is_htmx
+from portal.sync.engine import integration_of
+from portal.sync.models import CalendarSync, SyncCycle
 
 bp = Blueprint("profile", __name__, url_prefix="/profile")
+
+
+def sync_context() -> dict:
+    organization = current_user.organization
+    integration = integration_of(organization)
+    row = db.session.get(CalendarSync, current_user.id)
+    cycles = db.session.scalars(
+        select(SyncCycle).where(SyncCycle.user_id == current_user.id).order_by(SyncCycle.id.desc()).limit(5)
+    ).all()
+    synced_types = db.session.scalars(
+        select(ActivityType).where(ActivityType.organization_id == organization.id,
+                                   ActivityType.sync_to_google.is_(True)).order_by(ActivityType.name)
+    ).all()
+    return {
+        "integration": integration,
+        "organization_on": bool(integration and integration.enabled),
+        "organization_paused": bool(integration and integration.enabled and integration.is_paused),
+        "sync": row,
+        "status": row.status if row else "off",
+        "cycles": cycles,
+        "synced_types": synced_types,
+        "errors": {},
+    }
 
 
 @bp.route("/calendar-sync")
 @login_required
 def calendar_sync():
-    """Show the user's calendar preferences and sync switch."""
-    return render_template("profile/calendar_sync.html", errors={})
+    """Show the user's calendar preferences and their own sync switch."""
+    context = sync_context()
+    if is_htmx() and request.headers.get("HX-Target") == "calendar-sync":
+        return render_template("profile/_sync.html", **context)
+    return render_template("profile/calendar_sync.html", **context)
+
+
+@bp.route("/calendar-sync", methods=("POST",))
+@login_required
+def switch_calendar_sync():
+    """Switch the user's own calendar sync on or off."""
+    enabled = request.form.get("enabled") == "on"
+    context = sync_context()
+    if enabled and not (context["organization_on"] and not context["organization_paused"]):
+        context["errors"] = {"enabled": "Your organization's Google Calendar integration is not switched on "
+                                        "(or is paused by an error); ask your admin."}
+        template = "profile/_sync.html" if is_htmx() else "profile/calendar_sync.html"
+        return render_template(template, **context), 422
+    CalendarSync.for_user(current_user).switch(enabled)
+    db.session.commit()
+    if is_htmx():
+        return render_template("profile/_sync.html", **sync_context())
+    flash("Calendar sync is on: your calendar syncs automatically." if enabled else "Calendar sync is off.")
+    return redirect(url_for("profile.calendar_sync"))
 
 
 @bp.route("/time-zone", methods=("POST",))
@@ -22,8 +72,9 @@ def update_time_zone():
     """Change the zone the user's calendar is shown in."""
     zone = request.form.get("time_zone", "").strip()
     if not is_time_zone(zone):
-        errors = {"time_zone": f"Unknown time zone {zone[:64]!r}; use an IANA name like Europe/Amsterdam."}
-        return render_template("profile/calendar_sync.html", errors=errors), 422
+        context = sync_context()
+        context["errors"] = {"time_zone": f"Unknown time zone {zone[:64]!r}; use an IANA name like Europe/Amsterdam."}
+        return render_template("profile/calendar_sync.html", **context), 422
     current_user.time_zone = zone
     db.session.commit()
     flash(f"Your calendar is now shown in {zone}.")
