@@ -169,7 +169,7 @@ class EmulatorApp:
     # -- WSGI ------------------------------------------------------------------------------------
     def __call__(self, environ, start_response):
         request = Request(environ)
-        base_url = request.host_url.rstrip("/")
+        base_url = request.url_root.rstrip("/")  # keeps a mount prefix (SCRIPT_NAME)
         body = request.get_data()
         try:
             result = self.handle(request.method, request.path, request.args, request.headers, body, base_url)

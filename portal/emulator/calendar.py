@@ -317,7 +317,7 @@ def _string_map(value, what):
     return dict(value)
 
 
-def normalize_attendees(value, organizer):
+def normalize_attendees(value, organizer, previous=()):
     if value is None:
         return []
     if not isinstance(value, list):
@@ -333,7 +333,9 @@ def normalize_attendees(value, organizer):
         seen.add(item["email"])
         status = item.get("responseStatus")
         if status is None:
-            item["responseStatus"] = "accepted" if item["email"] == organizer else "needsAction"
+            # A guest's answer is kept when the organizer rewrites the list without it.
+            known = next((a.get("responseStatus") for a in previous if a["email"] == item["email"]), None)
+            item["responseStatus"] = known or ("accepted" if item["email"] == organizer else "needsAction")
         elif status not in RESPONSE_STATUSES:
             raise invalid("Invalid attendee response status.")
         out.append(item)
@@ -354,7 +356,7 @@ class Proposal:
         self.sequence = None
 
 
-def normalize(body, cal_tz, organizer):
+def normalize(body, cal_tz, organizer, previous_attendees=()):
     if not isinstance(body, dict):
         raise invalid("Invalid resource.")
     p = Proposal()
@@ -395,7 +397,7 @@ def normalize(body, cal_tz, organizer):
         if not p.start.all_day and not p.start.tz_name:
             raise ApiError(400, "required", "Missing time zone definition for start time.")
         p.fields["recurrence"] = list(rec)
-    attendees = normalize_attendees(body.get("attendees"), organizer)
+    attendees = normalize_attendees(body.get("attendees"), organizer, previous_attendees)
     if attendees:
         p.fields["attendees"] = attendees
     ext = body.get("extendedProperties")
@@ -615,7 +617,8 @@ def events_modify(ctx, calendar_id, event_id, params, body, headers, patch):
     core_before = entry.core if entry is not None else series.core
     merged = merge_patch(copy.deepcopy(current), body) if patch else copy.deepcopy(body)
     organizer = core_before.organizer
-    p = normalize(merged, cal.time_zone, organizer)
+    p = normalize(merged, cal.time_zone, organizer, core_before.attendees if entry is not None else
+                  series.core.attendees)
     if (entry is None or entry.core.recurring_event_id) and "recurrence" in p.fields:
         raise invalid("Invalid recurrence rule.")
     is_organizer = cal.id == organizer

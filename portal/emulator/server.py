@@ -91,7 +91,9 @@ class EmulatorServer:
         self._thread.join(timeout=5)
         self._server = None
         self._thread = None
-        self.app.close()
+        close = getattr(self.app, "close", None)
+        if close is not None:
+            close()
         if self._session is not None:
             self._session.close()
             self._session = None

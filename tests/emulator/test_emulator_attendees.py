@@ -121,3 +121,14 @@ def test_notification_emails_are_counted(people, emulator, when):
     a_svc.events().patch(calendarId="primary", eventId=ev["id"], body={"summary": "z"},
                          sendUpdates="externalOnly").execute()
     assert emulator.stats()["emails_sent"] == before + 3
+
+
+def test_organizer_rewriting_attendees_keeps_answers(people, when):
+    alice, bob, a_svc, b_svc = people
+    ev = a_svc.events().insert(calendarId="primary", body={**when("2024-06-10T10:00"), "attendees": [{"email": bob}]}).execute()
+    b_svc.events().patch(calendarId="primary", eventId=ev["id"],
+                         body={"attendees": [{"email": bob, "responseStatus": "tentative"}]}).execute()
+    again = a_svc.events().update(calendarId="primary", eventId=ev["id"], body={
+        **when("2024-06-10T10:00"), "attendees": [{"email": bob}, {"email": "new@outside.example"}]}).execute()
+    assert {a["email"]: a["responseStatus"] for a in again["attendees"]} == {
+        bob: "tentative", "new@outside.example": "needsAction"}

@@ -217,3 +217,11 @@ def test_faults_listing_and_clearing(emulator):
     assert [f["id"] for f in emulator.control("GET", "/faults")["faults"]] == [fault["id"]]
     emulator.control("DELETE", f"/faults/{fault['id']}")
     assert emulator.control("GET", "/faults")["faults"] == []
+
+
+def test_token_endpoint_fault_is_retried_by_google_auth(workspace, emulator):
+    alice = workspace.user("alice")
+    emulator.add_fault(path_regex="^/token$", status=503, count=1)
+    before = emulator.stats()["requests"].get("oauth2.token", 0)
+    workspace.service(alice).events().list(calendarId="primary").execute()
+    assert emulator.stats()["requests"]["oauth2.token"] == before + 2

@@ -101,3 +101,30 @@ def test_clock_and_reset_endpoints():
         emu.control("POST", "/reset")
         assert emu.control("GET", "/users")["users"] == []
         assert emu.control("GET", "/clock")["offset_seconds"] == 0
+
+
+def test_googles_service_path_and_mount_prefix(emulator):
+    from werkzeug.middleware.dispatcher import DispatcherMiddleware
+    from werkzeug.wrappers import Response
+
+    # Google's own layout: api_endpoint ending in calendar/v3/.
+    sa = _setup(emulator)
+    creds = service_account.Credentials.from_service_account_info(
+        dict(sa["json_key"], token_uri=emulator.token_uri), scopes=[CALENDAR]).with_subject("ann@demo.example")
+    svc = build("calendar", "v3", credentials=creds, static_discovery=True,
+                client_options={"api_endpoint": emulator.base_url + "/calendar/v3/"})
+    assert svc.calendars().get(calendarId="primary").execute()["id"] == "ann@demo.example"
+
+    # Mounted under a prefix inside another WSGI app, the key's token_uri carries the prefix.
+    mounted = DispatcherMiddleware(Response("portal"), {"/google": create_emulator_app()})
+    with EmulatorServer(app=mounted) as outer:
+        requests.post(outer.base_url + "/google/emulator/v1/users", json={"email": "m@demo.example"}, timeout=5)
+        key = requests.post(outer.base_url + "/google/emulator/v1/service-accounts", json={}, timeout=5).json()
+        assert key["json_key"]["token_uri"] == outer.base_url + "/google/token"
+        requests.post(outer.base_url + "/google/emulator/v1/delegations",
+                      json={"client_id": key["client_id"], "scopes": [CALENDAR]}, timeout=5)
+        creds = service_account.Credentials.from_service_account_info(
+            key["json_key"], scopes=[CALENDAR]).with_subject("m@demo.example")
+        svc = build("calendar", "v3", credentials=creds, static_discovery=True,
+                    client_options={"api_endpoint": outer.base_url + "/google"})
+        assert svc.events().list(calendarId="primary").execute()["items"] == []
