@@ -49,7 +49,9 @@ def _test_failed(outcome: TestOutcome, enabling: bool) -> click.ClickException:
 @click.option("--organization", "organization_name", help="May be left out when there is one organization.")
 @click.option("--service-account-email", required=True, help="The service account's e-mail address.")
 @click.option("--key-file", required=True, type=click.File("rb"), help="The .p12 or .json key Google gave you.")
-@click.option("--key-password", default=None, help="The P12 key's password (Google's default: notasecret).")
+@click.option("--key-password", default=None, envvar="PORTAL_GOOGLE_KEY_PASSWORD",
+              help="The P12 key's password (Google's default: notasecret); or set PORTAL_GOOGLE_KEY_PASSWORD, "
+                   "which keeps it out of the shell history.")
 @click.option("--client-id", default=None, help="The service account's numeric client ID (JSON keys carry it).")
 @click.option("--sync-types", default=None, help='Activity types synced to Google, e.g. "Meeting,Customer visit".')
 @click.option("--test-email", default=None, help="Whose calendar the connection test reads (default: an admin).")
