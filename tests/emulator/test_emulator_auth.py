@@ -99,6 +99,12 @@ def test_scope_not_delegated(workspace):
     assert err.args[1] == {"error": "unauthorized_client", "error_description": UNAUTHORIZED}
 
 
+def test_no_scope_requested(workspace):
+    alice = workspace.user("alice")
+    err = refresh_error(workspace.p12_credentials(alice, scopes=()))
+    assert err.args[1]["error"] == "invalid_scope"
+
+
 def test_delegation_revoked(workspace, emulator):
     alice = workspace.user("alice")
     workspace.new_service_account()
