@@ -169,3 +169,35 @@ def test_cycle_rows_record_the_journal(app, world, connected, sync_on, run_sync)
         assert cycle.status == "ok" and cycle.duration_ms >= 0 and cycle.requests >= 2
         created = db.session.scalars(select(SyncJournalEntry).where(SyncJournalEntry.kind == "created")).one()
         assert created.after["subject"] == "Planning" and created.side == "google"
+
+
+def test_pulled_change_is_not_pushed_back(app, world, connected, sync_on, run_sync, google_user):
+    sync_on("user")
+    make_activity(app, world["user"], subject="Echo", start=at(), end=at(1))
+    run_sync("user")
+    person = google_user("user@acme.test")
+    [event] = person.live()
+    person.patch(event["id"], summary="Echo (from Google)")
+    etag = person.get(event["id"])["etag"]
+    pulled = run_sync("user")
+    assert pulled.portal_updated == 1 and pulled.google_updated == 0
+    quiet = run_sync("user")
+    assert (quiet.google_updated, quiet.portal_updated, quiet.requests) == (0, 0, 1)
+    assert person.get(event["id"])["etag"] == etag  # Google's copy was never written again
+
+
+def test_portal_change_is_not_pulled_back(app, world, connected, sync_on, run_sync):
+    sync_on("user")
+    activity_id = make_activity(app, world["user"], subject="Outbound", start=at(), end=at(1))
+    run_sync("user")
+    with app.app_context():
+        db.session.get(Activity, activity_id).subject = "Outbound (edited)"
+        db.session.commit()
+        version = db.session.get(Activity, activity_id).version
+    pushed = run_sync("user")
+    assert pushed.google_updated == 1
+    # The next pull sees our own write come back from Google: the activity is not touched again.
+    echo = run_sync("user")
+    assert echo.portal_updated == 0
+    with app.app_context():
+        assert db.session.get(Activity, activity_id).version == version
