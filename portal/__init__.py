@@ -48,6 +48,9 @@ def create_app(test_config=None):
     changes.install(db)
     register_blueprints(app)
     cli.init_app(app)
+    from portal.sync import scheduler as sync_scheduling  # pull cycles, triggers, push channels, `worker`
+
+    sync_scheduling.init_app(app)
     return app
 
 

@@ -1,0 +1,203 @@
+"""Google push channels: Google tells the portal that a calendar changed, so the next pull runs now.
+
+One `events.watch` channel per synced calendar, opened after a successful cycle when the portal has a
+public address (`PUBLIC_BASE_URL`): Google can only notify an address it can reach. A notification carries
+no data; it only makes the user due (see `portal.routes.webhooks`). Polling stays the fallback, so a lost
+or late notification costs at most one cycle interval.
+
+Google cannot extend a channel: before one expires a new one is opened and the old one stopped. Channels of
+users who switched sync off are stopped. No Google call is made for an organization whose sync is not
+allowed; its channels simply expire.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from flask import current_app
+from sqlalchemy import ForeignKey, Integer, String, Text, select
+from sqlalchemy.orm import Mapped, mapped_column
+
+from portal.extensions import db
+from portal.models import User, UTCDateTime, utcnow
+
+log = logging.getLogger(__name__)
+
+WEBHOOK_PATH = "/webhooks/google/calendar"
+# After a refused watch the portal asks again only this much later: a wrong public URL must not cost a
+# Google request per cycle.
+RETRY_AFTER_FAILURE = timedelta(hours=1)
+
+
+class PushChannel(db.Model):
+    """A notification channel Google opened for one user's primary calendar."""
+
+    __tablename__ = "sync_push_channels"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # chosen by the portal, sent to Google
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    resource_id: Mapped[str | None] = mapped_column(String(255))  # Google's id of the watched calendar
+    # Google echoes the token in every notification; only its hash is kept, so the table cannot forge one.
+    token_hash: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    notifications: Mapped[int] = mapped_column(Integer, default=0)
+    last_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    error_message: Mapped[str | None] = mapped_column(Text)  # why Google refused to open it
+
+    @staticmethod
+    def hash(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    def token_matches(self, token: str) -> bool:
+        return hmac.compare_digest(self.token_hash, self.hash(token or ""))
+
+    def is_open(self, now: datetime) -> bool:
+        return self.stopped_at is None and self.expires_at is not None and self.expires_at > now
+
+
+def webhook_address() -> str | None:
+    base = (current_app.config.get("PUBLIC_BASE_URL") or "").strip().rstrip("/")
+    return base + WEBHOOK_PATH if base else None
+
+
+def open_channels(user_id: int, now: datetime) -> list[PushChannel]:
+    return list(db.session.scalars(
+        select(PushChannel).where(PushChannel.user_id == user_id, PushChannel.stopped_at.is_(None),
+                                  PushChannel.expires_at > now)
+        .order_by(PushChannel.expires_at.desc())
+    ))
+
+
+def ensure_channel(user_id: int, *, now: datetime | None = None) -> PushChannel | None:
+    """Make sure the user's calendar has a channel that does not expire soon; returns it (None: no push).
+
+    Call with the user's sync lease held or under `Lease("channel:<id>")`: two callers would open two.
+    """
+    from portal.integration import calendar_client, integration_for
+    from portal.sync.engine import sync_allowed
+    from portal.sync.google import GoogleError
+
+    address = webhook_address()
+    if address is None:
+        return None
+    now = now or utcnow()
+    config = current_app.config
+    renew_before = timedelta(seconds=float(config["SYNC_CHANNEL_RENEW_BEFORE_SECONDS"]))
+    current = open_channels(user_id, now)
+    if current and current[0].expires_at > now + renew_before and current[0].address == address:
+        return current[0]
+    user = db.session.get(User, user_id)
+    if user is None or not sync_allowed(user.organization):
+        return None
+    if not current and _recently_refused(user_id, now):
+        return None
+
+    integration = integration_for(user.organization)
+    channel_id = uuid.uuid4().hex
+    token = secrets.token_urlsafe(32)
+    body = {"id": channel_id, "type": "web_hook", "address": address, "token": token,
+            "params": {"ttl": str(int(config["SYNC_CHANNEL_TTL_SECONDS"]))}}
+    channel = PushChannel(id=channel_id, organization_id=user.organization_id, user_id=user_id,
+                          token_hash=PushChannel.hash(token), address=address, created_at=now)
+    try:
+        client = calendar_client(integration, user.email)
+        answer = client.execute(client.service.events().watch(calendarId="primary", body=body))
+    except GoogleError as exc:
+        log.info("Google refused a push channel for user %s: %s (%s)", user_id, exc.code, exc.detail)
+        channel.stopped_at = now
+        channel.error_message = f"{exc.code}: {exc.cause}"[:2000]
+        db.session.add(channel)
+        db.session.commit()
+        return current[0] if current else None
+    channel.resource_id = answer.get("resourceId")
+    channel.expires_at = _expiration(answer, now, float(config["SYNC_CHANNEL_TTL_SECONDS"]))
+    db.session.add(channel)
+    db.session.commit()
+    # Stopped only once the new one is open, so no change falls between the two.
+    for old in current:
+        _stop(old, integration, user.email, now)
+    return channel
+
+
+def _recently_refused(user_id: int, now: datetime) -> bool:
+    last = db.session.scalar(
+        select(PushChannel).where(PushChannel.user_id == user_id).order_by(PushChannel.created_at.desc()).limit(1)
+    )
+    return last is not None and last.error_message is not None and last.created_at > now - RETRY_AFTER_FAILURE
+
+
+def _expiration(answer: dict, now: datetime, ttl: float) -> datetime:
+    try:
+        return datetime.fromtimestamp(int(answer["expiration"]) / 1000, UTC)
+    except (KeyError, TypeError, ValueError):  # Google may leave it out; it then keeps the channel ~1 week
+        return now + timedelta(seconds=ttl)
+
+
+def _stop(channel: PushChannel, integration, email: str, now: datetime) -> bool:
+    """Ask Google to stop a channel; True once it is stopped (or Google no longer knows it)."""
+    from portal.integration import calendar_client
+    from portal.sync.google import GoogleError
+
+    try:
+        client = calendar_client(integration, email)
+        client.execute(client.service.channels().stop(body={"id": channel.id, "resourceId": channel.resource_id}))
+    except GoogleError as exc:
+        if exc.status != 404:  # 404: expired or stopped already, which is what we want
+            log.info("Could not stop push channel %s: %s (%s)", channel.id, exc.code, exc.detail)
+            return False
+    channel.stopped_at = now
+    db.session.commit()
+    return True
+
+
+def stop_channels(user_id: int, *, now: datetime | None = None) -> int:
+    """Stop the user's open channels (sync switched off); returns how many were stopped."""
+    from portal.integration import integration_for
+    from portal.sync.engine import sync_allowed
+
+    now = now or utcnow()
+    channels = open_channels(user_id, now)
+    if not channels:
+        return 0
+    user = db.session.get(User, user_id)
+    if user is None or not sync_allowed(user.organization):
+        return 0
+    integration = integration_for(user.organization)
+    return sum(_stop(channel, integration, user.email, now) for channel in channels)
+
+
+def stop_unwanted_channels(*, now: datetime | None = None, limit: int = 100) -> int:
+    """Stop open channels whose user no longer syncs (switched off, or deactivated)."""
+    from portal.sync.models import CalendarSync
+
+    now = now or utcnow()
+    wanted = select(CalendarSync.user_id).join(User, User.id == CalendarSync.user_id).where(
+        CalendarSync.enabled.is_(True), User.active.is_(True))
+    user_ids = db.session.scalars(
+        select(PushChannel.user_id).where(PushChannel.stopped_at.is_(None), PushChannel.expires_at > now,
+                                          PushChannel.user_id.not_in(wanted))
+        .distinct().limit(limit)
+    ).all()
+    return sum(stop_channels(user_id, now=now) for user_id in user_ids)
+
+
+def channel_for_notification(channel_id: str, token: str, resource_id: str | None,
+                             now: datetime) -> PushChannel | None:
+    """The open channel a notification names, when its token (and resource, if sent) match; else None."""
+    if not channel_id or len(channel_id) > 64:
+        return None
+    channel = db.session.get(PushChannel, channel_id)
+    if channel is None or not channel.is_open(now) or not channel.token_matches(token):
+        return None
+    if resource_id and channel.resource_id and not hmac.compare_digest(resource_id, channel.resource_id):
+        return None
+    return channel

@@ -1,0 +1,519 @@
+"""When the sync runs: 30-second pull cycles for logged-in users, and pushes right after portal changes.
+
+The database is the only coordination between processes. Each `CalendarSync` row carries `due_at`; a worker
+claims due users by moving their `due_at` past a lease period in the same transaction that selected them
+(`FOR UPDATE SKIP LOCKED` on PostgreSQL, a compare-and-set per row on SQLite), runs their cycles in its
+thread pool, and sets the next `due_at` when a cycle ends. The engine's per-user lease is the second line:
+even a user claimed twice (a trigger during a cycle) is never synced twice at once. A worker that dies
+mid-cycle leaves both the claim and the lease to expire, and another worker takes the user over.
+
+Who is claimed: users with sync switched on, in an organization whose sync is allowed, who are logged in
+(an authenticated request within the session lifetime, see `portal.sync.triggers`), who are due and not
+backing off. Failed cycles back off exponentially up to a cap; the first cycle that works resets that.
+
+APScheduler only provides the clock ticks (look for due users every `SYNC_POLL_SECONDS`, maintenance every
+interval); the cycles run in a plain thread pool whose free slots bound what a tick claims, so a busy
+worker never sits on users another worker could sync. Every job builds its own app context.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from flask import Flask, current_app
+from sqlalchemy import Index, case, func, or_, select, update
+
+from portal.extensions import db
+from portal.models import ChangeRecord, GoogleIntegration, User, utcnow
+
+log = logging.getLogger(__name__)
+
+EXTENSION = "sync_scheduling"
+
+# Every worker asks each tick which organizations have unpushed changes: an index over just those rows
+# keeps that cheap however long the outbox's history grows.
+Index("ix_change_records_unpushed", ChangeRecord.organization_id,
+      sqlite_where=ChangeRecord.processed_at.is_(None), postgresql_where=ChangeRecord.processed_at.is_(None))
+
+DEFAULTS = {
+    "SYNC_INTERVAL_SECONDS": 30,  # a pull cycle per logged-in user this often
+    "SYNC_POLL_SECONDS": 1.0,  # how often a worker looks for due users (the latency of triggers)
+    "SYNC_WORKER_THREADS": 4,  # cycles run at once per process
+    "SYNC_PUSH_THREADS": 2,  # outbox pushes run at once per process, beside the cycles
+    # At most this many users claimed per look (SYNC_BATCH_SIZE is the engine's: writes per Google batch).
+    "SYNC_CLAIM_BATCH_SIZE": 50,
+    "SYNC_LEASE_SECONDS": 300,  # a dead worker's claims free up after this (as the engine's leases do)
+    "SYNC_BUSY_RETRY_SECONDS": 2,  # a user whose lease someone else holds is tried again this much later
+    "SYNC_BACKOFF_BASE_SECONDS": 30,
+    "SYNC_BACKOFF_CAP_SECONDS": 3600,
+    "SYNC_DEBOUNCE_SECONDS": 10,  # navigation makes a user due at most this often
+    "SYNC_PUSH_INLINE": False,  # without a scheduler in the process, push right after the commit, in-line
+    "PUBLIC_BASE_URL": None,  # where Google can reach /webhooks/google/calendar; unset: no push channels
+    "SYNC_CHANNEL_TTL_SECONDS": 7 * 24 * 3600,  # what the portal asks; Google may grant less
+    "SYNC_CHANNEL_RENEW_BEFORE_SECONDS": 24 * 3600,
+}
+
+
+def configure(app: Flask) -> None:
+    for key, value in DEFAULTS.items():
+        app.config.setdefault(key, value)
+    # Tests drive the scheduling functions directly; a background thread there would race them.
+    app.config.setdefault("SCHEDULER_ENABLED", not app.config.get("TESTING", False))
+
+
+def seconds(key: str) -> timedelta:
+    return timedelta(seconds=float(current_app.config[key]))
+
+
+def session_lifetime() -> timedelta:
+    value = current_app.config.get("PERMANENT_SESSION_LIFETIME", 8 * 3600)
+    return value if isinstance(value, timedelta) else timedelta(seconds=float(value))
+
+
+def backoff_delay(failures: int) -> timedelta:
+    """Exponential in the number of failed cycles in a row, capped."""
+    base = float(current_app.config["SYNC_BACKOFF_BASE_SECONDS"])
+    cap = float(current_app.config["SYNC_BACKOFF_CAP_SECONDS"])
+    return timedelta(seconds=min(cap, base * 2 ** max(0, min(failures - 1, 30))))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Claiming due users
+
+
+@dataclass(frozen=True)
+class Claim:
+    user_id: int
+    due_at: datetime | None  # when the user was due (None: never synced)
+    claimed_at: datetime
+    until: datetime  # the due_at the claim wrote: while it is still there, the claim is ours
+
+
+def allowed_organization_ids() -> list[int]:
+    from portal.sync.engine import sync_allowed
+
+    rows = db.session.scalars(select(GoogleIntegration).where(GoogleIntegration.enabled.is_(True))).all()
+    return [row.organization_id for row in rows if sync_allowed(row.organization)]
+
+
+def due_users_query(now: datetime, organization_ids: list[int]):
+    from portal.sync.models import CalendarSync
+
+    return (
+        select(CalendarSync.user_id, CalendarSync.due_at)
+        .join(User, User.id == CalendarSync.user_id)
+        .where(
+            CalendarSync.enabled.is_(True),
+            User.active.is_(True),
+            CalendarSync.organization_id.in_(organization_ids),
+            CalendarSync.last_seen_at >= now - session_lifetime(),
+            or_(CalendarSync.due_at.is_(None), CalendarSync.due_at <= now),
+            or_(CalendarSync.backoff_until.is_(None), CalendarSync.backoff_until <= now),
+        )
+        .order_by(CalendarSync.due_at.asc().nulls_first(), CalendarSync.user_id)
+    )
+
+
+def claim_due_users(limit: int, *, now: datetime | None = None) -> list[Claim]:
+    """Claim up to `limit` due users (longest-waiting first) and commit; no two callers get the same user."""
+    from portal.sync.models import CalendarSync
+
+    now = now or utcnow()
+    if limit <= 0:
+        return []
+    organization_ids = allowed_organization_ids()
+    if not organization_ids:
+        db.session.commit()
+        return []
+    until = now + seconds("SYNC_LEASE_SECONDS")
+    query = due_users_query(now, organization_ids).limit(limit)
+    claims: list[Claim] = []
+    if db.session.get_bind().dialect.name == "postgresql":
+        # Rows another worker is claiming right now are skipped, not waited for.
+        rows = db.session.execute(query.with_for_update(skip_locked=True, of=CalendarSync)).all()
+        if rows:
+            db.session.execute(update(CalendarSync).where(CalendarSync.user_id.in_([r.user_id for r in rows]))
+                               .values(due_at=until))
+        claims = [Claim(r.user_id, r.due_at, now, until) for r in rows]
+    else:
+        for row in db.session.execute(query).all():
+            same_due = CalendarSync.due_at.is_(None) if row.due_at is None else CalendarSync.due_at == row.due_at
+            result = db.session.execute(update(CalendarSync).where(CalendarSync.user_id == row.user_id, same_due)
+                                        .values(due_at=until))
+            if result.rowcount == 1:
+                claims.append(Claim(row.user_id, row.due_at, now, until))
+    db.session.commit()
+    return claims
+
+
+def next_due(claim: Claim) -> datetime:
+    """Fixed-rate: the next cycle is one interval after the one this claim was due, so a user is synced
+    in every interval; a user more than an interval late starts a new rhythm from now."""
+    interval = seconds("SYNC_INTERVAL_SECONDS")
+    if claim.due_at is not None and claim.due_at + interval > claim.claimed_at:
+        return claim.due_at + interval
+    return claim.claimed_at + interval
+
+
+def finish_claim(claim: Claim, outcome: str | None, *, now: datetime | None = None) -> None:
+    """Record how a claimed user's cycle went and when they are due next.
+
+    `outcome`: the cycle's status, "busy" (someone else held the user's lease) or "failed". A trigger that
+    arrived during the cycle moved `due_at` away from the claim's value; it is then left alone.
+    """
+    from portal.sync.models import CalendarSync
+
+    now = now or utcnow()
+    ours = CalendarSync.due_at == claim.until
+    values: dict = {}
+    if outcome == "busy":
+        retry = now + seconds("SYNC_BUSY_RETRY_SECONDS")
+        values["due_at"] = case((ours, retry), else_=CalendarSync.due_at)
+    elif outcome == "failed":
+        failures = (db.session.scalar(select(CalendarSync.failures).where(CalendarSync.user_id == claim.user_id))
+                    or 0) + 1
+        backoff_until = now + backoff_delay(failures)
+        values.update(failures=failures, backoff_until=backoff_until,
+                      due_at=case((ours, backoff_until), else_=CalendarSync.due_at))
+    else:
+        values["due_at"] = case((ours, next_due(claim)), else_=CalendarSync.due_at)
+        if outcome in ("ok", "partial"):
+            values.update(failures=0, backoff_until=None)
+    db.session.execute(update(CalendarSync).where(CalendarSync.user_id == claim.user_id).values(**values))
+    db.session.commit()
+
+
+def run_claim(claim: Claim, *, owner: str, clock: Callable[[], datetime] = utcnow):
+    """Run one claimed user's cycle, record the outcome, and keep their push channel open."""
+    from portal.sync import engine
+    from portal.sync.models import Lease
+    from portal.sync.push import ensure_channel
+
+    try:
+        cycle = engine.run_user_cycle(claim.user_id, trigger="scheduler", owner=owner)
+        outcome = "busy" if cycle is None else cycle.status
+    except Exception:  # a bug in one user's cycle must not take the worker down
+        log.exception("Sync cycle of user %s crashed", claim.user_id)
+        db.session.rollback()
+        cycle, outcome = None, "failed"
+    finish_claim(claim, outcome, now=clock())
+    if outcome in ("ok", "partial") and current_app.config.get("PUBLIC_BASE_URL"):
+        name = f"channel:{claim.user_id}"
+        if Lease.acquire(name, owner, float(current_app.config["SYNC_LEASE_SECONDS"])):
+            try:
+                ensure_channel(claim.user_id, now=clock())
+            except Exception:
+                log.exception("Push channel of user %s could not be opened", claim.user_id)
+                db.session.rollback()
+            finally:
+                Lease.release(name, owner)
+    return cycle
+
+
+def make_due(user_ids, *, now: datetime | None = None, connection=None) -> int:
+    """Make these users (those with sync on) due now; a user due earlier already stays as is."""
+    from portal.sync.models import CalendarSync
+
+    user_ids = sorted(set(user_ids))
+    if not user_ids:
+        return 0
+    now = now or utcnow()
+    statement = (update(CalendarSync)
+                 .where(CalendarSync.user_id.in_(user_ids), CalendarSync.enabled.is_(True),
+                        or_(CalendarSync.due_at.is_(None), CalendarSync.due_at > now))
+                 .values(due_at=now))
+    if connection is not None:
+        return connection.execute(statement).rowcount
+    result = db.session.execute(statement)
+    db.session.commit()
+    return result.rowcount
+
+
+def pending_outbox() -> dict[int, int]:
+    """Organizations with portal changes not pushed yet: organization id -> newest change id."""
+    rows = db.session.execute(
+        select(ChangeRecord.organization_id, func.max(ChangeRecord.id))
+        .where(ChangeRecord.processed_at.is_(None), ChangeRecord.origin != "google")
+        .group_by(ChangeRecord.organization_id)
+    ).all()
+    return dict(rows)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The scheduler
+
+
+class SyncScheduler:
+    """Runs the sync in this process: ticks from APScheduler, cycles and pushes in thread pools."""
+
+    def __init__(self, app: Flask, *, worker_id: str | None = None, clock: Callable[[], datetime] = utcnow):
+        from apscheduler.executors.pool import ThreadPoolExecutor as TickExecutor
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        self.app = app
+        self.clock = clock
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        config = app.config
+        self.threads = max(1, int(config["SYNC_WORKER_THREADS"]))
+        self.batch_size = max(1, int(config["SYNC_CLAIM_BATCH_SIZE"]))
+        self.poll_seconds = float(config["SYNC_POLL_SECONDS"])
+        self.interval = float(config["SYNC_INTERVAL_SECONDS"])
+        self._cycles = ThreadPoolExecutor(self.threads, thread_name_prefix="sync-cycle")
+        self._pushes = ThreadPoolExecutor(max(1, int(config["SYNC_PUSH_THREADS"])), thread_name_prefix="sync-push")
+        self._lock = threading.Lock()
+        self._running: set[int] = set()
+        self._push_state: dict[int, str] = {}  # organization -> "running" | "again"
+        self._outbox_seen: dict[int, tuple[int, datetime]] = {}  # organization -> (newest change, when)
+        self._sequence = itertools.count(1)
+        self._stopped = False
+        self._polling = self._poll_again = False
+        self._aps = BackgroundScheduler(timezone=UTC, executors={"default": TickExecutor(2)},
+                                        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None})
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> SyncScheduler:
+        now = datetime.now(UTC)
+        self._aps.add_job(self.poll, "interval", seconds=self.poll_seconds, id="poll", next_run_time=now)
+        self._aps.add_job(self.maintain, "interval", seconds=self.interval, id="maintain",
+                          next_run_time=now + timedelta(seconds=self.poll_seconds))
+        self._aps.start()
+        log.info("Sync scheduler %s started: %s threads, every %ss", self.worker_id, self.threads, self.interval)
+        return self
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop claiming; with `wait`, let running cycles finish (their claims would expire anyway)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        try:
+            self._aps.shutdown(wait=wait)
+        except Exception:  # noqa: BLE001 - not started, or the interpreter is going down
+            pass
+        self._cycles.shutdown(wait=wait, cancel_futures=True)
+        self._pushes.shutdown(wait=wait, cancel_futures=True)
+
+    @property
+    def running(self) -> bool:
+        return not self._stopped and self._aps.running
+
+    def wake(self) -> None:
+        """Look for due users now rather than at the next tick (a trigger in this process)."""
+        if not self.running:
+            return
+        with self._lock:
+            if self._polling:  # the running look goes round once more instead
+                self._poll_again = True
+                return
+        try:
+            self._aps.modify_job("poll", next_run_time=datetime.now(UTC))
+        except Exception:  # noqa: BLE001 - shutting down
+            pass
+
+    def _owner(self) -> str:
+        return f"{self.worker_id}#{next(self._sequence)}"
+
+    # -- jobs --------------------------------------------------------------------------------------
+    def poll(self) -> None:
+        with self._lock:
+            self._polling, self._poll_again = True, False
+        try:
+            with self.app.app_context():
+                self._sweep_outbox()
+                while True:
+                    self._claim_and_submit()
+                    with self._lock:
+                        if not self._poll_again or self._stopped:
+                            break
+                        self._poll_again = False
+        except Exception:
+            log.exception("Looking for due users failed")
+        finally:
+            with self._lock:
+                self._polling = False
+
+    def _claim_and_submit(self) -> None:
+        with self._lock:
+            free = self.threads - len(self._running)
+        if free <= 0 or self._stopped:
+            return
+        claims = claim_due_users(min(free, self.batch_size), now=self.clock())
+        for claim in claims:
+            with self._lock:
+                self._running.add(claim.user_id)
+            try:
+                self._cycles.submit(self._run_cycle, claim)
+            except RuntimeError:  # shut down between the claim and here: the claim expires
+                with self._lock:
+                    self._running.discard(claim.user_id)
+
+    def _run_cycle(self, claim: Claim) -> None:
+        try:
+            with self.app.app_context():
+                run_claim(claim, owner=self._owner(), clock=self.clock)
+        except Exception:
+            log.exception("Sync job of user %s failed", claim.user_id)
+        finally:
+            with self._lock:
+                self._running.discard(claim.user_id)
+                was_full = len(self._running) == self.threads - 1
+            if was_full:  # there may be a backlog: do not wait for the next tick to fill the slot
+                self.wake()
+
+    def _sweep_outbox(self) -> None:
+        """Push what changed in other processes (web processes without a scheduler) or was missed; an
+        organization whose rows stay pending (items Google refuses) is tried once per interval, not per tick."""
+        now = self.clock()
+        allowed = set(allowed_organization_ids())
+        for organization_id, newest in pending_outbox().items():
+            if organization_id not in allowed:
+                continue
+            seen = self._outbox_seen.get(organization_id)
+            if seen and seen[0] >= newest and now - seen[1] < timedelta(seconds=self.interval):
+                continue
+            self._outbox_seen[organization_id] = (newest, now)
+            self.request_push(organization_id, trigger="sweep")
+        db.session.commit()
+
+    def maintain(self) -> None:
+        from portal.sync.push import stop_unwanted_channels
+
+        with self.app.app_context():
+            try:
+                if self.app.config.get("PUBLIC_BASE_URL"):
+                    stop_unwanted_channels(now=self.clock())
+            except Exception:
+                log.exception("Push channel maintenance failed")
+                db.session.rollback()
+
+    # -- triggers from this process ----------------------------------------------------------------
+    def request_push(self, organization_id: int, *, trigger: str = "change") -> None:
+        """Push the organization's outbox soon; requests while a push runs are folded into one more run."""
+        with self._lock:
+            if self._stopped:
+                return
+            if organization_id in self._push_state:
+                self._push_state[organization_id] = "again"
+                return
+            self._push_state[organization_id] = "running"
+        try:
+            self._pushes.submit(self._push, organization_id, trigger)
+        except RuntimeError:
+            with self._lock:
+                self._push_state.pop(organization_id, None)
+
+    def _push(self, organization_id: int, trigger: str) -> None:
+        from portal.sync import engine
+
+        while True:
+            busy = False
+            try:
+                with self.app.app_context():
+                    busy = engine.push_pending(organization_id, trigger=trigger, owner=self._owner()) is None
+            except Exception:
+                log.exception("Pushing the outbox of organization %s failed", organization_id)
+            with self._lock:
+                again = self._push_state.get(organization_id) == "again"
+                if again and not self._stopped:
+                    self._push_state[organization_id] = "running"
+                    continue
+                self._push_state.pop(organization_id, None)
+            break
+        if busy and not self._stopped:
+            # Another worker holds the outbox and may have read it before our commit: ask again shortly.
+            retry = datetime.now(UTC) + timedelta(seconds=float(self.app.config["SYNC_BUSY_RETRY_SECONDS"]))
+            try:
+                self._aps.add_job(self.request_push, "date", run_date=retry, args=[organization_id],
+                                  kwargs={"trigger": trigger})
+            except Exception:  # noqa: BLE001 - shutting down
+                pass
+
+    def submit(self, function: Callable, *args) -> None:
+        """Run `function(*args)` in an app context on the push pool (small trigger work off the request)."""
+
+        def job():
+            with self.app.app_context():
+                try:
+                    function(*args)
+                except Exception:
+                    log.exception("Sync trigger %s failed", getattr(function, "__name__", function))
+                    db.session.rollback()
+
+        try:
+            self._pushes.submit(job)
+        except RuntimeError:
+            pass
+
+
+# ---------------------------------------------------------------------------------------------------
+# Per-app state and start-up
+
+
+class Scheduling:
+    """What the triggers need per app: the scheduler of this process (if any), presence debounce, clock."""
+
+    def __init__(self, app: Flask):
+        self.app = app
+        self.scheduler: SyncScheduler | None = None
+        self.clock: Callable[[], datetime] = utcnow
+        self.presence: dict[int, datetime] = {}
+        self.lock = threading.Lock()
+
+    def start(self, *, worker_id: str | None = None) -> SyncScheduler:
+        with self.lock:
+            if self.scheduler is None or not self.scheduler.running:
+                self.scheduler = SyncScheduler(self.app, worker_id=worker_id, clock=self.clock).start()
+                atexit.register(self.scheduler.shutdown, False)
+            return self.scheduler
+
+    def stop(self, wait: bool = True) -> None:
+        with self.lock:
+            scheduler, self.scheduler = self.scheduler, None
+        if scheduler is not None:
+            scheduler.shutdown(wait=wait)
+
+
+def scheduling(app: Flask | None = None) -> Scheduling | None:
+    return (app or current_app).extensions.get(EXTENSION)
+
+
+def start_scheduler(app: Flask, *, worker_id: str | None = None) -> SyncScheduler:
+    return app.extensions[EXTENSION].start(worker_id=worker_id)
+
+
+def _start_on_first_request(app: Flask) -> None:
+    """The web process's scheduler starts with the first request, not in create_app: every `flask`
+    command builds the app too, and only a serving process should sync. Under the reloader only the
+    child serves (WERKZEUG_RUN_MAIN), so the watching parent never starts one."""
+    state = app.extensions[EXTENSION]
+    started = threading.Event()
+
+    @app.before_request
+    def start_scheduler_once():
+        if started.is_set():
+            return
+        started.set()
+        if app.config.get("SCHEDULER_ENABLED"):
+            state.start()
+
+
+def init_app(app: Flask) -> None:
+    """Register the sync's scheduling with the app: config, triggers, webhook, `flask worker`."""
+    from portal.routes import webhooks
+    from portal.sync import push, triggers  # noqa: F401  (push registers its table)
+    from portal.sync.cli_worker import worker
+
+    configure(app)
+    app.extensions[EXTENSION] = Scheduling(app)
+    triggers.install(app)
+    app.register_blueprint(webhooks.bp)
+    app.cli.add_command(worker)
+    _start_on_first_request(app)
