@@ -276,6 +276,9 @@ def audit(organization: Organization, actor: User | None, action: str, **details
     entry = AuditEntry(organization_id=organization.id, user_id=actor.id if actor else None, action=action,
                        details=details, at=utcnow())
     db.session.add(entry)
+    # The log carries what the audit log carries, for operators who read logs rather than pages.
+    log.info("google calendar settings of organization %s: %s by %s %s", organization.id, action,
+             actor.email if actor else "operator", json.dumps(details, default=str, sort_keys=True))
     return entry
 
 
