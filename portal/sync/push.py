@@ -106,8 +106,13 @@ def ensure_channel(user_id: int, *, now: datetime | None = None) -> PushChannel 
     token = secrets.token_urlsafe(32)
     body = {"id": channel_id, "type": "web_hook", "address": address, "token": token,
             "params": {"ttl": str(int(config["SYNC_CHANNEL_TTL_SECONDS"]))}}
+    # Stored before asking Google: Google confirms a new channel with a first notification, which may
+    # arrive before its answer does.
     channel = PushChannel(id=channel_id, organization_id=user.organization_id, user_id=user_id,
-                          token_hash=PushChannel.hash(token), address=address, created_at=now)
+                          token_hash=PushChannel.hash(token), address=address, created_at=now,
+                          expires_at=now + timedelta(seconds=float(config["SYNC_CHANNEL_TTL_SECONDS"])))
+    db.session.add(channel)
+    db.session.commit()
     try:
         client = calendar_client(integration, user.email)
         answer = client.execute(client.service.events().watch(calendarId="primary", body=body))
@@ -115,12 +120,10 @@ def ensure_channel(user_id: int, *, now: datetime | None = None) -> PushChannel 
         log.info("Google refused a push channel for user %s: %s (%s)", user_id, exc.code, exc.detail)
         channel.stopped_at = now
         channel.error_message = f"{exc.code}: {exc.cause}"[:2000]
-        db.session.add(channel)
         db.session.commit()
         return current[0] if current else None
     channel.resource_id = answer.get("resourceId")
     channel.expires_at = _expiration(answer, now, float(config["SYNC_CHANNEL_TTL_SECONDS"]))
-    db.session.add(channel)
     db.session.commit()
     # Stopped only once the new one is open, so no change falls between the two.
     for old in current:

@@ -1,0 +1,260 @@
+"""Google push channels and `POST /webhooks/google/calendar`, against the emulator.
+
+The end-to-end cases serve the portal on a real socket so that the emulator itself delivers the
+notifications, as Google would.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select, update
+from werkzeug.serving import make_server
+
+from portal.extensions import db
+from portal.models import GoogleIntegration
+from portal.sync.models import CalendarSync
+from portal.sync.push import PushChannel, ensure_channel, stop_unwanted_channels
+from portal.sync.scheduler import claim_due_users, run_claim, scheduling
+from tests.conftest import EMAILS, PASSWORD
+
+HOOK = "/webhooks/google/calendar"
+SOON = datetime.now(UTC).replace(microsecond=0, second=0, minute=0) + timedelta(days=2)
+
+
+class Clock:
+    def __init__(self):
+        self.now = datetime.now(UTC)
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, **delta):
+        self.now += timedelta(**delta)
+
+
+@pytest.fixture
+def clock(app):
+    clock = Clock()
+    scheduling(app).clock = clock
+    return clock
+
+
+@pytest.fixture
+def live_portal(app):
+    """The portal on a real socket, its address as PUBLIC_BASE_URL."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    app.config["PUBLIC_BASE_URL"] = f"http://127.0.0.1:{server.server_port}/"
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def wait_for(predicate, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def sync_row(app, user_id) -> CalendarSync:
+    with app.app_context():
+        row = db.session.get(CalendarSync, user_id)
+        db.session.expunge(row)
+        return row
+
+
+def channels(app, user_id=None) -> list[PushChannel]:
+    with app.app_context():
+        query = select(PushChannel).order_by(PushChannel.created_at, PushChannel.id)
+        if user_id is not None:
+            query = query.where(PushChannel.user_id == user_id)
+        rows = db.session.scalars(query).all()
+        for row in rows:
+            db.session.expunge(row)
+        return rows
+
+
+def google_channels(emulator) -> dict[str, dict]:
+    return {c["id"]: c for c in emulator.control("GET", "/channels")["channels"]}
+
+
+def synced_once(app, world, clock, who="user"):
+    """Log the user in and run their first cycle the way a worker does (which opens the channel)."""
+    client = app.test_client()
+    assert client.post("/login", data={"email": EMAILS[who], "password": PASSWORD}).status_code == 302
+    client.get("/")
+    with app.app_context():
+        [claim] = [c for c in claim_due_users(10, now=clock()) if c.user_id == world[who]]
+        assert run_claim(claim, owner="test-worker", clock=clock).status == "ok"
+    return client
+
+
+# --- the whole way round ---------------------------------------------------------------------------------
+
+
+def test_a_change_in_google_makes_the_user_due_through_a_notification(app, world, connected, sync_on, clock,
+                                                                      live_portal, google_user):
+    sync_on("user")
+    synced_once(app, world, clock)
+    [channel] = channels(app, world["user"])
+    assert channel.address == app.config["PUBLIC_BASE_URL"].rstrip("/") + HOOK
+    assert google_channels(connected)[channel.id]["calendar"] == EMAILS["user"]
+    # Google confirms a new channel with a "sync" message: accepted, but nothing is due for it.
+    assert wait_for(lambda: connected.stats()["notifications_delivered"] >= 1)
+    scheduled = sync_row(app, world["user"]).due_at
+    assert scheduled > clock()
+
+    google_user(EMAILS["user"]).insert(summary="Lunch", start={"dateTime": SOON.isoformat()},
+                                       end={"dateTime": (SOON + timedelta(hours=1)).isoformat()})
+    assert wait_for(lambda: sync_row(app, world["user"]).due_at == clock())
+    [channel] = channels(app, world["user"])
+    assert channel.notifications == 1 and channel.last_notified_at == clock()
+
+
+def test_without_a_public_address_no_channel_is_opened(app, world, connected, sync_on, clock):
+    sync_on("user")
+    synced_once(app, world, clock)
+    assert channels(app) == [] and google_channels(connected) == {}
+
+
+# --- notifications that are not ours ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def known_channel(app, world, connected, sync_on, clock):
+    """A channel as the portal stores it, with a token this test knows."""
+    sync_on("user")
+    with app.app_context():
+        db.session.execute(update(CalendarSync).values(due_at=clock() + timedelta(minutes=5)))
+        db.session.add(PushChannel(id="c" * 32, organization_id=world["acme"], user_id=world["user"],
+                                   resource_id="resource-1", token_hash=PushChannel.hash("right-token"),
+                                   address="https://portal.example" + HOOK, created_at=clock(),
+                                   expires_at=clock() + timedelta(days=7)))
+        db.session.commit()
+    return {"X-Goog-Channel-ID": "c" * 32, "X-Goog-Channel-Token": "right-token",
+            "X-Goog-Resource-ID": "resource-1", "X-Goog-Resource-State": "exists"}
+
+
+@pytest.mark.parametrize("change", [
+    {"X-Goog-Channel-ID": None},
+    {"X-Goog-Channel-ID": "d" * 32},
+    {"X-Goog-Channel-ID": "x" * 5000},
+    {"X-Goog-Channel-Token": None},
+    {"X-Goog-Channel-Token": "wrong-token"},
+    {"X-Goog-Resource-ID": "resource-2"},
+])
+def test_a_notification_that_is_not_ours_gets_404_and_changes_nothing(app, client, world, known_channel, clock,
+                                                                      change):
+    headers = {k: v for k, v in {**known_channel, **change}.items() if v is not None}
+    before = sync_row(app, world["user"]).due_at
+    response = client.post(HOOK, headers=headers)
+    assert response.status_code == 404 and response.data == b""
+    assert sync_row(app, world["user"]).due_at == before
+    assert channels(app)[0].notifications == 0
+
+
+def test_stopped_and_expired_channels_are_not_ours_any_more(app, client, world, known_channel, clock):
+    clock.advance(days=8)
+    assert client.post(HOOK, headers=known_channel).status_code == 404
+    clock.advance(days=-8)
+    with app.app_context():
+        db.session.execute(update(PushChannel).values(stopped_at=clock()))
+        db.session.commit()
+    assert client.post(HOOK, headers=known_channel).status_code == 404
+
+
+def test_a_genuine_notification_makes_the_user_due_now(app, client, world, known_channel, clock):
+    assert client.get(HOOK, headers=known_channel).status_code == 405
+    assert client.post(HOOK, headers={**known_channel, "X-Goog-Resource-State": "sync"}).status_code == 204
+    assert sync_row(app, world["user"]).due_at == clock() + timedelta(minutes=5)
+    assert client.post(HOOK, headers=known_channel).status_code == 204
+    assert sync_row(app, world["user"]).due_at == clock()
+
+
+def test_the_webhook_needs_no_csrf_token(csrf_app):
+    response = csrf_app.test_client().post(HOOK, headers={"X-Goog-Channel-ID": "nope"})
+    assert response.status_code == 404  # refused as unknown, not as a form without a CSRF token
+
+
+# --- the channel's life ----------------------------------------------------------------------------------
+
+
+def test_a_channel_is_renewed_before_it_expires(app, world, connected, sync_on, clock, live_portal):
+    sync_on("user")
+    synced_once(app, world, clock)
+    [first] = channels(app)
+    with app.app_context():
+        assert ensure_channel(world["user"], now=clock()).id == first.id  # far from expiry: no Google call
+    requests = connected.stats()["requests"].get("calendar.events.watch", 0)
+    assert requests == 1
+
+    clock.advance(days=6, hours=12)  # within a day of the expiry Google granted
+    with app.app_context():
+        second_id = ensure_channel(world["user"], now=clock()).id
+    assert second_id != first.id
+    on_google = google_channels(connected)
+    assert on_google[first.id]["stopped"] is True and on_google[second_id]["stopped"] is False
+    first, second = channels(app)
+    assert second.id == second_id
+    assert first.stopped_at == clock() and second.stopped_at is None
+
+
+def test_switching_sync_off_stops_the_channel(app, world, connected, sync_on, clock, live_portal, api):
+    app.config["SYNC_PUSH_INLINE"] = True
+    sync_on("user")
+    synced_once(app, world, clock)
+    [channel] = channels(app)
+    assert api("user").put("/api/v1/me/calendar-sync", json={"enabled": False}).status_code == 200
+    assert google_channels(connected)[channel.id]["stopped"] is True
+    assert channels(app)[0].stopped_at is not None
+
+
+def test_channel_maintenance_stops_channels_of_users_without_sync(app, world, connected, sync_on, clock,
+                                                                  live_portal):
+    sync_on("user", "colleague")
+    synced_once(app, world, clock, "user")
+    synced_once(app, world, clock, "colleague")
+    sync_on("colleague", enabled=False)  # no scheduler and no in-line push: left for the maintenance
+    assert len([c for c in google_channels(connected).values() if not c["stopped"]]) == 2
+    with app.app_context():
+        assert stop_unwanted_channels(now=clock()) == 1
+    live = {c["calendar"] for c in google_channels(connected).values() if not c["stopped"]}
+    assert live == {EMAILS["user"]}
+
+
+def test_no_channel_calls_for_an_organization_that_is_switched_off(app, world, connected, sync_on, clock,
+                                                                   live_portal):
+    sync_on("user")
+    synced_once(app, world, clock)
+    with app.app_context():
+        db.session.execute(update(GoogleIntegration).values(enabled=False))
+        db.session.execute(update(CalendarSync).values(enabled=False))
+        db.session.commit()
+    before = connected.stats()["requests_total"]
+    clock.advance(days=7)
+    with app.app_context():
+        assert ensure_channel(world["user"], now=clock()) is None
+        assert stop_unwanted_channels(now=clock() - timedelta(days=7)) == 0
+    assert connected.stats()["requests_total"] == before
+
+
+def test_a_refused_channel_is_not_asked_for_again_within_the_hour(app, world, connected, sync_on, clock,
+                                                                  live_portal):
+    connected.add_fault(status=400, reason="invalid", path_regex="/watch$", method="POST")
+    sync_on("user")
+    synced_once(app, world, clock)
+    [refused] = channels(app)
+    assert refused.stopped_at is not None and "400 invalid" in refused.error_message
+    connected.clear_faults()
+    with app.app_context():
+        assert ensure_channel(world["user"], now=clock() + timedelta(minutes=30)) is None
+        assert ensure_channel(world["user"], now=clock() + timedelta(minutes=61)) is not None
+    assert connected.stats()["requests"].get("calendar.events.watch", 0) == 2
