@@ -11,6 +11,7 @@ only as Fernet tokens under the app's ENCRYPTION_KEY, and are never logged, rend
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -238,19 +239,26 @@ def signing_key(row: GoogleIntegration) -> SigningKey:
     if not row.service_account_email or row.key_ciphertext is None:
         missing = "no service account e-mail" if not row.service_account_email else "no private key uploaded"
         raise error_for("not_configured", detail=missing + ".")
+    key = _opened_key(row.key_ciphertext, row.password_ciphertext, current_app.config["ENCRYPTION_KEY"])
+    return SigningKey(service_account_email=row.service_account_email, private_key_pem=key.private_key_pem,
+                      key_id=row.key_id, jwt_key_id=key.jwt_key_id, fingerprint=row.key_fingerprint,
+                      client_id=row.client_id, project_id=row.project_id)
+
+
+@functools.lru_cache(maxsize=64)
+def _opened_key(key_ciphertext: str, password_ciphertext: str | None, encryption_key: str) -> KeyFile:
+    """Decrypt and open a stored key once per process, not once per sync cycle (opening a P12 is slow)."""
+    fernet = Fernet(encryption_key)
     try:
-        data = decrypt(row.key_ciphertext)
-        password = decrypt(row.password_ciphertext).decode("utf-8") if row.password_ciphertext else None
+        data = fernet.decrypt(key_ciphertext.encode("ascii"))
+        password = fernet.decrypt(password_ciphertext.encode("ascii")).decode("utf-8") if password_ciphertext else None
     except InvalidToken:
         raise error_for("key_unreadable", detail="the portal's encryption key (ENCRYPTION_KEY) changed since "
                                                  "it was stored.") from None
     try:
-        key = parse_key_file(data, stored_password=password)
+        return parse_key_file(data, stored_password=password)
     except SettingsError as exc:
         raise error_for("key_unreadable", detail=str(exc)) from None
-    return SigningKey(service_account_email=row.service_account_email, private_key_pem=key.private_key_pem,
-                      key_id=row.key_id, jwt_key_id=key.jwt_key_id, fingerprint=row.key_fingerprint,
-                      client_id=row.client_id, project_id=row.project_id)
 
 
 def endpoints() -> Endpoints:

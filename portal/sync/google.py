@@ -579,10 +579,15 @@ class CalendarClient:
         if self._service is None:
             credentials = self.authorize()
             http = google_auth_httplib2.AuthorizedHttp(credentials, http=httplib2.Http(timeout=self.endpoints.timeout))
-            self._service = discovery.build_from_document(
+            service = discovery.build_from_document(
                 _calendar_document(), http=http,
                 client_options={"api_endpoint": self.endpoints.calendar_base_url},
             )
+            # Each `.events()` call would build the whole resource from the discovery document again
+            # (about 1 ms): a cycle writing hundreds of events asks for it once.
+            events = service.events()
+            service.events = lambda: events
+            self._service = service
         return self._service
 
     def execute(self, request, *, item: bool = False, num_retries: int = 0) -> Any:
