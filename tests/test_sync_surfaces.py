@@ -160,3 +160,24 @@ def test_sync_command(app, world, connected, sync_on):
     assert one.exit_code == 0 and one.output.count("\n") == 1
     missing = runner.invoke(args=["sync", "--user", "helpdesk@acme.test"])
     assert missing.exit_code != 0
+
+
+def test_helpdesk_sees_banners_cycles_and_item_errors_read_only(app, world, login_as, connected, sync_on, run_sync,
+                                                                 google_user):
+    sync_on("user")
+    person = google_user("user@acme.test")
+    person.insert(summary="Odd rule", recurrence=["RRULE:FREQ=MINUTELY;COUNT=3"],
+                  start={"dateTime": START.isoformat(), "timeZone": "UTC"},
+                  end={"dateTime": (START + timedelta(hours=1)).isoformat(), "timeZone": "UTC"})
+    run_sync("user")
+    with app.app_context():
+        db.session.get(CalendarSync, world["user"]).record_error("unknown_user", "Not in the Workspace.",
+                                                                 "Use the same e-mail in both systems.")
+        db.session.commit()
+    page = login_as("helpdesk").get(f"/helpdesk/organizations/{world['acme']}").get_data(as_text=True)
+    assert "Switched <strong>on</strong>" in page
+    assert "Not in the Workspace." in page and "Use the same e-mail in both systems." in page
+    assert "Google event not synced" in page  # the item-level error, with its reason
+    assert "partial" in page  # the cycle that met it
+    assert "notasecret" not in page and "PRIVATE KEY" not in page
+    assert "<form" not in page.split("<main>")[1]  # read-only: nothing to submit

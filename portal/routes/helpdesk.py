@@ -5,7 +5,10 @@ from sqlalchemy import func, select
 
 from portal.extensions import db
 from portal.models import Activity, Organization, User
+from portal.integration import recent_audit
 from portal.routes import role_required
+from portal.sync.engine import integration_of
+from portal.sync.models import CalendarSync, SyncCycle, SyncJournalEntry
 
 bp = Blueprint("helpdesk", __name__, url_prefix="/helpdesk")
 
@@ -33,4 +36,13 @@ def organization(organization_id: int):
     org = db.session.get(Organization, organization_id)
     if org is None:
         abort(404)
-    return render_template("helpdesk/organization.html", organization=org)
+    syncs = {row.user_id: row for row in db.session.scalars(
+        select(CalendarSync).where(CalendarSync.organization_id == org.id))}
+    cycles = db.session.scalars(select(SyncCycle).where(SyncCycle.organization_id == org.id)
+                                .order_by(SyncCycle.id.desc()).limit(20)).all()
+    item_errors = db.session.scalars(select(SyncJournalEntry).where(SyncJournalEntry.organization_id == org.id,
+                                                                    SyncJournalEntry.kind == "error")
+                                     .order_by(SyncJournalEntry.id.desc()).limit(20)).all()
+    return render_template("helpdesk/organization.html", organization=org, integration=integration_of(org),
+                           syncs=syncs, cycles=cycles, item_errors=item_errors,
+                           audit=recent_audit(org, limit=10))
