@@ -4,7 +4,7 @@ from flask import Blueprint, abort, render_template
 from sqlalchemy import func, select
 
 from portal.extensions import db
-from portal.models import Activity, Organization, User
+from portal.models import Activity, GoogleIntegration, Organization, User
 from portal.integration import recent_audit
 from portal.routes import role_required
 from portal.sync.engine import integration_of
@@ -23,10 +23,17 @@ def index():
         .where(Activity.organization_id == Organization.id, Activity.deleted_at.is_(None))
         .scalar_subquery()
     )
+    user_problems = (
+        select(func.count(CalendarSync.user_id))
+        .where(CalendarSync.organization_id == Organization.id, CalendarSync.error_code.isnot(None))
+        .scalar_subquery()
+    )
     rows = db.session.execute(
-        select(Organization, users.label("users"), activities.label("activities")).order_by(Organization.name)
+        select(Organization, users.label("users"), activities.label("activities"),
+               user_problems.label("user_problems")).order_by(Organization.name)
     ).all()
-    return render_template("helpdesk/index.html", rows=rows)
+    integrations = {row.organization_id: row for row in db.session.scalars(select(GoogleIntegration))}
+    return render_template("helpdesk/index.html", rows=rows, integrations=integrations)
 
 
 @bp.route("/organizations/<int:organization_id>")
