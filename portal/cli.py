@@ -203,10 +203,39 @@ def _print_logins():
 @with_appcontext
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
-def serve(host, port):
-    """Serve the portal (threaded, without the reloader)."""
+@click.option("--emulator-port", default=8765, show_default=True, type=int,
+              help="Port of the embedded Google emulator (used when no GOOGLE_API_ENDPOINT is configured).")
+@click.option("--no-emulator", is_flag=True, help="Do not start the embedded Google emulator.")
+def serve(host, port, emulator_port, no_emulator):
+    """Serve the portal with its sync scheduler (threaded, without the reloader).
+
+    Without a configured Google (GOOGLE_API_ENDPOINT), an embedded Google emulator is started and the demo
+    organization connected to it, its state kept in instance/, so the two-way sync can be seen at work.
+    """
     from werkzeug.serving import run_simple
 
+    from portal.sync.demo import DEMO_SYNC_USERS, connect_demo_organization, start_embedded_google
+    from portal.sync.scheduler import start_scheduler
+
     app = current_app._get_current_object()
+    emulator = None
+    if not no_emulator and not app.config.get("GOOGLE_API_ENDPOINT"):
+        emulator = start_embedded_google(app, host, emulator_port)
+        # The emulator delivers push notifications to this very server.
+        app.config["PUBLIC_BASE_URL"] = app.config["PUBLIC_BASE_URL"] or f"http://{host}:{port}"
+        for line in connect_demo_organization(emulator, DEMO_ORGANIZATION, [email for email, *_ in DEMO_USERS]):
+            click.echo(line)
+    if app.config.get("SCHEDULER_ENABLED"):
+        start_scheduler(app)
     click.echo(f"Portal:   http://{host}:{port}/")
-    run_simple(host, port, app, threaded=True, use_reloader=False)
+    if emulator is not None:
+        kept = f"state kept in {emulator.app.store.path}" if emulator.app.store.path else "state in memory"
+        click.echo(f"Emulated Google: {emulator.base_url}/ (a local emulator, not Google; {kept})")
+        for email in DEMO_SYNC_USERS:
+            click.echo(f"  {email}'s Google calendar: {emulator.base_url}/emulator/ui/{email}")
+    _print_logins()
+    try:
+        run_simple(host, port, app, threaded=True, use_reloader=False)
+    finally:
+        if emulator is not None:
+            emulator.stop()
