@@ -270,6 +270,9 @@ class Activity(db.Model):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # tombstone: the sync must see deletions
     version: Mapped[int] = mapped_column(Integer, default=1)
+    # Who organizes the Google event when it is not the owner: a guest's invitation from outside the
+    # organization (only they can change it), or a participant standing in for an owner Google does not know.
+    google_organizer: Mapped[str | None] = mapped_column(String(254))
 
     organization: Mapped[Organization] = relationship()
     owner: Mapped[User] = relationship(foreign_keys=[owner_id])
@@ -323,16 +326,19 @@ class Activity(db.Model):
 
     def occurrences_between(self, after: datetime, before: datetime) -> list[Occurrence]:
         """The occurrences overlapping [after, before), exceptions applied (cancelled ones left out)."""
-        from portal.sync.recurrence import occurrence_key, occurrences
+        from portal.sync.recurrence import occurrence_key, occurrence_keys_among, occurrences
 
         if self.all_day:
             start, end = self.start_date, self.end_date
         else:
             start, end = self.start_at, self.end_at
         if self.is_recurring:
+            # All-day occurrences are dates, not instants: a viewer 25 hours away from the series' zone
+            # must still see Monday's item on Monday, so the scan is widened and dates decide below.
+            slack = timedelta(days=2) if self.all_day else timedelta(0)
             pairs = list(
-                occurrences(start, end, self.time_zone, self.recurrence, after=after, before=before,
-                            all_day=self.all_day)
+                occurrences(start, end, self.time_zone, self.recurrence, after=after - slack,
+                            before=before + slack, all_day=self.all_day)
             )
         else:
             pairs = [(start, end)]
@@ -346,14 +352,87 @@ class Activity(db.Model):
             occurrence = Occurrence.of(self, key, occ_start, occ_end, exception)
             if occurrence.overlaps(after, before):
                 result.append(occurrence)
-        # A moved occurrence can land in the window even when its original slot is outside it.
-        for key, exception in exceptions.items():
-            if exception.cancelled or not (exception.start_at or exception.start_date):
+        # A moved occurrence can land in the window even when its original slot is outside it. One whose
+        # original slot the series no longer has (its time changed) is gone, as in Google.
+        moved = {k: e for k, e in exceptions.items() if not e.cancelled and (e.start_at or e.start_date)}
+        alive = occurrence_keys_among(start, end, self.time_zone, self.recurrence, moved,
+                                      all_day=self.all_day) if moved and self.is_recurring else set()
+        for key, exception in moved.items():
+            if key not in alive:
                 continue
             occurrence = Occurrence.of(self, key, None, None, exception)
             if occurrence.overlaps(after, before):
                 result.append(occurrence)
         return sorted(result, key=lambda o: o.sort_key)
+
+    def rule_occurrence(self, key: str) -> tuple[datetime | date, datetime | date] | None:
+        """The start and end the rule gives occurrence ``key``, or None when the series has no such one."""
+        from portal.sync.recurrence import RecurrenceError, occurrence_keys_among, occurrence_moment
+
+        if not self.is_recurring:
+            return None
+        start, end = (self.start_date, self.end_date) if self.all_day else (self.start_at, self.end_at)
+        try:
+            if key not in occurrence_keys_among(start, end, self.time_zone, self.recurrence, [key],
+                                                all_day=self.all_day):
+                return None
+            moment = occurrence_moment(key, self.time_zone, all_day=self.all_day)
+        except (RecurrenceError, ValueError):
+            return None
+        return moment, moment + (end - start)
+
+    def occurrence(self, key: str) -> Occurrence | None:
+        """Occurrence ``key`` as it shows (its exception applied); None if there is none or it is cancelled."""
+        key = (key or "").strip().upper()
+        times = self.rule_occurrence(key)
+        if times is None:
+            return None
+        exception = self.exception_for(key)
+        if exception is not None and exception.cancelled:
+            return None
+        return Occurrence.of(self, key, times[0], times[1], exception)
+
+    def exception_for(self, key: str) -> RecurrenceException | None:
+        return next((e for e in self.exceptions if e.original_start == key), None)
+
+    def set_exception(self, key: str, *, cancelled: bool = False, subject: str | None = None,
+                      description: str | None = None, location: str | None = None,
+                      start: datetime | date | None = None, end: datetime | date | None = None) -> None:
+        """Make occurrence ``key`` differ from the rule: moved, retitled, or cancelled.
+
+        Values equal to the series' are stored as None ("as the series"), the way the sync reads an
+        occurrence edited in Google, so the same edit made on either side is the same exception.
+        """
+        row = self.exception_for(key)
+        if row is None:
+            row = RecurrenceException(original_start=key)
+            self.exceptions.append(row)
+        row.cancelled = cancelled
+        if cancelled:
+            row.subject = row.description = row.location = None
+            row.start_at = row.end_at = row.start_date = row.end_date = None
+            return
+        row.subject = None if subject is None or subject == self.subject else subject
+        row.description = None if description is None or description == (self.description or "") else description
+        row.location = None if location is None or location == (self.location or "") else location
+        timed = isinstance(start, datetime)
+        row.start_at, row.end_at = (start, end) if timed else (None, None)
+        row.start_date, row.end_date = (None, None) if timed else (start, end)
+
+    def drop_orphan_exceptions(self) -> list[str]:
+        """Forget exceptions of occurrences the series no longer has; returns their keys."""
+        from portal.sync.recurrence import occurrence_keys_among
+
+        if not self.exceptions:
+            return []
+        keys = [e.original_start for e in self.exceptions]
+        start, end = (self.start_date, self.end_date) if self.all_day else (self.start_at, self.end_at)
+        alive = occurrence_keys_among(start, end, self.time_zone, self.recurrence, keys,
+                                      all_day=self.all_day) if self.is_recurring else set()
+        gone = [k for k in keys if k not in alive]
+        for exception in [e for e in self.exceptions if e.original_start in gone]:
+            self.exceptions.remove(exception)
+        return gone
 
     def involves(self, user: User) -> bool:
         return self.owner_id == user.id or any(link.user_id == user.id for link in self.participant_links)

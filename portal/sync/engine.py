@@ -45,20 +45,24 @@ from portal.sync.google import (
     SyncTokenExpired,
     TransientError,
     UserError,
+    error_for,
 )
 from portal.sync.mapping import (
     ACTIVITY_ID_PROPERTY,
     ORGANIZATION_PROPERTY,
     MappingError,
     activity_state,
+    attendee_responses,
     event_body,
     event_state,
     external_attendees,
     instance_body,
     instance_id,
+    instance_reset_body,
     state_from_json,
     state_to_json,
 )
+from portal.sync.recurrence import occurrence_keys_among
 from portal.sync.models import CalendarSync, Lease, SyncCycle, SyncJournalEntry, SyncLink
 
 log = logging.getLogger(__name__)
@@ -66,6 +70,9 @@ log = logging.getLogger(__name__)
 FIRST_SYNC_DAYS = 30
 LEASE_SECONDS = 300
 IN_CLAUSE_CHUNK = 500
+# An item that has no calendar to go to (its owner is not in the Workspace and no participant syncs) is
+# tried again when it changes, on a first sync, or after this long: never once per cycle.
+PARKED_SECONDS = 3600
 
 
 def worker_name() -> str:
@@ -122,6 +129,7 @@ class EventInfo:
     activity_property: str | None
     from_organizer_copy: bool
     etag: str | None
+    responses: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -147,6 +155,12 @@ class Cycle:
     failed_links: set[int] = field(default_factory=set)
     refetch: set[int] = field(default_factory=set)
     written: set[int] = field(default_factory=set)  # links whose event we wrote (their etag is the answer's)
+    # Exceptions Google still holds for occurrences its series no longer has, by event id: removed there.
+    orphans: dict[str, dict] = field(default_factory=dict)
+    outside_workspace: set[str] = field(default_factory=set)  # e-mails Google said it does not know
+    parked: set[int] = field(default_factory=set)  # activities with nowhere to go in Google, for now
+    refused: dict[int, core.ItemState] = field(default_factory=dict)  # link id -> Google's state, kept
+    first_sync: bool = False
 
     def client(self, email: str) -> CalendarClient:
         email = email.lower()
@@ -273,6 +287,7 @@ def _cycle(cycle: Cycle) -> None:
     if cycle.puller is not None:
         state = CalendarSync.for_user(cycle.puller)
         google_items, next_token, first_sync = _pull(cycle, state)
+    cycle.first_sync = first_sync
 
     portal_items = _portal_items(cycle, google_items, first_sync=first_sync)
     _fill_missing_sides(cycle, portal_items, google_items)
@@ -281,6 +296,7 @@ def _cycle(cycle: Cycle) -> None:
     _execute(cycle, actions)
     if cycle.refetch:
         _replan_refetched(cycle, portal_items)
+    _refresh_attendees(cycle)
     _mark_outbox(cycle)
     if state is not None:
         state.sync_token = next_token
@@ -327,36 +343,69 @@ def _pull(cycle: Cycle, state: CalendarSync):
     items: dict[str, core.GoogleItem] = {}
     by_event = {link.google_event_id: link for link in cycle.links.values() if link.google_event_id}
     for event_id, event in series.items():
-        link = by_event.get(event_id)
-        organizer = ((event.get("organizer") or {}).get("email") or cycle.puller.email).lower()
-        from_organizer = organizer == cycle.puller.email.lower()
-        modified = _parse_google_time(event.get("updated"))
-        if event.get("status") == "cancelled":
-            if link is not None and link.confirmed:
-                items[event_id] = core.GoogleItem(None, modified)
-            continue
-        base = None
-        if link is not None and link.base_state and not first_sync:
-            base = state_from_json(link.base_state)
         try:
-            state_now = event_state(event, instances.get(event_id, []), set(cycle.users_by_email),
-                                    calendar_time_zone=zone, base=base)
-        except MappingError as exc:
-            _item_problem(cycle, link, google_event_id=event_id, message=f"Google event not synced: {exc}")
+            item = _pulled_item(cycle, event_id, event, by_event.get(event_id), instances.get(event_id, []),
+                                zone=zone, first_sync=first_sync)
+        except (IntegrationError, UserError, TransientError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - one odd event must never stop the cycle
+            log.exception("pulling event %s failed", event_id)
+            _item_problem(cycle, by_event.get(event_id), google_event_id=event_id,
+                          message=f"Google event not synced: {type(exc).__name__}: {exc}")
             continue
-        props = ((event.get("extendedProperties") or {}).get("private") or {})
-        cycle.events[event_id] = EventInfo(
-            organizer=organizer,
-            external=external_attendees(event, set(cycle.users_by_email)),
-            activity_property=(props.get(ACTIVITY_ID_PROPERTY)
-                               if props.get(ORGANIZATION_PROPERTY) == cycle.organization.uid else None),
-            from_organizer_copy=from_organizer,
-            etag=event.get("etag") if from_organizer else None,
-        )
-        cycle.google_states[event_id] = state_now
-        items[event_id] = core.GoogleItem(state_now, modified, cycle.events[event_id].etag)
+        if item is not None:
+            items[event_id] = item
     _adopt_reserved_events(cycle, items)
     return items, next_token, first_sync
+
+
+def _pulled_item(cycle: Cycle, event_id: str, event: dict, link: SyncLink | None, instances: list[dict], *,
+                 zone: str, first_sync: bool) -> core.GoogleItem | None:
+    """What one pulled event means for its item, or None when it means nothing (yet)."""
+    puller = cycle.puller.email.lower()
+    organizer_field = event.get("organizer") if isinstance(event.get("organizer"), dict) else {}
+    organizer = str(organizer_field.get("email") or puller).lower()
+    from_organizer = organizer == puller
+    modified = _parse_google_time(event.get("updated"))
+    # The puller holds only an attendee's copy while the organizer's copy is within reach: what the
+    # attendee did to their copy (removed it, declined one occurrence) is their answer, not a delete of
+    # the item for everyone. The organizer's copy says what the item is.
+    someone_elses = (link is not None and link.confirmed and link.google_event_id == event_id
+                     and (link.calendar_email or "").lower() not in ("", puller)
+                     and (link.calendar_email or "").lower() in cycle.users_by_email)
+    if event.get("status") == "cancelled":
+        if link is None or not link.confirmed:
+            return None
+        if someone_elses:
+            return _fetch_google_item(cycle, link)
+        return core.GoogleItem(None, modified)
+    if someone_elses and any(i.get("status") == "cancelled" for i in instances if isinstance(i, dict)):
+        return _fetch_google_item(cycle, link)
+    base = None
+    if link is not None and link.base_state and not first_sync:
+        base = state_from_json(link.base_state)
+    orphans: dict = {}
+    try:
+        state_now = event_state(event, instances, set(cycle.users_by_email), calendar_time_zone=zone, base=base,
+                                orphans=orphans)
+    except MappingError as exc:
+        _item_problem(cycle, link, google_event_id=event_id, message=f"Google event not synced: {exc}")
+        return None
+    if orphans and organizer in cycle.users_by_email:
+        cycle.orphans[event_id] = {"calendar": organizer, "keys": orphans}
+    props = event.get("extendedProperties") if isinstance(event.get("extendedProperties"), dict) else {}
+    props = props.get("private") if isinstance(props.get("private"), dict) else {}
+    cycle.events[event_id] = EventInfo(
+        organizer=organizer,
+        external=external_attendees(event, set(cycle.users_by_email)),
+        activity_property=(props.get(ACTIVITY_ID_PROPERTY)
+                           if props.get(ORGANIZATION_PROPERTY) == cycle.organization.uid else None),
+        from_organizer_copy=from_organizer,
+        etag=event.get("etag") if from_organizer else None,
+        responses=attendee_responses(event),
+    )
+    cycle.google_states[event_id] = state_now
+    return core.GoogleItem(state_now, modified, cycle.events[event_id].etag)
 
 
 def _list_events(client: CalendarClient, sync_token: str | None):
@@ -430,12 +479,16 @@ def _portal_items(cycle: Cycle, google_items, *, first_sync: bool) -> dict[int, 
     _load_links(cycle, activity_ids=wanted - {link.activity_id for link in cycle.links.values()})
 
     items: dict[int, core.PortalItem] = {}
+    link_of = {link.activity_id: link for link in cycle.links.values() if link.activity_id}
     for chunk in _chunks(wanted):
         for activity in db.session.scalars(select(Activity).where(Activity.id.in_(chunk))):
             if activity.organization_id != organization.id:
                 continue
             cycle.activities[activity.id] = activity
             cycle.activity_versions[activity.id] = activity.version
+            if _parked(cycle, link_of.get(activity.id), activity):
+                cycle.failed_portal.add(activity.id)  # its changes stay pending until it can go somewhere
+                continue
             if activity.is_deleted:
                 items[activity.id] = core.PortalItem(None, activity.deleted_at)
                 continue
@@ -447,6 +500,15 @@ def _portal_items(cycle: Cycle, google_items, *, first_sync: bool) -> dict[int, 
                 continue
             items[activity.id] = core.PortalItem(state, activity.updated_at, is_eligible(activity, cycle.syncing))
     return items
+
+
+def _parked(cycle: Cycle, link: SyncLink | None, activity: Activity) -> bool:
+    """An item that found no calendar in Google lately and has not changed since: not tried again yet."""
+    if link is None or link.confirmed or link.google_event_id or not link.error_message or link.error_at is None:
+        return False
+    if cycle.first_sync or activity.is_deleted:
+        return False
+    return utcnow() - link.error_at < timedelta(seconds=PARKED_SECONDS) and activity.updated_at <= link.error_at
 
 
 def _involving(user: User):
@@ -479,12 +541,14 @@ def _fill_missing_sides(cycle: Cycle, portal_items, google_items) -> None:
 
 
 def _fetch_google_item(cycle: Cycle, link: SyncLink) -> core.GoogleItem | None:
+    """The event as its own calendar holds it now (with every changed occurrence), read on purpose."""
     client = cycle.client(link.calendar_email)
     try:
         event = client.execute(client.service.events().get(calendarId="primary", eventId=link.google_event_id),
                                item=True)
+        instances = _exception_instances(cycle, client, event) if event.get("status") != "cancelled" else []
     except GoogleError as exc:
-        if isinstance(exc, IntegrationError | UserError | TransientError):
+        if isinstance(exc, IntegrationError | TransientError) or _is_pullers(cycle, exc):
             raise
         if exc.status in (404, 410):
             return core.GoogleItem(None, utcnow())
@@ -493,16 +557,29 @@ def _fetch_google_item(cycle: Cycle, link: SyncLink) -> core.GoogleItem | None:
     modified = _parse_google_time(event.get("updated"))
     if event.get("status") == "cancelled":
         return core.GoogleItem(None, modified)
+    orphans: dict = {}
     try:
-        state = event_state(event, _exception_instances(cycle, client, event), set(cycle.users_by_email))
+        state = event_state(event, instances, set(cycle.users_by_email), orphans=orphans)
     except MappingError as exc:
         _item_problem(cycle, link, google_event_id=link.google_event_id, message=f"Google event not synced: {exc}")
         return None
+    if orphans:
+        cycle.orphans[link.google_event_id] = {"calendar": link.calendar_email, "keys": orphans}
+    organizer = str((event.get("organizer") or {}).get("email") or link.calendar_email).lower()
     cycle.events[link.google_event_id] = EventInfo(
-        organizer=link.calendar_email, external=external_attendees(event, set(cycle.users_by_email)),
-        activity_property=None, from_organizer_copy=True, etag=event.get("etag"))
+        organizer=organizer, external=external_attendees(event, set(cycle.users_by_email)),
+        activity_property=None, from_organizer_copy=True, etag=event.get("etag"),
+        responses=attendee_responses(event))
     cycle.google_states[link.google_event_id] = state
     return core.GoogleItem(state, modified, event.get("etag"))
+
+
+def _is_pullers(cycle: Cycle, exc: GoogleError) -> bool:
+    """Whether a user-level error concerns the user whose cycle this is (their banner), not another
+    user's calendar that only one item needed (that item's problem)."""
+    if not isinstance(exc, UserError):
+        return False
+    return cycle.puller is not None and (exc.subject or "").lower() == cycle.puller.email.lower()
 
 
 def _exception_instances(cycle: Cycle, client: CalendarClient, event: dict) -> list[dict]:
@@ -568,17 +645,21 @@ def _reserve_event_ids(cycle: Cycle, actions: list) -> None:
     """Write the chosen event ids down before inserting, so a lost answer can never become a duplicate."""
     for action in actions:
         if isinstance(action, core.CreateEvent):
+            activity = cycle.activities[action.portal_id]
             link = cycle.links.get(action.link_id) if action.link_id else _link_of_activity(cycle, action.portal_id)
             if link is None:
-                activity = cycle.activities[action.portal_id]
                 link = SyncLink(organization_id=cycle.organization.id, activity_id=action.portal_id,
                                 calendar_email=activity.owner.email, origin="portal", confirmed=False, generation=0)
                 db.session.add(link)
                 db.session.flush()
                 cycle.links[link.id] = link
+            target, reason = _home_calendar(cycle, activity)
+            if target is None:
+                _park(cycle, link, activity, reason)
+                continue
             link.google_event_id = core.event_id_for(action.portal_id, namespace=cycle.organization.uid,
                                                      generation=link.generation)
-            link.calendar_email = cycle.activities[action.portal_id].owner.email
+            link.calendar_email = target
         elif isinstance(action, core.RecreateEvent):
             link = cycle.links[action.link_id]
             link.generation += 1
@@ -586,6 +667,54 @@ def _reserve_event_ids(cycle: Cycle, actions: list) -> None:
             link.google_event_id = core.event_id_for(action.portal_id, namespace=cycle.organization.uid,
                                                      generation=link.generation)
     db.session.commit()
+
+
+def _home_calendar(cycle: Cycle, activity: Activity) -> tuple[str | None, str]:
+    """The calendar a new event goes to: the owner's, or, when Google does not know the owner, that of a
+    participant who syncs (who is then its organizer in Google). None, with the reason, when neither."""
+    owner = activity.owner.email.lower()
+    if _in_workspace(cycle, owner):
+        return owner, ""
+    stand_ins = sorted((p for p in activity.participant_links if p.user_id in cycle.syncing and p.user.active),
+                       key=lambda p: p.user_id)
+    for participant in stand_ins:
+        email = participant.user.email.lower()
+        if email != owner and _in_workspace(cycle, email):
+            return email, ""
+    return None, (f"The owner {activity.owner.email} is not a user of the Google Workspace, and no participant "
+                  "who is has calendar sync switched on, so the item has no calendar to go to in Google. "
+                  "It is synced as soon as a participant switches sync on (or the owner's address exists in "
+                  "the Workspace).")
+
+
+def _in_workspace(cycle: Cycle, email: str) -> bool:
+    """Whether Google issues a token for the user; a refusal is remembered for the rest of the cycle."""
+    email = email.lower()
+    if email in cycle.outside_workspace:
+        return False
+    if cycle.puller is not None and email == cycle.puller.email.lower():
+        return True
+    try:
+        cycle.client(email).authorize()
+    except UserError as exc:
+        if exc.code != "unknown_user":
+            return True  # known to Google but otherwise unreachable: the write says why, on the item
+        cycle.outside_workspace.add(email)
+        return False
+    except TransientError:
+        return True  # cannot tell now; the write fails the same way and is retried
+    return True
+
+
+def _park(cycle: Cycle, link: SyncLink, activity: Activity, reason: str) -> None:
+    """Record why the item is not in Google and leave it until it changes (or an hour passes)."""
+    first_time = link.error_message != reason
+    link.error_message, link.error_at = reason, utcnow()
+    cycle.failed_portal.add(activity.id)
+    cycle.parked.add(activity.id)
+    if first_time:
+        cycle.row.errors += 1
+        cycle.journal("error", activity_id=activity.id, side="google", message=reason)
 
 
 def _google_writes(cycle: Cycle, actions: list) -> dict:
@@ -597,25 +726,49 @@ def _google_writes(cycle: Cycle, actions: list) -> dict:
                       cap_seconds=float(config.get("SYNC_RETRY_CAP_SECONDS", 8.0)))
     batch_size = int(config.get("SYNC_BATCH_SIZE", 50))
     writes = []
+    refused = {}
     for index, action in enumerate(actions):
+        if isinstance(action, core.UpdateEvent) and _organized_elsewhere(cycle, action.google_id):
+            # Google refuses changes to an event organized outside the organization: do not even ask.
+            refused[index] = error_for("not_organizer", status=403, reason="forbiddenForNonOrganizer")
+            continue
         write = _write_for(cycle, index, action)
         if write is not None:
             writes.append(write)
     results = run_writes(writes, batch_size=batch_size, backoff=backoff)
+    results.update(refused)
     _settle_duplicates(cycle, actions, results)
 
     # Occurrence exceptions are written once their series exists.
     exception_writes = []
     for index, action in enumerate(actions):
         if isinstance(action, core.CreateEvent | core.RecreateEvent | core.UpdateEvent):
-            if isinstance(results.get(index), GoogleError):
+            if isinstance(results.get(index), GoogleError) or getattr(action, "portal_id", None) in cycle.parked:
                 continue
             exception_writes.extend(_exception_writes(cycle, index, action))
+    exception_writes.extend(_orphan_writes(cycle, actions))
     if exception_writes:
         for key, outcome in run_writes(exception_writes, batch_size=batch_size, backoff=backoff).items():
-            if isinstance(outcome, GoogleError) and not (outcome.status in (404, 410) and key[2] == "delete"):
-                results[key[0]] = outcome
+            if not isinstance(outcome, GoogleError) or (outcome.status in (404, 410) and key[2] != "patch"):
+                continue  # an occurrence already gone is what a delete wanted
+            if key[0] == "orphan":
+                # Leftovers of a series whose time changed: a failure to tidy them up blocks nothing.
+                cycle.journal("error", google_event_id=key[1], side="google",
+                              message=f"An old occurrence ({key[2]}) could not be removed: {outcome.cause}")
+                continue
+            results[key[0]] = outcome
     return results
+
+
+def _organized_elsewhere(cycle: Cycle, google_id) -> bool:
+    """Whether the event's organizer is outside the organization (only they can change it)."""
+    info = cycle.events.get(google_id)
+    if info is not None:
+        return info.organizer not in cycle.users_by_email
+    link = next((link for link in cycle.links.values() if link.google_event_id == google_id), None)
+    activity = cycle.activities.get(link.activity_id) if link is not None and link.activity_id else None
+    organizer = (activity.google_organizer or "").lower() if activity is not None else ""
+    return bool(organizer) and organizer not in cycle.users_by_email
 
 
 def _link_for_action(cycle: Cycle, action) -> SyncLink | None:
@@ -633,6 +786,8 @@ def _link_for_action(cycle: Cycle, action) -> SyncLink | None:
 
 def _write_for(cycle: Cycle, index: int, action) -> Write | None:
     if isinstance(action, core.CreateEvent | core.RecreateEvent):
+        if action.portal_id in cycle.parked:
+            return None
         link = _link_for_action(cycle, action)
         activity = cycle.activities[action.portal_id]
         body = event_body(action.state, organizer_email=link.calendar_email, activity_id=action.portal_id,
@@ -687,29 +842,76 @@ def _external(cycle: Cycle, link: SyncLink) -> list:
     return info.external if info is not None else (link.external_attendees or [])
 
 
+INHERITED_FIELDS = ("subject", "description", "location", "time_zone")
+
+
 def _exception_writes(cycle: Cycle, index: int, action) -> list[Write]:
+    """The occurrence writes that make Google's exceptions match the target state.
+
+    Changed exceptions are patched (or deleted when cancelled). An exception the target no longer has is
+    undone: the occurrence is patched back to the series when the series still has it, and removed when
+    it does not (the series' time or rule changed), so no old occurrence stays beside its replacement.
+    When the series' title, description or place changes, its edited occurrences get the new values for
+    the fields they did not change themselves.
+    """
     link = _link_for_action(cycle, action)
-    if link is None or not action.state.recurrence:
+    if link is None or not link.google_event_id:
         return []
+    target = action.state
+    current = None
     if isinstance(action, core.UpdateEvent):
         gid = link.google_event_id
         current = cycle.google_states.get(gid) or (state_from_json(link.base_state) if link.base_state else None)
-        had = dict(current.exceptions) if current is not None else {}
-    else:
-        had = {}
+    had = dict(current.exceptions) if current is not None else {}
+    inherited = current is not None and any(getattr(current, f) != getattr(target, f) for f in INHERITED_FIELDS)
     client = cycle.client(link.calendar_email)
     writes = []
-    for key, exc in action.state.exceptions.items():
-        if had.get(key) == exc:
-            continue
+
+    def delete(key, kind="delete"):
         event_id = instance_id(link.google_event_id, key)
-        if exc.cancelled:
-            writes.append(Write((index, key, "delete"), client, lambda s, e=event_id: s.events().delete(
+        writes.append(Write((index, key, kind), client, lambda s, e=event_id: s.events().delete(
+            calendarId="primary", eventId=e, sendUpdates="none")))
+
+    def patch(key, body, kind="patch"):
+        event_id = instance_id(link.google_event_id, key)
+        writes.append(Write((index, key, kind), client, lambda s, e=event_id, b=body: s.events().patch(
+            calendarId="primary", eventId=e, body=b, sendUpdates="none")))
+
+    if target.recurrence:
+        for key, exc in target.exceptions.items():
+            if had.get(key) == exc and (exc.cancelled or not inherited):
+                continue
+            if exc.cancelled:
+                delete(key)
+            else:
+                patch(key, instance_body(target, key))
+    gone = {key: exc for key, exc in had.items() if key not in target.exceptions}
+    if gone:
+        alive = occurrence_keys_among(target.start, target.end, target.time_zone, target.recurrence, gone,
+                                      all_day=target.all_day) if target.recurrence else set()
+        for key, exc in gone.items():
+            if key in alive:
+                patch(key, instance_reset_body(target, key), "reset")
+            elif not exc.cancelled:
+                delete(key, "orphan")
+    return writes
+
+
+def _orphan_writes(cycle: Cycle, actions: list) -> list[Write]:
+    """Remove occurrences Google kept for a series whose time changed in Google (see event_state)."""
+    deleted_here = {a.google_id for a in actions if isinstance(a, core.DeleteEvent)}
+    writes = []
+    for event_id, found in cycle.orphans.items():
+        if event_id in deleted_here or event_id in cycle.failed_google:
+            continue
+        calendar = found["calendar"]
+        client = cycle.client(calendar)
+        for key, exc in found["keys"].items():
+            if exc.cancelled:
+                continue
+            instance = instance_id(event_id, key)
+            writes.append(Write(("orphan", event_id, key), client, lambda s, e=instance: s.events().delete(
                 calendarId="primary", eventId=e, sendUpdates="none")))
-        else:
-            body = instance_body(action.state, key)
-            writes.append(Write((index, key, "patch"), client, lambda s, e=event_id, b=body: s.events().patch(
-                calendarId="primary", eventId=e, body=b, sendUpdates="none")))
     return writes
 
 
@@ -787,7 +989,7 @@ def _blocked(cycle: Cycle, action) -> bool:
 def _apply(cycle: Cycle, index: int, action, results: dict) -> None:
     outcome = results.get(index)
     if isinstance(outcome, GoogleError):
-        if isinstance(outcome, IntegrationError | UserError):
+        if isinstance(outcome, IntegrationError) or _is_pullers(cycle, outcome):
             raise outcome
         if isinstance(action, core.DeleteEvent) and outcome.status in (404, 410):
             outcome = {}  # already gone: that is what we wanted
@@ -795,6 +997,9 @@ def _apply(cycle: Cycle, index: int, action, results: dict) -> None:
             link = _link_for_action(cycle, action)
             cycle.refetch.add(link.id)
             cycle.failed_links.add(link.id)
+            return
+        elif isinstance(action, core.UpdateEvent) and outcome.code == "not_organizer":
+            _keep_organizers_version(cycle, action)
             return
         else:
             _mark_failed(cycle, action, f"Google refused: {outcome.cause}")
@@ -810,8 +1015,17 @@ def _apply(cycle: Cycle, index: int, action, results: dict) -> None:
         row.google_created += 1
         row.pushed += 1
         _set_base(link, action.state)
+        activity = cycle.activities[action.portal_id]
+        stand_in = link.calendar_email.lower() != activity.owner.email.lower()
+        message = None
+        if stand_in:
+            message = (f"The owner {activity.owner.email} is not a user of the Google Workspace: the event is in "
+                       f"the calendar of {link.calendar_email}, its organizer in Google.")
+        if (activity.google_organizer or None) != (link.calendar_email if stand_in else None):
+            changed_by(db.session, None, origin="google")
+            activity.google_organizer = link.calendar_email if stand_in else None
         cycle.journal("created", activity_id=action.portal_id, google_event_id=link.google_event_id, side="google",
-                      after=state_to_json(action.state))
+                      after=state_to_json(action.state), message=message)
     elif isinstance(action, core.UpdateEvent):
         link = _link_for_action(cycle, action)
         if outcome:
@@ -864,7 +1078,7 @@ def _apply(cycle: Cycle, index: int, action, results: dict) -> None:
             link.external_attendees = info.external
             if info.etag and link.id not in cycle.written:
                 link.etag = info.etag  # the organizer's copy as read this cycle
-        _set_base(link, action.state)
+        _set_base(link, cycle.refused.get(link.id, action.state))
     elif isinstance(action, core.Unlink):
         link = cycle.links.pop(action.link_id, None)
         if link is not None:
@@ -879,6 +1093,41 @@ def _apply(cycle: Cycle, index: int, action, results: dict) -> None:
                               "the other value is kept here so it can be restored.")
     elif isinstance(action, core.ItemError):
         _mark_failed(cycle, action, action.message)
+
+
+def _keep_organizers_version(cycle: Cycle, action: core.UpdateEvent) -> None:
+    """Google refused a change because only the event's organizer may make it (403 forbiddenForNonOrganizer).
+
+    Asking again would be refused again, every cycle. The organizer's version stays, in Google and in the
+    portal; what the portal had is journaled as a lost value, so nothing disappears without a trace.
+    """
+    link = _link_for_action(cycle, action)
+    if link is None or link.activity_id is None:
+        _mark_failed(cycle, action, "Only the organizer of this event can change it in Google.")
+        return
+    google = cycle.google_states.get(link.google_event_id) or (state_from_json(link.base_state)
+                                                               if link.base_state else None)
+    activity = cycle.activities.get(link.activity_id) or db.session.get(Activity, link.activity_id)
+    if google is None or activity is None:
+        _mark_failed(cycle, action, "Only the organizer of this event can change it in Google.")
+        return
+    info = cycle.events.get(link.google_event_id)
+    organizer = (info.organizer if info else None) or activity.google_organizer or "its organizer"
+    mine = activity_state(activity)
+    for name in core.SYNCED_FIELDS:
+        if getattr(mine, name) != getattr(google, name):
+            cycle.row.conflicts += 1
+            cycle.journal("conflict", activity_id=activity.id, google_event_id=link.google_event_id, side="portal",
+                          field=name, before=_jsonable(getattr(mine, name)), after=_jsonable(getattr(google, name)),
+                          message=f"Only {organizer}, who organizes this event, can change it in Google; their "
+                                  "version was kept and this value is kept here.")
+    with db.session.begin_nested():
+        changed_by(db.session, None, origin="google")
+        if info is not None and info.organizer != activity.owner.email.lower():
+            activity.google_organizer = info.organizer
+        _assign(cycle, activity, google)
+    cycle.refused[link.id] = google
+    cycle.row.portal_updated += 1
 
 
 def _jsonable(value):
@@ -1023,6 +1272,37 @@ def _replan_refetched(cycle: Cycle, portal_items) -> None:
         links_row = cycle.links.get(link_id)
         if links_row is not None and links_row.activity_id:
             cycle.failed_portal.add(links_row.activity_id)
+
+
+def _refresh_attendees(cycle: Cycle) -> None:
+    """Keep each activity's view of its Google event current: every participant's answer, the guests from
+    outside the organization, and who organizes it. None of these are synced fields, so they change without
+    the item changing, and none of them is ever written to Google."""
+    by_event = {link.google_event_id: link for link in cycle.links.values()
+                if link.google_event_id and link.activity_id and link.confirmed}
+    for event_id, info in cycle.events.items():
+        link = by_event.get(event_id)
+        if link is None or link.activity_id in cycle.failed_portal:
+            continue
+        try:
+            with db.session.begin_nested():
+                activity = cycle.activities.get(link.activity_id) or db.session.get(Activity, link.activity_id)
+                if activity is None or activity.is_deleted:
+                    continue
+                changed_by(db.session, None, origin="google")
+                for participant in activity.participant_links:
+                    answer = info.responses.get(participant.user.email.lower())
+                    if answer and participant.response_status != answer:
+                        participant.response_status = answer
+                if link.external_attendees != info.external:
+                    link.external_attendees = info.external
+                organizer = info.organizer if info.organizer != activity.owner.email.lower() else None
+                if activity.google_organizer != organizer:
+                    activity.google_organizer = organizer
+        except Exception as exc:  # noqa: BLE001 - answers are shown, never worth stopping the cycle for
+            log.exception("updating the attendees of %s failed", event_id)
+            cycle.journal("error", activity_id=link.activity_id, google_event_id=event_id,
+                          message=f"The attendees' answers could not be stored: {type(exc).__name__}")
 
 
 def _mark_outbox(cycle: Cycle) -> None:

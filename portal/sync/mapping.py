@@ -7,15 +7,17 @@ on that item and goes on with the rest of the cycle.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import UTC, date, datetime
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from portal.sync.core import ExceptionState, FrozenMap, ItemState
-from portal.sync.recurrence import occurrence_key
+from portal.sync.recurrence import occurrence_key, occurrence_keys_among, occurrence_moment
 
 PRIVATE_VISIBILITIES = ("private", "confidential")
 ACTIVITY_ID_PROPERTY = "psaActivityId"
 ORGANIZATION_PROPERTY = "psaOrganization"
+RESPONSE_STATUSES = ("needsAction", "accepted", "tentative", "declined")
 
 
 class MappingError(ValueError):
@@ -97,7 +99,11 @@ def state_from_json(data: Mapping) -> ItemState:
 
 
 def activity_state(activity) -> ItemState:
-    """The activity as the core sees it. The owner counts as a participant (the organizer attends)."""
+    """The activity as the core sees it. The owner counts as a participant (the organizer attends).
+
+    Exceptions of occurrences the series no longer has (its time or rule changed) are left out:
+    Google drops those too, and keeping them would show a moved occurrence beside its replacement.
+    """
     participants = {activity.owner.email} | {u.email for u in activity.participants}
     exceptions = {}
     for exc in activity.exceptions:
@@ -109,7 +115,7 @@ def activity_state(activity) -> ItemState:
             start=exc.start_at or exc.start_date,
             end=exc.end_at or exc.end_date,
         )
-    return ItemState(
+    state = ItemState(
         subject=activity.subject,
         description=activity.description or "",
         location=activity.location or "",
@@ -122,6 +128,20 @@ def activity_state(activity) -> ItemState:
         private=bool(activity.activity_type and activity.activity_type.is_personal),
         exceptions=FrozenMap(exceptions),
     )
+    return without_orphans(state)[0]
+
+
+def without_orphans(state: ItemState) -> tuple[ItemState, dict[str, ExceptionState]]:
+    """The state minus exceptions whose occurrence the series no longer has, and those exceptions."""
+    if not state.exceptions:
+        return state, {}
+    alive = occurrence_keys_among(state.start, state.end, state.time_zone, state.recurrence, state.exceptions,
+                                  all_day=state.all_day) if state.recurrence else set()
+    if len(alive) == len(state.exceptions):
+        return state, {}
+    kept = {k: v for k, v in state.exceptions.items() if k in alive}
+    orphans = {k: v for k, v in state.exceptions.items() if k not in alive}
+    return replace(state, exceptions=FrozenMap(kept)), orphans
 
 
 # ---------------------------------------------------------------- the Google side
@@ -186,8 +206,22 @@ def external_attendees(event: Mapping, organization_emails: set[str]) -> list[di
     return [
         {k: v for k, v in attendee.items() if k in ("email", "displayName", "optional", "responseStatus")}
         for attendee in event.get("attendees") or []
-        if (attendee.get("email") or "").lower() not in organization_emails
+        if isinstance(attendee, Mapping) and (attendee.get("email") or "").lower() not in organization_emails
     ]
+
+
+def attendee_responses(event: Mapping) -> dict[str, str]:
+    """Each attendee's answer as Google reports it (``accepted``, ``declined``, ...), by e-mail."""
+    answers = {}
+    for attendee in event.get("attendees") or []:
+        if not isinstance(attendee, Mapping):
+            continue
+        email = str(attendee.get("email") or "").strip().lower()
+        status = attendee.get("responseStatus")
+        if email and status in RESPONSE_STATUSES:
+            answers[email] = status
+    return answers
+
 
 
 def event_state(
@@ -197,11 +231,14 @@ def event_state(
     *,
     calendar_time_zone: str = "UTC",
     base: ItemState | None = None,
+    orphans: dict[str, ExceptionState] | None = None,
 ) -> ItemState:
     """A Google event (a series with its changed occurrences) as an ItemState.
 
     `instances` are the occurrences Google listed as changed or cancelled; in an incremental pull they are
-    only the ones that changed, so exceptions not listed keep what `base` had.
+    only the ones that changed, so exceptions not listed keep what `base` had. Exceptions of occurrences
+    the series no longer has are left out and, when `orphans` is given, put there: the engine removes
+    them from Google so that no occurrence shows twice.
     """
     if event.get("status") == "cancelled":
         raise MappingError("a cancelled event has no state")
@@ -216,6 +253,8 @@ def event_state(
         raise MappingError("the event's recurrence is not a list of RFC 5545 lines")
     exceptions = dict(base.exceptions) if base is not None else {}
     for instance in instances:
+        if not isinstance(instance, Mapping):
+            continue
         key = original_start_key(instance)
         if instance.get("status") == "cancelled":
             exceptions[key] = ExceptionState(cancelled=True)
@@ -229,9 +268,12 @@ def event_state(
             start=inst_start,
             end=inst_end,
         )
+    summary = event.get("summary") or ""
+    if not isinstance(summary, str):
+        raise MappingError("the event's summary is not text")
     try:
-        return ItemState(
-            subject=(event.get("summary") or "").strip(),
+        state = ItemState(
+            subject=summary.strip(),
             description=event.get("description") or "",
             location=event.get("location") or "",
             all_day=all_day,
@@ -243,8 +285,12 @@ def event_state(
             private=event.get("visibility") in PRIVATE_VISIBILITIES,
             exceptions=FrozenMap(exceptions),
         )
-    except ValueError as exc:  # the core refuses states that make no sense (end before start, bad rule)
+        state, dropped = without_orphans(state)
+    except (TypeError, ValueError) as exc:  # the core refuses states that make no sense (end before start, bad rule)
         raise MappingError(str(exc)) from None
+    if orphans is not None:
+        orphans.update(dropped)
+    return state
 
 
 def _differs(value, series_value):
@@ -270,7 +316,9 @@ def event_body(
     attendees = [{"email": email} for email in sorted(state.participants) if email != organizer_email.lower()]
     if attendees:
         attendees.append({"email": organizer_email, "organizer": True, "responseStatus": "accepted"})
-    attendees.extend(external or [])
+    # Answers belong to the guests: sending an old one back would overwrite what they said since.
+    attendees.extend({k: v for k, v in guest.items() if k != "responseStatus"} for guest in external or []
+                     if isinstance(guest, Mapping) and guest.get("email"))
     body = {
         "summary": state.subject,
         "description": state.description,
@@ -293,17 +341,39 @@ def instance_id(series_id: str, key: str) -> str:
 
 
 def instance_body(state: ItemState, key: str) -> dict:
-    """The patch that makes one occurrence match its exception."""
+    """The patch that makes one occurrence match its exception.
+
+    Fields the exception does not change are sent with the series' values, so an occurrence
+    edited in Google before a series rename does not keep the old title there.
+    """
     exc = state.exceptions[key]
-    body: dict = {}
-    if exc.subject is not None:
-        body["summary"] = exc.subject
-    if exc.description is not None:
-        body["description"] = exc.description
-    if exc.location is not None:
-        body["location"] = exc.location
-    if exc.start is not None:
-        body["start"] = _when_body(exc.start, state.time_zone)
-    if exc.end is not None:
-        body["end"] = _when_body(exc.end, state.time_zone)
-    return body
+    start, end = occurrence_times(state, key)
+    return {
+        "summary": exc.subject if exc.subject is not None else state.subject,
+        "description": exc.description if exc.description is not None else state.description,
+        "location": exc.location if exc.location is not None else state.location,
+        "start": _when_body(exc.start if exc.start is not None else start, state.time_zone),
+        "end": _when_body(exc.end if exc.end is not None else end, state.time_zone),
+        "status": "confirmed",
+    }
+
+
+def instance_reset_body(state: ItemState, key: str) -> dict:
+    """The patch that makes an occurrence plain again (its exception was removed)."""
+    start, end = occurrence_times(state, key)
+    return {
+        "summary": state.subject,
+        "description": state.description,
+        "location": state.location,
+        "start": _when_body(start, state.time_zone),
+        "end": _when_body(end, state.time_zone),
+        "status": "confirmed",
+    }
+
+
+def occurrence_times(state: ItemState, key: str):
+    """The start and end an occurrence has by the rule (before any exception moves it)."""
+    start = occurrence_moment(key, state.time_zone, all_day=state.all_day)
+    if state.all_day:
+        return start, start + (state.end - state.start)
+    return start, start + timedelta(seconds=(state.end - state.start).total_seconds())

@@ -24,7 +24,10 @@ __all__ = [
     "is_occurrence",
     "normalize_recurrence",
     "occurrence_key",
+    "occurrence_keys_among",
+    "occurrence_moment",
     "occurrences",
+    "split_recurrence",
     "validate_recurrence",
 ]
 
@@ -589,3 +592,127 @@ def _aware(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("expected an aware datetime")
     return value
+
+
+def occurrence_moment(key: str, time_zone: str, *, all_day: bool) -> date | datetime:
+    """The original start an occurrence key names: a date (all-day) or an aware UTC datetime.
+
+    Raises RecurrenceError when the key does not have the shape the series needs.
+    """
+    value = _parse_value(key.strip().upper(), "occurrence key")
+    if all_day:
+        if isinstance(value, datetime):
+            raise RecurrenceError(f"Occurrence {key!r} of an all-day series must be a date")
+        return value
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise RecurrenceError(f"Occurrence {key!r} of a timed series must be a UTC date-time (…Z)")
+    return value
+
+
+def occurrence_keys_among(
+    start: date | datetime,
+    end: date | datetime,
+    time_zone: str,
+    lines: Iterable[str],
+    keys: Iterable[str],
+    *,
+    all_day: bool,
+) -> set[str]:
+    """Which of ``keys`` still name occurrences of the series, in one scan of the rule.
+
+    A series whose time or rule changed leaves exceptions behind at starts it no longer has;
+    callers drop those instead of showing a moved occurrence next to its replacement.
+    """
+    wanted: dict[str, datetime] = {}
+    zone = _zone(time_zone)
+    for key in keys:
+        try:
+            moment = occurrence_moment(key, time_zone, all_day=all_day)
+        except RecurrenceError:
+            continue
+        if isinstance(moment, datetime):
+            wanted[key.strip().upper()] = moment
+        else:
+            wanted[key.strip().upper()] = datetime.combine(moment, time(), tzinfo=zone).astimezone(UTC)
+    if not wanted:
+        return set()
+    tick = timedelta(microseconds=1)
+    low, high = min(wanted.values()) - tick, max(wanted.values()) + tick
+    found = set()
+    for occ_start, _ in occurrences(start, end, time_zone, lines, after=low, before=high, all_day=all_day):
+        key = occurrence_key(occ_start, all_day)
+        if key in wanted:
+            found.add(key)
+    return found
+
+
+def split_recurrence(
+    lines: Iterable[str],
+    start: date | datetime,
+    time_zone: str,
+    key: str,
+    *,
+    all_day: bool,
+) -> tuple[list[str], list[str]]:
+    """A series cut at occurrence ``key``: (the lines up to it, the lines from it on).
+
+    This is Google's "this and following": the old series ends just before the occurrence
+    (UNTIL, which replaces COUNT), the new one starts at it and keeps what is left of a COUNT.
+    Dates listed with RDATE/EXDATE go to the side of the cut they fall on. Only rules the
+    editor can represent (one RRULE) can be cut.
+    """
+    editable, reason = is_editable(lines)
+    if not editable:
+        raise RecurrenceError(reason or "This series cannot be split")
+    parsed = _parse(lines, time_zone=None if all_day else time_zone)
+    zone = _zone(time_zone)
+    cut = occurrence_moment(key, time_zone, all_day=all_day)
+    if all_day:
+        first = datetime.combine(_as_date(start), time())
+        cut_local = datetime.combine(cut, time())  # type: ignore[arg-type]
+        until_value = _format_value(cut - timedelta(days=1))  # type: ignore[operator]
+    else:
+        first = _aware(start).astimezone(zone).replace(tzinfo=None)  # type: ignore[arg-type]
+        cut_local = cut.astimezone(zone).replace(tzinfo=None)  # type: ignore[union-attr]
+        until_value = _format_value(cut - timedelta(seconds=1))  # type: ignore[operator]
+    if cut_local <= first:
+        raise RecurrenceError("The first occurrence cannot be split off: change the whole series instead")
+
+    before_rules, after_rules = [], []
+    for rule in parsed.rules:
+        parts = dict(rule.parts)
+        if rule.kind == "RRULE":
+            earlier = {k: v for k, v in parts.items() if k != "COUNT"}
+            earlier["UNTIL"] = until_value
+            if "UNTIL" in parts and _until_local(parts["UNTIL"], zone, all_day) < cut_local:
+                earlier["UNTIL"] = parts["UNTIL"]
+            later = dict(parts)
+            if "COUNT" in parts:
+                used = sum(1 for _ in _rule_before(rule, first, zone, all_day, cut_local))
+                later["COUNT"] = str(max(1, int(parts["COUNT"]) - used))
+            before_rules.append(_Rule(rule.kind, tuple((k, earlier[k]) for k in _PART_ORDER if k in earlier)))
+            after_rules.append(_Rule(rule.kind, tuple((k, later[k]) for k in _PART_ORDER if k in later)))
+        else:
+            before_rules.append(rule)
+            after_rules.append(rule)
+    before_dates, after_dates = [], []
+    for item in parsed.dates:
+        local = _local(item.value, first, zone, all_day)
+        (before_dates if local < cut_local else after_dates).append(item)
+    old = _Parsed(tuple(before_rules), tuple(before_dates)).lines()
+    new = _Parsed(tuple(after_rules), tuple(after_dates)).lines()
+    return list(old), list(new)
+
+
+def _until_local(value: str, zone: ZoneInfo, all_day: bool) -> datetime:
+    until = _parse_value(value, "UNTIL")
+    if isinstance(until, datetime):
+        return _local(until, datetime.min, zone, all_day)
+    return datetime.combine(until, time.max)
+
+
+def _rule_before(rule: _Rule, first: datetime, zone: ZoneInfo, all_day: bool, cut_local: datetime) -> Iterator[datetime]:
+    for naive in _rrule(rule, first, zone, all_day):
+        if naive >= cut_local:
+            return
+        yield naive
