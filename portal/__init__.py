@@ -2,10 +2,13 @@
 
 import os
 import secrets
+import sqlite3
 from pathlib import Path
 
 from cryptography.fernet import Fernet
 from flask import Flask
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 from portal.extensions import csrf, db, login_manager, migrate
 
@@ -37,13 +40,14 @@ def create_app(test_config=None):
     _ensure_generated_secret(app, "ENCRYPTION_KEY", "encryption_key", lambda: Fernet.generate_key().decode())
 
     db.init_app(app)
+    _tune_sqlite()
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True)
     csrf.init_app(app)
     login_manager.init_app(app)
 
     from portal import changes, cli, models  # noqa: F401  (models register tables; changes hooks the session)
-    from portal.sync import models as sync_models  # noqa: F401
     from portal.routes import register_blueprints
+    from portal.sync import models as sync_models  # noqa: F401
 
     changes.install(db)
     register_blueprints(app)
@@ -52,6 +56,23 @@ def create_app(test_config=None):
 
     sync_scheduling.init_app(app)
     return app
+
+
+def _sqlite_pragmas(dbapi_connection, connection_record):
+    """SQLite as a server's database: readers never wait for the writer (WAL), and a writer waits its turn
+    instead of failing at once while a sync cycle of another thread commits."""
+    if not isinstance(dbapi_connection, sqlite3.Connection):
+        return
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout = 30000")
+    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.execute("PRAGMA synchronous = NORMAL")
+    cursor.close()
+
+
+def _tune_sqlite():
+    if not event.contains(Engine, "connect", _sqlite_pragmas):
+        event.listen(Engine, "connect", _sqlite_pragmas)
 
 
 def _ensure_generated_secret(app, config_key, file_name, generate):
