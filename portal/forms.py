@@ -16,6 +16,9 @@ WEEKDAYS = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
 WEEKDAY_LABELS = dict(zip(WEEKDAYS, ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"), strict=True))
 FREQUENCIES = (("", "Does not repeat"), ("DAILY", "Daily"), ("WEEKLY", "Weekly"), ("MONTHLY", "Monthly"),
                ("YEARLY", "Yearly"), ("CUSTOM", "Custom (RFC 5545 lines)"))
+# What a change made from one occurrence of a series applies to, as Google Calendar asks it.
+SCOPES = (("this", "This occurrence"), ("following", "This and following occurrences"),
+          ("all", "All occurrences"))
 _SIMPLE_RULE = re.compile(r"^RRULE:(?P<parts>[A-Z0-9=;,+\-]+)$")
 
 
@@ -208,12 +211,30 @@ def activity_to_form(activity: Activity | None, viewer: User, *, start=None, end
     return fields
 
 
+def occurrence_to_form(activity: Activity, occurrence, viewer: User) -> dict:
+    """Field values for one occurrence of a series: its own times and texts, the series' everything else."""
+    fields = activity_to_form(activity, viewer)
+    exception = activity.exception_for(occurrence.key)
+    fields.update(subject=occurrence.subject, location=occurrence.location,
+                  description=exception.description if exception is not None and exception.description is not None
+                  else activity.description, occurrence=occurrence.key, scope="all")
+    if activity.all_day:
+        fields.update(start_date=occurrence.start.isoformat(),
+                      end_date=(occurrence.end - timedelta(days=1)).isoformat())
+    else:
+        zone = activity.zone
+        start_local, end_local = occurrence.start.astimezone(zone), occurrence.end.astimezone(zone)
+        fields.update(start_date=start_local.date().isoformat(), start_time=start_local.strftime("%H:%M"),
+                      end_date=end_local.date().isoformat(), end_time=end_local.strftime("%H:%M"))
+    return fields
+
+
 def form_with_posted(form) -> dict:
     """Redisplay what the user posted after a validation error."""
     fields = {key: form.get(key, "") for key in (
         "subject", "description", "location", "time_zone", "start_date", "start_time", "end_date",
         "end_time", "activity_type", "owner", "project_task", "freq", "interval", "monthly_mode", "ends",
-        "count", "until", "recurrence_lines")}
+        "count", "until", "recurrence_lines", "occurrence", "scope")}
     fields["all_day"] = form.get("all_day") in ("on", "true", "1")
     fields["participants"] = form.getlist("participants")
     fields["byday"] = form.getlist("byday")

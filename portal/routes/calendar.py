@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from portal.activities import (
     ValidationError,
+    activity_to_values,
     clean_activity,
     create_activity,
     default_times,
@@ -21,15 +22,18 @@ from portal.changes import changed_by
 from portal.extensions import db
 from portal.forms import (
     FREQUENCIES,
+    SCOPES,
     WEEKDAY_LABELS,
     WEEKDAYS,
     activity_to_form,
     form_to_values,
     form_with_posted,
+    occurrence_to_form,
 )
 from portal.models import Activity, Project, utcnow
 from portal.routes import is_htmx
-from portal.sync.models import SyncJournalEntry
+from portal.sync.models import SyncJournalEntry, SyncLink
+from portal.sync.recurrence import RecurrenceError, is_editable, split_recurrence
 from portal.sync.status import StatusReader
 
 bp = Blueprint("calendar", __name__, url_prefix="/calendar")
@@ -133,13 +137,49 @@ def list_context() -> dict:
     return {"view": "list", "activities": rows, "zone": current_user.zone, "show_past": show_past}
 
 
-def form_context(fields: dict, errors: dict, activity: Activity | None) -> dict:
+ANSWERS = {"needsAction": "no answer yet", "accepted": "accepted", "tentative": "maybe", "declined": "declined"}
+
+
+def locked_reason(activity: Activity | None) -> str | None:
+    """Why nobody can change this activity in the portal (though it syncs), or None."""
+    if activity is None:
+        return None
+    organizer = (activity.google_organizer or "").lower()
+    if organizer and activity.organization.user_by_email(organizer) is None:
+        return (f"Organized in Google Calendar by {activity.google_organizer}, who is outside your organization: "
+                "only they can change it. Answer the invitation in Google Calendar.")
+    editable, reason = is_editable(activity.recurrence)
+    if not editable:
+        return f"{reason}. Change it in Google Calendar; it keeps syncing."
+    return None
+
+
+def google_details(activity: Activity | None) -> dict:
+    """What the activity's Google event adds that the portal does not edit: answers, guests, organizer."""
+    if activity is None:
+        return {"answers": [], "guests": [], "organizer_note": None}
+    link = db.session.scalar(select(SyncLink).where(SyncLink.activity_id == activity.id))
+    linked = link is not None and link.confirmed
+    answers = [(p.user, ANSWERS.get(p.response_status, p.response_status)) for p in activity.participant_links]
+    guests = [g for g in (link.external_attendees or []) if isinstance(g, dict)] if linked else []
+    note = None
+    organizer = (activity.google_organizer or "").lower()
+    stand_in = activity.organization.user_by_email(organizer) if organizer else None
+    if linked and stand_in is not None and stand_in.id != activity.owner_id:
+        note = (f"In Google Calendar this item is in the calendar of {stand_in.name} ({stand_in.email}), its "
+                f"organizer there: the owner {activity.owner.email} is not a user of the Google Workspace.")
+    return {"answers": answers if linked else [], "guests": guests, "organizer_note": note,
+            "answer_labels": ANSWERS}
+
+
+def form_context(fields: dict, errors: dict, activity: Activity | None, occurrence=None) -> dict:
     organization = current_user.organization
     projects = db.session.scalars(
         select(Project).where(Project.organization_id == organization.id).order_by(Project.name)
     ).all()
     users = [u for u in organization.users if u.active]
     readonly = activity is not None and not activity.editable_by(current_user)
+    locked = locked_reason(activity)
     sync_status = StatusReader(organization)(activity) if activity is not None else None
     conflicts = lost_values(activity) if activity is not None else []
     return {
@@ -148,7 +188,12 @@ def form_context(fields: dict, errors: dict, activity: Activity | None) -> dict:
         "fields": fields,
         "errors": errors,
         "activity": activity,
-        "readonly": readonly or not current_user.can_edit_activities,
+        "occurrence": occurrence,
+        "scopes": SCOPES,
+        "locked": locked,
+        "google": google_details(activity),
+        "can_delete": activity is not None and not readonly and current_user.can_edit_activities,
+        "readonly": readonly or not current_user.can_edit_activities or locked is not None,
         "activity_types": organization.activity_types,
         "users": users,
         "projects": projects,
@@ -159,8 +204,8 @@ def form_context(fields: dict, errors: dict, activity: Activity | None) -> dict:
     }
 
 
-def render_form(fields: dict, errors: dict, activity: Activity | None, status: int = 200):
-    context = form_context(fields, errors, activity)
+def render_form(fields: dict, errors: dict, activity: Activity | None, status: int = 200, occurrence=None):
+    context = form_context(fields, errors, activity, occurrence)
     template = "calendar/_form.html" if is_htmx() else "calendar/form.html"
     return render_template(template, **context), status
 
@@ -191,20 +236,43 @@ def create():
 @bp.route("/activities/<int:activity_id>")
 @login_required
 def edit(activity_id: int):
-    """Show one activity's form (read-only for those who may not change it)."""
+    """Show one activity's form (read-only for those who may not change it); with ``occurrence``, the form of
+    that one occurrence of a series, which can change it alone, it and the following ones, or all of them."""
     activity = get_activity(activity_id)
+    key = request.args.get("occurrence", "").strip().upper()
+    if key and activity.is_recurring:
+        occurrence = get_occurrence(activity, key)
+        return render_form(occurrence_to_form(activity, occurrence, current_user), {}, activity,
+                           occurrence=occurrence)
     return render_form(activity_to_form(activity, current_user), {}, activity)
+
+
+def get_occurrence(activity: Activity, key: str):
+    occurrence = activity.occurrence(key)
+    if occurrence is None:
+        abort(404, description="This occurrence is not part of the series (any more).")
+    return occurrence
 
 
 @bp.route("/activities/<int:activity_id>", methods=("POST",))
 @login_required
 def update(activity_id: int):
-    """Save changes to an activity."""
-    return save_from_form(get_activity(activity_id, for_edit=True))
+    """Save changes to an activity, or to one occurrence of a series and maybe those after it."""
+    activity = get_activity(activity_id, for_edit=True)
+    key = request.form.get("occurrence", "").strip().upper()
+    occurrence = get_occurrence(activity, key) if key and activity.is_recurring else None
+    locked = locked_reason(activity)
+    if locked:
+        return render_form(form_with_posted(request.form), {"form": locked}, activity, status=422,
+                           occurrence=occurrence)
+    if occurrence is not None:
+        return save_occurrence(activity, occurrence, request.form.get("scope", "all"))
+    return save_from_form(activity)
 
 
-def save_from_form(activity: Activity | None):
-    values, picker_errors = form_to_values(request.form)
+def save_from_form(activity: Activity | None, values: dict | None = None, occurrence=None):
+    posted, picker_errors = form_to_values(request.form)
+    values = posted if values is None else values
     organization = current_user.organization
     try:
         data = clean_activity(values, organization=organization, actor=current_user, existing=activity,
@@ -213,23 +281,152 @@ def save_from_form(activity: Activity | None):
             raise ValidationError(picker_errors)
     except ValidationError as exc:
         errors = {**exc.fields, **picker_errors}
-        return render_form(form_with_posted(request.form), errors, activity, status=422)
+        return render_form(form_with_posted(request.form), errors, activity, status=422, occurrence=occurrence)
     changed_by(db.session, current_user.id)
     if activity is None:
         activity = create_activity(organization, data)
         message = f"Created “{data.subject}”."
     else:
         update_activity(activity, data)
+        # Exceptions of occurrences the new time or rule no longer has go, as they do in Google.
+        activity.drop_orphan_exceptions()
         message = f"Saved “{data.subject}”."
     db.session.commit()
     return after_change(message)
 
 
+def save_occurrence(activity: Activity, occurrence, scope: str):
+    if scope == "following" and occurrence.key == first_key(activity):
+        scope = "all"  # "this and following" from the first occurrence is the whole series
+    if scope == "all":
+        return save_from_form(activity, series_values_from_occurrence(activity, occurrence), occurrence)
+    if scope not in ("this", "following"):
+        return render_form(form_with_posted(request.form), {"scope": "Choose which occurrences to change."},
+                           activity, status=422, occurrence=occurrence)
+    posted, picker_errors = form_to_values(request.form)
+    values = posted
+    if scope == "this":
+        # An occurrence has its own times and texts; everything else stays the series'.
+        values = {**activity_to_values(activity), **{k: posted[k] for k in ("subject", "description", "location",
+                                                                            "start", "end")}}
+        values["all_day"] = activity.all_day
+        picker_errors = {}
+    try:
+        data = clean_activity(values, organization=current_user.organization, actor=current_user,
+                              existing=activity, allow_local_times=True)
+        if picker_errors:
+            raise ValidationError(picker_errors)
+        if scope == "following":
+            old_lines, new_lines = split_recurrence(activity.recurrence, activity.start_date if activity.all_day
+                                                    else activity.start_at, activity.time_zone, occurrence.key,
+                                                    all_day=activity.all_day)
+    except ValidationError as exc:
+        return render_form(form_with_posted(request.form), {**exc.fields, **picker_errors}, activity, status=422,
+                           occurrence=occurrence)
+    except RecurrenceError as exc:
+        return render_form(form_with_posted(request.form), {"recurrence": str(exc)}, activity, status=422,
+                           occurrence=occurrence)
+    changed_by(db.session, current_user.id)
+    if scope == "this":
+        activity.set_exception(occurrence.key, subject=data.subject, description=data.description,
+                               location=data.location, start=data.start_date if data.all_day else data.start_at,
+                               end=data.end_date if data.all_day else data.end_at)
+        db.session.commit()
+        return after_change(f"Saved this occurrence of “{activity.subject}”.")
+    split_off(activity, occurrence.key, data, old_lines, new_lines)
+    db.session.commit()
+    return after_change(f"Saved “{data.subject}” from {occurrence_label(activity, occurrence)} on.")
+
+
+def first_key(activity: Activity) -> str | None:
+    from portal.sync.recurrence import occurrence_key
+
+    start = activity.start_date if activity.all_day else activity.start_at
+    return occurrence_key(start, activity.all_day)
+
+
+def occurrence_label(activity: Activity, occurrence) -> str:
+    start = occurrence.start if activity.all_day else occurrence.start.astimezone(activity.zone)
+    return start.strftime("%a %d %b %Y")
+
+
+def split_off(activity: Activity, key: str, data, old_lines: list[str], new_lines: list[str]) -> Activity:
+    """Google's "this and following": the series ends before occurrence ``key`` and a new series, with the
+    changes, starts there. Occurrences edited after the cut move to the new series."""
+    unchanged_rule = data.recurrence == activity.recurrence
+    successor = create_activity(current_user.organization, data)
+    successor.recurrence = new_lines if unchanged_rule else data.recurrence
+    moved = [e for e in activity.exceptions if e.original_start >= key]
+    for exception in moved:
+        activity.exceptions.remove(exception)
+        successor.set_exception(exception.original_start, cancelled=exception.cancelled, subject=exception.subject,
+                                description=exception.description, location=exception.location,
+                                start=exception.start_at or exception.start_date,
+                                end=exception.end_at or exception.end_date)
+    successor.drop_orphan_exceptions()
+    activity.recurrence = old_lines
+    activity.drop_orphan_exceptions()
+    return successor
+
+
+def series_values_from_occurrence(activity: Activity, occurrence) -> dict:
+    """The series' values for an "all occurrences" change made from one occurrence's form.
+
+    Like Google: moving the occurrence by some time moves the series by the same; texts the person did
+    not change keep the series' own (an occurrence may have had its own title).
+    """
+    posted, _ = form_to_values(request.form)
+    values = dict(posted)
+    shown_exception = activity.exception_for(occurrence.key)
+    shown = {"subject": occurrence.subject, "location": occurrence.location,
+             "description": shown_exception.description if shown_exception is not None
+             and shown_exception.description is not None else activity.description}
+    for name in ("subject", "description", "location"):
+        if (posted.get(name) or "").strip() == (shown[name] or "").strip():
+            values[name] = getattr(activity, name)
+    if posted.get("all_day") != activity.all_day:
+        return values  # switching between all-day and timed: the dates given are the series' new dates
+    try:
+        if activity.all_day:
+            new_start, new_end = date.fromisoformat(posted["start"]), date.fromisoformat(posted["end"])
+            shift = new_start - occurrence.start
+            start = activity.start_date + shift
+            values["start"], values["end"] = start.isoformat(), (start + (new_end - new_start)).isoformat()
+        else:
+            new_start, new_end = datetime.fromisoformat(posted["start"]), datetime.fromisoformat(posted["end"])
+            zone = activity.zone
+            shift = new_start.replace(tzinfo=None) - occurrence.start.astimezone(zone).replace(tzinfo=None)
+            start = activity.start_at.astimezone(zone).replace(tzinfo=None) + shift
+            values["start"], values["end"] = start.isoformat(), (start + (new_end - new_start)).isoformat()
+    except (KeyError, TypeError, ValueError):
+        pass  # clean_activity names what is wrong with the posted times
+    return values
+
+
 @bp.route("/activities/<int:activity_id>/delete", methods=("POST",))
 @login_required
 def delete(activity_id: int):
-    """Delete an activity (it is kept as a tombstone so the sync sees the deletion)."""
+    """Delete an activity (kept as a tombstone so the sync sees the deletion), or with ``occurrence`` one
+    occurrence of a series (``scope=this``) or it and all after it (``scope=following``)."""
     activity = get_activity(activity_id, for_edit=True)
+    key = request.form.get("occurrence", "").strip().upper()
+    scope = request.form.get("scope", "all")
+    if key and activity.is_recurring and scope in ("this", "following") and locked_reason(activity) is None:
+        occurrence = get_occurrence(activity, key)
+        changed_by(db.session, current_user.id)
+        if scope == "this":
+            activity.set_exception(key, cancelled=True)
+            db.session.commit()
+            return after_change(f"Deleted the occurrence of {occurrence_label(activity, occurrence)} of "
+                                f"“{activity.subject}”.")
+        if key != first_key(activity):
+            old_lines, _ = split_recurrence(activity.recurrence, activity.start_date if activity.all_day
+                                            else activity.start_at, activity.time_zone, key,
+                                            all_day=activity.all_day)
+            activity.recurrence = old_lines
+            activity.drop_orphan_exceptions()
+            db.session.commit()
+            return after_change(f"Deleted “{activity.subject}” from {occurrence_label(activity, occurrence)} on.")
     changed_by(db.session, current_user.id)
     delete_activity(activity)
     db.session.commit()

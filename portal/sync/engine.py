@@ -288,6 +288,7 @@ def _cycle(cycle: Cycle) -> None:
         state = CalendarSync.for_user(cycle.puller)
         google_items, next_token, first_sync = _pull(cycle, state)
     cycle.first_sync = first_sync
+    db.session.commit()  # no write lock is held across the Google calls that follow
 
     portal_items = _portal_items(cycle, google_items, first_sync=first_sync)
     _fill_missing_sides(cycle, portal_items, google_items)
@@ -295,6 +296,7 @@ def _cycle(cycle: Cycle) -> None:
                               window_days=FIRST_SYNC_DAYS)
     _execute(cycle, actions)
     if cycle.refetch:
+        db.session.commit()
         _replan_refetched(cycle, portal_items)
     _refresh_attendees(cycle)
     _mark_outbox(cycle)
@@ -1078,7 +1080,9 @@ def _apply(cycle: Cycle, index: int, action, results: dict) -> None:
             link.external_attendees = info.external
             if info.etag and link.id not in cycle.written:
                 link.etag = info.etag  # the organizer's copy as read this cycle
-        _set_base(link, cycle.refused.get(link.id, action.state))
+        state = cycle.refused.get(link.id, action.state)
+        _set_base(link, state)
+        _forget_orphans(cycle, link.activity_id, state)
     elif isinstance(action, core.Unlink):
         link = cycle.links.pop(action.link_id, None)
         if link is not None:
@@ -1093,6 +1097,18 @@ def _apply(cycle: Cycle, index: int, action, results: dict) -> None:
                               "the other value is kept here so it can be restored.")
     elif isinstance(action, core.ItemError):
         _mark_failed(cycle, action, action.message)
+
+
+def _forget_orphans(cycle: Cycle, activity_id: int | None, state: core.ItemState) -> None:
+    """Drop stored exceptions of occurrences the series no longer has, once both sides agree without them."""
+    activity = cycle.activities.get(activity_id) if activity_id else None
+    if activity is None or activity.is_deleted:
+        return
+    stale = [exc for exc in activity.exceptions if exc.original_start not in state.exceptions]
+    if stale:
+        changed_by(db.session, None, origin="google")
+        for exc in stale:
+            activity.exceptions.remove(exc)
 
 
 def _keep_organizers_version(cycle: Cycle, action: core.UpdateEvent) -> None:

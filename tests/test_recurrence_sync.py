@@ -1,0 +1,396 @@
+"""Recurring series both ways against the Google emulator: every rule part, DST, occurrences edited and
+cancelled on either side, series edits that keep (or orphan) them, "this and following" splits, rules the
+portal cannot edit, and the first sync's matching and window."""
+
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import select
+
+from portal.changes import changed_by
+from portal.extensions import db
+from portal.models import Activity
+from portal.sync.models import SyncJournalEntry
+from portal.sync.recurrence import normalize_recurrence
+from tests.helpers import make_activity
+from tests.test_sync_engine import activities
+
+AMS = "Europe/Amsterdam"
+WINDOW_START = datetime(2027, 1, 1, tzinfo=UTC)
+WINDOW_END = datetime(2028, 2, 1, tzinfo=UTC)
+
+
+def wall(day: date, hour=9, minute=0, zone=AMS) -> datetime:
+    return datetime(day.year, day.month, day.day, hour, minute, tzinfo=ZoneInfo(zone))
+
+
+def google_when(moment, zone=AMS):
+    if isinstance(moment, datetime):
+        return {"dateTime": moment.replace(tzinfo=None).isoformat(), "timeZone": zone}
+    return {"date": moment.isoformat()}
+
+
+def google_moment(value):
+    if "dateTime" in value:
+        return datetime.fromisoformat(value["dateTime"].replace("Z", "+00:00")).astimezone(UTC)
+    return date.fromisoformat(value["date"])
+
+
+def google_occurrences(person, event_id, after=WINDOW_START, before=WINDOW_END):
+    answer = person.events.instances(calendarId="primary", eventId=event_id, maxResults=2500,
+                                     timeMin=after.isoformat().replace("+00:00", "Z"),
+                                     timeMax=before.isoformat().replace("+00:00", "Z")).execute()
+    return [(google_moment(i["start"]), i.get("summary")) for i in answer["items"]]
+
+
+def portal_occurrences(app, activity_id, after=WINDOW_START, before=WINDOW_END):
+    with app.app_context():
+        activity = db.session.get(Activity, activity_id)
+        return [(o.start if o.all_day else o.start.astimezone(UTC), o.subject)
+                for o in activity.occurrences_between(after, before)]
+
+
+def only_event(person):
+    [event] = [e for e in person.live() if not e.get("recurringEventId")]
+    return event
+
+
+def edit(app, activity_id, change):
+    """Change an activity the way a person in the portal does (their change is pushed)."""
+    with app.app_context():
+        activity = db.session.get(Activity, activity_id)
+        changed_by(db.session, activity.owner_id)
+        change(activity)
+        db.session.commit()
+
+
+# Rules with every part the issue names. Google-side spellings are deliberately not canonical.
+RULES = [
+    pytest.param(False, ["RRULE:FREQ=DAILY;COUNT=5"], ["RRULE:COUNT=5;FREQ=DAILY"], id="daily-count"),
+    pytest.param(False, ["RRULE:FREQ=DAILY;UNTIL=20270120T225959Z;INTERVAL=3"],
+                 ["RRULE:FREQ=DAILY;INTERVAL=3;UNTIL=20270120T225959Z"], id="daily-interval-until"),
+    pytest.param(False, ["RRULE:FREQ=WEEKLY;COUNT=8;INTERVAL=2;BYDAY=MO,TH;WKST=SU"],
+                 ["RRULE:FREQ=WEEKLY;WKST=SU;BYDAY=TH,MO;INTERVAL=2;COUNT=8"], id="weekly-byday-wkst"),
+    pytest.param(False, ["RRULE:FREQ=MONTHLY;COUNT=6;BYDAY=2TU"], ["RRULE:FREQ=MONTHLY;BYDAY=+2TU;COUNT=6"],
+                 id="monthly-second-tuesday"),
+    pytest.param(False, ["RRULE:FREQ=MONTHLY;COUNT=6;BYDAY=-1FR"], ["RRULE:FREQ=MONTHLY;BYDAY=-1FR;COUNT=6"],
+                 id="monthly-last-friday"),
+    pytest.param(False, ["RRULE:FREQ=MONTHLY;COUNT=6;BYMONTHDAY=15,-1"],
+                 ["RRULE:FREQ=MONTHLY;BYMONTHDAY=-1,15;COUNT=6"], id="monthly-bymonthday"),
+    pytest.param(False, ["RRULE:FREQ=MONTHLY;COUNT=6;BYDAY=MO,TU,WE,TH,FR;BYSETPOS=-1"],
+                 ["RRULE:FREQ=MONTHLY;BYSETPOS=-1;BYDAY=MO,TU,WE,TH,FR;COUNT=6"], id="monthly-bysetpos"),
+    pytest.param(False, ["RRULE:FREQ=YEARLY;COUNT=3;BYDAY=1MO;BYMONTH=3,9"],
+                 ["RRULE:FREQ=YEARLY;BYMONTH=9,3;BYDAY=1MO;COUNT=3"], id="yearly-bymonth-byday"),
+    pytest.param(False, ["RRULE:FREQ=WEEKLY;COUNT=6", "RDATE:20270107T140000Z", "EXDATE:20270111T080000Z"],
+                 ["RRULE:FREQ=WEEKLY;COUNT=6", "RDATE;TZID=Europe/Amsterdam:20270107T150000",
+                  "EXDATE;TZID=Europe/Amsterdam:20270111T090000"], id="exdate-rdate"),
+    pytest.param(True, ["RRULE:FREQ=WEEKLY;UNTIL=20270131;BYDAY=MO,WE"],
+                 ["RRULE:FREQ=WEEKLY;BYDAY=WE,MO;UNTIL=20270131"], id="all-day-weekly-until"),
+    pytest.param(True, ["RRULE:FREQ=YEARLY;COUNT=2;BYMONTHDAY=4;BYMONTH=1"],
+                 ["RRULE:FREQ=YEARLY;BYMONTH=1;BYMONTHDAY=4;COUNT=2"], id="all-day-yearly"),
+    pytest.param(True, ["RRULE:FREQ=DAILY;COUNT=4", "EXDATE;VALUE=DATE:20270105", "RDATE;VALUE=DATE:20270110"],
+                 ["RRULE:FREQ=DAILY;COUNT=4", "EXDATE;VALUE=DATE:20270105", "RDATE;VALUE=DATE:20270110"],
+                 id="all-day-exdate-rdate"),
+]
+FIRST = date(2027, 1, 4)  # a Monday
+
+
+@pytest.mark.parametrize(("all_day", "portal_lines", "google_lines"), RULES)
+def test_rule_travels_from_the_portal_to_google(app, world, connected, sync_on, run_sync, google_user, all_day,
+                                                portal_lines, google_lines):
+    sync_on("user")
+    run_sync("user")
+    if all_day:
+        times = {"all_day": True, "start": FIRST.isoformat(), "end": (FIRST + timedelta(days=1)).isoformat()}
+    else:
+        times = {"start": wall(FIRST).isoformat(), "end": wall(FIRST, 10).isoformat()}
+    activity_id = make_activity(app, world["user"], subject="Rule", recurrence=portal_lines, time_zone=AMS, **times)
+    assert run_sync("user").google_created == 1
+    person = google_user("user@acme.test")
+    event = only_event(person)
+    assert normalize_recurrence(event["recurrence"], time_zone=None if all_day else AMS) == \
+        normalize_recurrence(portal_lines, time_zone=None if all_day else AMS)
+    in_google = google_occurrences(person, event["id"])
+    assert len(in_google) >= 2
+    assert in_google == portal_occurrences(app, activity_id)
+    quiet = run_sync("user")
+    assert (quiet.google_updated, quiet.portal_updated) == (0, 0)
+
+
+@pytest.mark.parametrize(("all_day", "portal_lines", "google_lines"), RULES)
+def test_rule_travels_from_google_to_the_portal(app, world, connected, sync_on, run_sync, google_user, all_day,
+                                                portal_lines, google_lines):
+    sync_on("user")
+    run_sync("user")
+    person = google_user("user@acme.test")
+    if all_day:
+        start, end = google_when(FIRST), google_when(FIRST + timedelta(days=1))
+    else:
+        start, end = google_when(wall(FIRST)), google_when(wall(FIRST, 10))
+    event = person.insert(summary="Rule", start=start, end=end, recurrence=google_lines)
+    assert run_sync("user").portal_created == 1
+    [activity] = activities(app)
+    zone = None if all_day else AMS
+    assert activity.recurrence == list(normalize_recurrence(portal_lines, time_zone=zone))
+    assert activity.all_day is all_day
+    in_portal = portal_occurrences(app, activity.id)
+    assert len(in_portal) >= 2
+    assert in_portal == google_occurrences(person, event["id"])
+    quiet = run_sync("user")
+    assert (quiet.google_updated, quiet.portal_updated, quiet.requests) == (0, 0, 1)
+
+
+def test_weekly_series_keeps_nine_oclock_across_dst_both_ways(app, world, connected, sync_on, run_sync,
+                                                              google_user):
+    sync_on("user")
+    run_sync("user")
+    first = date(2027, 3, 15)  # DST starts on 28 March 2027
+    portal_id = make_activity(app, world["user"], subject="From the portal", start=wall(first).isoformat(),
+                              end=wall(first, 10).isoformat(), time_zone=AMS, recurrence=["RRULE:FREQ=WEEKLY;COUNT=4"])
+    person = google_user("user@acme.test")
+    person.insert(summary="From Google", start=google_when(wall(first, 11)), end=google_when(wall(first, 12)),
+                  recurrence=["RRULE:FREQ=WEEKLY;COUNT=4"])
+    run_sync("user")
+    [from_google] = [a for a in activities(app) if a.subject == "From Google"]
+    zone = ZoneInfo(AMS)
+    for event in [e for e in person.live() if not e.get("recurringEventId")]:
+        starts = [google_moment(i["start"]) for i in person.events.instances(
+            calendarId="primary", eventId=event["id"]).execute()["items"]]
+        hours = {s.astimezone(zone).strftime("%H:%M") for s in starts}
+        assert len(starts) == 4 and hours == ({"09:00"} if event["summary"] == "From the portal" else {"11:00"})
+        assert {s.utcoffset() for s in starts} == {timedelta(0)}
+        assert len({s.astimezone(UTC).hour for s in starts}) == 2  # the UTC time moves, the local time does not
+    for activity_id, hour in ((portal_id, "09:00"), (from_google.id, "11:00")):
+        starts = [s for s, _ in portal_occurrences(app, activity_id)]
+        assert len(starts) == 4 and {s.astimezone(zone).strftime("%H:%M") for s in starts} == {hour}
+
+
+def test_occurrence_edited_and_cancelled_in_google_become_exceptions(app, world, connected, sync_on, run_sync,
+                                                                     google_user):
+    sync_on("user")
+    run_sync("user")
+    person = google_user("user@acme.test")
+    series = person.insert(summary="Standup", start=google_when(wall(FIRST)), end=google_when(wall(FIRST, 10)),
+                           recurrence=["RRULE:FREQ=DAILY;COUNT=5"])
+    run_sync("user")
+    second, third = (wall(FIRST + timedelta(days=n)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ") for n in (1, 2))
+    person.patch(f"{series['id']}_{second}", summary="Standup (late)",
+                 start=google_when(wall(FIRST + timedelta(days=1), 11)),
+                 end=google_when(wall(FIRST + timedelta(days=1), 12)))
+    person.delete(f"{series['id']}_{third}")
+    cycle = run_sync("user")
+    assert cycle.portal_updated == 1 and cycle.google_updated == 0
+    [activity] = activities(app)
+    exceptions = {e.original_start: e for e in activity.exceptions}
+    assert set(exceptions) == {second, third}
+    assert exceptions[second].subject == "Standup (late)" and not exceptions[second].cancelled
+    assert exceptions[second].start_at == wall(FIRST + timedelta(days=1), 11).astimezone(UTC)
+    assert exceptions[third].cancelled
+    shown = portal_occurrences(app, activity.id)
+    assert shown == google_occurrences(person, series["id"])
+    assert len(shown) == 4 and (wall(FIRST + timedelta(days=1), 11).astimezone(UTC), "Standup (late)") in shown
+    quiet = run_sync("user")
+    assert (quiet.google_updated, quiet.portal_updated) == (0, 0)
+
+
+def test_occurrence_edited_and_cancelled_in_the_portal_reach_google(app, world, connected, sync_on, run_sync,
+                                                                    google_user):
+    sync_on("user")
+    activity_id = make_activity(app, world["user"], subject="Standup", start=wall(FIRST).isoformat(),
+                                end=wall(FIRST, 10).isoformat(), time_zone=AMS,
+                                recurrence=["RRULE:FREQ=DAILY;COUNT=5"])
+    run_sync("user")
+    second, third = (wall(FIRST + timedelta(days=n)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ") for n in (1, 2))
+    moved = wall(FIRST + timedelta(days=1), 14)
+
+    def change(activity):
+        activity.set_exception(second, subject="Standup (afternoon)", start=moved.astimezone(UTC),
+                               end=(moved + timedelta(hours=1)).astimezone(UTC))
+        activity.set_exception(third, cancelled=True)
+
+    edit(app, activity_id, change)
+    assert run_sync("user").status == "ok"
+    person = google_user("user@acme.test")
+    event = only_event(person)
+    in_google = google_occurrences(person, event["id"])
+    assert len(in_google) == 4
+    assert (moved.astimezone(UTC), "Standup (afternoon)") in in_google
+    assert in_google == portal_occurrences(app, activity_id)
+    # Google now lists the two exceptions as changed: reading them back changes nothing in the portal.
+    echo = run_sync("user")
+    assert (echo.portal_updated, echo.google_updated) == (0, 0)
+    [activity] = activities(app)
+    assert {e.original_start for e in activity.exceptions} == {second, third}
+
+
+def test_exception_survives_a_series_title_change_on_either_side(app, world, connected, sync_on, run_sync,
+                                                                  google_user):
+    sync_on("user")
+    activity_id = make_activity(app, world["user"], subject="Weekly", start=wall(FIRST).isoformat(),
+                                end=wall(FIRST, 10).isoformat(), time_zone=AMS,
+                                recurrence=["RRULE:FREQ=WEEKLY;COUNT=4"])
+    run_sync("user")
+    person = google_user("user@acme.test")
+    event = only_event(person)
+    key = wall(FIRST + timedelta(days=7)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    moved = wall(FIRST + timedelta(days=8), 15)  # a day later, in the afternoon
+    person.patch(f"{event['id']}_{key}", start=google_when(moved), end=google_when(moved + timedelta(hours=1)))
+    run_sync("user")
+
+    edit(app, activity_id, lambda a: setattr(a, "subject", "Weekly (portal title)"))
+    assert run_sync("user").google_updated == 1
+    in_google = google_occurrences(person, event["id"])
+    assert (moved.astimezone(UTC), "Weekly (portal title)") in in_google
+    assert {summary for _, summary in in_google} == {"Weekly (portal title)"}
+    assert in_google == portal_occurrences(app, activity_id)
+
+    person.patch(event["id"], summary="Weekly (google title)")
+    run_sync("user")
+    [activity] = activities(app)
+    assert activity.subject == "Weekly (google title)"
+    assert [e.original_start for e in activity.exceptions] == [key]
+    assert activity.exceptions[0].start_at == moved.astimezone(UTC)
+    # Each occurrence shows the same in both calendars, the moved one still moved.
+    shown = portal_occurrences(app, activity_id)
+    assert shown == google_occurrences(person, event["id"])
+    assert moved.astimezone(UTC) in [start for start, _ in shown]
+    assert len(portal_occurrences(app, activity_id)) == 4
+
+
+@pytest.mark.parametrize("side", ["portal", "google"])
+def test_series_time_change_drops_exceptions_it_orphans_without_duplicates(app, world, connected, sync_on,
+                                                                           run_sync, google_user, side):
+    sync_on("user")
+    activity_id = make_activity(app, world["user"], subject="Review", start=wall(FIRST).isoformat(),
+                                end=wall(FIRST, 10).isoformat(), time_zone=AMS,
+                                recurrence=["RRULE:FREQ=WEEKLY;COUNT=4"])
+    run_sync("user")
+    person = google_user("user@acme.test")
+    event = only_event(person)
+    key = wall(FIRST + timedelta(days=7)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    person.patch(f"{event['id']}_{key}", summary="Review (special)",
+                 start=google_when(wall(FIRST + timedelta(days=7), 16)),
+                 end=google_when(wall(FIRST + timedelta(days=7), 17)))
+    run_sync("user")
+    if side == "portal":
+        def later(activity):
+            activity.start_at += timedelta(hours=2)
+            activity.end_at += timedelta(hours=2)
+        edit(app, activity_id, later)
+    else:
+        person.patch(event["id"], start=google_when(wall(FIRST, 11)), end=google_when(wall(FIRST, 12)))
+    assert run_sync("user").status == "ok"
+    run_sync("user")
+    zone = ZoneInfo(AMS)
+    expected = [(wall(FIRST + timedelta(days=7 * n), 11).astimezone(UTC), "Review") for n in range(4)]
+    assert portal_occurrences(app, activity_id) == expected
+    live = [(google_moment(e["start"]), e["summary"]) for e in person.live(singleEvents=True)]
+    assert sorted(live) == expected  # the old special occurrence is gone, nothing shows twice
+    assert {s.astimezone(zone).hour for s, _ in live} == {11}
+    [activity] = activities(app)
+    assert activity.exceptions == [] or all(e.original_start != key for e in activity.exceptions)
+
+
+def test_this_and_following_split_in_google_becomes_two_series(app, world, connected, sync_on, run_sync,
+                                                               google_user):
+    sync_on("user")
+    run_sync("user")
+    person = google_user("user@acme.test")
+    old = person.insert(summary="Planning", start=google_when(wall(FIRST)), end=google_when(wall(FIRST, 10)),
+                        recurrence=["RRULE:FREQ=WEEKLY;COUNT=6"])
+    run_sync("user")
+    # Google's "this and following" from the 4th occurrence: the old series ends before it, a new one starts.
+    split = wall(FIRST + timedelta(days=21))
+    until = (split.astimezone(UTC) - timedelta(seconds=1)).strftime("%Y%m%dT%H%M%SZ")
+    person.patch(old["id"], recurrence=[f"RRULE:FREQ=WEEKLY;UNTIL={until}"])
+    new = person.insert(summary="Planning (new format)", start=google_when(wall(split.date(), 14)),
+                        end=google_when(wall(split.date(), 15)), recurrence=["RRULE:FREQ=WEEKLY;COUNT=3"])
+    cycle = run_sync("user")
+    assert (cycle.portal_created, cycle.portal_updated) == (1, 1)
+    first, second = activities(app)
+    assert first.subject == "Planning" and first.recurrence == [f"RRULE:FREQ=WEEKLY;UNTIL={until}"]
+    assert second.subject == "Planning (new format)" and second.recurrence == ["RRULE:FREQ=WEEKLY;COUNT=3"]
+    assert len(portal_occurrences(app, first.id)) == 3 and len(portal_occurrences(app, second.id)) == 3
+    assert portal_occurrences(app, first.id) == google_occurrences(person, old["id"])
+    assert portal_occurrences(app, second.id) == google_occurrences(person, new["id"])
+    with app.app_context():
+        from portal.sync.models import SyncLink
+        links = {link.activity_id: link.google_event_id for link in db.session.scalars(select(SyncLink))}
+    assert links == {first.id: old["id"], second.id: new["id"]}
+
+
+def test_rdate_only_series_syncs_and_is_read_only_in_the_portal(app, world, connected, sync_on, run_sync,
+                                                                 google_user, login_as):
+    sync_on("user")
+    run_sync("user")
+    person = google_user("user@acme.test")
+    person.insert(summary="Board meetings", start=google_when(wall(FIRST)), end=google_when(wall(FIRST, 10)),
+                  recurrence=["RDATE;TZID=Europe/Amsterdam:20270201T090000,20270315T090000"])
+    person.insert(summary="Ordinary", start=google_when(wall(FIRST, 12)), end=google_when(wall(FIRST, 13)))
+    cycle = run_sync("user")
+    assert cycle.status == "ok" and cycle.portal_created == 2
+    board = next(a for a in activities(app) if a.subject == "Board meetings")
+    assert len(portal_occurrences(app, board.id)) == 3
+    html = login_as("user").get(f"/calendar/activities/{board.id}").get_data(as_text=True)
+    assert "list of dates (RDATE) only" in html and "<fieldset disabled" in html
+    refused = login_as("user").post(f"/calendar/activities/{board.id}", data={
+        "subject": "Renamed", "start_date": "2027-01-04", "start_time": "09:00", "end_date": "2027-01-04",
+        "end_time": "10:00", "time_zone": AMS, "freq": "CUSTOM", "recurrence_lines": "RRULE:FREQ=DAILY"})
+    assert refused.status_code == 422 and "list of dates (RDATE) only" in refused.get_data(as_text=True)
+    person.patch(only_event_named(person, "Board meetings")["id"], summary="Board meetings (2027)")
+    assert run_sync("user").portal_updated == 1
+    assert any(a.subject == "Board meetings (2027)" for a in activities(app))
+
+
+def only_event_named(person, summary):
+    [event] = [e for e in person.live() if e.get("summary") == summary]
+    return event
+
+
+def test_first_sync_matches_equivalent_rule_spellings(app, world, connected, sync_on, run_sync, google_user):
+    person = google_user("user@acme.test")
+    pairs = [
+        ("Daily", ["RRULE:FREQ=DAILY;INTERVAL=1;COUNT=10"], ["RRULE:COUNT=10;FREQ=DAILY"]),
+        ("Weekly", ["RRULE:FREQ=WEEKLY;BYDAY=FR,MO;WKST=MO"], ["RRULE:FREQ=WEEKLY;BYDAY=MO,FR"]),
+        ("Monthly", ["RRULE:FREQ=MONTHLY;BYDAY=+1MO"], ["rrule:freq=monthly;byday=1mo"]),
+        ("Until", ["RRULE:FREQ=WEEKLY;UNTIL=20270301T000000Z"], ["RRULE:UNTIL=20270301T000000Z;FREQ=WEEKLY"]),
+    ]
+    for n, (subject, portal_lines, google_lines) in enumerate(pairs):
+        start = wall(FIRST, 8 + n)
+        make_activity(app, world["user"], subject=subject, start=start.isoformat(),
+                      end=(start + timedelta(hours=1)).isoformat(), time_zone=AMS, recurrence=portal_lines)
+        person.insert(summary=subject, start=google_when(start), end=google_when(start + timedelta(hours=1)),
+                      recurrence=google_lines)
+    # Same subject and times but another pattern: not the same item.
+    make_activity(app, world["user"], subject="Daily", start=wall(FIRST, 8).isoformat(),
+                  end=wall(FIRST, 9).isoformat(), time_zone=AMS, recurrence=["RRULE:FREQ=DAILY;COUNT=11"])
+    sync_on("user")
+    cycle = run_sync("user")
+    assert cycle.status == "ok", cycle.message
+    assert sorted(a.subject for a in activities(app)) == ["Daily", "Daily", "Monthly", "Until", "Weekly"]
+    assert sorted(e["summary"] for e in person.live()) == ["Daily", "Daily", "Monthly", "Until", "Weekly"]
+    with app.app_context():
+        linked = db.session.scalars(select(SyncJournalEntry).where(SyncJournalEntry.kind == "linked")).all()
+    assert len(linked) == 4
+
+
+def test_first_sync_keeps_old_series_that_go_on_and_skips_old_ones_that_ended(app, world, connected, sync_on,
+                                                                              run_sync, google_user):
+    person = google_user("user@acme.test")
+    today = datetime.now(UTC).astimezone(ZoneInfo(AMS)).date()
+    long_ago = today - timedelta(days=60)
+    person.insert(summary="Google: still going", start=google_when(wall(long_ago)),
+                  end=google_when(wall(long_ago, 10)), recurrence=["RRULE:FREQ=WEEKLY"])
+    person.insert(summary="Google: ended", start=google_when(wall(long_ago)), end=google_when(wall(long_ago, 10)),
+                  recurrence=["RRULE:FREQ=WEEKLY;COUNT=3"])
+    make_activity(app, world["user"], subject="Portal: still going", start=wall(long_ago, 11).isoformat(),
+                  end=wall(long_ago, 12).isoformat(), time_zone=AMS, recurrence=["RRULE:FREQ=DAILY"])
+    make_activity(app, world["user"], subject="Portal: ended", start=wall(long_ago, 11).isoformat(),
+                  end=wall(long_ago, 12).isoformat(), time_zone=AMS, recurrence=["RRULE:FREQ=DAILY;COUNT=5"])
+    sync_on("user")
+    assert run_sync("user").status == "ok"
+    in_google = sorted(e["summary"] for e in person.live())
+    assert in_google == ["Google: ended", "Google: still going", "Portal: still going"]
+    in_portal = sorted(a.subject for a in activities(app))
+    assert in_portal == ["Google: still going", "Portal: ended", "Portal: still going"]
