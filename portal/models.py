@@ -418,6 +418,9 @@ class Activity(db.Model):
         timed = isinstance(start, datetime)
         row.start_at, row.end_at = (start, end) if timed else (None, None)
         row.start_date, row.end_date = (None, None) if timed else (start, end)
+        if row.subject is None and row.description is None and row.location is None \
+                and self.rule_occurrence(key) == (start, end):
+            self.exceptions.remove(row)  # back to exactly what the series says: no exception at all
 
     def drop_orphan_exceptions(self) -> list[str]:
         """Forget exceptions of occurrences the series no longer has; returns their keys."""

@@ -394,3 +394,115 @@ def test_first_sync_keeps_old_series_that_go_on_and_skips_old_ones_that_ended(ap
     assert in_google == ["Google: ended", "Google: still going", "Portal: still going"]
     in_portal = sorted(a.subject for a in activities(app))
     assert in_portal == ["Google: still going", "Portal: ended", "Portal: still going"]
+
+
+def occurrence_post(activity_id, key, day, **changes):
+    form = {"subject": "Team sync", "start_date": day, "start_time": "09:00", "end_date": day, "end_time": "10:00",
+            "time_zone": AMS, "freq": "WEEKLY", "interval": "1", "ends": "count", "count": "6", "occurrence": key,
+            "scope": "this"}
+    form.update(changes)
+    return f"/calendar/activities/{activity_id}", form
+
+
+def test_this_and_following_in_the_portal_splits_the_series_in_google(app, world, connected, sync_on, run_sync,
+                                                                      google_user, login_as):
+    sync_on("user")
+    activity_id = make_activity(app, world["user"], subject="Team sync", start=wall(FIRST).isoformat(),
+                                end=wall(FIRST, 10).isoformat(), time_zone=AMS,
+                                recurrence=["RRULE:FREQ=WEEKLY;COUNT=6"])
+    run_sync("user")
+    client = login_as("user")
+    keys = [wall(FIRST + timedelta(days=7 * n)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ") for n in range(6)]
+    days = [(FIRST + timedelta(days=7 * n)).isoformat() for n in range(6)]
+    # The fifth occurrence gets its own title; the sixth is cancelled; both from the week view's form.
+    url, form = occurrence_post(activity_id, keys[4], days[4], subject="Demo day")
+    assert client.post(url, data=form).status_code == 302
+    assert client.post(f"/calendar/activities/{activity_id}/delete",
+                       data={"occurrence": keys[5], "scope": "this"}).status_code == 302
+    run_sync("user")
+    person = google_user("user@acme.test")
+    [event] = [e for e in person.live() if not e.get("recurringEventId")]
+    assert [s for _, s in google_occurrences(person, event["id"])] == ["Team sync"] * 4 + ["Demo day"]
+
+    # "This and following" from the third occurrence: new place from then on.
+    url, form = occurrence_post(activity_id, keys[2], days[2], scope="following", location="Room 2")
+    assert client.post(url, data=form).status_code == 302
+    cycle = run_sync("user")
+    assert cycle.status == "ok" and cycle.google_created == 1 and cycle.google_updated == 1
+    old_event, new_event = sorted((e for e in person.live() if not e.get("recurringEventId")),
+                                  key=lambda e: e["start"]["dateTime"])
+    assert old_event["id"] == event["id"]
+    until = (wall(FIRST + timedelta(days=14)).astimezone(UTC) - timedelta(seconds=1)).strftime("%Y%m%dT%H%M%SZ")
+    assert old_event["recurrence"] == [f"RRULE:FREQ=WEEKLY;UNTIL={until}"]
+    assert new_event["recurrence"] == ["RRULE:FREQ=WEEKLY;COUNT=4"] and new_event["location"] == "Room 2"
+    everything = sorted((google_moment(e["start"]), e["summary"], e.get("location", ""))
+                        for e in person.live(singleEvents=True))
+    assert everything == [
+        (wall(FIRST).astimezone(UTC), "Team sync", ""),
+        (wall(FIRST + timedelta(days=7)).astimezone(UTC), "Team sync", ""),
+        (wall(FIRST + timedelta(days=14)).astimezone(UTC), "Team sync", "Room 2"),
+        (wall(FIRST + timedelta(days=21)).astimezone(UTC), "Team sync", "Room 2"),
+        (wall(FIRST + timedelta(days=28)).astimezone(UTC), "Demo day", "Room 2"),
+    ]  # nothing twice: the old series' edited occurrences moved to the new one
+    quiet = run_sync("user")
+    assert (quiet.google_updated, quiet.portal_updated, quiet.google_created, quiet.portal_created) == (0, 0, 0, 0)
+    old, new = activities(app)
+    assert portal_occurrences(app, old.id) == google_occurrences(person, old_event["id"])
+    assert portal_occurrences(app, new.id) == google_occurrences(person, new_event["id"])
+
+
+def add_person(app, world, connected, key, email, zone):
+    from portal.cli import add_user
+    from portal.models import Organization, User
+
+    connected.add_user(email, time_zone=zone)
+    with app.app_context():
+        user = add_user(db.session.get(Organization, world["acme"]), email, key.title(), "user", "long-enough-pw")
+        db.session.commit()
+        user = db.session.scalars(select(User).where(User.email == email)).one()
+        user.time_zone = zone
+        db.session.commit()
+        world[key] = user.id
+
+
+def days_shown(client, week, subject):
+    html = client.get(f"/calendar/?week={week}").get_data(as_text=True)
+    sections = html.split('data-day="')[1:]
+    return [section[:10] for section in sections if subject in section.split("</section>")[0]]
+
+
+def test_all_day_series_stay_on_their_days_ten_hours_behind_and_thirteen_ahead(app, world, connected, sync_on,
+                                                                               run_sync, google_user, client):
+    add_person(app, world, connected, "hana", "hana@acme.test", "Pacific/Honolulu")  # UTC-10
+    add_person(app, world, connected, "sione", "sione@acme.test", "Pacific/Tongatapu")  # UTC+13
+    sync_on("hana", "sione")
+    run_sync("hana")
+    run_sync("sione")
+    # From Google, in Honolulu: Mondays, with Sione invited.
+    google_user("hana@acme.test").insert(
+        summary="Surf day", start={"date": "2027-01-04"}, end={"date": "2027-01-05"},
+        recurrence=["RRULE:FREQ=WEEKLY;COUNT=3"], attendees=[{"email": "sione@acme.test"}])
+    run_sync("hana")
+    # From the portal, in Tonga: Wednesdays, with Hana taking part.
+    make_activity(app, world["sione"], subject="Market day", all_day=True, start="2027-01-06", end="2027-01-07",
+                  time_zone="Pacific/Tongatapu", recurrence=["RRULE:FREQ=WEEKLY;COUNT=3"],
+                  participants=["hana@acme.test"])
+    run_sync("sione")
+    run_sync("hana")
+    run_sync("sione")
+    surf = next(a for a in activities(app) if a.subject == "Surf day")
+    assert (surf.all_day, surf.start_date.isoformat(), surf.end_date.isoformat()) == (True, "2027-01-04", "2027-01-05")
+    assert [u.email for u in surf.participants] == ["sione@acme.test"]
+    for email in ("hana@acme.test", "sione@acme.test"):
+        person = google_user(email)
+        starts = {e["summary"]: [] for e in person.live()}
+        for instance in person.live(singleEvents=True):
+            starts[instance["summary"]].append(instance["start"])
+        assert starts["Surf day"] == [{"date": d} for d in ("2027-01-04", "2027-01-11", "2027-01-18")]
+        assert starts["Market day"] == [{"date": d} for d in ("2027-01-06", "2027-01-13", "2027-01-20")]
+    for email in ("hana@acme.test", "sione@acme.test"):
+        client.post("/logout")
+        client.post("/login", data={"email": email, "password": "long-enough-pw"})
+        assert days_shown(client, "2027-01-11", "Surf day") == ["2027-01-11"]
+        assert days_shown(client, "2027-01-11", "Market day") == ["2027-01-13"]
+    assert len(activities(app)) == 2

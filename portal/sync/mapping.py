@@ -132,16 +132,28 @@ def activity_state(activity) -> ItemState:
 
 
 def without_orphans(state: ItemState) -> tuple[ItemState, dict[str, ExceptionState]]:
-    """The state minus exceptions whose occurrence the series no longer has, and those exceptions."""
+    """The state minus exceptions whose occurrence the series no longer has, and those exceptions.
+
+    Exceptions that change nothing (Google makes one when a guest answers for one occurrence only) are
+    left out too, so such an answer is not taken for an edit of the occurrence.
+    """
     if not state.exceptions:
         return state, {}
     alive = occurrence_keys_among(state.start, state.end, state.time_zone, state.recurrence, state.exceptions,
                                   all_day=state.all_day) if state.recurrence else set()
-    if len(alive) == len(state.exceptions):
+    kept = {k: v for k, v in state.exceptions.items() if k in alive and not is_plain(state, k, v)}
+    if len(kept) == len(state.exceptions):
         return state, {}
-    kept = {k: v for k, v in state.exceptions.items() if k in alive}
     orphans = {k: v for k, v in state.exceptions.items() if k not in alive}
     return replace(state, exceptions=FrozenMap(kept)), orphans
+
+
+def is_plain(state: ItemState, key: str, exc: ExceptionState) -> bool:
+    """Whether an exception leaves its occurrence exactly as the series has it."""
+    if exc.cancelled or exc.subject is not None or exc.description is not None or exc.location is not None:
+        return False
+    start, end = occurrence_times(state, key)
+    return exc.start in (None, start) and exc.end in (None, end)
 
 
 # ---------------------------------------------------------------- the Google side
