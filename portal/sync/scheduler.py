@@ -24,6 +24,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -99,10 +100,9 @@ class Claim:
 
 
 def allowed_organization_ids() -> list[int]:
-    from portal.sync.engine import sync_allowed
-
+    """Organizations whose sync may run: one query, the same rule as the engine's `sync_allowed`."""
     rows = db.session.scalars(select(GoogleIntegration).where(GoogleIntegration.enabled.is_(True))).all()
-    return [row.organization_id for row in rows if sync_allowed(row.organization)]
+    return [row.organization_id for row in rows if row.sync_allowed]
 
 
 def due_users_query(now: datetime, organization_ids: list[int]):
@@ -123,14 +123,16 @@ def due_users_query(now: datetime, organization_ids: list[int]):
     )
 
 
-def claim_due_users(limit: int, *, now: datetime | None = None) -> list[Claim]:
+def claim_due_users(limit: int, *, now: datetime | None = None,
+                    organization_ids: list[int] | None = None) -> list[Claim]:
     """Claim up to `limit` due users (longest-waiting first) and commit; no two callers get the same user."""
     from portal.sync.models import CalendarSync
 
     now = now or utcnow()
     if limit <= 0:
         return []
-    organization_ids = allowed_organization_ids()
+    if organization_ids is None:
+        organization_ids = allowed_organization_ids()
     if not organization_ids:
         db.session.commit()
         return []
@@ -276,6 +278,7 @@ class SyncScheduler:
         self._sequence = itertools.count(1)
         self._stopped = False
         self._polling = self._poll_again = False
+        self._swept = 0.0
         self._aps = BackgroundScheduler(timezone=UTC, executors={"default": TickExecutor(2)},
                                         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None})
 
@@ -327,9 +330,12 @@ class SyncScheduler:
             self._polling, self._poll_again = True, False
         try:
             with self.app.app_context():
-                self._sweep_outbox()
+                allowed = allowed_organization_ids()
+                if time.monotonic() - self._swept >= self.poll_seconds:  # wake-ups do not sweep again
+                    self._swept = time.monotonic()
+                    self._sweep_outbox(allowed)
                 while True:
-                    self._claim_and_submit()
+                    self._claim_and_submit(allowed)
                     with self._lock:
                         if not self._poll_again or self._stopped:
                             break
@@ -340,12 +346,12 @@ class SyncScheduler:
             with self._lock:
                 self._polling = False
 
-    def _claim_and_submit(self) -> None:
+    def _claim_and_submit(self, allowed: list[int]) -> None:
         with self._lock:
             free = self.threads - len(self._running)
-        if free <= 0 or self._stopped:
+        if free <= 0 or self._stopped or not allowed:
             return
-        claims = claim_due_users(min(free, self.batch_size), now=self.clock())
+        claims = claim_due_users(min(free, self.batch_size), now=self.clock(), organization_ids=allowed)
         for claim in claims:
             with self._lock:
                 self._running.add(claim.user_id)
@@ -368,11 +374,13 @@ class SyncScheduler:
             if was_full:  # there may be a backlog: do not wait for the next tick to fill the slot
                 self.wake()
 
-    def _sweep_outbox(self) -> None:
+    def _sweep_outbox(self, allowed: list[int]) -> None:
         """Push what changed in other processes (web processes without a scheduler) or was missed; an
         organization whose rows stay pending (items Google refuses) is tried once per interval, not per tick."""
         now = self.clock()
-        allowed = set(allowed_organization_ids())
+        allowed = set(allowed)
+        if not allowed:
+            return
         for organization_id, newest in pending_outbox().items():
             if organization_id not in allowed:
                 continue
