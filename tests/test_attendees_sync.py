@@ -233,6 +233,16 @@ def test_owner_outside_the_workspace_gets_a_syncing_participants_calendar(app, w
     assert activity.owner.email == "freelancer@acme.test"
     assert [u.email for u in activity.participants] == ["colleague@acme.test"]
 
+    # The organizer in Google drops the owner from the guests: the owner is never dropped.
+    colleague.patch(event["id"], attendees=[a for a in google["attendees"] if a["email"] != "freelancer@acme.test"])
+    run_sync("colleague")
+    [activity] = activities(app)
+    assert activity.owner.email == "freelancer@acme.test"
+    run_sync("colleague")
+    assert "freelancer@acme.test" in {a["email"] for a in colleague.get(event["id"])["attendees"]}
+    quiet = run_sync("colleague")
+    assert (quiet.google_updated, quiet.portal_updated) == (0, 0)
+
 
 def test_owner_outside_the_workspace_without_a_syncing_participant_says_why(app, world, connected, sync_on,
                                                                             run_sync, google_user, login_as):

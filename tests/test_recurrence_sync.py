@@ -295,17 +295,19 @@ def test_series_time_change_drops_exceptions_it_orphans_without_duplicates(app, 
 def test_this_and_following_split_in_google_becomes_two_series(app, world, connected, sync_on, run_sync,
                                                                google_user):
     sync_on("user")
+    make_activity(app, world["user"], subject="Planning", start=wall(FIRST).isoformat(),
+                  end=wall(FIRST, 10).isoformat(), time_zone=AMS, recurrence=["RRULE:FREQ=WEEKLY;COUNT=6"])
     run_sync("user")
     person = google_user("user@acme.test")
-    old = person.insert(summary="Planning", start=google_when(wall(FIRST)), end=google_when(wall(FIRST, 10)),
-                        recurrence=["RRULE:FREQ=WEEKLY;COUNT=6"])
-    run_sync("user")
+    old = only_event(person)
     # Google's "this and following" from the 4th occurrence: the old series ends before it, a new one starts.
     split = wall(FIRST + timedelta(days=21))
     until = (split.astimezone(UTC) - timedelta(seconds=1)).strftime("%Y%m%dT%H%M%SZ")
     person.patch(old["id"], recurrence=[f"RRULE:FREQ=WEEKLY;UNTIL={until}"])
+    # Google copies the series' private properties (the portal's activity id among them) onto the new one.
     new = person.insert(summary="Planning (new format)", start=google_when(wall(split.date(), 14)),
-                        end=google_when(wall(split.date(), 15)), recurrence=["RRULE:FREQ=WEEKLY;COUNT=3"])
+                        end=google_when(wall(split.date(), 15)), recurrence=["RRULE:FREQ=WEEKLY;COUNT=3"],
+                        extendedProperties=person.get(old["id"]).get("extendedProperties"))
     cycle = run_sync("user")
     assert (cycle.portal_created, cycle.portal_updated) == (1, 1)
     first, second = activities(app)
@@ -320,26 +322,35 @@ def test_this_and_following_split_in_google_becomes_two_series(app, world, conne
     assert links == {first.id: old["id"], second.id: new["id"]}
 
 
-def test_rdate_only_series_syncs_and_is_read_only_in_the_portal(app, world, connected, sync_on, run_sync,
-                                                                 google_user, login_as):
+@pytest.mark.parametrize(("lines", "count", "reason"), [
+    (["RDATE;TZID=Europe/Amsterdam:20270201T090000,20270315T090000"], 3, "list of dates (RDATE) only"),
+    (["RRULE:FREQ=DAILY;COUNT=10", "EXRULE:FREQ=DAILY;INTERVAL=2"], 5, "exclusion rule (EXRULE)"),
+    (["RRULE:FREQ=WEEKLY;COUNT=3", "RRULE:FREQ=MONTHLY;COUNT=3;BYMONTHDAY=20"], 6, "several repeat rules"),
+], ids=["rdate-only", "exrule", "two-rrules"])
+def test_rules_the_portal_cannot_edit_sync_and_are_read_only(app, world, connected, sync_on, run_sync, google_user,
+                                                              login_as, lines, count, reason):
     sync_on("user")
     run_sync("user")
     person = google_user("user@acme.test")
-    person.insert(summary="Board meetings", start=google_when(wall(FIRST)), end=google_when(wall(FIRST, 10)),
-                  recurrence=["RDATE;TZID=Europe/Amsterdam:20270201T090000,20270315T090000"])
+    event = person.insert(summary="Board meetings", start=google_when(wall(FIRST)), end=google_when(wall(FIRST, 10)),
+                          recurrence=lines)
     person.insert(summary="Ordinary", start=google_when(wall(FIRST, 12)), end=google_when(wall(FIRST, 13)))
     cycle = run_sync("user")
     assert cycle.status == "ok" and cycle.portal_created == 2
     board = next(a for a in activities(app) if a.subject == "Board meetings")
-    assert len(portal_occurrences(app, board.id)) == 3
-    html = login_as("user").get(f"/calendar/activities/{board.id}").get_data(as_text=True)
-    assert "list of dates (RDATE) only" in html and "<fieldset disabled" in html
-    refused = login_as("user").post(f"/calendar/activities/{board.id}", data={
+    assert len(portal_occurrences(app, board.id)) == count
+    assert portal_occurrences(app, board.id) == google_occurrences(person, event["id"])
+    client = login_as("user")
+    html = client.get(f"/calendar/activities/{board.id}").get_data(as_text=True)
+    assert reason in html and "<fieldset disabled" in html
+    refused = client.post(f"/calendar/activities/{board.id}", data={
         "subject": "Renamed", "start_date": "2027-01-04", "start_time": "09:00", "end_date": "2027-01-04",
         "end_time": "10:00", "time_zone": AMS, "freq": "CUSTOM", "recurrence_lines": "RRULE:FREQ=DAILY"})
-    assert refused.status_code == 422 and "list of dates (RDATE) only" in refused.get_data(as_text=True)
-    person.patch(only_event_named(person, "Board meetings")["id"], summary="Board meetings (2027)")
-    assert run_sync("user").portal_updated == 1
+    assert refused.status_code == 422 and reason in refused.get_data(as_text=True)
+    # Changes made in Google keep coming in, and nothing is written back.
+    person.patch(event["id"], summary="Board meetings (2027)")
+    changed = run_sync("user")
+    assert (changed.portal_updated, changed.google_updated) == (1, 0)
     assert any(a.subject == "Board meetings (2027)" for a in activities(app))
 
 

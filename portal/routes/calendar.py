@@ -420,9 +420,14 @@ def delete(activity_id: int):
             return after_change(f"Deleted the occurrence of {occurrence_label(activity, occurrence)} of "
                                 f"“{activity.subject}”.")
         if key != first_key(activity):
-            old_lines, _ = split_recurrence(activity.recurrence, activity.start_date if activity.all_day
-                                            else activity.start_at, activity.time_zone, key,
-                                            all_day=activity.all_day)
+            try:
+                old_lines, _ = split_recurrence(activity.recurrence, activity.start_date if activity.all_day
+                                                else activity.start_at, activity.time_zone, key,
+                                                all_day=activity.all_day)
+            except RecurrenceError as exc:
+                db.session.rollback()
+                return render_form(occurrence_to_form(activity, occurrence, current_user), {"recurrence": str(exc)},
+                                   activity, status=422, occurrence=occurrence)
             activity.recurrence = old_lines
             activity.drop_orphan_exceptions()
             db.session.commit()

@@ -393,8 +393,7 @@ def _pulled_item(cycle: Cycle, event_id: str, event: dict, link: SyncLink | None
     except MappingError as exc:
         _item_problem(cycle, link, google_event_id=event_id, message=f"Google event not synced: {exc}")
         return None
-    if orphans and organizer in cycle.users_by_email:
-        cycle.orphans[event_id] = {"calendar": organizer, "keys": orphans}
+    _note_orphans(cycle, event_id, organizer, orphans, base)
     props = event.get("extendedProperties") if isinstance(event.get("extendedProperties"), dict) else {}
     props = props.get("private") if isinstance(props.get("private"), dict) else {}
     cycle.events[event_id] = EventInfo(
@@ -439,13 +438,22 @@ def _adopt_reserved_events(cycle: Cycle, items: dict[str, core.GoogleItem]) -> N
             activity_id = int(info.activity_property)
             activity = db.session.get(Activity, activity_id)
             taken = db.session.scalar(select(SyncLink).where(SyncLink.activity_id == activity_id))
-            if activity is not None and activity.organization_id == cycle.organization.id and taken is None:
+            # Google copies private properties onto the new series of a "this and following" split: only an
+            # event with an id the portal itself chose for that activity is the activity's own.
+            if activity is not None and activity.organization_id == cycle.organization.id and taken is None \
+                    and not activity.is_deleted and _chosen_for(cycle, activity_id, event_id):
                 link = SyncLink(organization_id=cycle.organization.id, activity_id=activity_id,
                                 google_event_id=event_id, calendar_email=info.organizer, origin="portal",
                                 confirmed=True, generation=0)
                 db.session.add(link)
                 db.session.flush()
                 cycle.links[link.id] = link
+
+
+def _chosen_for(cycle: Cycle, activity_id: int, event_id: str, generations: int = 32) -> bool:
+    namespace = cycle.organization.uid
+    return any(core.event_id_for(activity_id, namespace=namespace, generation=g) == event_id
+               for g in range(generations))
 
 
 def _load_links(cycle: Cycle, *, google_ids=(), activity_ids=()) -> None:
@@ -533,9 +541,14 @@ def _fill_missing_sides(cycle: Cycle, portal_items, google_items) -> None:
             if activity is not None:
                 cycle.activities[activity.id] = activity
                 cycle.activity_versions[activity.id] = activity.version
-                portal_items[activity.id] = (core.PortalItem(None, activity.deleted_at) if activity.is_deleted else
-                                             core.PortalItem(activity_state(activity), activity.updated_at,
-                                                             is_eligible(activity, cycle.syncing)))
+                try:
+                    portal_items[activity.id] = (
+                        core.PortalItem(None, activity.deleted_at) if activity.is_deleted else
+                        core.PortalItem(activity_state(activity), activity.updated_at,
+                                        is_eligible(activity, cycle.syncing)))
+                except ValueError as exc:
+                    _item_problem(cycle, link, activity_id=activity.id, message=f"Activity not synced: {exc}")
+                    continue
         if link.google_event_id not in google_items:
             item = _fetch_google_item(cycle, link)
             if item is not None:
@@ -565,8 +578,8 @@ def _fetch_google_item(cycle: Cycle, link: SyncLink) -> core.GoogleItem | None:
     except MappingError as exc:
         _item_problem(cycle, link, google_event_id=link.google_event_id, message=f"Google event not synced: {exc}")
         return None
-    if orphans:
-        cycle.orphans[link.google_event_id] = {"calendar": link.calendar_email, "keys": orphans}
+    _note_orphans(cycle, link.google_event_id, link.calendar_email, orphans,
+                  state_from_json(link.base_state) if link.base_state else None)
     organizer = str((event.get("organizer") or {}).get("email") or link.calendar_email).lower()
     cycle.events[link.google_event_id] = EventInfo(
         organizer=organizer, external=external_attendees(event, set(cycle.users_by_email)),
@@ -574,6 +587,19 @@ def _fetch_google_item(cycle: Cycle, link: SyncLink) -> core.GoogleItem | None:
         responses=attendee_responses(event))
     cycle.google_states[link.google_event_id] = state
     return core.GoogleItem(state, modified, event.get("etag"))
+
+
+def _note_orphans(cycle: Cycle, event_id: str, calendar: str, orphans: dict, base: core.ItemState | None) -> None:
+    """Remember the occurrences to remove from Google because its series no longer has them.
+
+    Only exceptions both sides agreed on before, orphaned by a change of the series since: an occurrence
+    Google lists that the portal's reading of the rule never had is left alone rather than deleted.
+    """
+    if base is None or calendar not in cycle.users_by_email:
+        return
+    agreed = {key: exc for key, exc in orphans.items() if key in base.exceptions}
+    if agreed:
+        cycle.orphans[event_id] = {"calendar": calendar, "keys": agreed}
 
 
 def _is_pullers(cycle: Cycle, exc: GoogleError) -> bool:
@@ -729,8 +755,9 @@ def _google_writes(cycle: Cycle, actions: list) -> dict:
     batch_size = int(config.get("SYNC_BATCH_SIZE", 50))
     writes = []
     refused = {}
+    by_event = {link.google_event_id: link for link in cycle.links.values() if link.google_event_id}
     for index, action in enumerate(actions):
-        if isinstance(action, core.UpdateEvent) and _organized_elsewhere(cycle, action.google_id):
+        if isinstance(action, core.UpdateEvent) and _organized_elsewhere(cycle, action.google_id, by_event):
             # Google refuses changes to an event organized outside the organization: do not even ask.
             refused[index] = error_for("not_organizer", status=403, reason="forbiddenForNonOrganizer")
             continue
@@ -762,12 +789,12 @@ def _google_writes(cycle: Cycle, actions: list) -> dict:
     return results
 
 
-def _organized_elsewhere(cycle: Cycle, google_id) -> bool:
+def _organized_elsewhere(cycle: Cycle, google_id, by_event: dict) -> bool:
     """Whether the event's organizer is outside the organization (only they can change it)."""
     info = cycle.events.get(google_id)
     if info is not None:
         return info.organizer not in cycle.users_by_email
-    link = next((link for link in cycle.links.values() if link.google_event_id == google_id), None)
+    link = by_event.get(google_id)
     activity = cycle.activities.get(link.activity_id) if link is not None and link.activity_id else None
     organizer = (activity.google_organizer or "").lower() if activity is not None else ""
     return bool(organizer) and organizer not in cycle.users_by_email
@@ -1261,6 +1288,11 @@ def _update_activity(cycle: Cycle, action) -> None:
     if isinstance(action, core.RestoreActivity):
         activity.deleted_at = None
     _assign(cycle, activity, action.state)
+    if activity.owner.email.lower() not in action.state.participants:
+        # Only a participant organizing for an owner Google does not know can drop the owner from the guests.
+        # The owner stays the owner, and a pending change puts them back on the guest list in Google.
+        db.session.add(ChangeRecord(organization_id=activity.organization_id, activity_id=activity.id,
+                                    action="update", origin="portal"))
     cycle.row.portal_updated += 1
     cycle.journal("restored" if isinstance(action, core.RestoreActivity) else "updated", activity_id=activity.id,
                   side="portal", before=before, after=state_to_json(action.state))
