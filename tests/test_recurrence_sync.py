@@ -517,3 +517,25 @@ def test_all_day_series_stay_on_their_days_ten_hours_behind_and_thirteen_ahead(a
         assert days_shown(client, "2027-01-11", "Surf day") == ["2027-01-11"]
         assert days_shown(client, "2027-01-11", "Market day") == ["2027-01-13"]
     assert len(activities(app)) == 2
+
+
+def test_rules_the_portal_refuses_are_item_errors_and_the_cycle_goes_on(app, world, connected, sync_on, run_sync,
+                                                                        google_user, login_as):
+    sync_on("user")
+    run_sync("user")
+    person = google_user("user@acme.test")
+    for n, lines in enumerate((["RRULE:FREQ=WEEKLY;COUNT=3", "EXDATE;TZID=Mars/Olympus:20270111T090000"],
+                               ["RRULE:FREQ=WEEKLY;BYDAY=2MO;COUNT=3"])):
+        person.insert(summary=f"Odd {n}", start=google_when(wall(FIRST, 8 + n)), end=google_when(wall(FIRST, 9 + n)),
+                      recurrence=lines)
+    person.insert(summary="Fine", start=google_when(wall(FIRST, 12)), end=google_when(wall(FIRST, 13)),
+                  recurrence=["RRULE:FREQ=WEEKLY;COUNT=3"])
+    cycle = run_sync("user")
+    assert cycle.status == "partial" and cycle.errors == 2
+    assert [a.subject for a in activities(app)] == ["Fine"]
+    with app.app_context():
+        messages = sorted(e.message for e in db.session.scalars(
+            select(SyncJournalEntry).where(SyncJournalEntry.kind == "error")))
+    assert "Unknown time zone 'Mars/Olympus'" in messages[0] + messages[1]
+    assert "need FREQ=MONTHLY or YEARLY" in messages[0] + messages[1]
+    assert run_sync("user").status == "ok"  # reported once, not every cycle
