@@ -426,3 +426,28 @@ def test_the_scheduler_starts_with_the_first_request_when_enabled(app, world, co
         assert scheduling(app).scheduler is first
     finally:
         scheduling(app).stop()
+
+
+def test_the_worker_command_syncs_until_told_to_stop(app, world, connected, sync_on):
+    """`flask --app portal worker` as its own process, on the same (SQLite) database as this test."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    sync_on("user")
+    login(app, "user").get("/")
+    env = {**os.environ, "PORTAL_SQLALCHEMY_DATABASE_URI": app.config["SQLALCHEMY_DATABASE_URI"],
+           "PORTAL_SECRET_KEY": "test-secret", "PORTAL_ENCRYPTION_KEY": app.config["ENCRYPTION_KEY"],
+           "PORTAL_GOOGLE_TOKEN_URI": connected.token_uri, "PORTAL_GOOGLE_API_ENDPOINT": connected.api_endpoint,
+           "PORTAL_GOOGLE_BATCH_URI": connected.batch_uri, "PORTAL_SYNC_POLL_SECONDS": "0.2"}
+    worker = subprocess.Popen([sys.executable, "-m", "flask", "--app", "portal", "worker", "--threads", "1",
+                               "--id", "test-worker"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert wait_for(lambda: finished_cycles(app, world["user"]) >= 1, timeout=20), \
+            worker.stdout.read1().decode() if worker.poll() is not None else "no cycle"
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        output = worker.communicate(timeout=20)[0].decode()
+    assert worker.returncode == 0, output
+    assert "Sync worker test-worker (threads: 1)" in output and "Stopping" in output
