@@ -257,6 +257,17 @@ def test_exception_survives_a_series_title_change_on_either_side(app, world, con
     assert moved.astimezone(UTC) in [start for start, _ in shown]
     assert len(portal_occurrences(app, activity_id)) == 4
 
+    # A longer series keeps the occurrence it still has, on both sides.
+    edit(app, activity_id, lambda a: setattr(a, "recurrence", ["RRULE:FREQ=WEEKLY;COUNT=6"]))
+    run_sync("user")
+    person.patch(event["id"], location="Room 7")
+    run_sync("user")
+    shown = portal_occurrences(app, activity_id)
+    assert len(shown) == 6 and moved.astimezone(UTC) in [start for start, _ in shown]
+    assert shown == google_occurrences(person, event["id"])
+    [activity] = activities(app)
+    assert [e.original_start for e in activity.exceptions] == [key] and activity.location == "Room 7"
+
 
 @pytest.mark.parametrize("side", ["portal", "google"])
 def test_series_time_change_drops_exceptions_it_orphans_without_duplicates(app, world, connected, sync_on,
