@@ -451,3 +451,17 @@ def test_the_worker_command_syncs_until_told_to_stop(app, world, connected, sync
         output = worker.communicate(timeout=20)[0].decode()
     assert worker.returncode == 0, output
     assert "Sync worker test-worker (threads: 1)" in output and "Stopping" in output
+
+
+def test_a_switched_off_organization_pushes_nothing_and_journals_nothing(app, world, connected, sync_on, clock):
+    app.config["SYNC_PUSH_INLINE"] = True
+    sync_on("user")
+    with app.app_context():
+        db.session.execute(update(GoogleIntegration).values(enabled=False))
+        db.session.commit()
+    before = connected.stats()["requests_total"]
+    make_activity(app, world["user"], subject="Offline", start=at(), end=at(1))
+    assert connected.stats()["requests_total"] == before
+    with app.app_context():
+        assert db.session.scalar(select(func.count(SyncCycle.id))) == 0
+        assert db.session.scalar(select(func.count()).where(ChangeRecord.processed_at.is_(None))) == 1

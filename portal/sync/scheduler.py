@@ -105,6 +105,11 @@ def allowed_organization_ids() -> list[int]:
     return [row.organization_id for row in rows if row.sync_allowed]
 
 
+def organization_allowed(organization_id: int) -> bool:
+    row = db.session.scalar(select(GoogleIntegration).where(GoogleIntegration.organization_id == organization_id))
+    return row is not None and row.sync_allowed
+
+
 def due_users_query(now: datetime, organization_ids: list[int]):
     from portal.sync.models import CalendarSync
 
@@ -425,7 +430,9 @@ class SyncScheduler:
             busy = False
             try:
                 with self.app.app_context():
-                    busy = engine.push_pending(organization_id, trigger=trigger, owner=self._owner()) is None
+                    # A switched-off organization's edits are not even journaled as skipped pushes.
+                    if organization_allowed(organization_id):
+                        busy = engine.push_pending(organization_id, trigger=trigger, owner=self._owner()) is None
             except Exception:
                 log.exception("Pushing the outbox of organization %s failed", organization_id)
             with self._lock:

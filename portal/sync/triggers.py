@@ -225,13 +225,15 @@ def _stop_channels(user_id: int) -> None:
 def _run_inline(app, pending: Pending) -> None:
     """Push now, in this thread, with a session of its own (the committing one is finishing)."""
     from portal.sync import engine
+    from portal.sync.scheduler import organization_allowed
 
     _local.active = True
     try:
         for organization_id in sorted(pending.organizations):
             with app.app_context():
                 try:
-                    engine.push_pending(organization_id, trigger="change")
+                    if organization_allowed(organization_id):
+                        engine.push_pending(organization_id, trigger="change")
                 except Exception:
                     log.exception("In-line push of organization %s failed", organization_id)
         if app.config.get("PUBLIC_BASE_URL"):
