@@ -512,6 +512,15 @@ def test_all_day_series_stay_on_their_days_ten_hours_behind_and_thirteen_ahead(a
     run_sync("sione")
     run_sync("hana")
     run_sync("sione")
+    for who in ("hana", "sione"):
+        quiet = run_sync(who)
+        assert (quiet.portal_updated, quiet.google_updated) == (0, 0)
+    # Each guest's copy of an all-day event reads the same, whatever their calendar's zone.
+    surf_event = next(e for e in google_user("hana@acme.test").live() if e["summary"] == "Surf day")
+    google_user("hana@acme.test").patch(surf_event["id"], location="North shore")
+    assert run_sync("sione").portal_updated == 1
+    assert run_sync("hana").portal_updated == 0
+    assert next(a for a in activities(app) if a.subject == "Surf day").time_zone == "Pacific/Honolulu"
     surf = next(a for a in activities(app) if a.subject == "Surf day")
     assert (surf.all_day, surf.start_date.isoformat(), surf.end_date.isoformat()) == (True, "2027-01-04", "2027-01-05")
     assert [u.email for u in surf.participants] == ["sione@acme.test"]

@@ -383,13 +383,12 @@ def _pulled_item(cycle: Cycle, event_id: str, event: dict, link: SyncLink | None
         return core.GoogleItem(None, modified)
     if someone_elses and any(i.get("status") == "cancelled" for i in instances if isinstance(i, dict)):
         return _fetch_google_item(cycle, link)
-    base = None
-    if link is not None and link.base_state and not first_sync:
-        base = state_from_json(link.base_state)
+    known = state_from_json(link.base_state) if link is not None and link.base_state else None
+    base = None if first_sync else known
     orphans: dict = {}
     try:
-        state_now = event_state(event, instances, set(cycle.users_by_email), calendar_time_zone=zone, base=base,
-                                orphans=orphans)
+        state_now = event_state(event, instances, set(cycle.users_by_email), base=base, orphans=orphans,
+                                calendar_time_zone=known.time_zone if known is not None else zone)
     except MappingError as exc:
         _item_problem(cycle, link, google_event_id=event_id, message=f"Google event not synced: {exc}")
         return None
@@ -573,13 +572,14 @@ def _fetch_google_item(cycle: Cycle, link: SyncLink) -> core.GoogleItem | None:
     if event.get("status") == "cancelled":
         return core.GoogleItem(None, modified)
     orphans: dict = {}
+    base = state_from_json(link.base_state) if link.base_state else None
     try:
-        state = event_state(event, instances, set(cycle.users_by_email), orphans=orphans)
+        state = event_state(event, instances, set(cycle.users_by_email), orphans=orphans,
+                            calendar_time_zone=base.time_zone if base is not None else "UTC")
     except MappingError as exc:
         _item_problem(cycle, link, google_event_id=link.google_event_id, message=f"Google event not synced: {exc}")
         return None
-    _note_orphans(cycle, link.google_event_id, link.calendar_email, orphans,
-                  state_from_json(link.base_state) if link.base_state else None)
+    _note_orphans(cycle, link.google_event_id, link.calendar_email, orphans, base)
     organizer = str((event.get("organizer") or {}).get("email") or link.calendar_email).lower()
     cycle.events[link.google_event_id] = EventInfo(
         organizer=organizer, external=external_attendees(event, set(cycle.users_by_email)),

@@ -259,7 +259,10 @@ def event_state(
     all_day = not isinstance(start, datetime)
     if all_day != (not isinstance(end, datetime)):
         raise MappingError("the event mixes a date with a date and time")
-    zone = _zone_name((event.get("start") or {}).get("timeZone"), calendar_time_zone)
+    # An all-day event has no zone in Google (or one copy's calendar zone, which differs between guests):
+    # the zone the item already has is kept, so reading another guest's copy changes nothing.
+    fallback = base.time_zone if base is not None else calendar_time_zone
+    zone = _zone_name((event.get("start") or {}).get("timeZone"), fallback)
     recurrence = event.get("recurrence") or []
     if not isinstance(recurrence, list) or not all(isinstance(line, str) for line in recurrence):
         raise MappingError("the event's recurrence is not a list of RFC 5545 lines")
