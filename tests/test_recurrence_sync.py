@@ -559,3 +559,27 @@ def test_rules_the_portal_refuses_are_item_errors_and_the_cycle_goes_on(app, wor
     assert "Unknown time zone 'Mars/Olympus'" in messages[0] + messages[1]
     assert "need FREQ=MONTHLY or YEARLY" in messages[0] + messages[1]
     assert run_sync("user").status == "ok"  # reported once, not every cycle
+
+
+def test_full_resync_keeps_occurrences_edited_before_its_window(app, world, connected, sync_on, run_sync,
+                                                                google_user):
+    sync_on("user")
+    run_sync("user")
+    person = google_user("user@acme.test")
+    first = datetime.now(UTC).astimezone(ZoneInfo(AMS)).date() - timedelta(days=63)
+    series = person.insert(summary="Long running", start=google_when(wall(first)), end=google_when(wall(first, 10)),
+                           recurrence=["RRULE:FREQ=WEEKLY"])
+    old_key = wall(first + timedelta(days=7)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    person.patch(f"{series['id']}_{old_key}", summary="Long running (offsite)")
+    recent_key = wall(first + timedelta(days=56)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    person.delete(f"{series['id']}_{recent_key}")
+    run_sync("user")
+    [activity] = activities(app)
+    assert sorted(e.original_start for e in activity.exceptions) == sorted([old_key, recent_key])
+
+    connected.control("POST", "/faults", {"kind": "expire_sync_tokens", "user": "user@acme.test"})
+    cycle = run_sync("user")
+    assert cycle.status == "ok" and (cycle.portal_updated, cycle.google_updated) == (0, 0)
+    [activity] = activities(app)
+    exceptions = {e.original_start: e for e in activity.exceptions}
+    assert exceptions[old_key].subject == "Long running (offsite)" and exceptions[recent_key].cancelled

@@ -20,6 +20,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm.exc import StaleDataError
@@ -59,6 +60,7 @@ from portal.sync.mapping import (
     instance_body,
     instance_id,
     instance_reset_body,
+    occurrence_times,
     state_from_json,
     state_to_json,
 )
@@ -384,7 +386,7 @@ def _pulled_item(cycle: Cycle, event_id: str, event: dict, link: SyncLink | None
     if someone_elses and any(i.get("status") == "cancelled" for i in instances if isinstance(i, dict)):
         return _fetch_google_item(cycle, link)
     known = state_from_json(link.base_state) if link is not None and link.base_state else None
-    base = None if first_sync else known
+    base = _outside_the_window(known) if first_sync else known
     orphans: dict = {}
     try:
         state_now = event_state(event, instances, set(cycle.users_by_email), base=base, orphans=orphans,
@@ -587,6 +589,33 @@ def _fetch_google_item(cycle: Cycle, link: SyncLink) -> core.GoogleItem | None:
         responses=attendee_responses(event))
     cycle.google_states[link.google_event_id] = state
     return core.GoogleItem(state, modified, event.get("etag"))
+
+
+def _outside_the_window(known: core.ItemState | None) -> core.ItemState | None:
+    """What a windowed full listing cannot show of a known series: its exceptions from before the window.
+
+    A first sync (a colleague switching on, or Google's 410) lists the last 30 days only; an occurrence
+    edited before that is not gone, it is just not listed, so the agreed exception is kept.
+    """
+    if known is None or not known.exceptions:
+        return None
+    window_start = utcnow() - timedelta(days=FIRST_SYNC_DAYS)
+    earlier = {}
+    for key, exc in known.exceptions.items():
+        try:
+            original, _ = occurrence_times(known, key)
+        except ValueError:
+            continue
+        ends = [original, exc.end] if exc.end is not None else [original]
+        if all(_as_instant(moment, known.time_zone) < window_start for moment in ends):
+            earlier[key] = exc
+    return replace(known, exceptions=core.FrozenMap(earlier)) if earlier else None
+
+
+def _as_instant(moment, time_zone: str) -> datetime:
+    if isinstance(moment, datetime):
+        return moment
+    return datetime.combine(moment, datetime.min.time(), tzinfo=ZoneInfo(time_zone))
 
 
 def _note_orphans(cycle: Cycle, event_id: str, calendar: str, orphans: dict, base: core.ItemState | None) -> None:
