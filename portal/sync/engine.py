@@ -64,8 +64,8 @@ from portal.sync.mapping import (
     state_from_json,
     state_to_json,
 )
-from portal.sync.recurrence import occurrence_keys_among
 from portal.sync.models import CalendarSync, Lease, SyncCycle, SyncJournalEntry, SyncLink
+from portal.sync.recurrence import occurrence_keys_among
 
 log = logging.getLogger(__name__)
 
@@ -1212,8 +1212,8 @@ def _jsonable(value):
     if hasattr(value, "isoformat"):
         return value.isoformat()
     if isinstance(value, core.ExceptionState):
-        return {"cancelled": value.cancelled, "subject": value.subject, "location": value.location,
-                "start": _jsonable(value.start), "end": _jsonable(value.end)}
+        return {"cancelled": value.cancelled, "subject": value.subject, "description": value.description,
+                "location": value.location, "start": _jsonable(value.start), "end": _jsonable(value.end)}
     return str(value)
 
 
