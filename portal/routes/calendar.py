@@ -166,8 +166,12 @@ def google_details(activity: Activity | None) -> dict:
     organizer = (activity.google_organizer or "").lower()
     stand_in = activity.organization.user_by_email(organizer) if organizer else None
     if linked and stand_in is not None and stand_in.id != activity.owner_id:
-        note = (f"In Google Calendar this item is in the calendar of {stand_in.name} ({stand_in.email}), its "
-                f"organizer there: the owner {activity.owner.email} is not a user of the Google Workspace.")
+        note = f"In Google Calendar this item is in the calendar of {stand_in.name} ({stand_in.email}), its organizer there"
+        # The sync says why when it put the item there itself; an owner changed later is just another owner.
+        placed = db.session.scalar(select(SyncJournalEntry.id).where(
+            SyncJournalEntry.activity_id == activity.id, SyncJournalEntry.kind == "created",
+            SyncJournalEntry.message.like("%is not a user of the Google Workspace%")).limit(1))
+        note += f": the owner {activity.owner.email} is not a user of the Google Workspace." if placed else "."
     return {"answers": answers if linked else [], "guests": guests, "organizer_note": note,
             "answer_labels": ANSWERS}
 
