@@ -450,7 +450,7 @@ def test_the_worker_command_syncs_until_told_to_stop(app, world, connected, sync
         worker.send_signal(signal.SIGTERM)
         output = worker.communicate(timeout=20)[0].decode()
     assert worker.returncode == 0, output
-    assert "Sync worker test-worker (threads: 1)" in output and "Stopping" in output
+    assert "Sync worker test-worker (threads: 1, SQLite: one job at a time)" in output and "Stopping" in output
 
 
 def test_a_switched_off_organization_pushes_nothing_and_journals_nothing(app, world, connected, sync_on, clock):

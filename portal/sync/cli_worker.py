@@ -30,7 +30,8 @@ def worker(threads, worker_id):
         signal.signal(signum, lambda *_: stop.set())
     state = scheduling(app)
     scheduler = state.start(worker_id=worker_id)
-    click.echo(f"Sync worker {scheduler.worker_id} (threads: {scheduler.threads}): a cycle every "
+    threads = f"threads: {scheduler.threads}" + (", SQLite: one job at a time" if scheduler.serial else "")
+    click.echo(f"Sync worker {scheduler.worker_id} ({threads}): a cycle every "
                f"{app.config['SYNC_INTERVAL_SECONDS']} s per logged-in user. Stop with Ctrl+C.")
     stop.wait()
     click.echo("Stopping: letting running cycles finish.")

@@ -270,15 +270,20 @@ class SyncScheduler:
         self.clock = clock
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         config = app.config
-        self.threads = max(1, int(config["SYNC_WORKER_THREADS"]))
+        # SQLite has one writer at a time, and a cycle writes between its Google calls: parallel jobs
+        # would only wait for each other's locks (and time out). There, all sync work runs one at a time.
+        self.serial = str(config["SQLALCHEMY_DATABASE_URI"]).startswith("sqlite")
+        self.threads = 1 if self.serial else max(1, int(config["SYNC_WORKER_THREADS"]))
         self.batch_size = max(1, int(config["SYNC_CLAIM_BATCH_SIZE"]))
         self.poll_seconds = float(config["SYNC_POLL_SECONDS"])
         self.interval = float(config["SYNC_INTERVAL_SECONDS"])
         self._cycles = ThreadPoolExecutor(self.threads, thread_name_prefix="sync-cycle")
-        self._pushes = ThreadPoolExecutor(max(1, int(config["SYNC_PUSH_THREADS"])), thread_name_prefix="sync-push")
+        self._pushes = self._cycles if self.serial else ThreadPoolExecutor(
+            max(1, int(config["SYNC_PUSH_THREADS"])), thread_name_prefix="sync-push")
         self._lock = threading.Lock()
         self._running: set[int] = set()
         self._push_state: dict[int, str] = {}  # organization -> "running" | "again"
+        self._after_push: dict[int, list[Callable]] = {}
         self._outbox_seen: dict[int, tuple[int, datetime]] = {}  # organization -> (newest change, when)
         self._sequence = itertools.count(1)
         self._stopped = False
@@ -408,11 +413,14 @@ class SyncScheduler:
                 db.session.rollback()
 
     # -- triggers from this process ----------------------------------------------------------------
-    def request_push(self, organization_id: int, *, trigger: str = "change") -> None:
-        """Push the organization's outbox soon; requests while a push runs are folded into one more run."""
+    def request_push(self, organization_id: int, *, trigger: str = "change", then: Callable | None = None) -> None:
+        """Push the organization's outbox soon; requests while a push runs are folded into one more run.
+        `then` runs (in an app context) once the push is done."""
         with self._lock:
             if self._stopped:
                 return
+            if then is not None:
+                self._after_push.setdefault(organization_id, []).append(then)
             if organization_id in self._push_state:
                 self._push_state[organization_id] = "again"
                 return
@@ -441,7 +449,10 @@ class SyncScheduler:
                     self._push_state[organization_id] = "running"
                     continue
                 self._push_state.pop(organization_id, None)
+                follow_ups = self._after_push.pop(organization_id, [])
             break
+        for follow_up in follow_ups:
+            self._in_context(follow_up)
         if busy and not self._stopped:
             # Another worker holds the outbox and may have read it before our commit: ask again shortly.
             retry = datetime.now(UTC) + timedelta(seconds=float(self.app.config["SYNC_BUSY_RETRY_SECONDS"]))
@@ -453,19 +464,18 @@ class SyncScheduler:
 
     def submit(self, function: Callable, *args) -> None:
         """Run `function(*args)` in an app context on the push pool (small trigger work off the request)."""
-
-        def job():
-            with self.app.app_context():
-                try:
-                    function(*args)
-                except Exception:
-                    log.exception("Sync trigger %s failed", getattr(function, "__name__", function))
-                    db.session.rollback()
-
         try:
-            self._pushes.submit(job)
+            self._pushes.submit(self._in_context, function, *args)
         except RuntimeError:
             pass
+
+    def _in_context(self, function: Callable, *args) -> None:
+        with self.app.app_context():
+            try:
+                function(*args)
+            except Exception:
+                log.exception("Sync trigger %s failed", getattr(function, "__name__", function))
+                db.session.rollback()
 
 
 # ---------------------------------------------------------------------------------------------------

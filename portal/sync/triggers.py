@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
+from functools import partial
 
 from flask import current_app, g, has_app_context, has_request_context, request
 from flask_login import current_user, user_logged_out
@@ -179,20 +180,24 @@ def _dispatch(session: Session) -> None:
     if state is None:
         return
     app = current_app._get_current_object()
+    # The involved users are made due once the push is done: their cycles would otherwise push the same
+    # items at the same time as the outbox push does.
     if state.scheduler is not None and state.scheduler.running:
         scheduler = state.scheduler
-        scheduler.submit(_make_involved_due, pending, state.clock())
-        for organization_id in pending.organizations:
+        first, *others = sorted(pending.organizations) or [None]
+        if first is not None:
+            scheduler.request_push(first, then=partial(_make_involved_due, pending, state.clock()))
+        for organization_id in others:
             scheduler.request_push(organization_id)
         for user_id in pending.switched_off:
             scheduler.submit(_stop_channels, user_id)
         return
-    # No scheduler here: the session cannot run SQL any more, so a connection of its own marks the
-    # users due; workers elsewhere pick them (and the outbox) up.
-    with db.engine.begin() as connection:
-        _make_involved_due(pending, state.clock(), connection=connection)
     if app.config.get("SYNC_PUSH_INLINE") and not getattr(_local, "active", False):
         _run_inline(app, pending)
+    # No scheduler here: the committing session cannot run SQL any more, so a connection of its own marks
+    # the users due; workers elsewhere pick them (and the outbox) up.
+    with db.engine.begin() as connection:
+        _make_involved_due(pending, state.clock(), connection=connection)
 
 
 def _involved_users(pending: Pending, connection=None) -> set[int]:
