@@ -201,3 +201,33 @@ def test_portal_change_is_not_pulled_back(app, world, connected, sync_on, run_sy
     assert echo.portal_updated == 0
     with app.app_context():
         assert db.session.get(Activity, activity_id).version == version
+
+
+def test_cycle_cut_short_by_a_killed_worker_is_closed_by_the_next(app, world, connected, sync_on, run_sync):
+    sync_on("user")
+    with app.app_context():
+        db.session.add(SyncCycle(organization_id=world["acme"], user_id=world["user"], status="running"))
+        db.session.commit()
+    run_sync("user")
+    with app.app_context():
+        statuses = [c.status for c in db.session.scalars(select(SyncCycle).order_by(SyncCycle.id))]
+    assert statuses == ["failed", "ok"]
+
+
+def test_activity_linked_by_another_worker_meanwhile_is_left_to_that_link(app, world, connected):
+    from portal.models import GoogleIntegration, Organization
+    from portal.sync.engine import Cycle, _new_portal_link
+
+    activity_id = make_activity(app, world["user"], start=at(), end=at(1))
+    with app.app_context():
+        organization = db.session.get(Organization, world["acme"])
+        integration = db.session.scalars(select(GoogleIntegration)).one()
+        cycle = Cycle(organization=organization, integration=integration,
+                      row=SyncCycle(organization_id=organization.id))
+        activity = db.session.get(Activity, activity_id)
+        db.session.add(SyncLink(organization_id=organization.id, activity_id=activity_id, calendar_email="x",
+                                origin="portal", generation=0, confirmed=False))
+        db.session.commit()
+        assert _new_portal_link(cycle, activity) is None
+        assert activity_id in cycle.failed_portal
+        assert db.session.scalars(select(SyncLink)).all()  # the other worker's link is untouched

@@ -18,11 +18,13 @@ import socket
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
 from portal.changes import changed_by
@@ -134,6 +136,51 @@ class EventInfo:
     responses: dict = field(default_factory=dict)
 
 
+class OrganizationUsers(Mapping):
+    """An organization's active users by e-mail, read when asked for.
+
+    A cycle meets a handful of an organization's users (organizers, attendees, owners), and an organization
+    may have tens of thousands: reading them all every cycle would make each cycle cost the size of the
+    organization. Iteration covers only the users read so far.
+    """
+
+    def __init__(self, organization_id: int):
+        self._organization_id = organization_id
+        self._found: dict[str, User] = {}
+        self._absent: set[str] = set()
+
+    def prefetch(self, emails) -> None:
+        wanted = {str(e).strip().lower() for e in emails if e} - self._found.keys() - self._absent
+        for chunk in _chunks(wanted):
+            for user in db.session.scalars(select(User).where(User.organization_id == self._organization_id,
+                                                              User.email.in_(chunk), User.active.is_(True))):
+                self._found[user.email] = user
+        self._absent |= wanted - self._found.keys()
+
+    def __getitem__(self, email: str) -> User:
+        email = str(email).strip().lower()
+        if email not in self._found and email not in self._absent:
+            self.prefetch([email])
+        return self._found[email]
+
+    def __iter__(self):
+        return iter(self._found)
+
+    def __len__(self) -> int:
+        return len(self._found)
+
+
+def _event_emails(events) -> set[str]:
+    emails = set()
+    for event in events:
+        if not isinstance(event, dict):
+            continue
+        for person in [event.get("organizer"), event.get("creator"), *(event.get("attendees") or [])]:
+            if isinstance(person, dict) and person.get("email"):
+                emails.add(str(person["email"]).lower())
+    return emails
+
+
 @dataclass
 class Cycle:
     """The working memory of one run: never shared between runs or threads."""
@@ -144,7 +191,7 @@ class Cycle:
     puller: User | None = None
     clients: dict[str, CalendarClient] = field(default_factory=dict)
     key: object = None
-    users_by_email: dict[str, User] = field(default_factory=dict)
+    users_by_email: OrganizationUsers = None  # type: ignore[assignment]
     syncing: set[int] = field(default_factory=set)
     links: dict[int, SyncLink] = field(default_factory=dict)
     activities: dict[int, Activity] = field(default_factory=dict)
@@ -200,13 +247,19 @@ def run_user_cycle(user_id: int, *, trigger: str = "scheduler", owner: str | Non
         return None
     owner = owner or worker_name()
     lease = f"user:{user_id}"
-    if not Lease.acquire(lease, owner, LEASE_SECONDS):
+    if not Lease.acquire(lease, owner, _lease_seconds()):
         return None
     try:
         return _run(user.organization, trigger, puller=user)
     finally:
         db.session.rollback()
         Lease.release(lease, owner)
+
+
+def _lease_seconds() -> float:
+    from flask import current_app
+
+    return float(current_app.config.get("SYNC_LEASE_SECONDS", LEASE_SECONDS))
 
 
 def push_pending(organization_id: int, *, trigger: str = "change", owner: str | None = None) -> SyncCycle | None:
@@ -216,7 +269,7 @@ def push_pending(organization_id: int, *, trigger: str = "change", owner: str | 
         return None
     owner = owner or worker_name()
     lease = f"outbox:{organization_id}"
-    if not Lease.acquire(lease, owner, LEASE_SECONDS):
+    if not Lease.acquire(lease, owner, _lease_seconds()):
         return None
     try:
         return _run(organization, trigger, puller=None)
@@ -225,8 +278,19 @@ def push_pending(organization_id: int, *, trigger: str = "change", owner: str | 
         Lease.release(lease, owner)
 
 
+def _close_abandoned(organization_id: int, user_id: int | None) -> None:
+    """A cycle still "running" although we hold its lease was cut short (a killed worker): say so."""
+    db.session.execute(
+        update(SyncCycle)
+        .where(SyncCycle.organization_id == organization_id, SyncCycle.user_id.is_(user_id) if user_id is None
+               else SyncCycle.user_id == user_id, SyncCycle.status == "running")
+        .values(status="failed", message="The worker running this cycle stopped; another one took over.")
+    )
+
+
 def _run(organization: Organization, trigger: str, *, puller: User | None) -> SyncCycle:
     started = time.monotonic()
+    _close_abandoned(organization.id, puller.id if puller else None)
     row = SyncCycle(organization_id=organization.id, user_id=puller.id if puller else None, trigger=trigger,
                     started_at=utcnow(), status="running")
     db.session.add(row)
@@ -279,7 +343,7 @@ def _user_succeeded(user: User) -> None:
 
 def _cycle(cycle: Cycle) -> None:
     organization = cycle.organization
-    cycle.users_by_email = {u.email: u for u in organization.users if u.active}
+    cycle.users_by_email = OrganizationUsers(organization.id)
     cycle.syncing = sync_user_ids(organization.id)
     now = utcnow()
 
@@ -332,6 +396,7 @@ def _pull(cycle: Cycle, state: CalendarSync):
         else:
             series[event["id"]] = event
     _load_links(cycle, google_ids=set(series) | set(instances))
+    cycle.users_by_email.prefetch(_event_emails(events) | {cycle.puller.email})
 
     # Occurrences that changed without their series: read the series so the item is complete.
     for parent_id in set(instances) - set(series):
@@ -389,7 +454,7 @@ def _pulled_item(cycle: Cycle, event_id: str, event: dict, link: SyncLink | None
     base = _outside_the_window(known) if first_sync else known
     orphans: dict = {}
     try:
-        state_now = event_state(event, instances, set(cycle.users_by_email), base=base, orphans=orphans,
+        state_now = event_state(event, instances, cycle.users_by_email, base=base, orphans=orphans,
                                 calendar_time_zone=known.time_zone if known is not None else zone)
     except MappingError as exc:
         _item_problem(cycle, link, google_event_id=event_id, message=f"Google event not synced: {exc}")
@@ -399,7 +464,7 @@ def _pulled_item(cycle: Cycle, event_id: str, event: dict, link: SyncLink | None
     props = props.get("private") if isinstance(props.get("private"), dict) else {}
     cycle.events[event_id] = EventInfo(
         organizer=organizer,
-        external=external_attendees(event, set(cycle.users_by_email)),
+        external=external_attendees(event, cycle.users_by_email),
         activity_property=(props.get(ACTIVITY_ID_PROPERTY)
                            if props.get(ORGANIZATION_PROPERTY) == cycle.organization.uid else None),
         from_organizer_copy=from_organizer,
@@ -576,7 +641,7 @@ def _fetch_google_item(cycle: Cycle, link: SyncLink) -> core.GoogleItem | None:
     orphans: dict = {}
     base = state_from_json(link.base_state) if link.base_state else None
     try:
-        state = event_state(event, instances, set(cycle.users_by_email), orphans=orphans,
+        state = event_state(event, instances, cycle.users_by_email, orphans=orphans,
                             calendar_time_zone=base.time_zone if base is not None else "UTC")
     except MappingError as exc:
         _item_problem(cycle, link, google_event_id=link.google_event_id, message=f"Google event not synced: {exc}")
@@ -584,7 +649,7 @@ def _fetch_google_item(cycle: Cycle, link: SyncLink) -> core.GoogleItem | None:
     _note_orphans(cycle, link.google_event_id, link.calendar_email, orphans, base)
     organizer = str((event.get("organizer") or {}).get("email") or link.calendar_email).lower()
     cycle.events[link.google_event_id] = EventInfo(
-        organizer=organizer, external=external_attendees(event, set(cycle.users_by_email)),
+        organizer=organizer, external=external_attendees(event, cycle.users_by_email),
         activity_property=None, from_organizer_copy=True, etag=event.get("etag"),
         responses=attendee_responses(event))
     cycle.google_states[link.google_event_id] = state
@@ -705,11 +770,9 @@ def _reserve_event_ids(cycle: Cycle, actions: list) -> None:
             activity = cycle.activities[action.portal_id]
             link = cycle.links.get(action.link_id) if action.link_id else _link_of_activity(cycle, action.portal_id)
             if link is None:
-                link = SyncLink(organization_id=cycle.organization.id, activity_id=action.portal_id,
-                                calendar_email=activity.owner.email, origin="portal", confirmed=False, generation=0)
-                db.session.add(link)
-                db.session.flush()
-                cycle.links[link.id] = link
+                link = _new_portal_link(cycle, activity)
+                if link is None:
+                    continue
             target, reason = _home_calendar(cycle, activity)
             if target is None:
                 _park(cycle, link, activity, reason)
@@ -724,6 +787,21 @@ def _reserve_event_ids(cycle: Cycle, actions: list) -> None:
             link.google_event_id = core.event_id_for(action.portal_id, namespace=cycle.organization.uid,
                                                      generation=link.generation)
     db.session.commit()
+
+
+def _new_portal_link(cycle: Cycle, activity: Activity) -> SyncLink | None:
+    """A link for an activity about to be inserted in Google; None when another worker linked it just now
+    (this cycle then leaves the activity alone, and the next one works from that link)."""
+    link = SyncLink(organization_id=cycle.organization.id, activity_id=activity.id,
+                    calendar_email=activity.owner.email, origin="portal", confirmed=False, generation=0)
+    try:
+        with db.session.begin_nested():
+            db.session.add(link)
+    except IntegrityError:
+        cycle.failed_portal.add(activity.id)
+        return None
+    cycle.links[link.id] = link
+    return link
 
 
 def _home_calendar(cycle: Cycle, activity: Activity) -> tuple[str | None, str]:
@@ -786,6 +864,9 @@ def _google_writes(cycle: Cycle, actions: list) -> dict:
     refused = {}
     by_event = {link.google_event_id: link for link in cycle.links.values() if link.google_event_id}
     for index, action in enumerate(actions):
+        if getattr(action, "portal_id", None) in cycle.failed_portal and isinstance(
+                action, core.CreateEvent | core.RecreateEvent):
+            continue  # its link could not be reserved: never insert without one
         if isinstance(action, core.UpdateEvent) and _organized_elsewhere(cycle, action.google_id, by_event):
             # Google refuses changes to an event organized outside the organization: do not even ask.
             refused[index] = error_for("not_organizer", status=403, reason="forbiddenForNonOrganizer")
@@ -997,7 +1078,7 @@ def _settle_duplicates(cycle: Cycle, actions: list, results: dict) -> None:
                                             "A new id is used in the next cycle.")
             continue
         try:
-            existing = event_state(event, [], set(cycle.users_by_email))
+            existing = event_state(event, [], cycle.users_by_email)
         except MappingError:
             existing = None
         if existing is not None and existing == replace(action.state, exceptions=existing.exceptions):
