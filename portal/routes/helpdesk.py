@@ -4,8 +4,8 @@ from flask import Blueprint, abort, render_template
 from sqlalchemy import func, select
 
 from portal.extensions import db
-from portal.models import Activity, GoogleIntegration, Organization, User
 from portal.integration import recent_audit
+from portal.models import Activity, GoogleIntegration, Organization, User
 from portal.routes import role_required
 from portal.sync.engine import integration_of
 from portal.sync.models import CalendarSync, SyncCycle, SyncJournalEntry
