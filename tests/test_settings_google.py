@@ -12,7 +12,6 @@ import socket
 import pytest
 from sqlalchemy import select
 
-from portal.emulator.server import EmulatorServer
 from portal.extensions import db
 from portal.models import AuditEntry, GoogleIntegration
 from portal.sync.google import GOOGLE_SCOPES, TOKENS
@@ -24,21 +23,10 @@ CLIENT_ID = "104857600000000000001"
 ACME_USERS = ("admin@acme.test", "user@acme.test", "colleague@acme.test", "helpdesk@acme.test")
 
 
-@pytest.fixture(scope="module")
-def emulator():
-    with EmulatorServer() as server:
-        yield server
-
-
 @pytest.fixture
-def google(emulator, app):
-    """The emulator, emptied, with the app pointed at it."""
-    emulator.control("POST", "/reset")
-    TOKENS.forget()
-    app.config.update(GOOGLE_TOKEN_URI=emulator.token_uri, GOOGLE_API_ENDPOINT=emulator.api_endpoint,
-                      GOOGLE_BATCH_URI=emulator.batch_uri, GOOGLE_TIMEOUT=5)
-    yield emulator
-    TOKENS.forget()
+def google(emulator):
+    """The emulator, emptied, with the app pointed at it (the shared fixture, under this module's name)."""
+    return emulator
 
 
 @pytest.fixture
