@@ -24,13 +24,16 @@ from portal.models import (
     normalize_email,
     utcnow,
 )
-from portal.sync.recurrence import RecurrenceError, validate_recurrence
+from portal.sync.recurrence import RecurrenceError, occurrences, validate_recurrence
 
 MAX_SUBJECT = 255
 MAX_LOCATION = 255
 MAX_DESCRIPTION = 20_000
 MAX_PARTICIPANTS = 500
 EARLIEST_YEAR, LATEST_YEAR = 1900, 2200
+MAX_DATABASE_ID = 2**63 - 1
+# Names in the zone database that are not zones: they mean whatever the server is set to.
+NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
 
 # Fields a client may send back unchanged after reading them; they are never written from input.
 READ_ONLY_FIELDS = {"id", "updated_at", "created_at", "google_event_id", "sync_status", "organization"}
@@ -82,7 +85,7 @@ def known_time_zones() -> frozenset[str]:
 
 
 def is_time_zone(name: object) -> bool:
-    if not isinstance(name, str) or name not in known_time_zones():
+    if not isinstance(name, str) or name not in known_time_zones() or name in NOT_ZONES:
         return False
     try:
         ZoneInfo(name)
@@ -174,6 +177,12 @@ def clean_activity(
         except RecurrenceError as exc:
             errors["recurrence"] = str(exc)
             recurrence = []
+        else:
+            first = start_date if all_day else start_at
+            if recurrence and first is not None and not _expands(recurrence, first, all_day, time_zone):
+                errors["recurrence"] = ("The rule cannot be worked out into occurrences (a date before the year "
+                                        f"{EARLIEST_YEAR} or after {LATEST_YEAR}, or a leap second?).")
+                recurrence = []
 
     activity_type = _clean_activity_type(merged.get("activity_type"), organization, errors)
     owner = _clean_owner(merged.get("owner"), organization, actor, existing, errors)
@@ -200,6 +209,33 @@ def clean_activity(
     )
 
 
+def _expands(lines: list[str], first, all_day: bool, time_zone: str) -> bool:
+    """Whether the stored rule can be read back and worked out, so no page showing it can fail."""
+    if all_day:
+        moment = datetime.combine(first, time(), tzinfo=ZoneInfo(time_zone)).astimezone(UTC)
+        end = first + timedelta(days=1)
+    else:
+        moment, end = first, first + timedelta(hours=1)
+    tick = timedelta(microseconds=1)
+    try:
+        list(occurrences(first, end, time_zone, lines, after=moment - tick, before=moment + tick, all_day=all_day))
+    except (ValueError, OverflowError):
+        return False
+    return True
+
+
+def text_problem(value: str) -> str | None:
+    """Why a text cannot be stored and shown as it is, or None."""
+    if any(ord(ch) < 32 and ch not in "\n\t" for ch in value):
+        return "Contains control characters."
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "Contains characters that are not valid Unicode."
+    return None
+
+
 def _clean_text(value, name, limit, errors, *, required=False) -> str:
     if value is None:
         value = ""
@@ -211,8 +247,8 @@ def _clean_text(value, name, limit, errors, *, required=False) -> str:
         errors[name] = "This field is required."
     elif len(value) > limit:
         errors[name] = f"At most {limit} characters."
-    elif any(ord(ch) < 32 and ch not in "\n\t" for ch in value):
-        errors[name] = "Contains control characters."
+    elif problem := text_problem(value):
+        errors[name] = problem
     return value
 
 
@@ -256,7 +292,8 @@ def _parse_instant(value, name, zone, allow_local, errors) -> datetime | None:
             errors[name] = "Include the UTC offset, e.g. 2026-03-31T09:00:00+02:00."
             return None
         parsed = _localize(parsed, zone)
-    return parsed.astimezone(UTC)
+    # Whole seconds, as Google keeps them: occurrence keys and instance ids have no fractions.
+    return parsed.astimezone(UTC).replace(microsecond=0)
 
 
 def _localize(naive: datetime, zone: ZoneInfo) -> datetime:
@@ -276,7 +313,7 @@ def _clean_activity_type(value, organization, errors) -> ActivityType | None:
             errors["activity_type"] = "Your organization has no default activity type; choose one."
         return default
     for activity_type in types:
-        if activity_type.name == value or (isinstance(value, int) and activity_type.id == value):
+        if activity_type.name == value or (type(value) is int and activity_type.id == value):
             return activity_type
     names = ", ".join(t.name for t in types)
     errors["activity_type"] = f"Unknown activity type; choose one of: {names}."
@@ -286,7 +323,7 @@ def _clean_activity_type(value, organization, errors) -> ActivityType | None:
 def _clean_owner(value, organization, actor, existing, errors) -> User | None:
     if value in (None, ""):
         return existing.owner if existing is not None else actor
-    if not isinstance(value, str):
+    if not isinstance(value, str) or text_problem(value):
         errors["owner"] = "Must be the e-mail address of a user."
         return None
     owner = organization.user_by_email(value)
@@ -303,7 +340,7 @@ def _clean_owner(value, organization, actor, existing, errors) -> User | None:
 def _clean_participants(value, organization, errors) -> list[User]:
     if value in (None, ""):
         return []
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+    if not isinstance(value, list) or not all(isinstance(v, str) and not text_problem(v) for v in value):
         errors["participants"] = "Must be a list of e-mail addresses."
         return []
     if len(value) > MAX_PARTICIPANTS:
@@ -328,6 +365,9 @@ def _clean_project_task(value, organization, errors) -> ProjectTask | None:
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool):
         errors["project_task"] = "Must be the id of a project task, or null."
+        return None
+    if not 0 < value <= MAX_DATABASE_ID:
+        errors["project_task"] = f"No project task {str(value)[:30]} in your organization."
         return None
     task = db.session.scalar(
         select(ProjectTask)

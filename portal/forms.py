@@ -68,7 +68,7 @@ def _join(day: str, clock: str) -> str:
 def _day_after(day: str, errors: dict) -> str:
     try:
         return (date.fromisoformat(day) + timedelta(days=1)).isoformat()
-    except ValueError:
+    except (ValueError, OverflowError):
         return day  # clean_activity reports the bad date
 
 

@@ -4,11 +4,14 @@ from functools import wraps
 
 from flask import abort, request
 from flask_login import current_user, login_required
+from werkzeug.routing import IntegerConverter
 
 
 def register_blueprints(app):
     from portal.routes import api, auth, calendar, helpdesk, profile, settings
 
+    # Before any rule is added: an id no database integer can hold matches no page (404), not a 500.
+    app.url_map.converters["int"] = DatabaseIdConverter
     app.register_blueprint(auth.bp)
     app.register_blueprint(calendar.bp)
     app.register_blueprint(settings.bp)
@@ -29,14 +32,23 @@ ERROR_TEXTS = {
 }
 
 
+class DatabaseIdConverter(IntegerConverter):
+    """`<int:...>` in URLs: at most 18 digits, so every id fits a 64-bit database integer. Longer ones match
+    no address at all (404 whatever the method; a converter refusing a value would make PATCH answer 405)."""
+
+    regex = r"\d{1,18}"
+
+
 def register_error_pages(app):
-    from flask import render_template
+    from flask import jsonify, render_template
     from flask_wtf.csrf import CSRFError
     from werkzeug.exceptions import HTTPException
 
     def render_error(exc):
         code = getattr(exc, "code", 500) or 500
         title, message = ERROR_TEXTS.get(code, (getattr(exc, "name", "Error"), ""))
+        if request.path.startswith("/api/"):  # API clients get JSON, also for addresses no route matches
+            return jsonify({"error": getattr(exc, "description", None) or message or title}), code
         if isinstance(exc, CSRFError):
             title, message = "Form expired", "The form was missing its security token or it expired. Reload the page and try again."
         return render_template("errors.html", code=code, title=title, message=message), code

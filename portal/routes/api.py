@@ -10,11 +10,14 @@ from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
 from portal.activities import (
+    EARLIEST_YEAR,
+    LATEST_YEAR,
     ValidationError,
     clean_activity,
     create_activity,
     delete_activity,
     format_moment,
+    text_problem,
     update_activity,
     visible_activities_query,
 )
@@ -77,7 +80,10 @@ def writer_required():
 
 
 def json_body() -> dict:
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # nested deeper than any parser should follow
+        body = None
     if body is None:
         raise ApiError(400, "Expected a JSON body (Content-Type: application/json).", {"body": "Not valid JSON."})
     if not isinstance(body, dict):
@@ -138,9 +144,12 @@ def check_if_match(activity: Activity) -> None:
 def parse_since(value: str) -> datetime:
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
-    except ValueError:
+        moment = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+        if not EARLIEST_YEAR <= moment.year <= LATEST_YEAR:
+            raise ValueError(value)
+    except (ValueError, OverflowError):
         raise ApiError(400, "Bad filter.", {"updated_since": "Must be RFC 3339, e.g. 2026-01-31T12:00:00Z."}) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return moment
 
 
 @bp.get("/activities")
@@ -258,6 +267,8 @@ def create_project():
         errors["name"] = "This field is required."
     elif len(name.strip()) > 200:
         errors["name"] = "At most 200 characters."
+    elif problem := text_problem(name):
+        errors["name"] = problem
     elif db.session.scalar(select(Project).where(Project.organization_id == user.organization_id,
                                                  Project.name == name.strip())):
         errors["name"] = "A project with this name exists."
@@ -270,6 +281,8 @@ def create_project():
             task_name = task.get("name") if isinstance(task, dict) else None
             if not isinstance(task_name, str) or not task_name.strip() or len(task_name.strip()) > 200:
                 errors[f"tasks[{index}].name"] = "Each task needs a name of 1 to 200 characters."
+            elif problem := text_problem(task_name):
+                errors[f"tasks[{index}].name"] = problem
             else:
                 task_names.append(task_name.strip())
     if errors:

@@ -9,6 +9,8 @@ from flask_login import current_user, login_required
 from sqlalchemy import select
 
 from portal.activities import (
+    EARLIEST_YEAR,
+    LATEST_YEAR,
     ValidationError,
     activity_to_values,
     clean_activity,
@@ -63,6 +65,8 @@ def parse_week(value: str | None) -> date:
         day = date.fromisoformat(value) if value else today
     except ValueError:
         day = today
+    if not EARLIEST_YEAR <= day.year <= LATEST_YEAR:
+        day = today  # no item lives there, and the week's edges would fall off the calendar
     return day - timedelta(days=day.weekday())
 
 
@@ -415,6 +419,11 @@ def delete(activity_id: int):
     activity = get_activity(activity_id, for_edit=True)
     key = request.form.get("occurrence", "").strip().upper()
     scope = request.form.get("scope", "all")
+    if key and activity.is_recurring and scope not in dict(SCOPES):
+        occurrence = get_occurrence(activity, key)
+        return render_form(occurrence_to_form(activity, occurrence, current_user),
+                           {"scope": "Choose which occurrences to delete."}, activity, status=422,
+                           occurrence=occurrence)
     if key and activity.is_recurring and scope in ("this", "following") and locked_reason(activity) is None:
         occurrence = get_occurrence(activity, key)
         changed_by(db.session, current_user.id)

@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from portal.sync.core import ExceptionState, FrozenMap, ItemState
-from portal.sync.recurrence import occurrence_key, occurrence_keys_among, occurrence_moment
+from portal.sync.recurrence import occurrence_key, occurrence_keys_among, occurrence_moment, occurrences
 
 PRIVATE_VISIBILITIES = ("private", "confidential")
 ACTIVITY_ID_PROPERTY = "psaActivityId"
@@ -301,11 +301,27 @@ def event_state(
             exceptions=FrozenMap(exceptions),
         )
         state, dropped = without_orphans(state)
+        if state.recurrence:
+            _first_occurrence(state)
     except (TypeError, ValueError) as exc:  # the core refuses states that make no sense (end before start, bad rule)
         raise MappingError(str(exc)) from None
+    except OverflowError:
+        raise MappingError("the event's recurrence reaches beyond the dates a calendar can show") from None
     if orphans is not None:
         orphans.update(dropped)
     return state
+
+
+def _first_occurrence(state: ItemState) -> None:
+    """Work the rule out at its start: a rule that reads in but cannot be expanded (a date the canonical
+    spelling cannot hold, a time past the year 9999) must not reach the pages that show the item."""
+    if state.all_day:
+        moment = datetime.combine(state.start, datetime.min.time(), tzinfo=ZoneInfo(state.time_zone))
+    else:
+        moment = state.start
+    tick = timedelta(microseconds=1)
+    list(occurrences(state.start, state.end, state.time_zone, state.recurrence, after=moment - tick,
+                     before=moment + tick, all_day=state.all_day))
 
 
 def _differs(value, series_value):
