@@ -24,13 +24,18 @@ from portal.models import (
     normalize_email,
     utcnow,
 )
-from portal.sync.recurrence import RecurrenceError, occurrences, validate_recurrence
+from portal.sync.recurrence import (
+    EARLIEST_YEAR,
+    LATEST_YEAR,
+    RecurrenceError,
+    occurrences,
+    validate_recurrence,
+)
 
 MAX_SUBJECT = 255
 MAX_LOCATION = 255
 MAX_DESCRIPTION = 20_000
 MAX_PARTICIPANTS = 500
-EARLIEST_YEAR, LATEST_YEAR = 1900, 2200
 MAX_DATABASE_ID = 2**63 - 1
 # Names in the zone database that are not zones: they mean whatever the server is set to.
 NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})

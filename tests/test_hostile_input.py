@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from portal.extensions import db
 from portal.models import Activity, Project
 from portal.sync.models import SyncJournalEntry
+from portal.sync.recurrence import occurrences, validate_recurrence
 from tests.helpers import make_activity
 
 TIMED = {"subject": "Review", "start": "2026-03-02T09:00:00+01:00", "end": "2026-03-02T10:00:00+01:00",
@@ -211,18 +212,16 @@ def test_google_event_with_a_rule_the_portal_cannot_expand_is_an_item_error(app,
     assert_calendar_pages_work(login_as("user"), FUTURE.date().isoformat())
 
 
-# --- the recurrence module (portal/sync/recurrence.py): defects left to its owner -----------------------
+# --- the recurrence module (portal/sync/recurrence.py) -------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="recurrence._format_value spells years before 1000 with fewer than four "
-                                       "digits (strftime %Y), so the canonical line no longer parses")
-def test_recurrence_dates_before_the_year_1000_keep_four_digits():
-    from portal.sync.recurrence import normalize_recurrence
+def test_recurrence_dates_keep_four_digit_years_and_stay_within_the_product_years():
+    from portal.sync.recurrence import RecurrenceError, normalize_recurrence
 
-    assert normalize_recurrence(["RDATE:09991231T000000Z"]) == ("RDATE:09991231T000000Z",)
+    assert normalize_recurrence(["RDATE:19991231T000000Z"]) == ("RDATE:19991231T000000Z",)
+    with pytest.raises(RecurrenceError, match="outside the years"):
+        normalize_recurrence(["RDATE:09991231T000000Z"])
 
 
-@pytest.mark.xfail(strict=True, reason="validate_recurrence accepts BYSECOND=60 (RFC 5545's leap second) though "
-                                       "dateutil cannot expand it: every expansion raises ValueError")
 def test_recurrence_refuses_a_leap_second():
     from portal.sync.recurrence import RecurrenceError, validate_recurrence
 
@@ -230,15 +229,37 @@ def test_recurrence_refuses_a_leap_second():
         validate_recurrence(["RRULE:FREQ=DAILY;BYSECOND=60"], all_day=False)
 
 
-@pytest.mark.xfail(strict=True, reason="a rule that never occurs again (BYSETPOS past the only candidate of each "
-                                       "day, week 53 in June) makes dateutil search up to the year 9999 on every "
-                                       "expansion: seconds of CPU for each week view that shows the item")
-def test_recurrence_that_never_occurs_again_costs_no_more_than_a_normal_one():
-    from portal.sync.recurrence import occurrences
+@pytest.mark.parametrize("rule", [
+    "RRULE:FREQ=DAILY;BYWEEKNO=53;BYMONTH=6",  # ISO week 53 never falls in June
+    "RRULE:FREQ=DAILY;BYHOUR=9;BYSETPOS=2",  # one candidate a day, the second asked for
+    "RRULE:FREQ=YEARLY;BYYEARDAY=366;BYMONTH=2",  # day 366 is never in February
+    "RRULE:FREQ=MONTHLY;BYDAY=MO;BYSETPOS=6",  # no month has six Mondays
+])
+def test_recurrence_that_never_occurs_is_refused_at_once(api, rule):
+    from portal.sync.recurrence import RecurrenceError
 
     start = datetime(2026, 3, 2, 8, tzinfo=UTC)
     begun = time.monotonic()
-    rule = "RRULE:FREQ=DAILY;BYWEEKNO=53;BYMONTH=6"  # ISO week 53 never falls in June
-    list(occurrences(start, start + timedelta(hours=1), "Europe/Amsterdam", [rule],
-                     after=datetime(2026, 3, 9, tzinfo=UTC), before=datetime(2026, 3, 16, tzinfo=UTC), all_day=False))
-    assert time.monotonic() - begun < 0.5
+    with pytest.raises(RecurrenceError, match="never occurs"):
+        list(occurrences(start, start + timedelta(hours=1), "Europe/Amsterdam", [rule],
+                         after=datetime(2026, 3, 9, tzinfo=UTC), before=datetime(2026, 3, 16, tzinfo=UTC),
+                         all_day=False))
+    assert time.monotonic() - begun < 0.5  # dateutil would search up to the year 9999
+    response = api("user").post("/api/v1/activities", json={**TIMED, "recurrence": [rule]})
+    assert response.status_code == 400 and "never occurs" in response.json["fields"]["recurrence"]
+
+
+@pytest.mark.parametrize(("rule", "message"), [
+    ("RRULE:FREQ=DAILY;BYHOUR=0,1,2,3,4,5,6,7,8,9,10,11,12;BYMINUTE=0,30", "occurrences a day"),
+    ("RRULE:FREQ=DAILY;COUNT=999999999", "COUNT"),
+])
+def test_recurrence_that_floods_a_calendar_is_refused(api, rule, message):
+    response = api("user").post("/api/v1/activities", json={**TIMED, "recurrence": [rule]})
+    assert response.status_code == 400 and message in response.json["fields"]["recurrence"]
+
+
+def test_sensible_rules_with_setpos_and_week_numbers_still_pass():
+    for rule in ("RRULE:FREQ=MONTHLY;BYDAY=MO,TU,WE,TH,FR;BYSETPOS=-1", "RRULE:FREQ=YEARLY;BYWEEKNO=1;BYDAY=MO",
+                 "RRULE:FREQ=MONTHLY;BYDAY=MO;BYSETPOS=-1", "RRULE:FREQ=YEARLY;BYWEEKNO=-1;BYMONTH=12",
+                 "RRULE:FREQ=YEARLY;BYYEARDAY=60;BYMONTH=2,3"):
+        validate_recurrence([rule], all_day=False)

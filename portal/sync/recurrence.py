@@ -50,7 +50,7 @@ _PART_ORDER = (
     "BYMONTHDAY", "BYYEARDAY", "BYWEEKNO", "BYMONTH", "BYSETPOS", "WKST",
 )  # fmt: skip
 _INT_LISTS = {
-    "BYSECOND": (0, 60, False),
+    "BYSECOND": (0, 59, False),  # RFC 5545 allows 60 (a leap second); no calendar can place one
     "BYMINUTE": (0, 59, False),
     "BYHOUR": (0, 23, False),
     "BYMONTHDAY": (1, 31, True),
@@ -179,6 +179,7 @@ def _parse_rule(kind: str, value: str) -> _Rule:
             lo, hi, signed = _INT_LISTS[key]
             parts[key] = _canonical_int_list(key, val, lo, hi, signed)
     _refuse_impossible_monthdays(parts)
+    _refuse_runaway_rules(parts)
     ordered = tuple((k, parts[k]) for k in _PART_ORDER if k in parts)
     return _Rule(kind, ordered)
 
@@ -195,6 +196,69 @@ def _refuse_impossible_monthdays(parts: dict[str, str]) -> None:
     longest = max(_MONTH_LENGTH[m - 1] for m in months)
     if all(abs(int(d)) > longest for d in parts["BYMONTHDAY"].split(",")):
         raise RecurrenceError("The rule never occurs: no month it names has that day")
+
+
+MAX_COUNT = 10_000
+MAX_PER_DAY = 24
+# The most candidates one period of each frequency can hold before BYSETPOS picks among them.
+_DAYS_PER_PERIOD = {"DAILY": 1, "WEEKLY": 7, "MONTHLY": 31, "YEARLY": 366}
+
+
+def _list_len(parts: dict[str, str], key: str) -> int:
+    return len(parts[key].split(",")) if key in parts else 1
+
+
+def _refuse_runaway_rules(parts: dict[str, str]) -> None:
+    """Rules that never occur, or occur without end within a day, cost seconds in dateutil (it searches
+    up to the year 9999) or flood a calendar: refused with the reason, wherever they come from."""
+    if int(parts.get("COUNT", "1")) > MAX_COUNT:
+        raise RecurrenceError(f"COUNT may be at most {MAX_COUNT}; for longer series leave COUNT out")
+    per_day = _list_len(parts, "BYHOUR") * _list_len(parts, "BYMINUTE") * _list_len(parts, "BYSECOND")
+    if per_day > MAX_PER_DAY:
+        raise RecurrenceError(f"At most {MAX_PER_DAY} occurrences a day (BYHOUR × BYMINUTE × BYSECOND)")
+    if "BYSETPOS" in parts:
+        days = _DAYS_PER_PERIOD[parts["FREQ"]]
+        if "BYDAY" in parts and parts["FREQ"] in ("DAILY", "WEEKLY"):
+            days = min(days, _list_len(parts, "BYDAY"))
+        elif "BYDAY" in parts and not any(ch.isdigit() for ch in parts["BYDAY"]):
+            # A weekday comes at most 5 times a month and 53 times a year.
+            days = min(days, _list_len(parts, "BYDAY") * (5 if parts["FREQ"] == "MONTHLY" else 53))
+        if "BYMONTHDAY" in parts and parts["FREQ"] in ("MONTHLY", "YEARLY"):
+            days = min(days, _list_len(parts, "BYMONTHDAY") * (12 if parts["FREQ"] == "YEARLY" else 1))
+        candidates = days * per_day
+        if all(abs(int(pos)) > candidates for pos in parts["BYSETPOS"].split(",")):
+            raise RecurrenceError(f"The rule never occurs: BYSETPOS asks for a position beyond the {candidates} "
+                                  "candidate(s) each period has")
+    if "BYWEEKNO" in parts and "BYMONTH" in parts and not _weeks_meet_months(parts):
+        raise RecurrenceError("The rule never occurs: no week it names falls in a month it names")
+    if "BYYEARDAY" in parts and "BYMONTH" in parts and not _yeardays_meet_months(parts):
+        raise RecurrenceError("The rule never occurs: no day of the year it names falls in a month it names")
+
+
+def _weeks_meet_months(parts: dict[str, str]) -> bool:
+    months = {int(m) for m in parts["BYMONTH"].split(",")}
+    weeks = [int(w) for w in parts["BYWEEKNO"].split(",")]
+    for year in range(2020, 2048):  # 28 years: every weekday/leap-year alignment occurs
+        last_week = date(year, 12, 28).isocalendar()[1]
+        for week in weeks:
+            number = week if week > 0 else last_week + 1 + week
+            if not 1 <= number <= last_week:
+                continue
+            monday = date.fromisocalendar(year, number, 1)
+            if any((monday + timedelta(days=d)).month in months for d in range(7)):
+                return True
+    return False
+
+
+def _yeardays_meet_months(parts: dict[str, str]) -> bool:
+    months = {int(m) for m in parts["BYMONTH"].split(",")}
+    for year in (2023, 2024):  # a common and a leap year
+        length = 366 if year == 2024 else 365
+        for day in (int(d) for d in parts["BYYEARDAY"].split(",")):
+            number = day if day > 0 else length + 1 + day
+            if 1 <= number <= length and (date(year, 1, 1) + timedelta(days=number - 1)).month in months:
+                return True
+    return False
 
 
 def _int(val: str, what: str) -> int:
@@ -263,7 +327,13 @@ def _parse_dates(kind: str, params: Sequence[str], value: str, time_zone: str | 
     return out
 
 
+# The calendar years the product works in, for activities and for the dates inside their rules alike.
+EARLIEST_YEAR, LATEST_YEAR = 1900, 2200
+
+
 def _parse_value(val: str, what: str) -> DateValue:
+    if (m := _DATE_RE.match(val) or _DATETIME_RE.match(val)) and not EARLIEST_YEAR <= int(m[1]) <= LATEST_YEAR:
+        raise RecurrenceError(f"{what} {val!r} lies outside the years {EARLIEST_YEAR} to {LATEST_YEAR}")
     if m := _DATE_RE.match(val):
         try:
             return date(int(m[1]), int(m[2]), int(m[3]))
@@ -286,9 +356,11 @@ def _zone(name: str) -> ZoneInfo:
 
 
 def _format_value(value: DateValue) -> str:
+    # Built by hand: strftime writes years before 1000 with fewer than four digits.
+    day = f"{value.year:04d}{value.month:02d}{value.day:02d}"
     if isinstance(value, datetime):
-        return value.strftime("%Y%m%dT%H%M%S") + ("Z" if value.tzinfo is not None else "")
-    return value.strftime("%Y%m%d")
+        return f"{day}T{value.hour:02d}{value.minute:02d}{value.second:02d}" + ("Z" if value.tzinfo else "")
+    return day
 
 
 def _render_rule(rule: _Rule) -> str:
