@@ -15,6 +15,9 @@ from sqlalchemy import select
 
 from portal.extensions import db
 from portal.models import (
+    DESCRIPTION_LIMIT,
+    LOCATION_LIMIT,
+    SUBJECT_LIMIT,
     Activity,
     ActivityType,
     Organization,
@@ -32,9 +35,9 @@ from portal.sync.recurrence import (
     validate_recurrence,
 )
 
-MAX_SUBJECT = 255
-MAX_LOCATION = 255
-MAX_DESCRIPTION = 20_000
+MAX_SUBJECT = SUBJECT_LIMIT
+MAX_LOCATION = LOCATION_LIMIT
+MAX_DESCRIPTION = DESCRIPTION_LIMIT
 MAX_PARTICIPANTS = 500
 MAX_DATABASE_ID = 2**63 - 1
 # Names in the zone database that are not zones: they mean whatever the server is set to.

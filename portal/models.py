@@ -31,6 +31,8 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from portal.extensions import db
 
 ROLES = ("admin", "user", "helpdesk")
+# How long an activity's texts may be, wherever they come from (the form, the API, Google).
+SUBJECT_LIMIT, LOCATION_LIMIT, DESCRIPTION_LIMIT = 255, 255, 20_000
 
 
 def utcnow() -> datetime:

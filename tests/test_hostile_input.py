@@ -263,3 +263,37 @@ def test_sensible_rules_with_setpos_and_week_numbers_still_pass():
                  "RRULE:FREQ=MONTHLY;BYDAY=MO;BYSETPOS=-1", "RRULE:FREQ=YEARLY;BYWEEKNO=-1;BYMONTH=12",
                  "RRULE:FREQ=YEARLY;BYYEARDAY=60;BYMONTH=2,3"):
         validate_recurrence([rule], all_day=False)
+
+
+def test_google_texts_the_portal_cannot_keep_are_tidied_once_and_stay_editable(app, world, connected, sync_on,
+                                                                               run_sync, google_user, api):
+    sync_on("user")
+    person = google_user("user@acme.test")
+    event = person.insert(summary="Bell\x07 and " + "x" * 5000, location="Room\x00 7",
+                          start=google_time(), end=google_time(1))
+    first = run_sync("user")
+    assert first.portal_created == 1
+    with app.app_context():
+        activity = db.session.scalars(select(Activity)).one()
+        assert activity.subject.startswith("Bell and x") and len(activity.subject) == 255
+        assert activity.location == "Room 7"
+        activity_id = activity.id
+    again = run_sync("user")
+    assert (again.portal_updated, again.google_updated) == (0, 0)  # tidied the same way every time
+    response = api("user").patch(f"/api/v1/activities/{activity_id}", json={"description": "Agenda"})
+    assert response.status_code == 200, response.json
+    run_sync("user")
+    in_google = person.get(event["id"])
+    assert in_google["description"] == "Agenda" and len(in_google["summary"]) > 255  # Google keeps its own
+
+
+def test_google_event_outside_the_product_years_is_an_item_error(app, world, connected, sync_on, run_sync,
+                                                                 google_user):
+    sync_on("user")
+    person = google_user("user@acme.test")
+    person.insert(summary="Far future", start={"date": "2399-01-01"}, end={"date": "2399-01-02"})
+    person.insert(summary="Fine", start=google_time(), end=google_time(1))
+    cycle = run_sync("user")
+    assert cycle.errors == 1
+    with app.app_context():
+        assert db.session.scalars(select(Activity.subject)).all() == ["Fine"]

@@ -11,8 +11,16 @@ from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from portal.models import DESCRIPTION_LIMIT, LOCATION_LIMIT, SUBJECT_LIMIT
 from portal.sync.core import ExceptionState, FrozenMap, ItemState
-from portal.sync.recurrence import occurrence_key, occurrence_keys_among, occurrence_moment, occurrences
+from portal.sync.recurrence import (
+    EARLIEST_YEAR,
+    LATEST_YEAR,
+    occurrence_key,
+    occurrence_keys_among,
+    occurrence_moment,
+    occurrences,
+)
 
 PRIVATE_VISIBILITIES = ("private", "confidential")
 ACTIVITY_ID_PROPERTY = "psaActivityId"
@@ -171,6 +179,21 @@ def _zone_name(name: str | None, fallback: str) -> str:
     return "UTC"
 
 
+_CONTROL = dict.fromkeys(c for c in range(32) if chr(c) not in "\n\t")
+
+
+def google_text(value, limit: int, what: str) -> str:
+    """A text from Google as the portal can keep and edit it: no control characters, no broken Unicode,
+    no longer than the portal's field. The same event always maps to the same text, so this never makes
+    the two sides look different from one cycle to the next."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise MappingError(f"the event's {what} is not text")
+    value = value.translate(_CONTROL).encode("utf-8", "replace").decode("utf-8")
+    return value[:limit]
+
+
 def _parse_when(value, what: str):
     if not isinstance(value, Mapping):
         raise MappingError(f"the event has no {what}")
@@ -183,13 +206,21 @@ def _parse_when(value, what: str):
         if moment.tzinfo is None:
             zone = _zone_name(value.get("timeZone"), "UTC")
             moment = moment.replace(tzinfo=ZoneInfo(zone))
+        _within_years(moment, what)
         return moment
     if value.get("date"):
         try:
-            return date.fromisoformat(value["date"])
+            day = date.fromisoformat(value["date"])
         except (TypeError, ValueError):
             raise MappingError(f"the event's {what} {value['date']!r} is not a date") from None
+        _within_years(day, what)
+        return day
     raise MappingError(f"the event's {what} has neither a date nor a date and time")
+
+
+def _within_years(moment, what: str) -> None:
+    if not EARLIEST_YEAR <= moment.year <= LATEST_YEAR:
+        raise MappingError(f"the event's {what} lies outside the years {EARLIEST_YEAR} to {LATEST_YEAR}")
 
 
 def original_start_key(instance: Mapping) -> str:
@@ -277,20 +308,20 @@ def event_state(
         inst_start = _parse_when(instance.get("start"), "occurrence start")
         inst_end = _parse_when(instance.get("end"), "occurrence end")
         exceptions[key] = ExceptionState(
-            subject=_differs(instance.get("summary", ""), event.get("summary", "")),
-            description=_differs(instance.get("description", ""), event.get("description", "")),
-            location=_differs(instance.get("location", ""), event.get("location", "")),
+            subject=_differs(google_text(instance.get("summary"), SUBJECT_LIMIT, "summary").strip(),
+                             google_text(event.get("summary"), SUBJECT_LIMIT, "summary").strip()),
+            description=_differs(google_text(instance.get("description"), DESCRIPTION_LIMIT, "description"),
+                                 google_text(event.get("description"), DESCRIPTION_LIMIT, "description")),
+            location=_differs(google_text(instance.get("location"), LOCATION_LIMIT, "location"),
+                              google_text(event.get("location"), LOCATION_LIMIT, "location")),
             start=inst_start,
             end=inst_end,
         )
-    summary = event.get("summary") or ""
-    if not isinstance(summary, str):
-        raise MappingError("the event's summary is not text")
     try:
         state = ItemState(
-            subject=summary.strip(),
-            description=event.get("description") or "",
-            location=event.get("location") or "",
+            subject=google_text(event.get("summary"), SUBJECT_LIMIT, "summary").strip(),
+            description=google_text(event.get("description"), DESCRIPTION_LIMIT, "description"),
+            location=google_text(event.get("location"), LOCATION_LIMIT, "location"),
             all_day=all_day,
             start=start,
             end=end,
