@@ -44,7 +44,8 @@ MAX_DATABASE_ID = 2**63 - 1
 NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
 
 # Fields a client may send back unchanged after reading them; they are never written from input.
-READ_ONLY_FIELDS = {"id", "updated_at", "created_at", "google_event_id", "sync_status", "organization"}
+READ_ONLY_FIELDS = {"id", "updated_at", "created_at", "google_event_id", "sync_status", "sync_error", "deleted",
+                    "organization", "exceptions", "responses"}
 WRITABLE_FIELDS = {
     "subject",
     "description",

@@ -162,3 +162,20 @@ def test_unknown_route_and_method_are_json(api):
     client = api("user")
     assert client.get("/api/v1/activities/999").get_json()["error"]
     assert client.put("/api/v1/activities").status_code == 405
+
+
+def test_exceptions_and_answers_are_shown_and_can_be_sent_back(app, api, world):
+    from portal.extensions import db
+    from portal.models import Activity, RecurrenceException
+
+    client = api("user")
+    body = client.post("/api/v1/activities", json=NEW).get_json()
+    assert body["exceptions"] == [] and body["responses"] == {"colleague@acme.test": "needsAction"}
+    with app.app_context():
+        activity = db.session.get(Activity, body["id"])
+        activity.exceptions.append(RecurrenceException(original_start="20260408T080000Z", cancelled=True))
+        db.session.commit()
+    shown = client.get(f"/api/v1/activities/{body['id']}").get_json()
+    assert shown["exceptions"] == [{"original_start": "20260408T080000Z", "cancelled": True}]
+    again = client.patch(f"/api/v1/activities/{body['id']}", json={**shown, "subject": "Renamed"})
+    assert again.status_code == 200 and again.get_json()["exceptions"] == shown["exceptions"]

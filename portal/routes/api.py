@@ -106,6 +106,9 @@ def activity_json(activity: Activity, status_reader=None) -> dict:
         "activity_type": activity.activity_type.name,
         "owner": activity.owner.email,
         "participants": [u.email for u in activity.participants],
+        # What each participant answered in Google: shown, never written from here.
+        "responses": {link.user.email: link.response_status for link in activity.participant_links},
+        "exceptions": [exception_json(activity, e) for e in activity.exceptions],
         "project_task": activity.project_task_id,
         "updated_at": activity.updated_at.isoformat(),
         "google_event_id": status.google_event_id,
@@ -115,6 +118,21 @@ def activity_json(activity: Activity, status_reader=None) -> dict:
         body["sync_error"] = status.error
     if activity.is_deleted:
         body["deleted"] = True
+    return body
+
+
+def exception_json(activity: Activity, exception) -> dict:
+    """One changed or cancelled occurrence, keyed by its original start (as Google's instance ids are)."""
+    body = {"original_start": exception.original_start, "cancelled": exception.cancelled}
+    for name in ("subject", "description", "location"):
+        if getattr(exception, name) is not None:
+            body[name] = getattr(exception, name)
+    for name in ("start", "end"):
+        moment = getattr(exception, f"{name}_at") or getattr(exception, f"{name}_date")
+        if isinstance(moment, datetime):
+            body[name] = moment.astimezone(activity.zone).isoformat()
+        elif moment is not None:
+            body[name] = moment.isoformat()
     return body
 
 
