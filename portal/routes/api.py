@@ -184,7 +184,7 @@ def list_activities():
     # A client polling for changes must see deletions too, so tombstones come along with updated_since.
     query = visible_activities_query(user, owner=owner, updated_since=since, include_deleted=since is not None)
     activities = db.session.scalars(query.order_by(Activity.updated_at, Activity.id).limit(MAX_PAGE + 1)).all()
-    reader = StatusReader(user.organization)
+    reader = StatusReader(user.organization, activities[:MAX_PAGE])
     return jsonify({
         "activities": [activity_json(a, reader) for a in activities[:MAX_PAGE]],
         "truncated": len(activities) > MAX_PAGE,

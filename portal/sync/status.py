@@ -22,14 +22,24 @@ class SyncStatus:
 
 
 class StatusReader:
-    """Reads the status of many activities of one organization with a fixed number of queries."""
+    """Reads the status of many activities of one organization: name them up front to read their links in
+    one query."""
 
-    def __init__(self, organization):
+    def __init__(self, organization, activities=()):
         self.allowed = sync_allowed(organization)
         self.syncing = sync_user_ids(organization.id)
+        # The links of the activities named up front are read in one query; others one at a time.
+        self.read = {a.id for a in activities}
+        self.links = {link.activity_id: link for link in db.session.scalars(
+            select(SyncLink).where(SyncLink.activity_id.in_(self.read)))} if self.read else {}
+
+    def _link(self, activity: Activity) -> SyncLink | None:
+        if activity.id in self.read:
+            return self.links.get(activity.id)
+        return db.session.scalar(select(SyncLink).where(SyncLink.activity_id == activity.id))
 
     def __call__(self, activity: Activity) -> SyncStatus:
-        link = db.session.scalar(select(SyncLink).where(SyncLink.activity_id == activity.id))
+        link = self._link(activity)
         event_id = link.google_event_id if link is not None and link.confirmed else None
         if link is not None and link.error_message:
             return SyncStatus("error", event_id, link.error_message)
