@@ -40,16 +40,16 @@ def empty_database(tmp_path_factory):
     return path
 
 
-@pytest.fixture
-def app(tmp_path, empty_database):
+def _test_app(tmp_path, empty_database, **overrides):
+    """A fresh app on its own copy of the empty database."""
     shutil.copyfile(empty_database, tmp_path / "portal.sqlite")
     app = create_app({
         "TESTING": True,
         "SECRET_KEY": "test-secret",
         "ENCRYPTION_KEY": "hYDDs2tKQ-6jSuX4rrNQNlQhX3DOXVkIOCMUDldOZFc=",
         "SQLALCHEMY_DATABASE_URI": "sqlite:///" + str(tmp_path / "portal.sqlite"),
-        "WTF_CSRF_ENABLED": False,
         "PASSWORD_HASH_METHOD": FAST_HASH,
+        **overrides,
     })
     yield app
     with app.app_context():
@@ -58,20 +58,14 @@ def app(tmp_path, empty_database):
 
 
 @pytest.fixture
-def csrf_app(tmp_path):
+def app(tmp_path, empty_database):
+    yield from _test_app(tmp_path, empty_database, WTF_CSRF_ENABLED=False)
+
+
+@pytest.fixture
+def csrf_app(tmp_path, empty_database):
     """An app with CSRF protection on, as in production."""
-    app = create_app({
-        "TESTING": True,
-        "SECRET_KEY": "test-secret",
-        "ENCRYPTION_KEY": "hYDDs2tKQ-6jSuX4rrNQNlQhX3DOXVkIOCMUDldOZFc=",
-        "SQLALCHEMY_DATABASE_URI": "sqlite:///" + str(tmp_path / "portal.sqlite"),
-        "PASSWORD_HASH_METHOD": FAST_HASH,
-    })
-    with app.app_context():
-        db.create_all()
-    yield app
-    with app.app_context():
-        db.engine.dispose()
+    yield from _test_app(tmp_path, empty_database)
 
 
 @pytest.fixture
