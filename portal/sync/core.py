@@ -374,20 +374,16 @@ def _drop_orphan_exceptions(
 
 
 def match_key(state: ItemState) -> tuple[Any, ...]:
-    """What the first sync matches on: subject, dates, wall-clock times, recurrence pattern.
+    """What the first sync matches on: subject, start and end, recurrence pattern.
 
-    The pattern is the rule lines only: one side may list a cancelled occurrence as
-    EXDATE where the other has a cancelled instance, and both are the same series.
+    A timed item's start and end are compared as moments, not as wall-clock times: an event written in
+    another zone (UTC from a phone, the calendar's own zone from the web) is the same meeting when it starts
+    at the same moment. All-day items compare their dates. The pattern is the rule lines only: one side
+    may list a cancelled occurrence as EXDATE where the other has a cancelled instance, and both are the
+    same series.
     """
-    if state.all_day:
-        start_date, end_date, start_time, end_time = state.start, state.end, None, None
-    else:
-        zone = _zone(state.time_zone)
-        start = state.start.astimezone(zone)  # type: ignore[union-attr]
-        end = state.end.astimezone(zone)  # type: ignore[union-attr]
-        start_date, end_date, start_time, end_time = start.date(), end.date(), start.time(), end.time()
     pattern = tuple(line for line in state.recurrence if line.startswith(("RRULE:", "EXRULE:")))
-    return (state.subject.strip().casefold(), start_date, end_date, start_time, end_time, state.all_day, pattern)
+    return (state.subject.strip().casefold(), state.start, state.end, state.all_day, pattern)
 
 
 @dataclass

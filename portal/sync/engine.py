@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
 import threading
 import time
@@ -77,6 +78,13 @@ IN_CLAUSE_CHUNK = 500
 # An item that has no calendar to go to (its owner is not in the Workspace and no participant syncs) is
 # tried again when it changes, on a first sync, or after this long: never once per cycle.
 PARKED_SECONDS = 3600
+
+
+def fresh_generation() -> int:
+    """Where a new link starts counting its event ids. An activity may be linked, unlinked (deleted in
+    Google, then restored) and linked again: Google never gives a deleted id back, and a new life must
+    never meet its previous life's event under the same id, so each life starts at a random place."""
+    return secrets.randbelow(2**30)
 
 
 def worker_name() -> str:
@@ -202,7 +210,8 @@ class Cycle:
     failed_portal: set[int] = field(default_factory=set)
     failed_google: set[str] = field(default_factory=set)
     failed_links: set[int] = field(default_factory=set)
-    refetch: set[int] = field(default_factory=set)
+    refetch: set[int] = field(default_factory=set)  # links to read from Google again and plan anew, once
+    unsettled: set[int] = field(default_factory=set)  # links whose reserved id the pull listed: settle them
     written: set[int] = field(default_factory=set)  # links whose event we wrote (their etag is the answer's)
     # Exceptions Google still holds for occurrences its series no longer has, by event id: removed there.
     orphans: dict[str, dict] = field(default_factory=dict)
@@ -322,6 +331,11 @@ def _run(organization: Organization, trigger: str, *, puller: User | None) -> Sy
     except GoogleError as exc:
         db.session.rollback()
         row.status, row.message = "failed", exc.cause
+    except Exception as exc:  # noqa: BLE001 - a cycle always ends with a state, never stays "running"
+        log.exception("sync cycle of organization %s stopped on an unexpected error", organization.id)
+        db.session.rollback()
+        row.status = "failed"
+        row.message = f"The cycle stopped on an unexpected error ({type(exc).__name__}); it is tried again."
     row.requests = cycle.requests
     row.duration_ms = int((time.monotonic() - started) * 1000)
     if puller is not None:
@@ -358,12 +372,15 @@ def _cycle(cycle: Cycle) -> None:
 
     portal_items = _portal_items(cycle, google_items, first_sync=first_sync)
     _fill_missing_sides(cycle, portal_items, google_items)
+    _settle_reserved(cycle, portal_items, google_items)
     actions = core.plan_cycle(_core_links(cycle), portal_items, google_items, first_sync=first_sync, now=now,
                               window_days=FIRST_SYNC_DAYS)
     _execute(cycle, actions)
+    # What reached Google is recorded now: nothing that follows can take it back.
+    db.session.commit()
     if cycle.refetch:
+        _replan_refetched(cycle)
         db.session.commit()
-        _replan_refetched(cycle, portal_items)
     _refresh_attendees(cycle)
     _mark_outbox(cycle)
     if state is not None:
@@ -431,6 +448,9 @@ def _pull(cycle: Cycle, state: CalendarSync):
 def _pulled_item(cycle: Cycle, event_id: str, event: dict, link: SyncLink | None, instances: list[dict], *,
                  zone: str, first_sync: bool) -> core.GoogleItem | None:
     """What one pulled event means for its item, or None when it means nothing (yet)."""
+    if link is not None and not link.confirmed and link.pending_state is not None:
+        cycle.unsettled.add(link.id)  # an insert of ours whose answer was lost: `_settle_reserved` reads it
+        return None
     puller = cycle.puller.email.lower()
     organizer_field = event.get("organizer") if isinstance(event.get("organizer"), dict) else {}
     organizer = str(organizer_field.get("email") or puller).lower()
@@ -560,22 +580,28 @@ def _portal_items(cycle: Cycle, google_items, *, first_sync: bool) -> dict[int, 
         for activity in db.session.scalars(select(Activity).where(Activity.id.in_(chunk))):
             if activity.organization_id != organization.id:
                 continue
-            cycle.activities[activity.id] = activity
-            cycle.activity_versions[activity.id] = activity.version
             if _parked(cycle, link_of.get(activity.id), activity):
+                cycle.activities[activity.id] = activity
                 cycle.failed_portal.add(activity.id)  # its changes stay pending until it can go somewhere
                 continue
-            if activity.is_deleted:
-                items[activity.id] = core.PortalItem(None, activity.deleted_at)
-                continue
-            try:
-                state = activity_state(activity)
-            except ValueError as exc:
-                _item_problem(cycle, _link_of_activity(cycle, activity.id), activity_id=activity.id,
-                              message=f"Activity not synced: {exc}")
-                continue
-            items[activity.id] = core.PortalItem(state, activity.updated_at, is_eligible(activity, cycle.syncing))
+            item = _portal_item(cycle, activity, link_of.get(activity.id))
+            if item is not None:
+                items[activity.id] = item
     return items
+
+
+def _portal_item(cycle: Cycle, activity: Activity, link: SyncLink | None) -> core.PortalItem | None:
+    """The activity as the core sees it now (None: it cannot be synced, and says why)."""
+    cycle.activities[activity.id] = activity
+    cycle.activity_versions[activity.id] = activity.version
+    if activity.is_deleted:
+        return core.PortalItem(None, activity.deleted_at)
+    try:
+        state = activity_state(activity)
+    except ValueError as exc:
+        _item_problem(cycle, link, activity_id=activity.id, message=f"Activity not synced: {exc}")
+        return None
+    return core.PortalItem(state, activity.updated_at, is_eligible(activity, cycle.syncing))
 
 
 def _parked(cycle: Cycle, link: SyncLink | None, activity: Activity) -> bool:
@@ -605,36 +631,51 @@ def _fill_missing_sides(cycle: Cycle, portal_items, google_items) -> None:
         if link.activity_id not in portal_items:
             activity = db.session.get(Activity, link.activity_id)
             if activity is not None:
-                cycle.activities[activity.id] = activity
-                cycle.activity_versions[activity.id] = activity.version
-                try:
-                    portal_items[activity.id] = (
-                        core.PortalItem(None, activity.deleted_at) if activity.is_deleted else
-                        core.PortalItem(activity_state(activity), activity.updated_at,
-                                        is_eligible(activity, cycle.syncing)))
-                except ValueError as exc:
-                    _item_problem(cycle, link, activity_id=activity.id, message=f"Activity not synced: {exc}")
+                item = _portal_item(cycle, activity, link)
+                if item is None:
                     continue
+                portal_items[activity.id] = item
         if link.google_event_id not in google_items:
             item = _fetch_google_item(cycle, link)
             if item is not None:
                 google_items[link.google_event_id] = item
 
 
-def _fetch_google_item(cycle: Cycle, link: SyncLink) -> core.GoogleItem | None:
-    """The event as its own calendar holds it now (with every changed occurrence), read on purpose."""
+def _read_event(cycle: Cycle, link: SyncLink) -> tuple[dict | None, list[dict]]:
+    """The event as its own calendar holds it now, with every changed occurrence; (None, []) when Google
+    does not know the id. Raises GoogleError for anything else."""
     client = cycle.client(link.calendar_email)
     try:
         event = client.execute(client.service.events().get(calendarId="primary", eventId=link.google_event_id),
                                item=True)
-        instances = _exception_instances(cycle, client, event) if event.get("status") != "cancelled" else []
+    except GoogleError as exc:
+        if exc.status == 404:
+            return None, []
+        if exc.status == 410:  # gone: deleted long enough ago that Google no longer shows it
+            return {"id": link.google_event_id, "status": "cancelled"}, []
+        raise
+    if not isinstance(event, dict):
+        raise error_for("event_refused", status=200, detail="Google answered with something that is not an event")
+    instances = _exception_instances(cycle, client, event) if event.get("status") != "cancelled" else []
+    return event, instances
+
+
+def _fetch_google_item(cycle: Cycle, link: SyncLink) -> core.GoogleItem | None:
+    """The event as its own calendar holds it now (with every changed occurrence), read on purpose."""
+    try:
+        event, instances = _read_event(cycle, link)
     except GoogleError as exc:
         if isinstance(exc, IntegrationError | TransientError) or _is_pullers(cycle, exc):
             raise
-        if exc.status in (404, 410):
-            return core.GoogleItem(None, utcnow())
         _item_problem(cycle, link, google_event_id=link.google_event_id, message=exc.cause)
         return None
+    if event is None:
+        return core.GoogleItem(None, utcnow())
+    return _google_item(cycle, link, event, instances)
+
+
+def _google_item(cycle: Cycle, link: SyncLink, event: dict, instances: list[dict]) -> core.GoogleItem | None:
+    """What an event read on its own (not from the pull) means: its state, or None when it is deleted."""
     modified = _parse_google_time(event.get("updated"))
     if event.get("status") == "cancelled":
         return core.GoogleItem(None, modified)
@@ -654,6 +695,61 @@ def _fetch_google_item(cycle: Cycle, link: SyncLink) -> core.GoogleItem | None:
         responses=attendee_responses(event))
     cycle.google_states[link.google_event_id] = state
     return core.GoogleItem(state, modified, event.get("etag"))
+
+
+def _settle_reserved(cycle: Cycle, portal_items, google_items) -> None:
+    """Inserts whose answer never came back (lost on the way, or the worker stopped before recording it)
+    are settled by reading the reserved id back before anything is sent again.
+
+    A 409 on a second insert is not enough: Google documents that it cannot guarantee to detect an id
+    collision at insert time (calendar.v3.json, Event.id), and the event may have been deleted since, in
+    which case the delete must win rather than a second copy appear.
+    """
+    for link in list(cycle.links.values()):
+        if link.confirmed or not link.google_event_id or link.pending_state is None:
+            continue
+        if link.id not in cycle.unsettled and link.activity_id not in portal_items:
+            continue
+        try:
+            event, instances = _read_event(cycle, link)
+        except GoogleError as exc:
+            if isinstance(exc, IntegrationError) or _is_pullers(cycle, exc):
+                raise
+            # Unknown whether the first insert went through: nothing is sent for this item until it is known.
+            if link.activity_id is not None:
+                cycle.failed_portal.add(link.activity_id)
+            cycle.failed_links.add(link.id)
+            if not isinstance(exc, TransientError):
+                _item_problem(cycle, link, google_event_id=link.google_event_id, message=exc.cause)
+            continue
+        if event is None:
+            continue  # it never arrived: the insert goes out again, with the same id
+        item = _confirm_insert(cycle, link, event, instances, state_from_json(link.pending_state))
+        if item is not None:
+            google_items[link.google_event_id] = item
+
+
+def _confirm_insert(cycle: Cycle, link: SyncLink, event: dict, instances: list[dict],
+                    intended: core.ItemState) -> core.GoogleItem | None:
+    """Our insert did reach Google: link the event, with what the insert carried as the agreed state.
+
+    The occurrence changes follow a series insert in writes of their own; those Google does not have were
+    never written, so they are not part of the agreed state (and go out as changes of the portal's).
+    """
+    item = _google_item(cycle, link, event, instances)
+    base = intended
+    if item is not None and item.state is not None:
+        written = {key: exc for key, exc in intended.exceptions.items() if key in item.state.exceptions}
+        base = replace(intended, exceptions=core.FrozenMap(written))
+    link.confirmed = True
+    link.pending_state = None
+    link.base_state, link.base_hash = state_to_json(base), base.content_hash()
+    if event.get("etag") and event.get("status") != "cancelled":
+        link.etag = event["etag"]
+    cycle.journal("created", activity_id=link.activity_id, google_event_id=link.google_event_id, side="google",
+                  after=state_to_json(base), message="The insert had reached Google, but its answer had not "
+                  "reached the portal: the event is linked, not inserted again.")
+    return item
 
 
 def _outside_the_window(known: core.ItemState | None) -> core.ItemState | None:
@@ -742,6 +838,7 @@ def _item_problem(cycle: Cycle, link: SyncLink | None, *, activity_id=None, goog
 def _execute(cycle: Cycle, actions: list) -> None:
     _reserve_event_ids(cycle, actions)
     results = _google_writes(cycle, actions)
+    _hold_failed_links(cycle, actions, results)
     for index, action in enumerate(actions):
         try:
             with db.session.begin_nested():
@@ -764,9 +861,12 @@ def _target_calendar(cycle: Cycle, activity_id: int | None, link: SyncLink | Non
 
 
 def _reserve_event_ids(cycle: Cycle, actions: list) -> None:
-    """Write the chosen event ids down before inserting, so a lost answer can never become a duplicate."""
+    """Write the chosen event ids down before inserting, so a lost answer can never become a duplicate, and
+    the pairs a first sync matched before writing either side, so a cycle cut short never copies them."""
     for action in actions:
-        if isinstance(action, core.CreateEvent):
+        if isinstance(action, core.LinkItems):
+            _reserve_match(cycle, action)
+        elif isinstance(action, core.CreateEvent):
             activity = cycle.activities[action.portal_id]
             link = cycle.links.get(action.link_id) if action.link_id else _link_of_activity(cycle, action.portal_id)
             if link is None:
@@ -780,20 +880,43 @@ def _reserve_event_ids(cycle: Cycle, actions: list) -> None:
             link.google_event_id = core.event_id_for(action.portal_id, namespace=cycle.organization.uid,
                                                      generation=link.generation)
             link.calendar_email = target
+            link.pending_state = state_to_json(action.state)
         elif isinstance(action, core.RecreateEvent):
             link = cycle.links[action.link_id]
             link.generation += 1
             link.confirmed = False
             link.google_event_id = core.event_id_for(action.portal_id, namespace=cycle.organization.uid,
                                                      generation=link.generation)
+            link.pending_state = state_to_json(action.state)
     db.session.commit()
+
+
+def _reserve_match(cycle: Cycle, action: core.LinkItems) -> None:
+    """A matched pair is linked before its writes, still without an agreed state: should the cycle stop
+    half-way, the next one reads both sides and merges them again instead of copying either."""
+    if _link_of_activity(cycle, action.portal_id) is not None:
+        return
+    info = cycle.events.get(action.google_id)
+    calendar = info.organizer if info is not None and info.organizer in cycle.users_by_email \
+        else cycle.activities[action.portal_id].owner.email
+    link = SyncLink(organization_id=cycle.organization.id, activity_id=action.portal_id,
+                    google_event_id=action.google_id, calendar_email=calendar, origin="portal", generation=fresh_generation(),
+                    confirmed=True, etag=info.etag if info is not None else None)
+    try:
+        with db.session.begin_nested():
+            db.session.add(link)
+    except IntegrityError:  # linked by another worker just now: that link is worked from next cycle
+        cycle.failed_portal.add(action.portal_id)
+        cycle.failed_google.add(action.google_id)
+        return
+    cycle.links[link.id] = link
 
 
 def _new_portal_link(cycle: Cycle, activity: Activity) -> SyncLink | None:
     """A link for an activity about to be inserted in Google; None when another worker linked it just now
     (this cycle then leaves the activity alone, and the next one works from that link)."""
     link = SyncLink(organization_id=cycle.organization.id, activity_id=activity.id,
-                    calendar_email=activity.owner.email, origin="portal", confirmed=False, generation=0)
+                    calendar_email=activity.owner.email, origin="portal", confirmed=False, generation=fresh_generation())
     try:
         with db.session.begin_nested():
             db.session.add(link)
@@ -867,22 +990,34 @@ def _google_writes(cycle: Cycle, actions: list) -> dict:
         if getattr(action, "portal_id", None) in cycle.failed_portal and isinstance(
                 action, core.CreateEvent | core.RecreateEvent):
             continue  # its link could not be reserved: never insert without one
+        if isinstance(action, core.UpdateEvent) and action.google_id in cycle.failed_google:
+            continue
         if isinstance(action, core.UpdateEvent) and _organized_elsewhere(cycle, action.google_id, by_event):
             # Google refuses changes to an event organized outside the organization: do not even ask.
             refused[index] = error_for("not_organizer", status=403, reason="forbiddenForNonOrganizer")
+            continue
+        if isinstance(action, core.UpdateEvent | core.DeleteEvent) and not _etag_for(cycle, action):
+            # Without the organizer's etag a write could overwrite a change we have not seen: read it first.
+            refused[index] = _replan(cycle, action)
             continue
         write = _write_for(cycle, index, action)
         if write is not None:
             writes.append(write)
     results = run_writes(writes, batch_size=batch_size, backoff=backoff)
     results.update(refused)
+    for index, outcome in list(results.items()):
+        if isinstance(outcome, GoogleError) and outcome.status == 412 and isinstance(
+                actions[index], core.UpdateEvent | core.DeleteEvent):
+            results[index] = _replan(cycle, actions[index])  # changed in Google meanwhile: read it, merge again
     _settle_duplicates(cycle, actions, results)
 
     # Occurrence exceptions are written once their series exists.
     exception_writes = []
     for index, action in enumerate(actions):
         if isinstance(action, core.CreateEvent | core.RecreateEvent | core.UpdateEvent):
-            if isinstance(results.get(index), GoogleError) or getattr(action, "portal_id", None) in cycle.parked:
+            outcome = results.get(index)
+            if isinstance(outcome, GoogleError) or outcome is REPLAN or getattr(action, "portal_id", None) \
+                    in cycle.parked:
                 continue
             exception_writes.extend(_exception_writes(cycle, index, action))
     exception_writes.extend(_orphan_writes(cycle, actions))
@@ -897,6 +1032,29 @@ def _google_writes(cycle: Cycle, actions: list) -> dict:
                 continue
             results[key[0]] = outcome
     return results
+
+
+class _Replan:
+    """The outcome of a write that was not made or not taken: its link is read again and planned anew."""
+
+    def __repr__(self) -> str:
+        return "REPLAN"
+
+
+REPLAN = _Replan()
+
+
+def _replan(cycle: Cycle, action) -> _Replan:
+    link = _link_for_action(cycle, action)
+    if link is not None:
+        cycle.refetch.add(link.id)
+        cycle.failed_links.add(link.id)
+    return REPLAN
+
+
+def _etag_for(cycle: Cycle, action) -> str | None:
+    link = _link_for_action(cycle, action)
+    return action.etag or (link.etag if link is not None else None)
 
 
 def _organized_elsewhere(cycle: Cycle, google_id, by_event: dict) -> bool:
@@ -944,7 +1102,7 @@ def _write_for(cycle: Cycle, index: int, action) -> Write | None:
         if not patch:
             return None
         client = cycle.client(link.calendar_email)
-        etag = action.etag or (link.etag if link else None)
+        etag = _etag_for(cycle, action)
 
         def build(service, patch=patch, event_id=action.google_id, etag=etag):
             request = service.events().patch(calendarId="primary", eventId=event_id, body=patch, sendUpdates="none")
@@ -956,8 +1114,13 @@ def _write_for(cycle: Cycle, index: int, action) -> Write | None:
     if isinstance(action, core.DeleteEvent):
         link = _link_for_action(cycle, action)
         client = cycle.client(link.calendar_email if link else cycle.puller.email)
-        return Write(index, client, lambda service, event_id=action.google_id: service.events().delete(
-            calendarId="primary", eventId=event_id, sendUpdates="none"))
+
+        def delete(service, event_id=action.google_id, etag=_etag_for(cycle, action)):
+            request = service.events().delete(calendarId="primary", eventId=event_id, sendUpdates="none")
+            request.headers["If-Match"] = etag  # a change in Google we have not seen beats the delete: 412
+            return request
+
+        return Write(index, client, delete)
     return None
 
 
@@ -1055,40 +1218,26 @@ def _orphan_writes(cycle: Cycle, actions: list) -> list[Write]:
 
 
 def _settle_duplicates(cycle: Cycle, actions: list, results: dict) -> None:
-    """A 409 on our own chosen id means an earlier attempt did reach Google: link it, never copy it."""
+    """A 409 on our own chosen id means an earlier attempt did reach Google: link it, never copy it. What
+    Google holds now (changed or deleted since) is then merged like any change, in this cycle."""
     for index, action in enumerate(actions):
         outcome = results.get(index)
         if not (isinstance(action, core.CreateEvent | core.RecreateEvent) and isinstance(outcome, GoogleError)
                 and outcome.status == 409):
             continue
         link = _link_for_action(cycle, action)
-        client = cycle.client(link.calendar_email)
         try:
-            event = client.execute(client.service.events().get(calendarId="primary", eventId=link.google_event_id),
-                                   item=True)
+            event, instances = _read_event(cycle, link)
         except GoogleError as exc:
             results[index] = exc
             continue
-        if event.get("status") == "cancelled":
-            # The id was used by an event deleted since; Google never gives it back. Next cycle uses a new one.
-            link.generation += 1
-            link.google_event_id = core.event_id_for(action.portal_id, namespace=cycle.organization.uid,
-                                                     generation=link.generation)
-            results[index] = TransientError("id_taken", "Google already had a deleted event with this id.",
-                                            "A new id is used in the next cycle.")
+        if event is None:
+            results[index] = TransientError("no_answer", "Google refused the id as taken but does not show it.",
+                                            "It is tried again in the next cycle.")
             continue
-        try:
-            existing = event_state(event, [], cycle.users_by_email)
-        except MappingError:
-            existing = None
-        if existing is not None and existing == replace(action.state, exceptions=existing.exceptions):
-            results[index] = event
-        else:
-            # What Google has differs from what we meant: agree on nothing yet, merge next cycle.
-            link.confirmed, link.base_state, link.base_hash, link.etag = True, None, None, event.get("etag")
-            results[index] = TransientError("merge_next_cycle", "The event existed in Google with other content.",
-                                            "Both sides are merged in the next cycle.")
-            cycle.failed_portal.add(action.portal_id)
+        intended = state_from_json(link.pending_state) if link.pending_state else action.state
+        _confirm_insert(cycle, link, event, instances, intended)
+        results[index] = _replan(cycle, action)
 
 
 def _mark_failed(cycle: Cycle, action, message: str) -> None:
@@ -1107,11 +1256,31 @@ def _mark_failed(cycle: Cycle, action, message: str) -> None:
     cycle.journal("error", activity_id=portal_id, google_event_id=google_id, message=message)
 
 
+def _hold_failed_links(cycle: Cycle, actions: list, results: dict) -> None:
+    """A link whose Google write failed (or is to be planned again) takes no portal write this cycle
+    either: its two sides and its agreed state stay as they were, and the next plan starts from there."""
+    for index, action in enumerate(actions):
+        outcome = results.get(index)
+        if outcome is REPLAN:
+            continue  # `_replan` held it already
+        if not isinstance(outcome, GoogleError) or outcome.code == "not_organizer":
+            continue
+        if isinstance(action, core.DeleteEvent) and outcome.status in (404, 410):
+            continue
+        link = _link_for_action(cycle, action)
+        if link is not None:
+            cycle.failed_links.add(link.id)
+
+
 def _blocked(cycle: Cycle, action) -> bool:
     """Whether an earlier step of this item failed, so its agreed state must not move."""
     link_id = getattr(action, "link_id", None)
     if link_id is not None and link_id in cycle.failed_links:
         return True
+    if not isinstance(action, core.CreateActivity | core.ItemError) and cycle.failed_links:
+        link = _link_for_action(cycle, action)
+        if link is not None and link.id in cycle.failed_links:
+            return True
     portal_id = getattr(action, "portal_id", None)
     google_id = getattr(action, "google_id", None)
     if portal_id is not None and portal_id in cycle.failed_portal:
@@ -1127,16 +1296,13 @@ def _blocked(cycle: Cycle, action) -> bool:
 
 def _apply(cycle: Cycle, index: int, action, results: dict) -> None:
     outcome = results.get(index)
+    if outcome is REPLAN:
+        return
     if isinstance(outcome, GoogleError):
         if isinstance(outcome, IntegrationError) or _is_pullers(cycle, outcome):
             raise outcome
         if isinstance(action, core.DeleteEvent) and outcome.status in (404, 410):
             outcome = {}  # already gone: that is what we wanted
-        elif isinstance(action, core.UpdateEvent) and outcome.status == 412:
-            link = _link_for_action(cycle, action)
-            cycle.refetch.add(link.id)
-            cycle.failed_links.add(link.id)
-            return
         elif isinstance(action, core.UpdateEvent) and outcome.code == "not_organizer":
             _keep_organizers_version(cycle, action)
             return
@@ -1190,6 +1356,7 @@ def _apply(cycle: Cycle, index: int, action, results: dict) -> None:
             raise StaleDataError("the activity changed during the cycle")
         changed_by(db.session, None, origin="google")
         activity.mark_deleted()
+        _wrote(cycle, activity)
         row.portal_deleted += 1
         cycle.journal("deleted", activity_id=activity.id, side="portal", before=state_to_json(activity_state(activity)),
                       message="Deleted in Google: the activity is in the trash and can be restored for 30 days.")
@@ -1198,7 +1365,7 @@ def _apply(cycle: Cycle, index: int, action, results: dict) -> None:
         if link is None:
             link = SyncLink(organization_id=cycle.organization.id, activity_id=action.portal_id,
                             calendar_email=cycle.events[action.google_id].organizer if action.google_id in cycle.events
-                            else cycle.activities[action.portal_id].owner.email, origin="portal", generation=0)
+                            else cycle.activities[action.portal_id].owner.email, origin="portal", generation=fresh_generation())
             db.session.add(link)
         link.google_event_id = action.google_id
         link.confirmed = True
@@ -1246,6 +1413,7 @@ def _forget_orphans(cycle: Cycle, activity_id: int | None, state: core.ItemState
         changed_by(db.session, None, origin="google")
         for exc in stale:
             activity.exceptions.remove(exc)
+        _wrote(cycle, activity)
 
 
 def _keep_organizers_version(cycle: Cycle, action: core.UpdateEvent) -> None:
@@ -1279,6 +1447,7 @@ def _keep_organizers_version(cycle: Cycle, action: core.UpdateEvent) -> None:
         if info is not None and info.organizer != activity.owner.email.lower():
             activity.google_organizer = info.organizer
         _assign(cycle, activity, google)
+        _wrote(cycle, activity)
     cycle.refused[link.id] = google
     cycle.row.portal_updated += 1
 
@@ -1301,8 +1470,15 @@ def _jsonable(value):
 def _set_base(link: SyncLink, state: core.ItemState) -> None:
     link.base_state = state_to_json(state)
     link.base_hash = state.content_hash()
+    link.pending_state = None
     link.synced_at = utcnow()
     link.error_message = link.error_at = None
+
+
+def _wrote(cycle: Cycle, activity: Activity) -> None:
+    """Our own write is not someone else's change: later steps of this cycle compare against it."""
+    db.session.flush()
+    cycle.activity_versions[activity.id] = activity.version
 
 
 def _moved_meanwhile(cycle: Cycle, activity: Activity) -> bool:
@@ -1373,7 +1549,7 @@ def _create_activity(cycle: Cycle, action: core.CreateActivity) -> None:
     link = cycle.links.get(action.link_id) if action.link_id else None
     if link is None:
         link = SyncLink(organization_id=cycle.organization.id, google_event_id=action.google_id, origin="google",
-                        generation=0)
+                        generation=fresh_generation())
         db.session.add(link)
     link.activity_id = activity.id
     link.confirmed = True
@@ -1403,33 +1579,64 @@ def _update_activity(cycle: Cycle, action) -> None:
         # The owner stays the owner, and a pending change puts them back on the guest list in Google.
         db.session.add(ChangeRecord(organization_id=activity.organization_id, activity_id=activity.id,
                                     action="update", origin="portal"))
+    _wrote(cycle, activity)
     cycle.row.portal_updated += 1
-    cycle.journal("restored" if isinstance(action, core.RestoreActivity) else "updated", activity_id=activity.id,
-                  side="portal", before=before, after=state_to_json(action.state))
+    if isinstance(action, core.RestoreActivity):
+        cycle.journal("restored", activity_id=activity.id, side="portal", before=before,
+                      after=state_to_json(action.state),
+                      message="Deleted on one side while it was changed in Google: the change wins over the "
+                              "delete, so the activity is back from the trash with it.")
+    else:
+        cycle.journal("updated", activity_id=activity.id, side="portal", before=before,
+                      after=state_to_json(action.state))
 
 
-def _replan_refetched(cycle: Cycle, portal_items) -> None:
-    """Google changed an event under our write (412): read it and merge again, once, in this cycle."""
-    links = {link_id: cycle.links[link_id] for link_id in cycle.refetch if link_id in cycle.links}
-    google_items = {}
-    for link in links.values():
-        item = _fetch_google_item(cycle, link)
-        if item is not None:
-            google_items[link.google_event_id] = item
-            link.etag = cycle.events[link.google_event_id].etag
-    subset = {link.activity_id: portal_items[link.activity_id] for link in links.values()
-              if link.activity_id in portal_items}
-    for link_id in links:
-        cycle.failed_links.discard(link_id)
-    core_links = {link_id: link for link_id, link in _core_links(cycle).items() if link_id in links}
-    actions = core.plan_cycle(core_links, subset, google_items)
+def _replan_refetched(cycle: Cycle) -> None:
+    """Links whose write was not made or not taken (Google changed the event meanwhile, its etag was
+    unknown, or an insert turned out to exist already): read both sides again and merge once more, in this
+    cycle. Each link alone: one that cannot be read waits for the next cycle, the others go on."""
+    links = {link_id: cycle.links[link_id] for link_id in sorted(cycle.refetch) if link_id in cycle.links}
     cycle.refetch = set()
+    google_items, portal_items, core_links = {}, {}, {}
+    planned = _core_links(cycle)
+    for link_id, link in links.items():
+        cycle.failed_links.discard(link_id)
+        try:
+            item = _fetch_google_item(cycle, link)
+        except TransientError as exc:
+            _mark_link_failed(cycle, link, f"Google could not be read: {exc.cause}")
+            continue
+        activity = cycle.activities.get(link.activity_id) if link.activity_id else None
+        if activity is None and link.activity_id:
+            activity = db.session.get(Activity, link.activity_id)
+        if item is None or activity is None:
+            cycle.failed_links.add(link_id)
+            continue
+        portal_item = _portal_item(cycle, activity, link)
+        if portal_item is None:
+            continue
+        google_items[link.google_event_id] = item
+        info = cycle.events.get(link.google_event_id)
+        if info is not None and info.etag:
+            link.etag = info.etag
+        portal_items[activity.id] = portal_item
+        core_links[link_id] = planned[link_id]
+    actions = core.plan_cycle(core_links, portal_items, google_items)
     _execute(cycle, actions)
-    for link_id in cycle.refetch:  # a second 412 in a row: leave it to the next cycle
+    for link_id in cycle.refetch:  # changed again in Google meanwhile: the next cycle reads it once more
         cycle.failed_links.add(link_id)
-        links_row = cycle.links.get(link_id)
-        if links_row is not None and links_row.activity_id:
-            cycle.failed_portal.add(links_row.activity_id)
+        link = cycle.links.get(link_id)
+        if link is not None and link.activity_id:
+            cycle.failed_portal.add(link.activity_id)
+    cycle.refetch = set()
+
+
+def _mark_link_failed(cycle: Cycle, link: SyncLink, message: str) -> None:
+    cycle.failed_links.add(link.id)
+    if link.activity_id:
+        cycle.failed_portal.add(link.activity_id)
+    cycle.row.errors += 1
+    cycle.journal("error", activity_id=link.activity_id, google_event_id=link.google_event_id, message=message)
 
 
 def _refresh_attendees(cycle: Cycle) -> None:

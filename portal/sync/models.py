@@ -104,6 +104,9 @@ class SyncLink(db.Model):
     # False while an insert is under way: the id is reserved so no pull mistakes the event for a new one.
     confirmed: Mapped[bool] = mapped_column(Boolean, default=False)
     base_state: Mapped[dict | None] = mapped_column(JSON)
+    # What an insert under way carries (written down before it is sent): if its answer is lost, reading the
+    # reserved id back tells whether it went through, and this is then the state both sides agreed on.
+    pending_state: Mapped[dict | None] = mapped_column(JSON)
     base_hash: Mapped[str | None] = mapped_column(String(64))
     etag: Mapped[str | None] = mapped_column(String(100))  # of the organizer's copy
     google_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -1,0 +1,214 @@
+"""Faults and races between the two sides: each case here was once seen to lose an edit, undo a delete,
+duplicate an item or block other items. Driven through the REST API on the portal's side and the real
+Google client as the person on the other."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from portal.extensions import db
+from portal.models import Activity, ChangeRecord
+from portal.sync.models import SyncCycle, SyncJournalEntry, SyncLink
+from tests.helpers import make_activity
+from tests.test_sync_engine import activities
+
+NOW = datetime.now(UTC).replace(microsecond=0, second=0, minute=0)
+
+
+def at(days=0, hours=0):
+    return (NOW + timedelta(days=days, hours=hours)).isoformat()
+
+
+def push(app, world):
+    from portal.sync.engine import push_pending
+
+    with app.app_context():
+        cycle = push_pending(world["acme"])
+        assert cycle is not None
+        db.session.refresh(cycle)
+        db.session.expunge(cycle)
+        return cycle
+
+
+def journal(app, kind=None):
+    with app.app_context():
+        query = select(SyncJournalEntry).order_by(SyncJournalEntry.id)
+        if kind:
+            query = query.where(SyncJournalEntry.kind == kind)
+        rows = db.session.scalars(query).all()
+        for row in rows:
+            db.session.expunge(row)
+        return rows
+
+
+def pending_changes(app):
+    with app.app_context():
+        return db.session.scalars(select(ChangeRecord).where(ChangeRecord.processed_at.is_(None),
+                                                             ChangeRecord.origin != "google")).all()
+
+
+def running_cycles(app):
+    with app.app_context():
+        return db.session.scalars(select(SyncCycle).where(SyncCycle.status == "running")).all()
+
+
+def test_portal_edit_after_a_google_delete_brings_the_event_back_and_blocks_nobody(
+        app, world, connected, sync_on, run_sync, google_user, api):
+    sync_on("user", "colleague")
+    mine = make_activity(app, world["user"], subject="Mine", start=at(1), end=at(1, 1))
+    theirs = make_activity(app, world["colleague"], subject="Theirs", start=at(2), end=at(2, 1))
+    run_sync("user")
+    run_sync("colleague")
+    owner = google_user("user@acme.test")
+    [event] = owner.live()
+    owner.delete(event["id"])  # deleted in Google, not pulled yet
+
+    assert api("user").patch(f"/api/v1/activities/{mine}", json={"subject": "Mine (edited)"}).status_code == 200
+    assert api("colleague").patch(f"/api/v1/activities/{theirs}",
+                                  json={"subject": "Theirs (edited)"}).status_code == 200
+    cycle = push(app, world)
+
+    assert cycle.status in ("ok", "partial"), cycle.message
+    assert running_cycles(app) == []
+    # The edit beats the delete: the event is back with the edit, under a new id (Google never reuses one).
+    assert [e["summary"] for e in owner.live()] == ["Mine (edited)"]
+    assert [e["summary"] for e in google_user("colleague@acme.test").live()] == ["Theirs (edited)"]
+    assert [a.subject for a in activities(app)] == ["Mine (edited)", "Theirs (edited)"]
+    assert pending_changes(app) == []
+    # Nothing is left to do for either side.
+    assert run_sync("user").google_created == 0
+    assert [e["summary"] for e in owner.live()] == ["Mine (edited)"]
+
+
+def test_portal_delete_does_not_destroy_a_newer_google_edit(app, world, connected, sync_on, run_sync, google_user,
+                                                            api):
+    sync_on("user")
+    activity_id = make_activity(app, world["user"], subject="Review", start=at(1), end=at(1, 1))
+    run_sync("user")
+    owner = google_user("user@acme.test")
+    [event] = owner.live()
+
+    assert api("user").delete(f"/api/v1/activities/{activity_id}").status_code == 204
+    owner.patch(event["id"], summary="Review (moved room)")  # before the delete reaches Google
+    push(app, world)
+    run_sync("user")
+
+    assert [e["summary"] for e in owner.live()] == ["Review (moved room)"]
+    [activity] = activities(app)
+    assert activity.id == activity_id and activity.subject == "Review (moved room)"  # back from the trash
+    restored = journal(app, "restored")
+    assert [entry.activity_id for entry in restored] == [activity_id]
+    assert "delete" in (restored[0].message or "").lower()
+    assert pending_changes(app) == []
+
+
+def test_google_delete_after_a_half_finished_insert_trashes_the_activity(app, world, connected, sync_on, run_sync,
+                                                                         google_user):
+    sync_on("user")
+    app.config["SYNC_RETRY_ATTEMPTS"] = 1  # the lost answer is not settled within the cycle
+    activity_id = make_activity(app, world["user"], subject="Half", start=at(1), end=at(1, 1))
+    connected.control("POST", "/faults", {"kind": "drop_response", "method": "POST",
+                                          "path_regex": "/calendar/v3/calendars/.*/events$", "count": 1})
+    run_sync("user")
+    owner = google_user("user@acme.test")
+    [event] = owner.live()  # Google has it, the portal does not know
+    with app.app_context():
+        assert not db.session.scalars(select(SyncLink)).one().confirmed
+    owner.delete(event["id"])
+
+    for _ in range(3):
+        run_sync("user")
+
+    assert owner.live() == []
+    assert activities(app) == []
+    with app.app_context():
+        assert db.session.get(Activity, activity_id).is_deleted  # in the trash
+    inserted = connected.control("GET", "/stats")["requests"].get("calendar.events.insert", 0)
+    assert inserted == 1  # never a second event
+
+
+def test_half_finished_insert_is_settled_by_reading_the_reserved_id_back(app, world, connected, sync_on, run_sync,
+                                                                         google_user):
+    sync_on("user")
+    app.config["SYNC_RETRY_ATTEMPTS"] = 1
+    make_activity(app, world["user"], subject="Half", start=at(1), end=at(1, 1))
+    connected.control("POST", "/faults", {"kind": "drop_response", "method": "POST",
+                                          "path_regex": "/calendar/v3/calendars/.*/events$", "count": 1})
+    run_sync("user")
+    # Google's sync token moved past the insert already: only reading the id back can tell it happened.
+    connected.control("POST", "/faults", {"kind": "expire_sync_tokens", "user": "user@acme.test"})
+    connected.control("DELETE", "/faults")
+    with app.app_context():
+        from portal.models import User
+        from portal.sync.engine import push_pending
+
+        push_pending(world["acme"])
+        link = db.session.scalars(select(SyncLink)).one()
+        assert link.confirmed and link.base_state["subject"] == "Half"
+        assert db.session.get(User, world["user"])
+    assert connected.control("GET", "/stats")["requests"].get("calendar.events.insert", 0) == 1
+    assert [e["summary"] for e in google_user("user@acme.test").live()] == ["Half"]
+
+
+def test_re_created_event_deleted_again_in_google_stays_deleted(app, world, connected, sync_on, run_sync,
+                                                                google_user, api):
+    sync_on("user")
+    activity_id = make_activity(app, world["user"], subject="Phoenix", start=at(1), end=at(1, 1))
+    run_sync("user")
+    owner = google_user("user@acme.test")
+    [event] = owner.live()
+    owner.delete(event["id"])
+    api("user").patch(f"/api/v1/activities/{activity_id}", json={"subject": "Phoenix (edited)"})
+    push(app, world)
+    [again] = owner.live()
+    assert again["id"] != event["id"] and again["summary"] == "Phoenix (edited)"
+
+    owner.delete(again["id"])
+    run_sync("user")
+    run_sync("user")
+    assert owner.live() == []
+    assert activities(app) == []
+
+
+def test_re_created_activity_deleted_again_in_the_portal_stays_deleted(app, world, connected, sync_on, run_sync,
+                                                                       google_user, api):
+    sync_on("user")
+    activity_id = make_activity(app, world["user"], subject="Phoenix", start=at(1), end=at(1, 1))
+    run_sync("user")
+    owner = google_user("user@acme.test")
+    [event] = owner.live()
+    api("user").delete(f"/api/v1/activities/{activity_id}")
+    owner.patch(event["id"], summary="Phoenix (Google)")
+    run_sync("user")
+    assert [a.subject for a in activities(app)] == ["Phoenix (Google)"]
+
+    assert api("user").delete(f"/api/v1/activities/{activity_id}").status_code == 204
+    push(app, world)
+    run_sync("user")
+    assert owner.live() == []
+    assert activities(app) == []
+
+
+@pytest.mark.parametrize("zone", ["Europe/Amsterdam", "UTC", "America/New_York", None])
+def test_first_sync_links_identical_twins_one_to_one(app, world, connected, sync_on, run_sync, google_user, zone):
+    # The same moments, written in whatever zone the Google side uses (None: an offset and no zone).
+    owner = google_user("user@acme.test")
+    start, end = {"dateTime": at(1)}, {"dateTime": at(1, 1)}
+    if zone:
+        start["timeZone"] = end["timeZone"] = zone
+    for _ in range(2):
+        make_activity(app, world["user"], subject="Twin", start=at(1), end=at(1, 1))
+        owner.insert(summary="Twin", start=start, end=end)
+    sync_on("user")
+    cycle = run_sync("user")
+    assert cycle.status == "ok", cycle.message
+    run_sync("user")
+
+    assert len(activities(app)) == 2
+    assert len(owner.live()) == 2
+    with app.app_context():
+        links = db.session.scalars(select(SyncLink)).all()
+        assert len(links) == 2 and all(link.confirmed for link in links)
+        assert len({link.activity_id for link in links}) == 2
+        assert len({link.google_event_id for link in links}) == 2
