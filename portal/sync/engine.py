@@ -1114,8 +1114,9 @@ def _write_for(cycle: Cycle, index: int, action) -> Write | None:
     if isinstance(action, core.DeleteEvent):
         link = _link_for_action(cycle, action)
         client = cycle.client(link.calendar_email if link else cycle.puller.email)
+        etag = _etag_for(cycle, action)
 
-        def delete(service, event_id=action.google_id, etag=_etag_for(cycle, action)):
+        def delete(service, event_id=action.google_id, etag=etag):
             request = service.events().delete(calendarId="primary", eventId=event_id, sendUpdates="none")
             request.headers["If-Match"] = etag  # a change in Google we have not seen beats the delete: 412
             return request
