@@ -219,6 +219,14 @@ class EmulatorApp:
             return tok.user if tok else None
         return None
 
+    def _client_of(self, headers):
+        """The OAuth client (service account) whose delegated token a request carries; None for a person's."""
+        auth_header = headers.get("Authorization") or ""
+        if auth_header.startswith("Bearer "):
+            tok = self.state.tokens.get(auth_header[7:].strip())
+            return tok.client_id if tok else None
+        return None
+
     def _match_fault(self, method, path, headers):
         with self.store.lock:
             actor = None
@@ -233,6 +241,8 @@ class EmulatorApp:
                     actor = actor or self._actor_of(headers)
                     if actor != fault["user"].lower():
                         continue
+                if fault.get("client_id") and self._client_of(headers) != str(fault["client_id"]):
+                    continue
                 if fault.get("fraction") is not None and self.random.random() >= float(fault["fraction"]):
                     continue
                 if fault.get("count") is not None:
@@ -535,6 +545,11 @@ class EmulatorApp:
             return 200, {"channels": [self._channel_json(c) for c in state.channels.values()]}
         if path == "/reset" and method == "POST":
             self.store.state = type(state)()
+            # A seed makes the faults given as fractions strike the same requests in every run.
+            seed = (payload or {}).get("seed") if isinstance(payload, dict) else None
+            self.random = random.Random(seed)
+            if seed is not None:
+                self.store.state.ids = random.Random(f"ids-{seed}")
             return 200, {"reset": True}
         return 404, {"error": f"unknown control endpoint {method} {path}"}
 
@@ -555,6 +570,7 @@ class EmulatorApp:
             "fraction": payload.get("fraction"),
             "latency_ms": payload.get("latency_ms"),
             "user": payload.get("user"),
+            "client_id": payload.get("client_id"),
         }
         if fault["path_regex"]:
             re.compile(fault["path_regex"])

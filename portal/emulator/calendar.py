@@ -72,9 +72,9 @@ def unb64(text):
     return json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
 
 
-def new_event_id():
+def new_event_id(state):
     alphabet = "0123456789abcdefghijklmnopqrstuv"
-    return "".join(secrets.choice(alphabet) for _ in range(26))
+    return "".join(state.ids.choice(alphabet) for _ in range(26))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -551,7 +551,7 @@ def events_insert(ctx, calendar_id, params, body):
         if event_id in cal.entries:
             raise ApiError(409, "duplicate")
     else:
-        event_id = new_event_id()
+        event_id = new_event_id(ctx.state)
     p = normalize(body, cal.time_zone, cal.id)
     core = Core(event_id, cal.id, ctx.actor, ctx.now)
     if isinstance(body.get("iCalUID"), str) and body["iCalUID"]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import pickle
+import random
 import sqlite3
 import threading
 import time
@@ -121,6 +122,7 @@ class State:
         self.emails_sent = 0
         self.notifications_sent = 0
         self.faults_triggered = 0
+        self.ids = random.Random()  # event ids; seeded (POST /reset {"seed"}) for runs that repeat
 
     # -- clock -------------------------------------------------------------------------------
     def now(self):
@@ -170,6 +172,8 @@ class Store:
         if row:
             self.state = pickle.loads(row[0])
             self.state.faults = []
+            if not hasattr(self.state, "ids"):  # saved before event ids had their own generator
+                self.state.ids = random.Random()
 
     def save(self):
         if not self.path:

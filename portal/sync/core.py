@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Hashable, Iterable, Iterator, Mapping
+from collections.abc import Collection, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
@@ -23,6 +23,8 @@ from portal.sync.recurrence import has_occurrence_after, is_occurrence, normaliz
 
 __all__ = [
     "MERGE_GROUPS",
+    "NOBODY_SYNCING",
+    "NOT_SYNCED_TYPE",
     "SYNCED_FIELDS",
     "Action",
     "Conflict",
@@ -54,6 +56,7 @@ __all__ = [
     "match_key",
     "plan_cycle",
     "reconcile",
+    "takes_part",
 ]
 
 K = TypeVar("K", bound=Hashable)
@@ -506,10 +509,16 @@ class UpdateEvent:
     etag: str | None = None  # If-Match; None when the event was not read this cycle
 
 
+# Why an item leaves one side while it stays on the other (journaled with the action).
+NOT_SYNCED_TYPE = "not_synced_type"  # its type does not go to Google, or it is a project task
+NOBODY_SYNCING = "nobody_syncing"  # nobody with calendar sync on takes part in it any more
+
+
 @dataclass(frozen=True)
 class DeleteEvent:
     google_id: GoogleId
     etag: str | None = None
+    reason: str = ""  # empty: deleted in the portal; else why the event leaves Google
 
 
 @dataclass(frozen=True)
@@ -530,6 +539,7 @@ class UpdateActivity:
 @dataclass(frozen=True)
 class TrashActivity:
     portal_id: PortalId
+    reason: str = ""  # empty: deleted in Google; else why the activity leaves the portal
 
 
 @dataclass(frozen=True)
@@ -596,6 +606,7 @@ def plan_cycle(
     first_sync: bool = False,
     now: datetime | None = None,
     window_days: int = 30,
+    syncing: Collection[str] | None = None,
 ) -> list[Action]:
     """The actions of one cycle, in the order they must be applied.
 
@@ -603,7 +614,11 @@ def plan_cycle(
     missing from them is taken as unchanged (equal to the link's base). The actions of
     one link are contiguous and end with its SetBase/Unlink, so an executor that stops a
     link at a failed write leaves the base untouched and the next cycle retries.
+
+    ``syncing``: the e-mails of the users with calendar sync on. An item syncs only while one
+    of them takes part in it (owner, organizer or participant); None means everyone syncs.
     """
+    syncing = frozenset(e.lower() for e in syncing) if syncing is not None else None
     if first_sync and now is None:
         raise ValueError("a first sync needs `now` for its 30-day window")
     actions: list[Action] = []
@@ -615,11 +630,11 @@ def plan_cycle(
             actions.append(duplicate)
             continue
         try:
-            actions.extend(_plan_link(link_id, link, portal, google))
+            actions.extend(_plan_link(link_id, link, portal, google, syncing))
         except Exception as err:  # noqa: BLE001 - one bad item must never stop the cycle
             actions.append(_error_for(link, link_id, err))
 
-    new_portal = _unlinked(portal, linked_portal, eligible_only=True)
+    new_portal = _unlinked(portal, linked_portal, eligible_only=True, syncing=syncing)
     new_google = _unlinked(google, linked_google, eligible_only=False)
     if first_sync:
         assert now is not None
@@ -661,8 +676,17 @@ def _error_for(link: Link, link_id: LinkId, err: Exception) -> ItemError:
     return ItemError(side, item_id, f"{type(err).__name__}: {err}", link_id)
 
 
+def takes_part(state: ItemState | None, syncing: frozenset[str] | None) -> bool:
+    """Whether someone with calendar sync on takes part in the item (as its owner, organizer or guest)."""
+    return syncing is None or state is None or bool(state.participants & syncing)
+
+
 def _plan_link(
-    link_id: LinkId, link: Link, portal: Mapping[PortalId, PortalItem], google: Mapping[GoogleId, GoogleItem]
+    link_id: LinkId,
+    link: Link,
+    portal: Mapping[PortalId, PortalItem],
+    google: Mapping[GoogleId, GoogleItem],
+    syncing: frozenset[str] | None = None,
 ) -> list[Action]:
     if link.portal_id is None or link.google_id is None:
         return _plan_half_link(link_id, link, portal, google)
@@ -681,21 +705,29 @@ def _plan_link(
         portal_modified_at=p_item.modified_at if p_item is not None else _NEVER,
         google_modified_at=g_item.modified_at if g_item is not None else _NEVER,
     )
+    merged = resolution.merged
+
+    # Who syncs decides whether the pair is synced at all. Nobody with sync on took part at the last
+    # agreement nor does now (a user switched sync off, say): nothing moves, the link waits until
+    # someone takes part again, and then both sides merge against the old agreement.
+    before = link.base if link.base is not None else (p_state if p_state is not None else g_state)
+    synced_before = takes_part(before, syncing)
+    synced_now = takes_part(merged, syncing) if merged is not None else synced_before
+    if not synced_before and not synced_now:
+        return [Unlink(link_id)] if p_state is None and g_state is None else []
+
     conflicts: list[Action] = [
         RecordConflict(link_id, link.portal_id, link.google_id, c) for c in resolution.conflicts
     ]
-    merged = resolution.merged
-
-    leaving = p_item is not None and p_state is not None and not p_item.eligible_for_google
-    if leaving and link.origin is not Side.GOOGLE:
-        # The activity no longer qualifies (type deselected): the event leaves Google,
-        # the activity stays, after taking in whatever Google changed meanwhile.
-        actions = conflicts
-        if merged is not None and merged != p_state and not resolution.delete_portal:
-            actions.append(UpdateActivity(link.portal_id, merged))
-        if g_state is not None:
-            actions.append(DeleteEvent(link.google_id, etag))
-        return [*actions, Unlink(link_id)]
+    type_leaving = (p_item is not None and p_state is not None and not p_item.eligible_for_google
+                    and link.origin is not Side.GOOGLE)
+    if type_leaving or (merged is not None and not synced_now):
+        # The pair stops syncing: the side the item was born on takes in the other side's changes and
+        # keeps it; the other side's copy, there only because of the sync, goes.
+        reason = NOT_SYNCED_TYPE if type_leaving else NOBODY_SYNCING
+        if link.origin is Side.GOOGLE and not type_leaving:
+            return conflicts + _leave_portal(link_id, link, resolution, p_state, g_state, etag)
+        return conflicts + _leave_google(link_id, link, resolution, p_state, g_state, etag, reason)
 
     actions = conflicts
     if resolution.delete_portal:
@@ -716,6 +748,37 @@ def _plan_link(
     elif merged is not None and merged != link.base:
         actions.append(SetBase(link_id, merged))
     return actions
+
+
+def _leave_google(link_id: LinkId, link: Link, resolution: Resolution, p_state: ItemState | None,
+                  g_state: ItemState | None, etag: str | None, reason: str) -> list[Action]:
+    """The activity stays, with what Google changed meanwhile; the event leaves Google."""
+    merged = resolution.merged
+    if merged is None:
+        return [Unlink(link_id)]  # gone from Google already
+    actions: list[Action] = []
+    if p_state is None:
+        actions.append(RestoreActivity(link.portal_id, merged))  # changed in Google after the portal's delete
+    elif merged != p_state:
+        actions.append(UpdateActivity(link.portal_id, merged))
+    if g_state is not None:
+        actions.append(DeleteEvent(link.google_id, etag, reason))
+    return [*actions, Unlink(link_id)]
+
+
+def _leave_portal(link_id: LinkId, link: Link, resolution: Resolution, p_state: ItemState | None,
+                  g_state: ItemState | None, etag: str | None) -> list[Action]:
+    """The event stays, with what the portal changed meanwhile; the activity leaves the portal."""
+    merged = resolution.merged
+    assert merged is not None
+    actions: list[Action] = []
+    if g_state is None:
+        actions.append(RecreateEvent(link_id, link.portal_id, link.google_id, merged))
+    elif merged != g_state:
+        actions.append(UpdateEvent(link.google_id, merged, etag))
+    if p_state is not None:
+        actions.append(TrashActivity(link.portal_id, NOBODY_SYNCING))
+    return [*actions, Unlink(link_id)]
 
 
 def _plan_half_link(
@@ -743,13 +806,14 @@ def _unlinked(
     linked: Mapping[Hashable, LinkId],
     *,
     eligible_only: bool,
+    syncing: frozenset[str] | None = None,
 ) -> dict[Hashable, ItemState]:
     out: dict[Hashable, ItemState] = {}
     for item_id in sorted(items, key=_id_order):
         item = items[item_id]
         if item_id in linked or item.state is None:
             continue  # deleted before it was ever synced: nothing exists on the other side
-        if eligible_only and not getattr(item, "eligible_for_google", True):
+        if eligible_only and not (getattr(item, "eligible_for_google", True) and takes_part(item.state, syncing)):
             continue
         out[item_id] = item.state
     return out

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import socket
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -80,11 +79,25 @@ IN_CLAUSE_CHUNK = 500
 PARKED_SECONDS = 3600
 
 
-def fresh_generation() -> int:
-    """Where a new link starts counting its event ids. An activity may be linked, unlinked (deleted in
-    Google, then restored) and linked again: Google never gives a deleted id back, and a new life must
-    never meet its previous life's event under the same id, so each life starts at a random place."""
-    return secrets.randbelow(2**30)
+# Points between two writes where a cycle can be cut short as a killed worker's would be: the chaos tests
+# register a hook that stops the cycle there, to prove that no such point loses or duplicates anything.
+CHECKPOINTS: list[Callable[[str], None]] = []
+
+
+def checkpoint(name: str) -> None:
+    for hook in CHECKPOINTS:
+        hook(name)
+
+
+def fresh_generation(activity: Activity, link: SyncLink | None = None) -> int:
+    """Where the event ids of a new link (or of a re-created event) are counted from.
+
+    An activity may be linked, unlinked (deleted in Google, then restored) and linked again, and Google
+    never gives a deleted id back: a new life must never meet an earlier event under the same id. The
+    activity's version only grows, and every new life or re-creation follows a change of the activity, so
+    counting from it never repeats an id (and a run of the same changes chooses the same ids).
+    """
+    return max(activity.version or 0, (link.generation + 1) if link is not None else 0)
 
 
 def worker_name() -> str:
@@ -101,18 +114,27 @@ def sync_allowed(organization: Organization) -> bool:
     return row is not None and row.sync_allowed
 
 
-def sync_user_ids(organization_id: int) -> set[int]:
-    return set(db.session.scalars(
-        select(CalendarSync.user_id).join(User, User.id == CalendarSync.user_id)
+def syncing_users(organization_id: int) -> dict[int, str]:
+    """The organization's active users with calendar sync on: id -> e-mail."""
+    return dict(db.session.execute(
+        select(User.id, User.email).join(CalendarSync, CalendarSync.user_id == User.id)
         .where(CalendarSync.organization_id == organization_id, CalendarSync.enabled.is_(True), User.active.is_(True))
-    ))
+    ).all())
+
+
+def sync_user_ids(organization_id: int) -> set[int]:
+    return set(syncing_users(organization_id))
+
+
+def type_goes_to_google(activity: Activity) -> bool:
+    """The portal's own rule: project tasks and types not selected for sync never go to Google."""
+    return not activity.is_deleted and activity.project_task_id is None and activity.activity_type.sync_to_google
 
 
 def is_eligible(activity: Activity, syncing: set[int]) -> bool:
-    """Whether the activity goes to Google (the integration itself being on is checked before)."""
-    if activity.is_deleted or activity.project_task_id is not None:
-        return False
-    if not activity.activity_type.sync_to_google:
+    """Whether the activity goes to Google (the integration itself being on is checked before): its type
+    goes, and someone with calendar sync on takes part in it."""
+    if not type_goes_to_google(activity):
         return False
     return activity.owner_id in syncing or any(link.user_id in syncing for link in activity.participant_links)
 
@@ -200,7 +222,8 @@ class Cycle:
     clients: dict[str, CalendarClient] = field(default_factory=dict)
     key: object = None
     users_by_email: OrganizationUsers = None  # type: ignore[assignment]
-    syncing: set[int] = field(default_factory=set)
+    syncing: set[int] = field(default_factory=set)  # users with calendar sync on
+    syncing_emails: frozenset[str] = frozenset()
     links: dict[int, SyncLink] = field(default_factory=dict)
     activities: dict[int, Activity] = field(default_factory=dict)
     activity_versions: dict[int, int] = field(default_factory=dict)
@@ -358,7 +381,8 @@ def _user_succeeded(user: User) -> None:
 def _cycle(cycle: Cycle) -> None:
     organization = cycle.organization
     cycle.users_by_email = OrganizationUsers(organization.id)
-    cycle.syncing = sync_user_ids(organization.id)
+    syncing = syncing_users(organization.id)
+    cycle.syncing, cycle.syncing_emails = set(syncing), frozenset(e.lower() for e in syncing.values())
     now = utcnow()
 
     google_items: dict[str, core.GoogleItem] = {}
@@ -368,20 +392,24 @@ def _cycle(cycle: Cycle) -> None:
         state = CalendarSync.for_user(cycle.puller)
         google_items, next_token, first_sync = _pull(cycle, state)
     cycle.first_sync = first_sync
+    checkpoint("pulled")
     db.session.commit()  # no write lock is held across the Google calls that follow
 
     portal_items = _portal_items(cycle, google_items, first_sync=first_sync)
     _fill_missing_sides(cycle, portal_items, google_items)
     _settle_reserved(cycle, portal_items, google_items)
     actions = core.plan_cycle(_core_links(cycle), portal_items, google_items, first_sync=first_sync, now=now,
-                              window_days=FIRST_SYNC_DAYS)
+                              window_days=FIRST_SYNC_DAYS, syncing=cycle.syncing_emails)
     _execute(cycle, actions)
+    checkpoint("applied")
     # What reached Google is recorded now: nothing that follows can take it back.
     db.session.commit()
     if cycle.refetch:
+        checkpoint("replanning")
         _replan_refetched(cycle)
         db.session.commit()
     _refresh_attendees(cycle)
+    checkpoint("outbox")
     _mark_outbox(cycle)
     if state is not None:
         state.sync_token = next_token
@@ -601,7 +629,7 @@ def _portal_item(cycle: Cycle, activity: Activity, link: SyncLink | None) -> cor
     except ValueError as exc:
         _item_problem(cycle, link, activity_id=activity.id, message=f"Activity not synced: {exc}")
         return None
-    return core.PortalItem(state, activity.updated_at, is_eligible(activity, cycle.syncing))
+    return core.PortalItem(state, activity.updated_at, type_goes_to_google(activity))
 
 
 def _parked(cycle: Cycle, link: SyncLink | None, activity: Activity) -> bool:
@@ -836,8 +864,51 @@ def _item_problem(cycle: Cycle, link: SyncLink | None, *, activity_id=None, goog
 
 
 def _execute(cycle: Cycle, actions: list) -> None:
+    first, then = _deletes_last(cycle, actions)
+    _execute_now(cycle, first)
+    if then:
+        checkpoint("taken-in")
+        db.session.commit()
+        # A link whose portal write failed keeps its event: the next cycle takes the changes in again.
+        ready = []
+        for action in then:
+            link = _link_for_action(cycle, action)
+            if link is not None and link.id not in cycle.failed_links and link.activity_id not in cycle.failed_portal:
+                ready.append(action)
+        _execute_now(cycle, ready)
+
+
+def _link_id(cycle: Cycle, action) -> int | None:
+    link = _link_for_action(cycle, action)
+    return link.id if link is not None else None
+
+
+def _deletes_last(cycle: Cycle, actions: list) -> tuple[list, list]:
+    """An event is deleted from Google only after the portal has stored what Google had changed in it.
+
+    When a plan takes Google's changes into an activity and deletes the event (the activity no longer
+    qualifies for Google), a cycle cut short between the delete and the portal's commit would lose those
+    changes for good: the delete, and what follows it for that link, wait for the portal's commit.
+    """
+    taken_in: set[int] = set()
+    held: set[int] = set()
+    first, then = [], []
+    for action in actions:
+        link_id = _link_id(cycle, action) if isinstance(
+            action, core.UpdateActivity | core.RestoreActivity | core.DeleteEvent | core.Unlink) else None
+        if link_id is not None and isinstance(action, core.UpdateActivity | core.RestoreActivity):
+            taken_in.add(link_id)
+        if link_id is not None and isinstance(action, core.DeleteEvent) and link_id in taken_in:
+            held.add(link_id)
+        (then if link_id in held else first).append(action)
+    return first, then
+
+
+def _execute_now(cycle: Cycle, actions: list) -> None:
     _reserve_event_ids(cycle, actions)
+    checkpoint("reserved")
     results = _google_writes(cycle, actions)
+    checkpoint("written")
     _hold_failed_links(cycle, actions, results)
     for index, action in enumerate(actions):
         try:
@@ -883,7 +954,7 @@ def _reserve_event_ids(cycle: Cycle, actions: list) -> None:
             link.pending_state = state_to_json(action.state)
         elif isinstance(action, core.RecreateEvent):
             link = cycle.links[action.link_id]
-            link.generation += 1
+            link.generation = fresh_generation(cycle.activities[action.portal_id], link)
             link.confirmed = False
             link.google_event_id = core.event_id_for(action.portal_id, namespace=cycle.organization.uid,
                                                      generation=link.generation)
@@ -900,7 +971,8 @@ def _reserve_match(cycle: Cycle, action: core.LinkItems) -> None:
     calendar = info.organizer if info is not None and info.organizer in cycle.users_by_email \
         else cycle.activities[action.portal_id].owner.email
     link = SyncLink(organization_id=cycle.organization.id, activity_id=action.portal_id,
-                    google_event_id=action.google_id, calendar_email=calendar, origin="portal", generation=fresh_generation(),
+                    google_event_id=action.google_id, calendar_email=calendar, origin="portal",
+                    generation=fresh_generation(cycle.activities[action.portal_id]),
                     confirmed=True, etag=info.etag if info is not None else None)
     try:
         with db.session.begin_nested():
@@ -916,7 +988,8 @@ def _new_portal_link(cycle: Cycle, activity: Activity) -> SyncLink | None:
     """A link for an activity about to be inserted in Google; None when another worker linked it just now
     (this cycle then leaves the activity alone, and the next one works from that link)."""
     link = SyncLink(organization_id=cycle.organization.id, activity_id=activity.id,
-                    calendar_email=activity.owner.email, origin="portal", confirmed=False, generation=fresh_generation())
+                    calendar_email=activity.owner.email, origin="portal", confirmed=False,
+                    generation=fresh_generation(activity))
     try:
         with db.session.begin_nested():
             db.session.add(link)
@@ -1011,6 +1084,7 @@ def _google_writes(cycle: Cycle, actions: list) -> dict:
             results[index] = _replan(cycle, actions[index])  # changed in Google meanwhile: read it, merge again
     _settle_duplicates(cycle, actions, results)
 
+    checkpoint("series-written")
     # Occurrence exceptions are written once their series exists.
     exception_writes = []
     for index, action in enumerate(actions):
@@ -1346,7 +1420,8 @@ def _apply(cycle: Cycle, index: int, action, results: dict) -> None:
         row.google_deleted += 1
         row.pushed += 1
         cycle.journal("deleted", activity_id=link.activity_id if link else None, google_event_id=action.google_id,
-                      side="google", before=link.base_state if link else None)
+                      side="google", before=link.base_state if link else None,
+                      message=LEFT_MESSAGES.get(action.reason))
     elif isinstance(action, core.CreateActivity):
         _create_activity(cycle, action)
     elif isinstance(action, core.UpdateActivity | core.RestoreActivity):
@@ -1360,13 +1435,15 @@ def _apply(cycle: Cycle, index: int, action, results: dict) -> None:
         _wrote(cycle, activity)
         row.portal_deleted += 1
         cycle.journal("deleted", activity_id=activity.id, side="portal", before=state_to_json(activity_state(activity)),
-                      message="Deleted in Google: the activity is in the trash and can be restored for 30 days.")
+                      message=LEFT_MESSAGES.get(action.reason, "Deleted in Google: the activity is in the trash "
+                                                               "and can be restored for 30 days."))
     elif isinstance(action, core.LinkItems):
         link = _link_of_activity(cycle, action.portal_id)
         if link is None:
             link = SyncLink(organization_id=cycle.organization.id, activity_id=action.portal_id,
                             calendar_email=cycle.events[action.google_id].organizer if action.google_id in cycle.events
-                            else cycle.activities[action.portal_id].owner.email, origin="portal", generation=fresh_generation())
+                            else cycle.activities[action.portal_id].owner.email, origin="portal",
+                            generation=fresh_generation(cycle.activities[action.portal_id]))
             db.session.add(link)
         link.google_event_id = action.google_id
         link.confirmed = True
@@ -1402,6 +1479,15 @@ def _apply(cycle: Cycle, index: int, action, results: dict) -> None:
                               "the other value is kept here so it can be restored.")
     elif isinstance(action, core.ItemError):
         _mark_failed(cycle, action, action.message)
+
+
+# Why one side's copy went while the other stays, as the journal says it.
+LEFT_MESSAGES = {
+    core.NOT_SYNCED_TYPE: "Its type is not synced to Google (or it is a project task): the event was removed "
+                          "from Google Calendar; the activity stays in the portal.",
+    core.NOBODY_SYNCING: "Nobody with calendar sync switched on takes part in it any more, so it is no longer "
+                         "synced: it stays where it was created and its copy on the other side was removed.",
+}
 
 
 def _forget_orphans(cycle: Cycle, activity_id: int | None, state: core.ItemState) -> None:
@@ -1550,7 +1636,7 @@ def _create_activity(cycle: Cycle, action: core.CreateActivity) -> None:
     link = cycle.links.get(action.link_id) if action.link_id else None
     if link is None:
         link = SyncLink(organization_id=cycle.organization.id, google_event_id=action.google_id, origin="google",
-                        generation=fresh_generation())
+                        generation=fresh_generation(activity))
         db.session.add(link)
     link.activity_id = activity.id
     link.confirmed = True
@@ -1622,7 +1708,7 @@ def _replan_refetched(cycle: Cycle) -> None:
             link.etag = info.etag
         portal_items[activity.id] = portal_item
         core_links[link_id] = planned[link_id]
-    actions = core.plan_cycle(core_links, portal_items, google_items)
+    actions = core.plan_cycle(core_links, portal_items, google_items, syncing=cycle.syncing_emails)
     _execute(cycle, actions)
     for link_id in cycle.refetch:  # changed again in Google meanwhile: the next cycle reads it once more
         cycle.failed_links.add(link_id)

@@ -211,6 +211,20 @@ def test_drop_response_applies_the_write(alice, emulator, when):
     assert info.value.resp.status == 409
 
 
+def test_fault_for_one_service_account_spares_the_persons_own_requests(alice, workspace, emulator, when):
+    email, svc = alice
+    person = workspace.person(email)
+    emulator.add_fault(status=503, client_id=workspace.sa["client_id"], path_regex="/events$")
+    try:
+        body = {"summary": "by hand", **when("2024-07-01T10:00")}
+        assert person.events().insert(calendarId="primary", body=body).execute()["summary"] == "by hand"
+        with pytest.raises(HttpError) as info:
+            svc.events().list(calendarId="primary").execute()
+        assert info.value.resp.status == 503
+    finally:
+        emulator.clear_faults()
+
+
 def test_faults_listing_and_clearing(emulator):
     emulator.clear_faults()
     fault = emulator.add_fault(status=500, path_regex="/never-matches$")

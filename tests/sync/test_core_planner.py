@@ -6,6 +6,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from portal.sync.core import (
+    NOBODY_SYNCING,
+    NOT_SYNCED_TYPE,
     Conflict,
     CreateActivity,
     CreateEvent,
@@ -63,10 +65,10 @@ def g(state, at=LATE, etag="e1"):
         pytest.param({1: p(P_EDIT)}, {"g1": g(G_EDIT)},
                      [UpdateActivity(1, replace(P_EDIT, location="Room 7")), UpdateEvent("g1", replace(P_EDIT, location="Room 7"), "e1"),
                       SetBase("L1", replace(P_EDIT, location="Room 7"))], id="both edit other fields: merged to both"),
-        pytest.param({1: p(BASE, eligible=False)}, {}, [DeleteEvent("g1", None), Unlink("L1")],
+        pytest.param({1: p(BASE, eligible=False)}, {}, [DeleteEvent("g1", None, NOT_SYNCED_TYPE), Unlink("L1")],
                      id="type deselected: event deleted, activity stays"),
         pytest.param({1: p(BASE, eligible=False)}, {"g1": g(G_EDIT)},
-                     [UpdateActivity(1, G_EDIT), DeleteEvent("g1", "e1"), Unlink("L1")],
+                     [UpdateActivity(1, G_EDIT), DeleteEvent("g1", "e1", NOT_SYNCED_TYPE), Unlink("L1")],
                      id="type deselected while google edited: edit kept, then event deleted"),
         pytest.param({1: p(BASE, eligible=False)}, {"g1": g(None)}, [Unlink("L1")], id="type deselected, event already gone"),
     ],
@@ -162,3 +164,44 @@ def test_first_sync_keeps_existing_links():
 def test_first_sync_needs_now():
     with pytest.raises(ValueError):
         plan_cycle({}, {}, {}, first_sync=True)
+
+
+# An item syncs only while someone with calendar sync on takes part in it (the mission: a user whose sync
+# is off has items synced only through a colleague who syncs).
+SYNCING = frozenset({"anna@acme.test"})
+WITH_ANNA = replace(BASE, participants=frozenset({"cees@acme.test", "anna@acme.test"}))
+WITHOUT_ANNA = replace(BASE, participants=frozenset({"cees@acme.test"}))
+
+
+@pytest.mark.parametrize(
+    ("origin", "base", "portal", "google", "expected"),
+    [
+        pytest.param(Side.PORTAL, WITH_ANNA, {}, {"g1": g(WITHOUT_ANNA)},
+                     [UpdateActivity(1, WITHOUT_ANNA), DeleteEvent("g1", "e1", NOBODY_SYNCING), Unlink("L1")],
+                     id="born in the portal, the syncing guest removed in Google: taken in, the event leaves"),
+        pytest.param(Side.PORTAL, WITH_ANNA, {1: p(WITHOUT_ANNA)}, {},
+                     [DeleteEvent("g1", None, NOBODY_SYNCING), Unlink("L1")],
+                     id="born in the portal, the syncing participant removed there: the event leaves"),
+        pytest.param(Side.GOOGLE, WITH_ANNA, {1: p(WITHOUT_ANNA)}, {},
+                     [UpdateEvent("g1", WITHOUT_ANNA, None), TrashActivity(1, NOBODY_SYNCING), Unlink("L1")],
+                     id="born in Google, the syncing participant removed in the portal: sent, the activity leaves"),
+        pytest.param(Side.GOOGLE, WITH_ANNA, {}, {"g1": g(WITHOUT_ANNA)},
+                     [TrashActivity(1, NOBODY_SYNCING), Unlink("L1")],
+                     id="born in Google, the syncing guest removed there: the activity leaves"),
+        pytest.param(Side.PORTAL, WITHOUT_ANNA, {1: p(replace(WITHOUT_ANNA, subject="x"))}, {}, [],
+                     id="nobody syncing before nor now (sync switched off): nothing moves"),
+        pytest.param(Side.PORTAL, WITHOUT_ANNA, {1: p(None)}, {"g1": g(None)}, [Unlink("L1")],
+                     id="nobody syncing, deleted on both sides: the link ends"),
+        pytest.param(Side.PORTAL, WITHOUT_ANNA, {1: p(WITH_ANNA)}, {},
+                     [UpdateEvent("g1", WITH_ANNA, None), SetBase("L1", WITH_ANNA)],
+                     id="a syncing participant added again: the pair syncs again from its last agreement"),
+    ],
+)
+def test_who_syncs_decides_whether_a_pair_syncs(origin, base, portal, google, expected):
+    links = {"L1": Link(1, "g1", base, origin=origin)}
+    assert plan_cycle(links, portal, google, syncing=SYNCING) == expected
+
+
+def test_new_portal_items_go_to_google_only_when_someone_syncing_takes_part():
+    actions = plan_cycle({}, {1: p(WITHOUT_ANNA), 2: p(WITH_ANNA)}, {}, syncing=SYNCING)
+    assert actions == [CreateEvent(2, WITH_ANNA)]
