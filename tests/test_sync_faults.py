@@ -212,3 +212,158 @@ def test_first_sync_links_identical_twins_one_to_one(app, world, connected, sync
         assert len(links) == 2 and all(link.confirmed for link in links)
         assert len({link.activity_id for link in links}) == 2
         assert len({link.google_event_id for link in links}) == 2
+
+
+class WorkerStopped(BaseException):
+    """Raised at an engine checkpoint: the cycle stops there as a killed worker's would."""
+
+
+@pytest.fixture
+def stop_worker():
+    """`stop_worker("written", when=lambda: ...)`: the next cycle that reaches that checkpoint (and for which
+    `when()` holds) stops there, as if its process had died; nothing after it runs or commits."""
+    from portal.sync import engine
+
+    hooks = []
+
+    def arm(point, when=lambda: True):
+        fired = []
+
+        def hook(name):
+            if name == point and not fired and when():
+                fired.append(name)
+                raise WorkerStopped(name)
+
+        engine.CHECKPOINTS.append(hook)
+        hooks.append(hook)
+        return fired
+
+    yield arm
+    for hook in hooks:
+        engine.CHECKPOINTS.remove(hook)
+
+
+def cycle_stopped(app, world, who):
+    from portal.sync.engine import run_user_cycle
+
+    with app.app_context():
+        with pytest.raises(WorkerStopped):
+            run_user_cycle(world[who], trigger="test")
+        db.session.remove()
+
+
+def deselect(app, world, name="Customer visit"):
+    from portal.models import ActivityType
+
+    with app.app_context():
+        db.session.scalars(select(ActivityType).where(ActivityType.organization_id == world["acme"],
+                                                      ActivityType.name == name)).one().sync_to_google = False
+        db.session.commit()
+
+
+def test_changes_in_google_are_stored_before_an_event_leaving_google_is_deleted(
+        app, world, connected, sync_on, run_sync, google_user, api, stop_worker):
+    # Found by the chaos run (seed 23): the worker stopped after deleting the event, before storing the edit.
+    sync_on("user")
+    deselect(app, world)
+    activity_id = make_activity(app, world["user"], subject="Visit", start=at(1), end=at(1, 1))
+    run_sync("user")
+    owner = google_user("user@acme.test")
+    [event] = owner.live()
+    owner.patch(event["id"], summary="Visit (agenda changed)", location="Their office")
+    assert api("user").patch(f"/api/v1/activities/{activity_id}",
+                             json={"activity_type": "Customer visit"}).status_code == 200
+
+    deletes = lambda: connected.control("GET", "/stats")["requests"].get("calendar.events.delete", 0)  # noqa: E731
+    fired = stop_worker("written", when=lambda: deletes() > 0)
+    cycle_stopped(app, world, "user")
+    assert fired and owner.live() == []  # the event is gone from Google: what it held must be in the portal
+    run_sync("user")
+    run_sync("user")
+
+    [activity] = activities(app)
+    assert (activity.subject, activity.location) == ("Visit (agenda changed)", "Their office")
+    assert activity.activity_type.name == "Customer visit"
+    assert owner.live() == []
+
+
+def test_a_syncing_guest_removed_in_google_from_the_item_of_a_user_without_sync(
+        app, world, connected, sync_on, run_sync, google_user):
+    # Found by the chaos run (seed 14): the item stayed in Google, unsynced, and drifted from the activity.
+    sync_on("colleague")  # the owner, "user", has sync off
+    activity_id = make_activity(app, world["user"], subject="Plan", start=at(1), end=at(1, 1),
+                                participants=["colleague@acme.test"])
+    run_sync("colleague")
+    owner = google_user("user@acme.test")
+    [event] = owner.live()
+    owner.patch(event["id"], description="Agenda", attendees=[])  # the owner drops the only syncing guest
+    run_sync("colleague")
+
+    [activity] = activities(app)
+    assert activity.id == activity_id and activity.description == "Agenda"  # the change is kept
+    assert activity.participants == []
+    assert owner.live() == []  # no one syncing takes part: the portal's item leaves Google
+    [entry] = journal(app, "deleted")
+    assert entry.side == "google" and "Nobody with calendar sync" in entry.message
+
+
+def test_a_syncing_guest_removed_from_the_google_event_of_a_user_without_sync(
+        app, world, connected, sync_on, run_sync, google_user):
+    # The issue's case 7: an event of a user whose sync is off stays in the portal only while a colleague
+    # with sync on takes part in it.
+    sync_on("colleague")
+    owner = google_user("user@acme.test")
+    event = owner.insert(summary="Dentist run", start={"dateTime": at(1)}, end={"dateTime": at(1, 1)},
+                         attendees=[{"email": "colleague@acme.test"}])
+    run_sync("colleague")
+    [activity] = activities(app)
+    assert activity.owner.email == "user@acme.test"
+
+    owner.patch(event["id"], summary="Dentist run (moved)", attendees=[])
+    run_sync("colleague")
+    assert activities(app) == []
+    with app.app_context():
+        trashed = db.session.get(Activity, activity.id)
+        assert trashed.is_deleted and trashed.subject == "Dentist run (moved)"
+    assert [e["summary"] for e in owner.live()] == ["Dentist run (moved)"]  # the event itself stays
+
+    # Invited again: it comes back (as a new activity), once.
+    owner.patch(event["id"], attendees=[{"email": "colleague@acme.test"}])
+    run_sync("colleague")
+    run_sync("colleague")
+    assert [a.subject for a in activities(app)] == ["Dentist run (moved)"]
+
+
+def test_removing_the_syncing_participant_in_the_portal_sends_that_first_then_the_item_leaves(
+        app, world, connected, sync_on, run_sync, google_user, api):
+    sync_on("colleague")
+    owner = google_user("user@acme.test")
+    event = owner.insert(summary="Review", start={"dateTime": at(1)}, end={"dateTime": at(1, 1)},
+                         attendees=[{"email": "colleague@acme.test"}])
+    run_sync("colleague")
+    [activity] = activities(app)
+    assert api("user").patch(f"/api/v1/activities/{activity.id}", json={"participants": []}).status_code == 200
+    push(app, world)
+    assert {a["email"] for a in owner.get(event["id"]).get("attendees") or []} <= {"user@acme.test"}
+    assert activities(app) == []
+
+
+def test_switching_sync_off_stops_syncing_and_removes_nothing(app, world, connected, sync_on, run_sync,
+                                                              google_user, api):
+    sync_on("user")
+    activity_id = make_activity(app, world["user"], subject="Mine", start=at(1), end=at(1, 1))
+    owner = google_user("user@acme.test")
+    owner.insert(summary="From Google", start={"dateTime": at(2)}, end={"dateTime": at(2, 1)})
+    run_sync("user")
+    sync_on("user", enabled=False)
+    api("user").patch(f"/api/v1/activities/{activity_id}", json={"subject": "Mine (edited, sync off)"})
+    push(app, world)
+    assert sorted(e["summary"] for e in owner.live()) == ["From Google", "Mine"]
+    assert sorted(a.subject for a in activities(app)) == ["From Google", "Mine (edited, sync off)"]
+
+    # Switched on again: the first sync merges both sides against their last agreement, nothing doubles.
+    sync_on("user")
+    run_sync("user")
+    run_sync("user")
+    assert sorted(e["summary"] for e in owner.live()) == ["From Google", "Mine (edited, sync off)"]
+    assert sorted(a.subject for a in activities(app)) == ["From Google", "Mine (edited, sync off)"]

@@ -777,6 +777,8 @@ def _leave_portal(link_id: LinkId, link: Link, resolution: Resolution, p_state: 
     elif merged != g_state:
         actions.append(UpdateEvent(link.google_id, merged, etag))
     if p_state is not None:
+        if merged != p_state:  # what goes to the trash is the item as it last was, should it be restored
+            actions.append(UpdateActivity(link.portal_id, merged))
         actions.append(TrashActivity(link.portal_id, NOBODY_SYNCING))
     return [*actions, Unlink(link_id)]
 

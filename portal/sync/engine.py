@@ -241,6 +241,7 @@ class Cycle:
     outside_workspace: set[str] = field(default_factory=set)  # e-mails Google said it does not know
     parked: set[int] = field(default_factory=set)  # activities with nowhere to go in Google, for now
     refused: dict[int, core.ItemState] = field(default_factory=dict)  # link id -> Google's state, kept
+    portal_states: dict[int, core.ItemState | None] = field(default_factory=dict)  # as planned this cycle
     first_sync: bool = False
 
     def client(self, email: str) -> CalendarClient:
@@ -623,12 +624,14 @@ def _portal_item(cycle: Cycle, activity: Activity, link: SyncLink | None) -> cor
     cycle.activities[activity.id] = activity
     cycle.activity_versions[activity.id] = activity.version
     if activity.is_deleted:
+        cycle.portal_states[activity.id] = None
         return core.PortalItem(None, activity.deleted_at)
     try:
         state = activity_state(activity)
     except ValueError as exc:
         _item_problem(cycle, link, activity_id=activity.id, message=f"Activity not synced: {exc}")
         return None
+    cycle.portal_states[activity.id] = state
     return core.PortalItem(state, activity.updated_at, type_goes_to_google(activity))
 
 
@@ -734,7 +737,10 @@ def _settle_reserved(cycle: Cycle, portal_items, google_items) -> None:
     which case the delete must win rather than a second copy appear.
     """
     for link in list(cycle.links.values()):
-        if link.confirmed or not link.google_event_id or link.pending_state is None:
+        if not link.google_event_id or link.pending_state is None:
+            continue
+        if link.confirmed:
+            _settle_update(cycle, link, portal_items, google_items)
             continue
         if link.id not in cycle.unsettled and link.activity_id not in portal_items:
             continue
@@ -752,9 +758,52 @@ def _settle_reserved(cycle: Cycle, portal_items, google_items) -> None:
             continue
         if event is None:
             continue  # it never arrived: the insert goes out again, with the same id
-        item = _confirm_insert(cycle, link, event, instances, state_from_json(link.pending_state))
+        item = _confirm_insert(cycle, link, event, instances, _pending(link)[0])
         if item is not None:
             google_items[link.google_event_id] = item
+
+
+def _settle_update(cycle: Cycle, link: SyncLink, portal_items, google_items) -> None:
+    """An update whose outcome was never recorded (its answer lost, or the worker stopped before the
+    portal's commit): when Google holds exactly what was sent, the write went through while the portal kept
+    what it had then. The merge then starts from there, so the portal's own changes that went to Google
+    are not taken for changes made in Google (which would, say, undo a delete made in the portal since)."""
+    if link.google_event_id not in google_items and link.activity_id not in portal_items:
+        return  # not part of this cycle: settled when it is
+    item = google_items.get(link.google_event_id)
+    if item is None:
+        try:
+            item = _fetch_google_item(cycle, link)
+        except TransientError:
+            _mark_link_failed(cycle, link, "Google could not be read; tried again in the next cycle.")
+            return
+        if item is None:
+            return
+        google_items[link.google_event_id] = item
+    _agree_on_sent(link, item)
+
+
+def _agree_on_sent(link: SyncLink, item: core.GoogleItem) -> None:
+    """Settle a noted update against what Google holds now (see `_settle_update`)."""
+    if not link.confirmed or not link.pending_state:
+        return
+    sent, portal_then = _pending(link)
+    link.pending_state = None
+    if item.state is not None and item.state == sent:
+        link.base_state, link.base_hash = state_to_json(portal_then), portal_then.content_hash()
+
+
+def _note_pending(link: SyncLink, sent: core.ItemState, portal: core.ItemState | None) -> None:
+    """Write down, before sending, what Google is about to get and what the portal had then."""
+    link.pending_state = {"sent": state_to_json(sent), "portal": state_to_json(portal or sent)}
+
+
+def _pending(link: SyncLink) -> tuple[core.ItemState, core.ItemState]:
+    data = link.pending_state
+    if "sent" not in data:  # noted by an earlier version: an insert's state alone
+        state = state_from_json(data)
+        return state, state
+    return state_from_json(data["sent"]), state_from_json(data["portal"])
 
 
 def _confirm_insert(cycle: Cycle, link: SyncLink, event: dict, instances: list[dict],
@@ -951,14 +1000,23 @@ def _reserve_event_ids(cycle: Cycle, actions: list) -> None:
             link.google_event_id = core.event_id_for(action.portal_id, namespace=cycle.organization.uid,
                                                      generation=link.generation)
             link.calendar_email = target
-            link.pending_state = state_to_json(action.state)
+            _note_pending(link, action.state, action.state)
         elif isinstance(action, core.RecreateEvent):
             link = cycle.links[action.link_id]
             link.generation = fresh_generation(cycle.activities[action.portal_id], link)
             link.confirmed = False
             link.google_event_id = core.event_id_for(action.portal_id, namespace=cycle.organization.uid,
                                                      generation=link.generation)
-            link.pending_state = state_to_json(action.state)
+            _note_pending(link, action.state, action.state)
+        elif isinstance(action, core.UpdateEvent):
+            link = _link_for_action(cycle, action)
+            if link is not None and link.confirmed:
+                base = state_from_json(link.base_state) if link.base_state else None
+                _note_pending(link, action.state, cycle.portal_states.get(link.activity_id, base))
+        elif isinstance(action, core.RecordConflict):
+            # Journaled before the writes: a worker stopped after overwriting the losing value in Google
+            # must not take the only record of it down with its transaction.
+            _journal_conflict(cycle, action)
     db.session.commit()
 
 
@@ -1069,8 +1127,10 @@ def _google_writes(cycle: Cycle, actions: list) -> dict:
             # Google refuses changes to an event organized outside the organization: do not even ask.
             refused[index] = error_for("not_organizer", status=403, reason="forbiddenForNonOrganizer")
             continue
-        if isinstance(action, core.UpdateEvent | core.DeleteEvent) and not _etag_for(cycle, action):
-            # Without the organizer's etag a write could overwrite a change we have not seen: read it first.
+        if isinstance(action, core.UpdateEvent | core.DeleteEvent) and (
+                not _etag_for(cycle, action) or _series_unread(cycle, action)):
+            # A write could overwrite (or a delete destroy) a change made in Google that we have not seen:
+            # read the event first and merge again.
             refused[index] = _replan(cycle, action)
             continue
         write = _write_for(cycle, index, action)
@@ -1079,9 +1139,12 @@ def _google_writes(cycle: Cycle, actions: list) -> dict:
     results = run_writes(writes, batch_size=batch_size, backoff=backoff)
     results.update(refused)
     for index, outcome in list(results.items()):
-        if isinstance(outcome, GoogleError) and outcome.status == 412 and isinstance(
-                actions[index], core.UpdateEvent | core.DeleteEvent):
-            results[index] = _replan(cycle, actions[index])  # changed in Google meanwhile: read it, merge again
+        if not isinstance(actions[index], core.UpdateEvent | core.DeleteEvent) or not isinstance(outcome, GoogleError):
+            continue
+        if outcome.status == 412 or isinstance(outcome, TransientError):
+            # Changed in Google meanwhile, or no answer (the write may have gone through): read it again,
+            # then merge once more from what Google really holds.
+            results[index] = _replan(cycle, actions[index])
     _settle_duplicates(cycle, actions, results)
 
     checkpoint("series-written")
@@ -1124,6 +1187,22 @@ def _replan(cycle: Cycle, action) -> _Replan:
         cycle.refetch.add(link.id)
         cycle.failed_links.add(link.id)
     return REPLAN
+
+
+def _series_unread(cycle: Cycle, action) -> bool:
+    """Whether the action concerns a recurring event whose occurrences this cycle has not read.
+
+    A series' etag does not change when one of its occurrences is edited (each edited occurrence is an
+    event of its own), so If-Match cannot protect an occurrence edited in Google from a delete or an
+    occurrence write: unless this cycle read the series, or pulled the calendar it lives in (which lists
+    every changed occurrence), it is read before anything is written.
+    """
+    if action.google_id in cycle.google_states:
+        return False
+    link = _link_for_action(cycle, action)
+    if link is None or not link.base_state or not link.base_state.get("recurrence"):
+        return False
+    return cycle.puller is None or (link.calendar_email or "").lower() != cycle.puller.email.lower()
 
 
 def _etag_for(cycle: Cycle, action) -> str | None:
@@ -1310,7 +1389,7 @@ def _settle_duplicates(cycle: Cycle, actions: list, results: dict) -> None:
             results[index] = TransientError("no_answer", "Google refused the id as taken but does not show it.",
                                             "It is tried again in the next cycle.")
             continue
-        intended = state_from_json(link.pending_state) if link.pending_state else action.state
+        intended = _pending(link)[0] if link.pending_state else action.state
         _confirm_insert(cycle, link, event, instances, intended)
         results[index] = _replan(cycle, action)
 
@@ -1470,15 +1549,29 @@ def _apply(cycle: Cycle, index: int, action, results: dict) -> None:
         if link is not None:
             db.session.delete(link)
     elif isinstance(action, core.RecordConflict):
-        conflict = action.conflict
-        row.conflicts += 1
-        loser = "google" if conflict.winner == core.Side.PORTAL else "portal"
-        cycle.journal("conflict", activity_id=action.portal_id, google_event_id=action.google_id, side=loser,
-                      field=conflict.field, before=_jsonable(conflict.lost_value), after=_jsonable(conflict.kept_value),
-                      message=f"Both sides changed {conflict.field}; the later change ({conflict.winner}) was kept, "
-                              "the other value is kept here so it can be restored.")
+        pass  # journaled before the writes (`_reserve_event_ids`)
     elif isinstance(action, core.ItemError):
         _mark_failed(cycle, action, action.message)
+
+
+def _journal_conflict(cycle: Cycle, action: core.RecordConflict) -> None:
+    """Keep the losing value of a conflict, once: a merge tried again (its writes failed, or the worker
+    stopped) finds the same conflict and does not journal it twice."""
+    conflict = action.conflict
+    loser = "google" if conflict.winner == core.Side.PORTAL else "portal"
+    lost, kept = _jsonable(conflict.lost_value), _jsonable(conflict.kept_value)
+    if action.portal_id is not None:
+        earlier = db.session.scalars(
+            select(SyncJournalEntry).where(SyncJournalEntry.activity_id == action.portal_id,
+                                           SyncJournalEntry.kind == "conflict", SyncJournalEntry.field == conflict.field)
+            .order_by(SyncJournalEntry.id.desc()).limit(20))
+        if any(entry.before == lost and entry.after == kept and entry.side == loser for entry in earlier):
+            return
+    cycle.row.conflicts += 1
+    cycle.journal("conflict", activity_id=action.portal_id, google_event_id=action.google_id, side=loser,
+                  field=conflict.field, before=lost, after=kept,
+                  message=f"Both sides changed {conflict.field}; the later change ({conflict.winner}) was kept, "
+                          "the other value is kept here so it can be restored.")
 
 
 # Why one side's copy went while the other stays, as the journal says it.
@@ -1678,14 +1771,30 @@ def _update_activity(cycle: Cycle, action) -> None:
                       after=state_to_json(action.state))
 
 
+REPLAN_ROUNDS = 3
+
+
 def _replan_refetched(cycle: Cycle) -> None:
     """Links whose write was not made or not taken (Google changed the event meanwhile, its etag was
-    unknown, or an insert turned out to exist already): read both sides again and merge once more, in this
-    cycle. Each link alone: one that cannot be read waits for the next cycle, the others go on."""
+    unknown, an insert turned out to exist already, or a write went through but its answer was lost):
+    read them from Google again and merge once more, in this cycle, a few rounds at most. Each link alone:
+    one that cannot be read waits for the next cycle, the others go on."""
+    for _ in range(REPLAN_ROUNDS):
+        if not cycle.refetch:
+            return
+        _replan_round(cycle)
+    for link_id in cycle.refetch:  # changed again in Google every time: the next cycle reads it once more
+        cycle.failed_links.add(link_id)
+        link = cycle.links.get(link_id)
+        if link is not None and link.activity_id:
+            cycle.failed_portal.add(link.activity_id)
+    cycle.refetch = set()
+
+
+def _replan_round(cycle: Cycle) -> None:
     links = {link_id: cycle.links[link_id] for link_id in sorted(cycle.refetch) if link_id in cycle.links}
     cycle.refetch = set()
     google_items, portal_items, core_links = {}, {}, {}
-    planned = _core_links(cycle)
     for link_id, link in links.items():
         cycle.failed_links.discard(link_id)
         try:
@@ -1699,6 +1808,7 @@ def _replan_refetched(cycle: Cycle) -> None:
         if item is None or activity is None:
             cycle.failed_links.add(link_id)
             continue
+        _agree_on_sent(link, item)  # our own write that went through is not a change made in Google
         portal_item = _portal_item(cycle, activity, link)
         if portal_item is None:
             continue
@@ -1707,15 +1817,11 @@ def _replan_refetched(cycle: Cycle) -> None:
         if info is not None and info.etag:
             link.etag = info.etag
         portal_items[activity.id] = portal_item
-        core_links[link_id] = planned[link_id]
+    planned = _core_links(cycle)
+    core_links = {link_id: planned[link_id] for link_id in links if link_id in planned
+                  and cycle.links[link_id].activity_id in portal_items}
     actions = core.plan_cycle(core_links, portal_items, google_items, syncing=cycle.syncing_emails)
     _execute(cycle, actions)
-    for link_id in cycle.refetch:  # changed again in Google meanwhile: the next cycle reads it once more
-        cycle.failed_links.add(link_id)
-        link = cycle.links.get(link_id)
-        if link is not None and link.activity_id:
-            cycle.failed_portal.add(link.activity_id)
-    cycle.refetch = set()
 
 
 def _mark_link_failed(cycle: Cycle, link: SyncLink, message: str) -> None:

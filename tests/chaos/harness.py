@@ -866,13 +866,22 @@ class Chaos:
             activity = self.activity(item)
             there = None if activity is None else self.activity_values(activity) | {
                 f"occ:{k}": v for k, v in self.activity_exceptions(activity).items()}
+            # The portal changed its type to one that does not go to Google, and that has not reached
+            # Google yet: that edit wins over the delete (the activity stays, without its event).
+            leaving = (activity is not None and item.origin == "portal"
+                       and not activity.activity_type.sync_to_google)
             db.session.remove()
         try:
             self.people[item.owner].events.delete(calendarId="primary", eventId=event["id"]).execute()
         except HttpError as exc:
             self.note(f"google: delete of {item.token} refused: {exc.resp.status}")
             return
-        self._deleted(item, "google", current, exceptions, there)
+        if leaving:
+            self.note(f"    (the portal's change of type not yet in Google wins over the delete)")
+            for edits in item.live.values():
+                edits.pop("google", None)
+        else:
+            self._deleted(item, "google", current, exceptions, there)
         self.note(f"google: {item.owner} deletes {item.token} ({event['id'][:12]})")
 
     def _deleted(self, item: Item, side: str, current: dict, exceptions: dict, there: dict | None) -> None:
