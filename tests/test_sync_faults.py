@@ -367,3 +367,79 @@ def test_switching_sync_off_stops_syncing_and_removes_nothing(app, world, connec
     run_sync("user")
     assert sorted(e["summary"] for e in owner.live()) == ["From Google", "Mine (edited, sync off)"]
     assert sorted(a.subject for a in activities(app)) == ["From Google", "Mine (edited, sync off)"]
+
+
+def test_a_portal_delete_after_a_stopped_push_is_honoured(app, world, connected, sync_on, run_sync, google_user, api,
+                                                          stop_worker):
+    # Found by the chaos run (seed 156): the push's update reached Google, the worker stopped before the
+    # portal recorded it, and the portal's own change coming back was taken for a Google edit beating the
+    # portal's delete that followed.
+    from portal.sync.engine import push_pending
+
+    sync_on("user")
+    activity_id = make_activity(app, world["user"], subject="Sprint", start=at(1), end=at(1, 1))
+    run_sync("user")
+    assert api("user").patch(f"/api/v1/activities/{activity_id}", json={"subject": "Sprint 2"}).status_code == 200
+    patches = lambda: connected.control("GET", "/stats")["requests"].get("calendar.events.patch", 0)  # noqa: E731
+    stop_worker("written", when=lambda: patches() > 0)
+    with app.app_context(), pytest.raises(WorkerStopped):
+        push_pending(world["acme"])
+    owner = google_user("user@acme.test")
+    assert [e["summary"] for e in owner.live()] == ["Sprint 2"]  # it went through
+
+    assert api("user").delete(f"/api/v1/activities/{activity_id}").status_code == 204
+    push(app, world)
+    run_sync("user")
+    assert owner.live() == []
+    assert activities(app) == []
+
+
+def test_an_update_whose_answer_was_lost_is_read_back_in_the_same_cycle(app, world, connected, sync_on, run_sync,
+                                                                        google_user, api):
+    # Found by the chaos run (seed 162): the answer to an update was lost; before the next cycle the owner
+    # deleted the event in Google (having seen the update), and the portal brought it back.
+    sync_on("user")
+    app.config["SYNC_RETRY_ATTEMPTS"] = 1
+    activity_id = make_activity(app, world["user"], subject="Sprint", start=at(1), end=at(1, 1))
+    run_sync("user")
+    api("user").patch(f"/api/v1/activities/{activity_id}", json={"subject": "Sprint 2"})
+    connected.control("POST", "/faults", {"kind": "drop_response", "method": "PATCH", "count": 1})
+    cycle = push(app, world)
+    assert cycle.status == "ok", cycle.message  # read back: it did go through
+    owner = google_user("user@acme.test")
+    [event] = owner.live()
+    assert event["summary"] == "Sprint 2"
+    owner.delete(event["id"])
+    run_sync("user")
+    assert owner.live() == [] and activities(app) == []
+
+
+@pytest.mark.parametrize("how", ["deleted", "type deselected"])
+def test_an_occurrence_edited_in_google_is_not_destroyed_by_a_push_that_did_not_read_it(
+        app, world, connected, sync_on, run_sync, google_user, api, how):
+    # Found by the chaos run (seeds 119 and 196): a series' etag does not change when one of its
+    # occurrences is edited, so If-Match let a delete from the portal destroy it unseen.
+    sync_on("user")
+    deselect(app, world)
+    activity_id = make_activity(app, world["user"], subject="Standup", start=at(1), end=at(1, 1),
+                                recurrence=["RRULE:FREQ=DAILY;COUNT=5"])
+    run_sync("user")
+    owner = google_user("user@acme.test")
+    [series] = owner.live()
+    occurrence = owner.events.instances(calendarId="primary", eventId=series["id"]).execute()["items"][2]
+    owner.patch(occurrence["id"], summary="Standup (demo day)")
+    if how == "deleted":
+        api("user").delete(f"/api/v1/activities/{activity_id}")
+    else:
+        api("user").patch(f"/api/v1/activities/{activity_id}", json={"activity_type": "Customer visit"})
+    push(app, world)
+    run_sync("user")
+
+    [activity] = activities(app)
+    assert [e.subject for e in activity.exceptions] == ["Standup (demo day)"]
+    if how == "deleted":  # the edit in Google beats the delete: back, with it, on both sides
+        assert [e["summary"] for e in owner.live() if not e.get("recurringEventId")] == ["Standup"]
+        instances = owner.events.instances(calendarId="primary", eventId=series["id"]).execute()["items"]
+        assert "Standup (demo day)" in {i["summary"] for i in instances}
+    else:  # taken in, then the event leaves Google
+        assert owner.live() == []
