@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install lint clean
+.PHONY: run test chaos install lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,13 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q
+
+# The long chaos soak: `make chaos SEEDS=1-200 OPS=120` (DATABASE=postgresql+psycopg://... adds a killed
+# worker process on PostgreSQL).
+SEEDS ?= 1-200
+OPS   ?= 120
+chaos: $(STAMP)
+	$(BIN)/python -m tests.chaos.soak --seeds $(SEEDS) --operations $(OPS) $(if $(DATABASE),--database $(DATABASE))
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -310,3 +310,30 @@ def run_sync(app, world):
             return cycle
 
     return run
+
+
+# --- the chaos runs' figures: added up over every seed (across xdist workers), printed at the end --------
+
+def pytest_sessionfinish(session):
+    from tests.chaos.harness import TOTAL
+
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: hand its figures to the controller
+        workeroutput["chaos_figures"] = TOTAL.__dict__.copy()
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: absent without xdist
+def pytest_testnodedown(node, error):
+    from tests.chaos.harness import TOTAL, Figures
+
+    figures = getattr(node, "workeroutput", {}).get("chaos_figures")
+    if figures:
+        TOTAL.add(Figures(**figures))
+
+
+def pytest_terminal_summary(terminalreporter):
+    from tests.chaos.harness import TOTAL
+
+    if TOTAL.seeds and not hasattr(terminalreporter.config, "workeroutput"):
+        terminalreporter.write_sep("-", "chaos convergence")
+        terminalreporter.write_line(TOTAL.line())

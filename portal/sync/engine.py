@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm.exc import StaleDataError
+from sqlalchemy.orm.exc import ObjectDeletedError, StaleDataError
 
 from portal.changes import changed_by
 from portal.extensions import db
@@ -243,6 +243,10 @@ class Cycle:
     refused: dict[int, core.ItemState] = field(default_factory=dict)  # link id -> Google's state, kept
     portal_states: dict[int, core.ItemState | None] = field(default_factory=dict)  # as planned this cycle
     first_sync: bool = False
+    owner: str = ""  # who runs it, in leases
+    claims: set[str] = field(default_factory=set)  # the link leases this cycle holds
+    busy: set[int] = field(default_factory=set)  # links another cycle holds: left for the next cycle
+    pulled_busy: bool = False  # a change Google listed was left (busy): the sync token must not move
 
     def client(self, email: str) -> CalendarClient:
         email = email.lower()
@@ -282,10 +286,12 @@ def run_user_cycle(user_id: int, *, trigger: str = "scheduler", owner: str | Non
     lease = f"user:{user_id}"
     if not Lease.acquire(lease, owner, _lease_seconds()):
         return None
+    claims: set[str] = set()
     try:
-        return _run(user.organization, trigger, puller=user)
+        return _run(user.organization, trigger, puller=user, owner=owner, claims=claims)
     finally:
         db.session.rollback()
+        Lease.release_many(claims, owner)
         Lease.release(lease, owner)
 
 
@@ -304,10 +310,12 @@ def push_pending(organization_id: int, *, trigger: str = "change", owner: str | 
     lease = f"outbox:{organization_id}"
     if not Lease.acquire(lease, owner, _lease_seconds()):
         return None
+    claims: set[str] = set()
     try:
-        return _run(organization, trigger, puller=None)
+        return _run(organization, trigger, puller=None, owner=owner, claims=claims)
     finally:
         db.session.rollback()
+        Lease.release_many(claims, owner)
         Lease.release(lease, owner)
 
 
@@ -321,8 +329,18 @@ def _close_abandoned(organization_id: int, user_id: int | None) -> None:
     )
 
 
-def _run(organization: Organization, trigger: str, *, puller: User | None) -> SyncCycle:
+class Raced(Exception):
+    """Another worker changed a row this cycle was writing (its claim ran out, or a row outside the claims):
+    the cycle ends, and the next one merges those items again."""
+
+
+RACES = (StaleDataError, ObjectDeletedError, Raced)
+
+
+def _run(organization: Organization, trigger: str, *, puller: User | None, owner: str = "",
+         claims: set[str] | None = None) -> SyncCycle:
     started = time.monotonic()
+    organization_id = organization.id
     _close_abandoned(organization.id, puller.id if puller else None)
     row = SyncCycle(organization_id=organization.id, user_id=puller.id if puller else None, trigger=trigger,
                     started_at=utcnow(), status="running")
@@ -333,7 +351,8 @@ def _run(organization: Organization, trigger: str, *, puller: User | None) -> Sy
         db.session.commit()
         return row
     db.session.commit()
-    cycle = Cycle(organization=organization, integration=integration, row=row, puller=puller)
+    cycle = Cycle(organization=organization, integration=integration, row=row, puller=puller, owner=owner,
+                  claims=claims if claims is not None else set())
     try:
         _cycle(cycle)
         row.status = "partial" if row.errors else "ok"
@@ -355,9 +374,16 @@ def _run(organization: Organization, trigger: str, *, puller: User | None) -> Sy
     except GoogleError as exc:
         db.session.rollback()
         row.status, row.message = "failed", exc.cause
-    except Exception as exc:  # noqa: BLE001 - a cycle always ends with a state, never stays "running"
-        log.exception("sync cycle of organization %s stopped on an unexpected error", organization.id)
+    except RACES:
         db.session.rollback()
+        log.info("sync cycle of organization %s met another worker's change; merged again next cycle",
+                 organization_id)
+        row.status = "failed"
+        row.message = ("Another worker changed some of these items at the same moment; they are merged again "
+                       "in the next cycle.")
+    except Exception as exc:  # noqa: BLE001 - a cycle always ends with a state, never stays "running"
+        db.session.rollback()  # first: a failed flush leaves nothing readable until then
+        log.exception("sync cycle of organization %s stopped on an unexpected error", organization_id)
         row.status = "failed"
         row.message = f"The cycle stopped on an unexpected error ({type(exc).__name__}); it is tried again."
     row.requests = cycle.requests
@@ -397,6 +423,7 @@ def _cycle(cycle: Cycle) -> None:
     db.session.commit()  # no write lock is held across the Google calls that follow
 
     portal_items = _portal_items(cycle, google_items, first_sync=first_sync)
+    _claim_links(cycle, portal_items, google_items)
     _fill_missing_sides(cycle, portal_items, google_items)
     _settle_reserved(cycle, portal_items, google_items)
     actions = core.plan_cycle(_core_links(cycle), portal_items, google_items, first_sync=first_sync, now=now,
@@ -412,11 +439,14 @@ def _cycle(cycle: Cycle) -> None:
     _refresh_attendees(cycle)
     checkpoint("outbox")
     _mark_outbox(cycle)
-    if state is not None:
+    if state is not None and not cycle.pulled_busy:
         state.sync_token = next_token
         state.full_sync_needed = False
         if first_sync and state.first_synced_at is None:
             state.first_synced_at = utcnow()
+    if cycle.busy:
+        cycle.row.message = (f"{len(cycle.busy)} item(s) were being synced by another worker at the same "
+                             "moment; they are synced in the next cycle.")
     db.session.commit()
 
 
@@ -633,6 +663,37 @@ def _portal_item(cycle: Cycle, activity: Activity, link: SyncLink | None) -> cor
         return None
     cycle.portal_states[activity.id] = state
     return core.PortalItem(state, activity.updated_at, type_goes_to_google(activity))
+
+
+def _claim_links(cycle: Cycle, portal_items, google_items) -> None:
+    """Claim every linked item this cycle has something to do for; one another cycle holds is left alone.
+
+    A user's cycle, a colleague's cycle and the outbox push may all meet one item (an owner and a
+    participant, say): each holds a different lease, so the item is claimed on its own, for the length of
+    a lease. A left item's portal changes stay pending; when Google listed a change of it, the user's sync
+    token stays where it was, so the next cycle lists that change again.
+    """
+    from flask import current_app
+
+    wanted = {f"link:{link.id}": link for link in cycle.links.values() if link.id is not None and (
+        link.activity_id in portal_items or link.google_event_id in google_items or link.id in cycle.unsettled)}
+    if not wanted:
+        return
+    seconds = float(current_app.config.get("SYNC_LEASE_SECONDS", LEASE_SECONDS))
+    taken = Lease.acquire_many(wanted, cycle.owner or worker_name(), seconds)
+    cycle.claims.update(taken)
+    for name, link in wanted.items():
+        if name in taken:
+            continue
+        cycle.busy.add(link.id)
+        cycle.failed_links.add(link.id)
+        if link.activity_id is not None:
+            cycle.failed_portal.add(link.activity_id)
+            portal_items.pop(link.activity_id, None)
+        if link.google_event_id in google_items:
+            google_items.pop(link.google_event_id)
+            cycle.pulled_busy = cycle.puller is not None
+        cycle.unsettled.discard(link.id)
 
 
 def _parked(cycle: Cycle, link: SyncLink | None, activity: Activity) -> bool:
@@ -965,9 +1026,15 @@ def _execute_now(cycle: Cycle, actions: list) -> None:
                 _apply(cycle, index, action, results)
         except (IntegrationError, UserError):
             raise
-        except StaleDataError:
+        except (StaleDataError, ObjectDeletedError):
             # Another worker or a person changed this item meanwhile: the next cycle merges it again.
             _mark_failed(cycle, action, "Changed during the cycle; merged again in the next one.")
+        except IntegrityError:
+            # Another worker took the same new event in at the same moment (one event, one link): theirs stands.
+            if not isinstance(action, core.CreateActivity):
+                raise
+            log.info("event %s was taken in by another worker at the same moment", action.google_id)
+            cycle.failed_google.add(action.google_id)
         except Exception as exc:  # noqa: BLE001 - one bad item must never stop the cycle
             log.exception("sync action %s failed", type(action).__name__)
             _mark_failed(cycle, action, f"Could not be stored: {type(exc).__name__}: {exc}")
@@ -1840,7 +1907,7 @@ def _refresh_attendees(cycle: Cycle) -> None:
                 if link.google_event_id and link.activity_id and link.confirmed}
     for event_id, info in cycle.events.items():
         link = by_event.get(event_id)
-        if link is None or link.activity_id in cycle.failed_portal:
+        if link is None or link.activity_id in cycle.failed_portal or link.id in cycle.busy:
             continue
         try:
             with db.session.begin_nested():

@@ -13,6 +13,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    delete,
     select,
     update,
 )
@@ -205,6 +206,41 @@ class Lease(db.Model):
         )
         db.session.commit()
         return result.rowcount == 1
+
+    @classmethod
+    def acquire_many(cls, names, owner: str, seconds: float) -> set[str]:
+        """Take each of `names` that is free, expired or ours already; returns the names taken.
+
+        One upsert per 500 names: PostgreSQL locks each row and checks the condition on its latest version,
+        SQLite runs one writer at a time, so no two callers ever take the same name. Sorted, so two callers
+        taking overlapping sets lock in the same order and never wait on each other in a circle.
+        """
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        names = sorted(set(names))
+        if not names:
+            return set()
+        now = utcnow()
+        expires = now + timedelta(seconds=seconds)
+        upsert = postgresql.insert if db.session.get_bind().dialect.name == "postgresql" else sqlite.insert
+        taken: set[str] = set()
+        for start in range(0, len(names), 500):
+            statement = upsert(cls).values([{"name": n, "owner": owner, "expires_at": expires}
+                                            for n in names[start:start + 500]])
+            statement = statement.on_conflict_do_update(
+                index_elements=[cls.name], set_={"owner": owner, "expires_at": expires},
+                where=(cls.expires_at <= now) | (cls.owner == owner) | cls.owner.is_(None))
+            taken.update(db.session.scalars(statement.returning(cls.name)))
+        db.session.commit()
+        return taken
+
+    @classmethod
+    def release_many(cls, names, owner: str) -> None:
+        """Give back leases taken with `acquire_many` (their rows go: names like these are many)."""
+        names = sorted(set(names))
+        for start in range(0, len(names), 500):
+            db.session.execute(delete(cls).where(cls.name.in_(names[start:start + 500]), cls.owner == owner))
+        db.session.commit()
 
     @classmethod
     def release(cls, name: str, owner: str) -> None:

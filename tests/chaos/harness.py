@@ -22,8 +22,12 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import random
 import re
+import subprocess
+import sys
+import time
 import traceback
 import uuid
 from contextlib import contextmanager
@@ -138,6 +142,9 @@ class Figures:
         return not (self.duplicates or self.lost or self.mismatches or self.crashes)
 
 
+TOTAL = Figures(seeds=0)  # every chaos run of this process, for the test session's summary
+
+
 class Crashes(logging.Handler):
     """Every error the portal logged with a traceback: an exception nothing handled where it happened."""
 
@@ -181,10 +188,59 @@ class Person:
                                      maxResults=250).execute().get("items", [])
 
 
+ROOT = Path(__file__).resolve().parents[2]
+# A worker process's settings in a chaos run: short leases, so a killed worker's users are taken over
+# within the run; cycles and looks for due users often, so it races the in-process sync all the time.
+WORKER_SETTINGS = {"SYNC_LEASE_SECONDS": 2, "SYNC_INTERVAL_SECONDS": 0.5, "SYNC_POLL_SECONDS": 0.1,
+                   "SYNC_BUSY_RETRY_SECONDS": 0.2, "SYNC_BACKOFF_BASE_SECONDS": 0.5, "SYNC_BACKOFF_CAP_SECONDS": 2}
+
+
+class WorkerProcess:
+    """A real `flask --app portal worker` on the run's PostgreSQL database, killed with SIGKILL at random
+    moments and started again, as a crashed host would be."""
+
+    def __init__(self, app, folder: Path):
+        self.app = app
+        self.folder = folder
+        self.process: subprocess.Popen | None = None
+        self.starts = 0
+        self.kills = 0
+
+    def start(self) -> None:
+        config = self.app.config
+        env = {**os.environ, "PORTAL_SQLALCHEMY_DATABASE_URI": config["SQLALCHEMY_DATABASE_URI"],
+               "PORTAL_SECRET_KEY": config["SECRET_KEY"], "PORTAL_ENCRYPTION_KEY": config["ENCRYPTION_KEY"],
+               **{f"PORTAL_{key}": str(config[key]) for key in (
+                   "GOOGLE_TOKEN_URI", "GOOGLE_API_ENDPOINT", "GOOGLE_BATCH_URI", "SYNC_RETRY_BASE_SECONDS",
+                   "SYNC_RETRY_CAP_SECONDS", *WORKER_SETTINGS)}}
+        self.starts += 1
+        log = open(self.folder / f"worker{self.starts}.log", "wb")  # noqa: SIM115 - closed with the process
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "flask", "--app", "portal", "worker", "--id", f"chaos-worker-{self.starts}"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+            self.kills += 1
+        self.process = None
+
+    def crashes(self) -> list[str]:
+        """Tracebacks the worker processes logged (a killed one's last words are not counted: it has none)."""
+        found = []
+        for path in sorted(self.folder.glob("worker*.log")):
+            text = path.read_text(errors="replace")
+            for block in text.split("Traceback (most recent call last)")[1:]:
+                found.append(f"{path.name}: Traceback{block[:1500]}")
+        return found
+
+
 class Chaos:
     """One seeded run against one app and one emulator."""
 
-    def __init__(self, app, emulator, seed: int, operations: int, *, kills: bool = True, log=None):
+    def __init__(self, app, emulator, seed: int, operations: int, *, kills: bool = True, log=None,
+                 worker: WorkerProcess | None = None):
         self.app = app
         self.emulator = emulator
         self.seed = seed
@@ -200,6 +256,7 @@ class Chaos:
         self.crashes = Crashes()
         self.print = log or (lambda text: None)
         self.op = 0
+        self.worker = worker
         self.window_start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(days=1)
 
     # ------------------------------------------------------------------ set-up
@@ -252,6 +309,11 @@ class Chaos:
             self.api(email, "get", "/api/v1/me/calendar-sync")
         for email in self.syncing():
             self.cycle(email)
+        if self.worker is not None:
+            self.worker.start()
+        if self.rng.random() < 0.5:
+            self.faults(True)
+            self.note("faults on")
 
     def syncing(self) -> list[str]:
         return [email for email, on in PEOPLE.items() if on]
@@ -338,7 +400,7 @@ class Chaos:
         self.faults_on = on
         if not on:
             return
-        rate = self.rng.choice((0.03, 0.06, 0.1))
+        rate = self.rng.choice((0.05, 0.1, 0.2))
         common = {"client_id": CLIENT_ID}
         for status, reason in ((500, "backendError"), (503, "backendError"), (429, "rateLimitExceeded"),
                                (403, "rateLimitExceeded")):
@@ -437,12 +499,15 @@ class Chaos:
         logger.addHandler(self.crashes)
         try:
             self.setup()
-            for self.op in range(1, self.operations + 1):
+            for number in range(1, self.operations + 1):
+                self.op = number
                 self.step()
             self.settle()
             self.check()
         finally:
             logger.removeHandler(self.crashes)
+            if self.worker is not None:
+                self.worker.kill()
             self.emulator.control("DELETE", "/faults")
         self.figures.operations = self.operations
         self.figures.faults = self.emulator.control("GET", "/stats")["faults_triggered"]
@@ -451,9 +516,9 @@ class Chaos:
 
             self.figures.cycles = db.session.query(SyncCycle).count()
             db.session.remove()
-        for record in self.crashes.records:
+        for record in self.crashes.records + (self.worker.crashes() if self.worker is not None else []):
             self.problems.append(f"crash: {record}")
-        self.figures.crashes += len(self.crashes.records)
+            self.figures.crashes += 1
         return self.figures
 
     OPERATIONS = (
@@ -462,6 +527,7 @@ class Chaos:
         ("google_create", 10), ("google_edit", 14), ("google_delete", 4), ("google_occurrence", 5),
         ("google_answer", 3),
         ("cycle", 12), ("push", 7), ("tick", 5), ("expire_tokens", 1), ("toggle_faults", 3), ("arm_kill", 3),
+        ("kill_worker", 3),
     )
 
     def step(self) -> None:
@@ -469,6 +535,10 @@ class Chaos:
         name = self.rng.choices(names, weights)[0]
         if name == "arm_kill" and not self.kills:
             name = "cycle"
+        if name == "kill_worker" and self.worker is None:
+            name = "push"
+        if self.worker is not None:
+            time.sleep(0.02)  # people are slower than a loop: give the worker process time to race them
         before = len(self.log)
         if name == "cycle":
             self.cycle(self.rng.choice(self.syncing()))
@@ -480,10 +550,19 @@ class Chaos:
     def note(self, text: str) -> None:
         self.log.append(f"{self.op:3} {text}")
 
+    def kill_worker(self) -> None:
+        self.worker.kill()
+        self.note("the worker process is killed (SIGKILL) and started again")
+        self.worker.start()
+
     def settle(self) -> None:
         """Faults stop, no worker is stopped any more, and every user has two clean cycles."""
         self.faults(False)
         self.armed = None
+        if self.worker is not None:
+            self.worker.kill()
+            self.figures.killed += self.worker.kills - 1  # the last one only ends the run
+            time.sleep(float(WORKER_SETTINGS["SYNC_LEASE_SECONDS"]) + 0.5)  # its leases run out
         self.note("--- faults off; two clean cycles for every user")
         for _ in range(2):
             self.push()
@@ -877,7 +956,7 @@ class Chaos:
             self.note(f"google: delete of {item.token} refused: {exc.resp.status}")
             return
         if leaving:
-            self.note(f"    (the portal's change of type not yet in Google wins over the delete)")
+            self.note("    (the portal's change of type not yet in Google wins over the delete)")
             for edits in item.live.values():
                 edits.pop("google", None)
         else:
@@ -1105,6 +1184,7 @@ def chaos_app(folder: Path, emulator, database_url: str | None = None):
         "GOOGLE_TOKEN_URI": emulator.token_uri, "GOOGLE_API_ENDPOINT": emulator.api_endpoint,
         "GOOGLE_BATCH_URI": emulator.batch_uri, "GOOGLE_TIMEOUT": 5,
         "SYNC_RETRY_BASE_SECONDS": 0.005, "SYNC_RETRY_CAP_SECONDS": 0.02,
+        **(WORKER_SETTINGS if database_url else {}),
     })
     with app.app_context():
         db.create_all()

@@ -1,7 +1,8 @@
 """The long chaos run: `python -m tests.chaos.soak --seeds 1-200 --operations 120` (or `make chaos`).
 
 Each seed runs on a fresh SQLite database against one embedded Google emulator; with `--database` set to a
-PostgreSQL URL, each seed gets a fresh database on that server instead. Prints one line per failing seed
+PostgreSQL URL, each seed gets a fresh database on that server instead, and a real `flask worker` process
+syncs beside the run and is killed with SIGKILL at random moments. Prints one line per failing seed
 (with its problems and operation log) and the figures at the end; exits 1 when anything was found.
 """
 
@@ -13,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.chaos.harness import Figures, chaos_app, run_chaos
+from tests.chaos.harness import Figures, WorkerProcess, chaos_app, run_chaos
 
 
 def seeds(text: str) -> list[int]:
@@ -39,8 +40,11 @@ def main(argv=None) -> int:
     started = time.monotonic()
     with EmulatorServer() as emulator, tempfile.TemporaryDirectory() as folder:
         for seed in seeds(args.seeds):
-            with chaos_app(Path(folder) / f"seed{seed}", emulator, args.database) as app:
-                chaos = run_chaos(app, emulator, seed, args.operations)
+            workdir = Path(folder) / f"seed{seed}"
+            with chaos_app(workdir, emulator, args.database) as app:
+                # On PostgreSQL a real worker process races the run and is killed at random moments.
+                worker = WorkerProcess(app, workdir) if args.database else None
+                chaos = run_chaos(app, emulator, seed, args.operations, worker=worker)
             total.add(chaos.figures)
             if not chaos.figures.clean:
                 failed.append(seed)
