@@ -680,10 +680,15 @@ def _claim_links(cycle: Cycle, portal_items, google_items) -> None:
     if not wanted:
         return
     seconds = float(current_app.config.get("SYNC_LEASE_SECONDS", LEASE_SECONDS))
+    versions = {link.id: link.version for link in wanted.values()}
     taken = Lease.acquire_many(wanted, cycle.owner or worker_name(), seconds)
     cycle.claims.update(taken)
+    # A link another cycle wrote between our reading it and our claim was read stale: left for next time.
+    claimed = [int(name.split(":", 1)[1]) for name in taken]
+    current = dict(db.session.execute(select(SyncLink.id, SyncLink.version).where(SyncLink.id.in_(claimed))).all()) \
+        if claimed else {}
     for name, link in wanted.items():
-        if name in taken:
+        if name in taken and current.get(link.id) == versions[link.id]:
             continue
         cycle.busy.add(link.id)
         cycle.failed_links.add(link.id)
@@ -720,6 +725,8 @@ def _fill_missing_sides(cycle: Cycle, portal_items, google_items) -> None:
     for link in cycle.links.values():
         if not link.confirmed or link.base_state is not None or not link.activity_id or not link.google_event_id:
             continue
+        if f"link:{link.id}" not in cycle.claims:
+            continue  # another cycle has it, or it has nothing to do now
         if link.activity_id not in portal_items:
             activity = db.session.get(Activity, link.activity_id)
             if activity is not None:
@@ -841,17 +848,40 @@ def _settle_update(cycle: Cycle, link: SyncLink, portal_items, google_items) -> 
         if item is None:
             return
         google_items[link.google_event_id] = item
-    _agree_on_sent(link, item)
+    _agree_on_sent(cycle, link, item)
 
 
-def _agree_on_sent(link: SyncLink, item: core.GoogleItem) -> None:
-    """Settle a noted update against what Google holds now (see `_settle_update`)."""
+def _agree_on_sent(cycle: Cycle, link: SyncLink, item: core.GoogleItem) -> None:
+    """Settle a noted update against what Google holds now (see `_settle_update`).
+
+    An event deleted since still shows its last content when read on its own (Google keeps the details of
+    a cancelled event on the organizer's calendar, though it only promises the id): when that content is
+    what was sent, the delete came after our write, from someone who had seen it, and it wins.
+    """
     if not link.confirmed or not link.pending_state:
         return
     sent, portal_then = _pending(link)
     link.pending_state = None
-    if item.state is not None and item.state == sent:
+    landed = item.state is not None and item.state == sent
+    if item.state is None:
+        landed = _last_content(cycle, link, sent.time_zone) == replace(sent, exceptions=core.FrozenMap())
+    if landed:
         link.base_state, link.base_hash = state_to_json(portal_then), portal_then.content_hash()
+
+
+def _last_content(cycle: Cycle, link: SyncLink, zone: str) -> core.ItemState | None:
+    """The series fields a deleted event last had, when Google still shows them; None when it does not."""
+    try:
+        event, _ = _read_event(cycle, link)
+    except GoogleError:
+        return None
+    if not event or not event.get("start") or not event.get("end"):
+        return None
+    try:
+        state = event_state({**event, "status": "confirmed"}, [], cycle.users_by_email, calendar_time_zone=zone)
+    except MappingError:
+        return None
+    return replace(state, exceptions=core.FrozenMap())
 
 
 def _note_pending(link: SyncLink, sent: core.ItemState, portal: core.ItemState | None) -> None:
@@ -1875,7 +1905,7 @@ def _replan_round(cycle: Cycle) -> None:
         if item is None or activity is None:
             cycle.failed_links.add(link_id)
             continue
-        _agree_on_sent(link, item)  # our own write that went through is not a change made in Google
+        _agree_on_sent(cycle, link, item)  # our own write that went through is not a change made in Google
         portal_item = _portal_item(cycle, activity, link)
         if portal_item is None:
             continue

@@ -100,6 +100,7 @@ class Item:
     # field -> side -> the side's last edit the other side had not seen when it was made
     live: dict[str, dict[str, Edit]] = field(default_factory=dict)
     stash: dict[str, Edit] = field(default_factory=dict)  # the portal's live edits at its delete, for a restore
+    either: bool = False  # a race whose two outcomes are both right: alive or deleted
     activity_ids: set[int] = field(default_factory=set)  # every activity that ever carried the token
     event_ids: set[str] = field(default_factory=set)
 
@@ -956,9 +957,13 @@ class Chaos:
             self.note(f"google: delete of {item.token} refused: {exc.resp.status}")
             return
         if leaving:
-            self.note("    (the portal's change of type not yet in Google wins over the delete)")
+            # The portal had changed its type to one that does not go to Google, and that has not reached
+            # Google: if it still holds when the sync meets the delete, the activity stays (leaving Google
+            # anyway); if the type is changed back first, the delete wins. Either end is right.
+            self.note("    (deleted while the portal's change of type was on its way: kept or deleted)")
             for edits in item.live.values():
                 edits.pop("google", None)
+            item.either = True
         else:
             self._deleted(item, "google", current, exceptions, there)
         self.note(f"google: {item.owner} deletes {item.token} ({event['id'][:12]})")
@@ -1034,6 +1039,8 @@ class Chaos:
             self._problem("duplicates", item, f"{len(events)} events {sorted(events)}")
         activity = activities[0] if activities else None
         event = next(iter(events.values())) if events else None
+        if item.either and activity is None and event is None:
+            return  # deleted: one of the two right ends
 
         if not item.alive:
             if activity is not None:
@@ -1153,7 +1160,35 @@ class Chaos:
         lines = [f"seed {self.seed}: {self.figures.line()}"]
         if self.problems:
             lines += ["problems:", *("  " + p for p in self.problems), "operations:", *self.log]
+            lines += self.journal_of_problems()
         return "\n".join(lines)
+
+    def journal_of_problems(self) -> list[str]:
+        """What the sync journaled about the items with problems, to read beside the operations."""
+        from portal.sync.models import SyncCycle, SyncJournalEntry
+
+        tokens = {p.split(": ", 2)[1].split()[0] for p in self.problems if not p.startswith("crash")}
+        lines = []
+        try:
+            with self.app.app_context():
+                for item in (i for i in self.items if i.token in tokens):
+                    if not item.activity_ids:
+                        continue
+                    lines.append(f"journal of {item.token} (activities {sorted(item.activity_ids)}):")
+                    rows = db.session.execute(
+                        select(SyncJournalEntry, SyncCycle).join(SyncCycle, SyncCycle.id == SyncJournalEntry.cycle_id)
+                        .where(SyncJournalEntry.activity_id.in_(item.activity_ids)).order_by(SyncJournalEntry.id)).all()
+                    for entry, cycle in rows:
+                        def short(value):
+                            return value if not isinstance(value, dict) else {
+                                k: v for k, v in value.items() if k in ("subject", "description", "location", "start")}
+                        lines.append(f"  cycle {cycle.id} ({cycle.trigger}, user {cycle.user_id}, {cycle.status}) "
+                                     f"{entry.kind} {entry.side or ''} {entry.field or ''} "
+                                     f"{short(entry.before)!r} -> {short(entry.after)!r} {entry.message or ''}"[:400])
+                db.session.remove()
+        except Exception as exc:  # noqa: BLE001 - a report must print whatever it can
+            lines.append(f"(journal not readable: {exc})")
+        return lines
 
 
 def run_chaos(app, emulator, seed: int, operations: int, **kwargs) -> Chaos:
