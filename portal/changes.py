@@ -44,8 +44,19 @@ def _owning_activity(session: Session, obj) -> Activity | None:
     return None
 
 
+# The synced fields (as the sync core names them) each column of an activity holds.
+SYNCED_COLUMNS = {
+    "subject": ("subject",), "description": ("description",), "location": ("location",),
+    "start_at": ("all_day", "start", "end", "time_zone"), "end_at": ("all_day", "start", "end", "time_zone"),
+    "start_date": ("all_day", "start", "end", "time_zone"), "end_date": ("all_day", "start", "end", "time_zone"),
+    "all_day": ("all_day", "start", "end", "time_zone"), "time_zone": ("all_day", "start", "end", "time_zone"),
+    "recurrence_text": ("recurrence",), "activity_type_id": ("private",), "owner_id": ("participants",),
+}
+
+
 def _record_changes(session: Session, flush_context, instances) -> None:
     actions: dict[int, tuple[Activity, str]] = {}
+    touched: dict[int, set[str]] = {}
     for obj in list(session.new) + list(session.dirty) + list(session.deleted):
         activity = _owning_activity(session, obj)
         if activity is None:
@@ -56,6 +67,7 @@ def _record_changes(session: Session, flush_context, instances) -> None:
         previous = actions.get(id(activity))
         if previous is None or _PRIORITY[action] > _PRIORITY[previous[1]]:
             actions[id(activity)] = (activity, action)
+        touched.setdefault(id(activity), set()).update(_touched_fields(obj, activity))
 
     if not actions:
         return
@@ -64,7 +76,8 @@ def _record_changes(session: Session, flush_context, instances) -> None:
     for activity, action in actions.values():
         if action != "create" and not _touched(activity):
             activity.touch()
-        record = ChangeRecord(activity=activity, action=action, origin=origin, changed_by_id=actor)
+        record = ChangeRecord(activity=activity, action=action, origin=origin, changed_by_id=actor,
+                              fields=sorted(touched.get(id(activity), ())) if action == "update" else None)
         if origin == "google":
             # What the sync took in from Google is already there: never pushed back (no echo).
             record.processed_at = record.created_at = utcnow()
@@ -73,6 +86,19 @@ def _record_changes(session: Session, flush_context, instances) -> None:
         else:  # organization created in the same flush
             record.organization = activity.organization
         session.add(record)
+
+
+def _touched_fields(obj, activity: Activity) -> set[str]:
+    if isinstance(obj, ActivityParticipant):
+        return {"participants"}
+    if isinstance(obj, RecurrenceException):
+        return {"exceptions"}
+    state = inspect(activity)
+    fields: set[str] = set()
+    for column, names in SYNCED_COLUMNS.items():
+        if state.attrs[column].history.has_changes():
+            fields.update(names)
+    return fields
 
 
 _PRIORITY = {"update": 0, "create": 1, "restore": 2, "delete": 3}

@@ -27,7 +27,8 @@ from portal.models import (
 def init_app(app):
     from portal.sync.cli import sync_command
 
-    for command in (create_organization, create_user, create_api_token, seed_demo, serve, sync_command):
+    for command in (create_organization, create_user, rename_user_command, create_api_token, seed_demo, serve,
+                    sync_command):
         app.cli.add_command(command)
     from portal.cli_google import configure_google  # imports find_organization from here
 
@@ -106,6 +107,27 @@ def create_user(email, name, role, password, organization_name, time_zone):
     add_user(organization, email, name, role, password, time_zone)
     db.session.commit()
     click.echo(f"Created {role} {email} in {organization.name}.")
+
+
+@click.command("rename-user")
+@with_appcontext
+@click.argument("email")
+@click.argument("new_email")
+@click.option("--organization", "organization_name")
+def rename_user_command(email, new_email, organization_name):
+    """Give a user a new e-mail address (as the Google Workspace admin renamed them); the sync follows."""
+    from portal.accounts import AccountError, rename_user
+
+    organization = find_organization(organization_name)
+    user = organization.user_by_email(normalize_email(email))
+    if user is None:
+        raise click.ClickException(f"No user {email} in {organization.name}.")
+    try:
+        rename_user(user, new_email)
+    except AccountError as exc:
+        raise click.ClickException(str(exc)) from None
+    db.session.commit()
+    click.echo(f"{email} is now {user.email}.")
 
 
 @click.command("create-api-token")

@@ -548,6 +548,9 @@ class ChangeRecord(db.Model):
     action: Mapped[str] = mapped_column(String(10))  # create | update | delete | restore
     origin: Mapped[str] = mapped_column(String(10), default="portal")  # portal | google
     changed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    # The synced fields an update touched (None: a create, delete or restore): a field changed and changed
+    # back before the sync came by still counts as changed, so a concurrent change in Google is a conflict.
+    fields: Mapped[list | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 

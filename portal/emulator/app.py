@@ -474,6 +474,9 @@ class EmulatorApp:
             return 200, self._user_json(state.users[email_addr])
         if path == "/users" and method == "GET":
             return 200, {"users": [self._user_json(u) for u in state.users.values()]}
+        m = re.match(r"^/users/([^/]+)/rename$", path)
+        if m and method == "POST":
+            return self._rename_user(m.group(1).lower(), str(payload.get("email") or "").strip().lower())
         m = re.match(r"^/users/([^/]+)/events$", path)
         if m and method == "GET":
             cal = state.calendars.get(m.group(1).lower())
@@ -552,6 +555,46 @@ class EmulatorApp:
                 self.store.state.ids = random.Random(f"ids-{seed}")
             return 200, {"reset": True}
         return 404, {"error": f"unknown control endpoint {method} {path}"}
+
+    def _rename_user(self, old, new):
+        """A Workspace admin renames a user: their calendar, and every event naming them, take the new
+        address; the old one is no longer a user (domain-wide delegation needs the primary address)."""
+        state = self.state
+        if old not in state.users:
+            return 404, {"error": f"no user {old}"}
+        if not new or "@" not in new or new in state.users:
+            return 400, {"error": f"{new!r} cannot be the new address"}
+        user = state.users.pop(old)
+        user.email = new
+        state.users[new] = user
+        cal = state.calendars.pop(old)
+        cal.id = new
+        state.calendars[new] = cal
+        cores = {}
+        for calendar_ in state.calendars.values():
+            for entry in calendar_.entries.values():
+                if entry.cal_id == old:
+                    entry.cal_id = new
+                cores[id(entry.core)] = entry.core
+        now = state.now()
+        for core in cores.values():
+            named = core.organizer == old or core.creator == old or any(a.get("email") == old
+                                                                         for a in core.attendees)
+            if not named:
+                continue
+            core.organizer = new if core.organizer == old else core.organizer
+            core.creator = new if core.creator == old else core.creator
+            for attendee in core.attendees:
+                if attendee.get("email") == old:
+                    attendee["email"] = new
+            for entry in calendar.entries_of(state, core):
+                state.touch(entry, now)
+        for token in [t for t, tok in state.tokens.items() if tok.user == old]:
+            del state.tokens[token]
+        for channel in state.channels.values():
+            if channel.cal_id == old:
+                channel.cal_id = new
+        return 200, self._user_json(user)
 
     def _add_fault(self, payload):
         kind = payload.get("kind") or "error"

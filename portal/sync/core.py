@@ -189,6 +189,8 @@ SYNCED_FIELDS: tuple[str, ...] = (
     "time_zone", "recurrence", "participants", "private",
 )  # fmt: skip
 
+_SYNCED = frozenset(SYNCED_FIELDS)
+
 # The units the merge decides on. Start, end, all-day and zone move together: taking the
 # start from one side and the end from the other would build a time slot nobody chose
 # (or an invalid one), so "when" is a single choice. Conflicts are still recorded per field.
@@ -246,6 +248,7 @@ def reconcile(
     *,
     portal_modified_at: datetime,
     google_modified_at: datetime,
+    portal_touched: frozenset[str] = frozenset(),
 ) -> Resolution:
     """Three-way merge of one pair. ``None`` on a side means deleted there.
 
@@ -253,8 +256,14 @@ def reconcile(
     suppresses echoes: a side the engine itself just wrote equals ``base``. Timestamps
     only break ties when both sides changed the same field. On an exact tie the portal
     wins, so the outcome never depends on the order of arguments.
+
+    ``portal_touched``: fields the portal's outbox says were edited since the last cycle.
+    A field edited and edited back to its agreed value is then still an edit (a conflict
+    with a change in Google), not "no change". Google tells no such thing: a field changed
+    there and changed back before the next cycle is no change at all.
     """
     later = Side.GOOGLE if google_modified_at > portal_modified_at else Side.PORTAL
+    touched = portal_touched & _SYNCED
     if portal is None and google is None:
         return Resolution(merged=None, unlink=True)
     if portal is None or google is None:
@@ -263,20 +272,20 @@ def reconcile(
         dead = Side.GOOGLE if google is None else Side.PORTAL
         if base is None:
             return _write(dead, alive)
-        if alive == base:
+        if alive == base and not (dead is Side.GOOGLE and touched):
             # Untouched on the living side: the delete wins and travels over.
             return _delete(Side.PORTAL if dead is Side.GOOGLE else Side.GOOGLE)
         # Edited on one side, deleted on the other: the edit is worth more than the delete.
         return _write(dead, alive, recreate=True)
     if base is not None:
-        portal_changed, google_changed = portal != base, google != base
+        portal_changed, google_changed = portal != base or bool(touched), google != base
         if not portal_changed and not google_changed:
             return Resolution(merged=base)
         if not google_changed:
             return _write(Side.GOOGLE, portal)
         if not portal_changed:
             return _write(Side.PORTAL, google)
-    merged, conflicts = _merge(base, portal, google, later)
+    merged, conflicts = _merge(base, portal, google, later, touched)
     return Resolution(
         merged=merged,
         write_portal=merged != portal,
@@ -297,7 +306,7 @@ def _delete(target: Side) -> Resolution:
     return Resolution(merged=None, delete_google=True, unlink=True)
 
 
-def _pick(base: Any, portal: Any, google: Any, later: Side) -> tuple[Side | None, bool]:
+def _pick(base: Any, portal: Any, google: Any, later: Side, portal_touched: bool = False) -> tuple[Side | None, bool]:
     """Which side's value a unit takes, and whether that was a conflict.
 
     ``base`` is _MISSING when the pair was never synced: every difference is then a
@@ -306,7 +315,7 @@ def _pick(base: Any, portal: Any, google: Any, later: Side) -> tuple[Side | None
     if portal == google:
         return None, False
     if base is not _MISSING:
-        if portal == base:
+        if portal == base and not portal_touched:
             return Side.GOOGLE, False
         if google == base:
             return Side.PORTAL, False
@@ -314,7 +323,7 @@ def _pick(base: Any, portal: Any, google: Any, later: Side) -> tuple[Side | None
 
 
 def _merge(
-    base: ItemState | None, portal: ItemState, google: ItemState, later: Side
+    base: ItemState | None, portal: ItemState, google: ItemState, later: Side, touched: frozenset[str] = frozenset()
 ) -> tuple[ItemState, list[Conflict]]:
     values: dict[str, Any] = {}
     conflicts: list[Conflict] = []
@@ -323,7 +332,7 @@ def _merge(
         p_val = tuple(getattr(portal, f) for f in group)
         g_val = tuple(getattr(google, f) for f in group)
         b_val = tuple(getattr(base, f) for f in group) if base is not None else _MISSING
-        source, conflicted = _pick(b_val, p_val, g_val, later)
+        source, conflicted = _pick(b_val, p_val, g_val, later, any(f in touched for f in group))
         chosen = g_val if source is Side.GOOGLE else p_val
         values.update(zip(group, chosen, strict=True))
         if source is not None and group[0] in ("all_day", "recurrence"):
@@ -467,11 +476,13 @@ class Link:
 
 @dataclass(frozen=True)
 class PortalItem:
-    """An activity that changed since the last cycle; ``state`` None means deleted."""
+    """An activity that changed since the last cycle; ``state`` None means deleted. ``touched``: the
+    fields its pending changes edited (even when edited back since)."""
 
     state: ItemState | None
     modified_at: datetime
     eligible_for_google: bool = True
+    touched: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -704,6 +715,7 @@ def _plan_link(
         g_state,
         portal_modified_at=p_item.modified_at if p_item is not None else _NEVER,
         google_modified_at=g_item.modified_at if g_item is not None else _NEVER,
+        portal_touched=p_item.touched if p_item is not None else frozenset(),
     )
     merged = resolution.merged
 

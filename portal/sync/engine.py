@@ -228,6 +228,7 @@ class Cycle:
     activities: dict[int, Activity] = field(default_factory=dict)
     activity_versions: dict[int, int] = field(default_factory=dict)
     outbox: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
+    touched: dict[int, set[str]] = field(default_factory=lambda: defaultdict(set))  # fields the outbox edited
     events: dict[str, EventInfo] = field(default_factory=dict)
     google_states: dict[str, core.ItemState | None] = field(default_factory=dict)
     failed_portal: set[int] = field(default_factory=set)
@@ -246,7 +247,7 @@ class Cycle:
     owner: str = ""  # who runs it, in leases
     claims: set[str] = field(default_factory=set)  # the link leases this cycle holds
     busy: set[int] = field(default_factory=set)  # links another cycle holds: left for the next cycle
-    pulled_busy: bool = False  # a change Google listed was left (busy): the sync token must not move
+    held_back: bool = False  # a change Google listed was left for later: the sync token must not move
 
     def client(self, email: str) -> CalendarClient:
         email = email.lower()
@@ -439,7 +440,7 @@ def _cycle(cycle: Cycle) -> None:
     _refresh_attendees(cycle)
     checkpoint("outbox")
     _mark_outbox(cycle)
-    if state is not None and not cycle.pulled_busy:
+    if state is not None and not cycle.held_back:
         state.sync_token = next_token
         state.full_sync_needed = False
         if first_sync and state.first_synced_at is None:
@@ -555,9 +556,18 @@ def _pulled_item(cycle: Cycle, event_id: str, event: dict, link: SyncLink | None
 
 
 def _list_events(client: CalendarClient, sync_token: str | None):
+    """Every page of the calendar's changes since `sync_token` (or, without one, of its last 30 days).
+
+    A 410 on any page (the token expired while paging) raises SyncTokenExpired: the pages read so far
+    are dropped and the caller lists the calendar again from the start, without a token."""
+    from flask import current_app
+
+    page_size = int(current_app.config.get("SYNC_PAGE_SIZE", 2500))  # Google's largest page
     events, page_token, zone = [], None, "UTC"
     while True:
-        params = {"calendarId": "primary", "maxResults": 2500, "singleEvents": False, "showDeleted": True}
+        if page_token:
+            checkpoint("page")
+        params = {"calendarId": "primary", "maxResults": page_size, "singleEvents": False, "showDeleted": True}
         if sync_token:
             params["syncToken"] = sync_token
         else:
@@ -621,6 +631,9 @@ def _portal_items(cycle: Cycle, google_items, *, first_sync: bool) -> dict[int, 
         pending = pending.where(ChangeRecord.activity_id.in_(involved))
     for record in db.session.scalars(pending):
         cycle.outbox[record.activity_id].append(record.id)
+        # A restore from the trash is the portal's word on the whole item: it beats a delete in Google.
+        cycle.touched[record.activity_id].update(core.SYNCED_FIELDS if record.action == "restore"
+                                                 else record.fields or ())
         wanted.add(record.activity_id)
     # The portal side of every pulled, linked event is read too, so both sides merge in one plan.
     wanted |= {link.activity_id for link in cycle.links.values() if link.activity_id}
@@ -662,7 +675,8 @@ def _portal_item(cycle: Cycle, activity: Activity, link: SyncLink | None) -> cor
         _item_problem(cycle, link, activity_id=activity.id, message=f"Activity not synced: {exc}")
         return None
     cycle.portal_states[activity.id] = state
-    return core.PortalItem(state, activity.updated_at, type_goes_to_google(activity))
+    return core.PortalItem(state, activity.updated_at, type_goes_to_google(activity),
+                           frozenset(cycle.touched.get(activity.id, ())))
 
 
 def _claim_links(cycle: Cycle, portal_items, google_items) -> None:
@@ -691,14 +705,20 @@ def _claim_links(cycle: Cycle, portal_items, google_items) -> None:
         if name in taken and current.get(link.id) == versions[link.id]:
             continue
         cycle.busy.add(link.id)
-        cycle.failed_links.add(link.id)
-        if link.activity_id is not None:
-            cycle.failed_portal.add(link.activity_id)
-            portal_items.pop(link.activity_id, None)
-        if link.google_event_id in google_items:
-            google_items.pop(link.google_event_id)
-            cycle.pulled_busy = cycle.puller is not None
-        cycle.unsettled.discard(link.id)
+        _hold_back(cycle, link, portal_items, google_items)
+
+
+def _hold_back(cycle: Cycle, link: SyncLink, portal_items, google_items) -> None:
+    """Leave the item for a later cycle: nothing is planned for it now, its portal changes stay pending, and
+    when the pull listed a change of it the user's sync token stays, so the next pull lists it again."""
+    cycle.failed_links.add(link.id)
+    if link.activity_id is not None:
+        cycle.failed_portal.add(link.activity_id)
+        portal_items.pop(link.activity_id, None)
+    if link.google_event_id in google_items:
+        google_items.pop(link.google_event_id)
+        cycle.held_back = cycle.held_back or cycle.puller is not None
+    cycle.unsettled.discard(link.id)
 
 
 def _parked(cycle: Cycle, link: SyncLink | None, activity: Activity) -> bool:
@@ -773,8 +793,10 @@ def _fetch_google_item(cycle: Cycle, link: SyncLink) -> core.GoogleItem | None:
     return _google_item(cycle, link, event, instances)
 
 
-def _google_item(cycle: Cycle, link: SyncLink, event: dict, instances: list[dict]) -> core.GoogleItem | None:
-    """What an event read on its own (not from the pull) means: its state, or None when it is deleted."""
+def _google_item(cycle: Cycle, link: SyncLink, event: dict, instances: list[dict],
+                 zone: str | None = None) -> core.GoogleItem | None:
+    """What an event read on its own (not from the pull) means: its state, or None when it is deleted.
+    `zone`: the item's zone when the link has no agreed state yet (an all-day event has none in Google)."""
     modified = _parse_google_time(event.get("updated"))
     if event.get("status") == "cancelled":
         return core.GoogleItem(None, modified)
@@ -782,7 +804,7 @@ def _google_item(cycle: Cycle, link: SyncLink, event: dict, instances: list[dict
     base = state_from_json(link.base_state) if link.base_state else None
     try:
         state = event_state(event, instances, cycle.users_by_email, orphans=orphans,
-                            calendar_time_zone=base.time_zone if base is not None else "UTC")
+                            calendar_time_zone=base.time_zone if base is not None else zone or "UTC")
     except MappingError as exc:
         _item_problem(cycle, link, google_event_id=link.google_event_id, message=f"Google event not synced: {exc}")
         return None
@@ -818,9 +840,7 @@ def _settle_reserved(cycle: Cycle, portal_items, google_items) -> None:
             if isinstance(exc, IntegrationError) or _is_pullers(cycle, exc):
                 raise
             # Unknown whether the first insert went through: nothing is sent for this item until it is known.
-            if link.activity_id is not None:
-                cycle.failed_portal.add(link.activity_id)
-            cycle.failed_links.add(link.id)
+            _hold_back(cycle, link, portal_items, google_items)
             if not isinstance(exc, TransientError):
                 _item_problem(cycle, link, google_event_id=link.google_event_id, message=exc.cause)
             continue
@@ -843,9 +863,9 @@ def _settle_update(cycle: Cycle, link: SyncLink, portal_items, google_items) -> 
         try:
             item = _fetch_google_item(cycle, link)
         except TransientError:
-            _mark_link_failed(cycle, link, "Google could not be read; tried again in the next cycle.")
-            return
-        if item is None:
+            item = None
+        if item is None:  # unknown whether our write went through: nothing more is sent for it now
+            _hold_back(cycle, link, portal_items, google_items)
             return
         google_items[link.google_event_id] = item
     _agree_on_sent(cycle, link, item)
@@ -904,7 +924,7 @@ def _confirm_insert(cycle: Cycle, link: SyncLink, event: dict, instances: list[d
     The occurrence changes follow a series insert in writes of their own; those Google does not have were
     never written, so they are not part of the agreed state (and go out as changes of the portal's).
     """
-    item = _google_item(cycle, link, event, instances)
+    item = _google_item(cycle, link, event, instances, zone=intended.time_zone)
     base = intended
     if item is not None and item.state is not None:
         written = {key: exc for key, exc in intended.exceptions.items() if key in item.state.exceptions}
@@ -1083,6 +1103,9 @@ def _reserve_event_ids(cycle: Cycle, actions: list) -> None:
     for action in actions:
         if isinstance(action, core.LinkItems):
             _reserve_match(cycle, action)
+        elif getattr(action, "portal_id", None) in cycle.failed_portal and isinstance(
+                action, core.CreateEvent | core.RecreateEvent):
+            continue  # not sent this cycle: what an earlier attempt noted must stay as it is
         elif isinstance(action, core.CreateEvent):
             activity = cycle.activities[action.portal_id]
             link = cycle.links.get(action.link_id) if action.link_id else _link_of_activity(cycle, action.portal_id)
@@ -1233,6 +1256,10 @@ def _google_writes(cycle: Cycle, actions: list) -> dict:
         write = _write_for(cycle, index, action)
         if write is not None:
             writes.append(write)
+        elif isinstance(action, core.UpdateEvent) and action.google_id not in cycle.google_states:
+            # The portal stands by what was agreed (a field changed and changed back, a restore from the
+            # trash): nothing differs from what Google had, unless Google changed since. Read it and see.
+            refused[index] = _replan(cycle, action)
     results = run_writes(writes, batch_size=batch_size, backoff=backoff)
     results.update(refused)
     for index, outcome in list(results.items()):

@@ -86,6 +86,7 @@ class Edit:
     side: str
     value: Any
     op: int
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 @dataclass
@@ -1083,6 +1084,7 @@ class Chaos:
             if activity.recurrence:
                 self._check_occurrences(item, activity, event)
         journal = self._losers(item, journal_model)
+        agreed = self._agreed(item, journal_model)
         for name, edits in item.live.items():
             for edit in edits.values():
                 finals = [v.get(name) for v in values.values()]
@@ -1090,8 +1092,44 @@ class Chaos:
                     continue
                 if self._journaled(journal, name, edit.value):
                     continue
+                if edit.side == "google" and self._agreed_at(agreed, name, edit.at) == edit.value:
+                    # Changed in Google and changed back to what both sides had agreed on before the sync
+                    # came by: Google tells no more than the content, so that is no change (the README says so).
+                    continue
                 self._problem("lost", item, f"{edit.side} edit of {name} at op {edit.op} to {edit.value!r} is "
                                             f"neither the final value {finals!r} nor kept in the journal")
+
+    def _agreed(self, item: Item, journal_model) -> list[tuple[datetime, dict]]:
+        """The states both sides agreed on, in time: each write the sync journaled leaves both sides so."""
+        if not item.activity_ids:
+            return []
+        rows = db.session.scalars(select(journal_model).where(
+            journal_model.activity_id.in_(item.activity_ids),
+            journal_model.kind.in_(("created", "updated", "linked", "restored"))).order_by(journal_model.id)).all()
+        return [(row.created_at, row.after) for row in rows if isinstance(row.after, dict)]
+
+    @staticmethod
+    def _agreed_at(agreed: list[tuple[datetime, dict]], name: str, moment: datetime):
+        state = None
+        for at, after in agreed:
+            if at <= moment:
+                state = after
+        if state is None:
+            return None
+        if name.startswith("occ:"):
+            exc = (state.get("exceptions") or {}).get(name[4:])
+            if exc is None:
+                return None
+            return "cancelled" if exc.get("cancelled") else ("subject", exc.get("subject"))
+        if name == "when":
+            def moment_of(value):
+                if "date" in value:
+                    return value["date"]
+                return utc_text(datetime.fromisoformat(value["dateTime"]))
+            return (bool(state["all_day"]), moment_of(state["start"]), moment_of(state["end"]))
+        if name == "participants":
+            return frozenset(state.get("participants") or ())
+        return state.get(name)
 
     def _eligible(self, activity) -> bool:
         return self._ineligible_reason(activity) is None

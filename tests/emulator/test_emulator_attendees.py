@@ -132,3 +132,22 @@ def test_organizer_rewriting_attendees_keeps_answers(people, when):
         **when("2024-06-10T10:00"), "attendees": [{"email": bob}, {"email": "new@outside.example"}]}).execute()
     assert {a["email"]: a["responseStatus"] for a in again["attendees"]} == {
         bob: "tentative", "new@outside.example": "needsAction"}
+
+
+def test_renamed_user_takes_their_calendar_and_events_along(people, workspace, emulator, when):
+    alice, bob, a_svc, b_svc = people
+    token = sync_token(b_svc)
+    ev = a_svc.events().insert(calendarId="primary", body={
+        "summary": "Review", **when("2024-06-10T10:00"), "attendees": [{"email": bob}]}).execute()
+    token = b_svc.events().list(calendarId="primary", syncToken=token).execute()["nextSyncToken"]
+    renamed = alice.replace("alice@", "alicia@")
+    emulator.control("POST", f"/users/{alice}/rename", {"email": renamed})
+
+    changed = b_svc.events().list(calendarId="primary", syncToken=token).execute()["items"]
+    assert [(e["id"], e["organizer"]["email"]) for e in changed] == [(ev["id"], renamed)]
+    mine = workspace.service(renamed).events().get(calendarId="primary", eventId=ev["id"]).execute()
+    assert mine["organizer"] == {"email": renamed, "self": True}
+    from google.auth.exceptions import RefreshError
+
+    with pytest.raises(RefreshError, match="invalid_grant"):  # the old address is no longer a user
+        workspace.service(alice).events().list(calendarId="primary").execute()

@@ -335,3 +335,27 @@ def test_event_ids_are_base32hex_deterministic_and_distinct():
     assert first not in others and len(others) == 4
     with pytest.raises(ValueError):
         event_id_for(42, namespace="org-1", generation=-1)
+
+
+def test_a_field_edited_and_edited_back_in_the_portal_is_still_an_edit():
+    # Found by the chaos run (seeds 20 and 32): the portal set a value and set it back before the next cycle
+    # while Google changed the same field; by content alone the portal "did nothing" and its edit was lost.
+    google = replace(BASE, location="Room 41")
+    resolution = reconcile(BASE, BASE, google, portal_modified_at=LATE, google_modified_at=EARLY,
+                           portal_touched=frozenset({"location"}))
+    assert resolution.merged == BASE and resolution.write_google and not resolution.write_portal
+    assert [(c.field, c.winner, c.lost_value) for c in resolution.conflicts] == [("location", Side.PORTAL, "Room 41")]
+    # The later change still wins: Google's, when it came after.
+    resolution = reconcile(BASE, BASE, google, portal_modified_at=EARLY, google_modified_at=LATE,
+                           portal_touched=frozenset({"location"}))
+    assert resolution.merged == google and [c.lost_value for c in resolution.conflicts] == ["Room 1"]
+    # Another field touched is no conflict with this one.
+    resolution = reconcile(BASE, BASE, google, portal_modified_at=LATE, google_modified_at=EARLY,
+                           portal_touched=frozenset({"subject"}))
+    assert resolution.merged == google and resolution.conflicts == ()
+
+
+def test_an_item_edited_and_edited_back_in_the_portal_beats_a_delete_in_google():
+    resolution = reconcile(BASE, BASE, None, portal_modified_at=LATE, google_modified_at=EARLY,
+                           portal_touched=frozenset({"subject"}))
+    assert resolution.recreate_google and resolution.merged == BASE
