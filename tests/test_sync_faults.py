@@ -659,3 +659,48 @@ def test_an_all_day_insert_settled_after_its_answer_was_lost_lets_a_later_delete
     run_sync("user")
     run_sync("user")
     assert owner.live() == [] and activities(app) == []
+
+
+def test_participants_set_again_in_the_portal_are_not_cleared_by_a_change_in_google(
+        app, world, connected, sync_on, run_sync, google_user, api):
+    # The case 6, as the chaos run shrank it: the portal removed a participant and added them back
+    # before the next cycle while the organizer removed them in Google; by content the portal "did nothing",
+    # the removal won on both sides and nothing was journaled.
+    sync_on("user")
+    activity_id = make_activity(app, world["user"], subject="Team", start=at(1), end=at(1, 1),
+                                participants=["colleague@acme.test"])
+    run_sync("user")
+    owner = google_user("user@acme.test")
+    [event] = owner.live()
+    owner.patch(event["id"], attendees=[])
+    api("user").patch(f"/api/v1/activities/{activity_id}", json={"participants": []})
+    api("user").patch(f"/api/v1/activities/{activity_id}", json={"participants": ["colleague@acme.test"]})
+    run_sync("user")
+
+    [activity] = activities(app)
+    assert [u.email for u in activity.participants] == ["colleague@acme.test"]
+    assert "colleague@acme.test" in {a["email"] for a in owner.get(event["id"]).get("attendees", [])}
+    [conflict] = journal(app, "conflict")
+    assert conflict.field == "participants" and conflict.before == ["user@acme.test"]
+
+
+def test_changes_already_agreed_on_are_not_taken_for_new_ones_after_a_stopped_cycle(
+        app, world, connected, sync_on, run_sync, google_user, api, stop_worker):
+    # Found by the chaos run (seed 26): a push stored the agreed state and stopped before marking its outbox
+    # rows done; those rows then said "edited in the portal" for good, and that edit beat a delete in Google.
+    from portal.sync.engine import push_pending
+
+    sync_on("user")
+    activity_id = make_activity(app, world["user"], subject="Sync", start=at(1), end=at(1, 1))
+    run_sync("user")
+    api("user").patch(f"/api/v1/activities/{activity_id}", json={"description": "Agenda"})
+    stop_worker("outbox")
+    with app.app_context(), pytest.raises(WorkerStopped):
+        push_pending(world["acme"])
+    owner = google_user("user@acme.test")
+    [event] = owner.live()
+    assert event["description"] == "Agenda"
+    owner.delete(event["id"])  # having seen the change
+    run_sync("user")
+    run_sync("user")
+    assert owner.live() == [] and activities(app) == []

@@ -884,7 +884,15 @@ def _agree_on_sent(cycle: Cycle, link: SyncLink, item: core.GoogleItem) -> None:
     link.pending_state = None
     landed = item.state is not None and item.state == sent
     if item.state is None:
-        landed = _last_content(cycle, link, sent.time_zone) == replace(sent, exceptions=core.FrozenMap())
+        last = _last_content(cycle, link, sent.time_zone)
+        base = state_from_json(link.base_state) if link.base_state else None
+        if last is not None and base is not None:
+            # Changed in Google after our write, then deleted: it landed if Google showed what the portal
+            # had changed (whoever deleted it had seen that).
+            ours = [f for f in core.SYNCED_FIELDS if getattr(portal_then, f) != getattr(base, f)]
+            landed = bool(ours) and all(getattr(last, f) == getattr(sent, f) for f in ours)
+        else:
+            landed = last == replace(sent, exceptions=core.FrozenMap())
     if landed:
         link.base_state, link.base_hash = state_to_json(portal_then), portal_then.content_hash()
 
@@ -1253,7 +1261,14 @@ def _google_writes(cycle: Cycle, actions: list) -> dict:
             # read the event first and merge again.
             refused[index] = _replan(cycle, action)
             continue
-        write = _write_for(cycle, index, action)
+        try:
+            write = _write_for(cycle, index, action)
+        except (IntegrationError, UserError, TransientError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - one item that cannot be written must not stop the others
+            log.exception("preparing %s failed", type(action).__name__)
+            refused[index] = error_for("event_refused", detail=f"the write could not be prepared: {exc!r}"[:300])
+            continue
         if write is not None:
             writes.append(write)
         elif isinstance(action, core.UpdateEvent) and action.google_id not in cycle.google_states:
@@ -1280,7 +1295,14 @@ def _google_writes(cycle: Cycle, actions: list) -> dict:
             if isinstance(outcome, GoogleError) or outcome is REPLAN or getattr(action, "portal_id", None) \
                     in cycle.parked:
                 continue
-            exception_writes.extend(_exception_writes(cycle, index, action))
+            try:
+                exception_writes.extend(_exception_writes(cycle, index, action))
+            except (IntegrationError, UserError, TransientError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - one item that cannot be written must not stop the others
+                log.exception("preparing the occurrences of %s failed", type(action).__name__)
+                results[index] = error_for("event_refused",
+                                           detail=f"its occurrences could not be prepared: {exc!r}"[:300])
     exception_writes.extend(_orphan_writes(cycle, actions))
     if exception_writes:
         for key, outcome in run_writes(exception_writes, batch_size=batch_size, backoff=backoff).items():
@@ -1598,6 +1620,7 @@ def _apply(cycle: Cycle, index: int, action, results: dict) -> None:
         row.google_created += 1
         row.pushed += 1
         _set_base(link, action.state)
+        _outbox_taken(cycle, action.portal_id)
         activity = cycle.activities[action.portal_id]
         stand_in = link.calendar_email.lower() != activity.owner.email.lower()
         message = None
@@ -1654,6 +1677,7 @@ def _apply(cycle: Cycle, index: int, action, results: dict) -> None:
         if info is not None and info.etag:
             link.etag = info.etag
         _set_base(link, action.state)
+        _outbox_taken(cycle, action.portal_id)
         db.session.flush()
         cycle.links[link.id] = link
         cycle.journal("linked", activity_id=action.portal_id, google_event_id=action.google_id,
@@ -1667,10 +1691,12 @@ def _apply(cycle: Cycle, index: int, action, results: dict) -> None:
                 link.etag = info.etag  # the organizer's copy as read this cycle
         state = cycle.refused.get(link.id, action.state)
         _set_base(link, state)
+        _outbox_taken(cycle, link.activity_id)
         _forget_orphans(cycle, link.activity_id, state)
     elif isinstance(action, core.Unlink):
         link = cycle.links.pop(action.link_id, None)
         if link is not None:
+            _outbox_taken(cycle, link.activity_id)
             db.session.delete(link)
     elif isinstance(action, core.RecordConflict):
         pass  # journaled before the writes (`_reserve_event_ids`)
@@ -1769,6 +1795,15 @@ def _jsonable(value):
         return {"cancelled": value.cancelled, "subject": value.subject, "description": value.description,
                 "location": value.location, "start": _jsonable(value.start), "end": _jsonable(value.end)}
     return str(value)
+
+
+def _outbox_taken(cycle: Cycle, activity_id: int | None) -> None:
+    """The portal changes this cycle read for the activity are in the agreed state now: they are marked done
+    in the same transaction, so a change already agreed on is never taken for a new one (a worker stopped
+    before the cycle's end would otherwise leave them pending, "touching" fields both sides agree on)."""
+    ids = cycle.outbox.pop(activity_id, None) if activity_id is not None else None
+    if ids:
+        db.session.execute(update(ChangeRecord).where(ChangeRecord.id.in_(ids)).values(processed_at=utcnow()))
 
 
 def _set_base(link: SyncLink, state: core.ItemState) -> None:
