@@ -465,13 +465,14 @@ class Link:
 
     A half-open link (one id None) is a create that did not complete; its existing side
     is created on the other again. ``origin`` is the side the item was born on: an item
-    that came from Google is never deleted from Google because of a portal-side rule.
+    that came from Google is never deleted from Google because of a portal-side rule;
+    None for a pair a first sync matched (it was on both sides before).
     """
 
     portal_id: PortalId | None
     google_id: GoogleId | None
     base: ItemState | None
-    origin: Side | None = None
+    origin: Side | None = Side.PORTAL
 
 
 @dataclass(frozen=True)
@@ -700,7 +701,7 @@ def _plan_link(
     syncing: frozenset[str] | None = None,
 ) -> list[Action]:
     if link.portal_id is None or link.google_id is None:
-        return _plan_half_link(link_id, link, portal, google)
+        return _plan_half_link(link_id, link, portal, google, syncing)
     p_item, g_item = portal.get(link.portal_id), google.get(link.google_id)
     if p_item is None and g_item is None:
         return []
@@ -735,8 +736,11 @@ def _plan_link(
                     and link.origin is not Side.GOOGLE)
     if type_leaving or (merged is not None and not synced_now):
         # The pair stops syncing: the side the item was born on takes in the other side's changes and
-        # keeps it; the other side's copy, there only because of the sync, goes.
+        # keeps it; the other side's copy, there only because of the sync, goes. A pair matched on a first
+        # sync was born on both sides: each keeps its copy, with the last changes of the other.
         reason = NOT_SYNCED_TYPE if type_leaving else NOBODY_SYNCING
+        if link.origin is None:
+            return conflicts + _leave_both(link_id, link, resolution, etag)
         if link.origin is Side.GOOGLE and not type_leaving:
             return conflicts + _leave_portal(link_id, link, resolution, p_state, g_state, etag)
         return conflicts + _leave_google(link_id, link, resolution, p_state, g_state, etag, reason)
@@ -757,9 +761,26 @@ def _plan_link(
             actions.append(UpdateEvent(link.google_id, merged, etag))
     if resolution.unlink:
         actions.append(Unlink(link_id))
-    elif merged is not None and merged != link.base:
+    elif merged is not None and (merged != link.base or (p_item is not None and p_item.touched)):
+        # Also when nothing moved although the portal edited (and edited back): the engine then knows the
+        # portal's changes are agreed on.
         actions.append(SetBase(link_id, merged))
     return actions
+
+
+def _leave_both(link_id: LinkId, link: Link, resolution: Resolution, etag: str | None) -> list[Action]:
+    """A pair that existed on both sides before the sync linked it stops syncing: both copies stay, each
+    with the other's last changes."""
+    merged = resolution.merged
+    actions: list[Action] = []
+    if merged is not None:
+        if resolution.recreate_portal:
+            actions.append(RestoreActivity(link.portal_id, merged))
+        elif resolution.write_portal:
+            actions.append(UpdateActivity(link.portal_id, merged))
+        if resolution.write_google and not resolution.recreate_google:
+            actions.append(UpdateEvent(link.google_id, merged, etag))
+    return [*actions, Unlink(link_id)]
 
 
 def _leave_google(link_id: LinkId, link: Link, resolution: Resolution, p_state: ItemState | None,
@@ -796,13 +817,14 @@ def _leave_portal(link_id: LinkId, link: Link, resolution: Resolution, p_state: 
 
 
 def _plan_half_link(
-    link_id: LinkId, link: Link, portal: Mapping[PortalId, PortalItem], google: Mapping[GoogleId, GoogleItem]
+    link_id: LinkId, link: Link, portal: Mapping[PortalId, PortalItem], google: Mapping[GoogleId, GoogleItem],
+    syncing: frozenset[str] | None = None,
 ) -> list[Action]:
     if link.portal_id is not None:
         p_item = portal.get(link.portal_id)
         if p_item is None:
             return []
-        if p_item.state is None or not p_item.eligible_for_google:
+        if p_item.state is None or not p_item.eligible_for_google or not takes_part(p_item.state, syncing):
             return [Unlink(link_id)]
         return [CreateEvent(link.portal_id, p_item.state, link_id)]
     if link.google_id is not None:

@@ -67,7 +67,7 @@ from portal.sync.mapping import (
     state_to_json,
 )
 from portal.sync.models import CalendarSync, Lease, SyncCycle, SyncJournalEntry, SyncLink
-from portal.sync.recurrence import occurrence_keys_among
+from portal.sync.recurrence import is_occurrence, occurrence_keys_among
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +228,9 @@ class Cycle:
     activities: dict[int, Activity] = field(default_factory=dict)
     activity_versions: dict[int, int] = field(default_factory=dict)
     outbox: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
-    touched: dict[int, set[str]] = field(default_factory=lambda: defaultdict(set))  # fields the outbox edited
+    outbox_fields: dict[int, frozenset[str]] = field(default_factory=dict)  # outbox row -> fields it edited
+    new_etags: dict[int, str] = field(default_factory=dict)  # link -> our write's etag, taken with SetBase
+    loaded_versions: dict[int, int] = field(default_factory=dict)  # link -> version when first read
     events: dict[str, EventInfo] = field(default_factory=dict)
     google_states: dict[str, core.ItemState | None] = field(default_factory=dict)
     failed_portal: set[int] = field(default_factory=set)
@@ -247,6 +249,7 @@ class Cycle:
     owner: str = ""  # who runs it, in leases
     claims: set[str] = field(default_factory=set)  # the link leases this cycle holds
     busy: set[int] = field(default_factory=set)  # links another cycle holds: left for the next cycle
+    held: set[int] = field(default_factory=set)  # links left for a later cycle, for whatever reason
     held_back: bool = False  # a change Google listed was left for later: the sync token must not move
 
     def client(self, email: str) -> CalendarClient:
@@ -532,6 +535,14 @@ def _pulled_item(cycle: Cycle, event_id: str, event: dict, link: SyncLink | None
         return _fetch_google_item(cycle, link)
     known = state_from_json(link.base_state) if link is not None and link.base_state else None
     base = _outside_the_window(known) if first_sync else known
+    if known is not None and event.get("recurrence") and _series_moved(known, event):
+        # The series' time or rule changed: which occurrences are changed or cancelled may have changed for
+        # dates no occurrence was listed for. Read them all rather than carry the agreed ones over.
+        client = cycle.client(cycle.puller.email)
+        instances = _exception_instances(cycle, client, event)
+        agreed, base = known, None
+    else:
+        agreed = base
     orphans: dict = {}
     try:
         state_now = event_state(event, instances, cycle.users_by_email, base=base, orphans=orphans,
@@ -539,7 +550,7 @@ def _pulled_item(cycle: Cycle, event_id: str, event: dict, link: SyncLink | None
     except MappingError as exc:
         _item_problem(cycle, link, google_event_id=event_id, message=f"Google event not synced: {exc}")
         return None
-    _note_orphans(cycle, event_id, organizer, orphans, base)
+    _note_orphans(cycle, event_id, organizer, orphans, agreed)
     props = event.get("extendedProperties") if isinstance(event.get("extendedProperties"), dict) else {}
     props = props.get("private") if isinstance(props.get("private"), dict) else {}
     cycle.events[event_id] = EventInfo(
@@ -553,6 +564,16 @@ def _pulled_item(cycle: Cycle, event_id: str, event: dict, link: SyncLink | None
     )
     cycle.google_states[event_id] = state_now
     return core.GoogleItem(state_now, modified, cycle.events[event_id].etag)
+
+
+def _series_moved(known: core.ItemState, event: dict) -> bool:
+    """Whether a recurring event's time or rule differs from the agreed state (a cheap look, no mapping)."""
+    try:
+        probe = event_state({**event, "status": "confirmed"}, [], {}, calendar_time_zone=known.time_zone)
+    except MappingError:
+        return True
+    return (probe.start, probe.end, probe.all_day, probe.recurrence) != (known.start, known.end, known.all_day,
+                                                                        known.recurrence)
 
 
 def _list_events(client: CalendarClient, sync_token: str | None):
@@ -600,8 +621,13 @@ def _adopt_reserved_events(cycle: Cycle, items: dict[str, core.GoogleItem]) -> N
                 link = SyncLink(organization_id=cycle.organization.id, activity_id=activity_id,
                                 google_event_id=event_id, calendar_email=info.organizer, origin="portal",
                                 confirmed=True, generation=0)
-                db.session.add(link)
-                db.session.flush()
+                try:
+                    with db.session.begin_nested():
+                        db.session.add(link)
+                        db.session.flush()
+                        _claim_new(cycle, link)
+                except IntegrityError:  # another worker linked it at the same moment: theirs stands
+                    continue
                 cycle.links[link.id] = link
 
 
@@ -612,13 +638,16 @@ def _chosen_for(cycle: Cycle, activity_id: int, event_id: str, generations: int 
 
 
 def _load_links(cycle: Cycle, *, google_ids=(), activity_ids=()) -> None:
+    found = []
     for chunk in _chunks(google_ids):
-        for link in db.session.scalars(select(SyncLink).where(SyncLink.organization_id == cycle.organization.id,
-                                                              SyncLink.google_event_id.in_(chunk))):
-            cycle.links[link.id] = link
+        found += db.session.scalars(select(SyncLink).where(SyncLink.organization_id == cycle.organization.id,
+                                                           SyncLink.google_event_id.in_(chunk)))
     for chunk in _chunks(activity_ids):
-        for link in db.session.scalars(select(SyncLink).where(SyncLink.activity_id.in_(chunk))):
-            cycle.links[link.id] = link
+        found += db.session.scalars(select(SyncLink).where(SyncLink.activity_id.in_(chunk)))
+    for link in found:
+        cycle.links[link.id] = link
+        # What this cycle decides about the link rests on it as read now: see `_claim_links`.
+        cycle.loaded_versions.setdefault(link.id, link.version)
 
 
 def _portal_items(cycle: Cycle, google_items, *, first_sync: bool) -> dict[int, core.PortalItem]:
@@ -630,13 +659,16 @@ def _portal_items(cycle: Cycle, google_items, *, first_sync: bool) -> dict[int, 
         involved = _involving(cycle.puller)
         pending = pending.where(ChangeRecord.activity_id.in_(involved))
     for record in db.session.scalars(pending):
-        cycle.outbox[record.activity_id].append(record.id)
-        # A restore from the trash is the portal's word on the whole item: it beats a delete in Google.
-        cycle.touched[record.activity_id].update(core.SYNCED_FIELDS if record.action == "restore"
-                                                 else record.fields or ())
+        _read_change(cycle, record)
         wanted.add(record.activity_id)
-    # The portal side of every pulled, linked event is read too, so both sides merge in one plan.
-    wanted |= {link.activity_id for link in cycle.links.values() if link.activity_id}
+    # The portal side of every pulled, linked event is read too, so both sides merge in one plan, with its
+    # pending changes (the puller may have only just been added to it).
+    pulled = {link.activity_id for link in cycle.links.values() if link.activity_id} - wanted
+    for chunk in _chunks(pulled):
+        for record in db.session.scalars(select(ChangeRecord).where(
+                ChangeRecord.activity_id.in_(chunk), ChangeRecord.processed_at.is_(None)).order_by(ChangeRecord.id)):
+            _read_change(cycle, record)
+    wanted |= pulled
     if first_sync and cycle.puller is not None:
         window_start = utcnow() - timedelta(days=FIRST_SYNC_DAYS + 2)
         candidates = select(Activity.id).where(
@@ -662,6 +694,11 @@ def _portal_items(cycle: Cycle, google_items, *, first_sync: bool) -> dict[int, 
     return items
 
 
+def _read_change(cycle: Cycle, record: ChangeRecord) -> None:
+    cycle.outbox[record.activity_id].append(record.id)
+    cycle.outbox_fields[record.id] = frozenset(record.fields or ())
+
+
 def _portal_item(cycle: Cycle, activity: Activity, link: SyncLink | None) -> core.PortalItem | None:
     """The activity as the core sees it now (None: it cannot be synced, and says why)."""
     cycle.activities[activity.id] = activity
@@ -675,8 +712,12 @@ def _portal_item(cycle: Cycle, activity: Activity, link: SyncLink | None) -> cor
         _item_problem(cycle, link, activity_id=activity.id, message=f"Activity not synced: {exc}")
         return None
     cycle.portal_states[activity.id] = state
-    return core.PortalItem(state, activity.updated_at, type_goes_to_google(activity),
-                           frozenset(cycle.touched.get(activity.id, ())))
+    return core.PortalItem(state, activity.updated_at, type_goes_to_google(activity), _touched(cycle, activity.id))
+
+
+def _touched(cycle: Cycle, activity_id: int) -> frozenset[str]:
+    """The fields the activity's pending portal changes (not yet agreed on) edited."""
+    return frozenset().union(*(cycle.outbox_fields.get(rid, ()) for rid in cycle.outbox.get(activity_id, ())))
 
 
 def _claim_links(cycle: Cycle, portal_items, google_items) -> None:
@@ -694,7 +735,7 @@ def _claim_links(cycle: Cycle, portal_items, google_items) -> None:
     if not wanted:
         return
     seconds = float(current_app.config.get("SYNC_LEASE_SECONDS", LEASE_SECONDS))
-    versions = {link.id: link.version for link in wanted.values()}
+    versions = {link.id: cycle.loaded_versions.get(link.id, link.version) for link in wanted.values()}
     taken = Lease.acquire_many(wanted, cycle.owner or worker_name(), seconds)
     cycle.claims.update(taken)
     # A link another cycle wrote between our reading it and our claim was read stale: left for next time.
@@ -706,7 +747,29 @@ def _claim_links(cycle: Cycle, portal_items, google_items) -> None:
             continue
         cycle.busy.add(link.id)
         _hold_back(cycle, link, portal_items, google_items)
+    # The links this cycle does not hold are another cycle's to change or delete: forget them, so that no
+    # later commit reloads a row that is gone or stale.
+    for link_id, link in list(cycle.links.items()):
+        if f"link:{link_id}" not in cycle.claims:
+            _forget_link(cycle, link)
 
+
+def _forget_link(cycle: Cycle, link: SyncLink) -> None:
+    cycle.links.pop(link.id, None)
+    if link in db.session:
+        db.session.expunge(link)
+
+
+def _claim_new(cycle: Cycle, link: SyncLink) -> None:
+    """A link this cycle creates is this cycle's: its lease is written in the same transaction."""
+    from flask import current_app
+
+    seconds = float(current_app.config.get("SYNC_LEASE_SECONDS", LEASE_SECONDS))
+    name = f"link:{link.id}"
+    db.session.add(Lease(name=name, owner=cycle.owner or worker_name(), expires_at=utcnow() + timedelta(
+        seconds=seconds)))
+    cycle.claims.add(name)
+    cycle.loaded_versions[link.id] = link.version
 
 def _hold_back(cycle: Cycle, link: SyncLink, portal_items, google_items) -> None:
     """Leave the item for a later cycle: nothing is planned for it now, its portal changes stay pending, and
@@ -719,6 +782,7 @@ def _hold_back(cycle: Cycle, link: SyncLink, portal_items, google_items) -> None
         google_items.pop(link.google_event_id)
         cycle.held_back = cycle.held_back or cycle.puller is not None
     cycle.unsettled.discard(link.id)
+    cycle.held.add(link.id)
 
 
 def _parked(cycle: Cycle, link: SyncLink | None, activity: Activity) -> bool:
@@ -849,6 +913,14 @@ def _settle_reserved(cycle: Cycle, portal_items, google_items) -> None:
         item = _confirm_insert(cycle, link, event, instances, _pending(link)[0])
         if item is not None:
             google_items[link.google_event_id] = item
+        _retouch(cycle, link, portal_items)
+
+
+def _retouch(cycle: Cycle, link: SyncLink, portal_items) -> None:
+    """The item's portal changes agreed on by a settled write no longer count as edits."""
+    item = portal_items.get(link.activity_id)
+    if item is not None:
+        portal_items[link.activity_id] = replace(item, touched=_touched(cycle, link.activity_id))
 
 
 def _settle_update(cycle: Cycle, link: SyncLink, portal_items, google_items) -> None:
@@ -868,23 +940,48 @@ def _settle_update(cycle: Cycle, link: SyncLink, portal_items, google_items) -> 
             _hold_back(cycle, link, portal_items, google_items)
             return
         google_items[link.google_event_id] = item
-    _agree_on_sent(cycle, link, item)
+    if (link.pending_state or {}).get("delete"):
+        _settle_delete(cycle, link, item, portal_items)
+    elif _agree_on_sent(cycle, link, item) is None:
+        _hold_back(cycle, link, portal_items, google_items)
+    else:
+        _retouch(cycle, link, portal_items)
 
 
-def _agree_on_sent(cycle: Cycle, link: SyncLink, item: core.GoogleItem) -> None:
-    """Settle a noted update against what Google holds now (see `_settle_update`).
+def _settle_delete(cycle: Cycle, link: SyncLink, item: core.GoogleItem, portal_items) -> None:
+    """A delete sent from the portal whose outcome was never recorded. When Google has it deleted, it went
+    through; and when the activity is back in the portal since (restored from the trash), that restore is
+    the later word: the event is made again, rather than the restore being undone."""
+    upto = _pending_upto(link)
+    link.pending_state = None
+    if item.state is not None:
+        return  # it never reached Google: the restore simply undid the delete here
+    _outbox_taken_upto(cycle, link.activity_id, upto if upto is not None else -1)
+    portal = portal_items.get(link.activity_id)
+    if portal is not None and portal.state is not None:
+        portal_items[link.activity_id] = replace(portal, touched=frozenset(core.SYNCED_FIELDS))
+
+
+def _agree_on_sent(cycle: Cycle, link: SyncLink, item: core.GoogleItem) -> bool | None:
+    """Settle a noted update against what Google holds now (see `_settle_update`): whether it went through,
+    or None when that cannot be told now (the note then stays, for the next cycle).
 
     An event deleted since still shows its last content when read on its own (Google keeps the details of
     a cancelled event on the organizer's calendar, though it only promises the id): when that content is
     what was sent, the delete came after our write, from someone who had seen it, and it wins.
     """
     if not link.confirmed or not link.pending_state:
-        return
+        return False
+    if link.pending_state.get("delete"):
+        link.pending_state = None  # read again after a delete that did not go through: nothing to settle
+        return False
     sent, portal_then = _pending(link)
-    link.pending_state = None
     landed = item.state is not None and item.state == sent
     if item.state is None:
-        last = _last_content(cycle, link, sent.time_zone)
+        try:
+            last = _last_content(cycle, link, sent.time_zone)
+        except (TransientError, UserError):
+            return None
         base = state_from_json(link.base_state) if link.base_state else None
         if last is not None and base is not None:
             # Changed in Google after our write, then deleted: it landed if Google showed what the portal
@@ -893,15 +990,22 @@ def _agree_on_sent(cycle: Cycle, link: SyncLink, item: core.GoogleItem) -> None:
             landed = bool(ours) and all(getattr(last, f) == getattr(sent, f) for f in ours)
         else:
             landed = last == replace(sent, exceptions=core.FrozenMap())
+    upto = _pending_upto(link)
+    link.pending_state = None
     if landed:
         link.base_state, link.base_hash = state_to_json(portal_then), portal_then.content_hash()
+        _outbox_taken_upto(cycle, link.activity_id, upto if upto is not None else -1)
+    return landed
 
 
 def _last_content(cycle: Cycle, link: SyncLink, zone: str) -> core.ItemState | None:
-    """The series fields a deleted event last had, when Google still shows them; None when it does not."""
+    """The series fields a deleted event last had, when Google still shows them; None when it does not.
+    Raises what Google raises when it cannot be read now."""
     try:
         event, _ = _read_event(cycle, link)
-    except GoogleError:
+    except GoogleError as exc:
+        if isinstance(exc, TransientError | IntegrationError | UserError):
+            raise
         return None
     if not event or not event.get("start") or not event.get("end"):
         return None
@@ -912,9 +1016,18 @@ def _last_content(cycle: Cycle, link: SyncLink, zone: str) -> core.ItemState | N
     return replace(state, exceptions=core.FrozenMap())
 
 
-def _note_pending(link: SyncLink, sent: core.ItemState, portal: core.ItemState | None) -> None:
-    """Write down, before sending, what Google is about to get and what the portal had then."""
-    link.pending_state = {"sent": state_to_json(sent), "portal": state_to_json(portal or sent)}
+def _note_pending(cycle: Cycle, link: SyncLink, sent: core.ItemState, portal: core.ItemState | None) -> None:
+    """Write down, before sending, what Google is about to get, what the portal had then, and the last of
+    the portal's changes that went into it (`upto`: those are agreed on once the write turns out to have
+    gone through)."""
+    rows = cycle.outbox.get(link.activity_id) or []
+    link.pending_state = {"sent": state_to_json(sent), "portal": state_to_json(portal or sent),
+                          "upto": max(rows) if rows else None}
+
+
+def _pending_upto(link: SyncLink) -> int | None:
+    data = link.pending_state or {}
+    return data.get("upto") if isinstance(data, dict) else None
 
 
 def _pending(link: SyncLink) -> tuple[core.ItemState, core.ItemState]:
@@ -937,9 +1050,11 @@ def _confirm_insert(cycle: Cycle, link: SyncLink, event: dict, instances: list[d
     if item is not None and item.state is not None:
         written = {key: exc for key, exc in intended.exceptions.items() if key in item.state.exceptions}
         base = replace(intended, exceptions=core.FrozenMap(written))
+    upto = _pending_upto(link)
     link.confirmed = True
     link.pending_state = None
     link.base_state, link.base_hash = state_to_json(base), base.content_hash()
+    _outbox_taken_upto(cycle, link.activity_id, upto if upto is not None else -1)
     if event.get("etag") and event.get("status") != "cancelled":
         link.etag = event["etag"]
     cycle.journal("created", activity_id=link.activity_id, google_event_id=link.google_event_id, side="google",
@@ -1011,7 +1126,7 @@ def _core_links(cycle: Cycle) -> dict[int, core.Link]:
     for link_id, link in cycle.links.items():
         base = state_from_json(link.base_state) if link.base_state else None
         google_id = link.google_event_id if link.confirmed else None
-        origin = core.Side.GOOGLE if link.origin == "google" else core.Side.PORTAL
+        origin = {"google": core.Side.GOOGLE, "both": None}.get(link.origin, core.Side.PORTAL)
         links[link_id] = core.Link(link.activity_id, google_id, base, origin)
     return links
 
@@ -1128,19 +1243,26 @@ def _reserve_event_ids(cycle: Cycle, actions: list) -> None:
             link.google_event_id = core.event_id_for(action.portal_id, namespace=cycle.organization.uid,
                                                      generation=link.generation)
             link.calendar_email = target
-            _note_pending(link, action.state, action.state)
+            _note_pending(cycle, link, action.state, action.state)
         elif isinstance(action, core.RecreateEvent):
             link = cycle.links[action.link_id]
             link.generation = fresh_generation(cycle.activities[action.portal_id], link)
             link.confirmed = False
             link.google_event_id = core.event_id_for(action.portal_id, namespace=cycle.organization.uid,
                                                      generation=link.generation)
-            _note_pending(link, action.state, action.state)
+            _note_pending(cycle, link, action.state, action.state)
+        elif isinstance(action, core.DeleteEvent) and not action.reason:
+            link = _link_for_action(cycle, action)
+            if link is not None and link.confirmed:  # the portal's delete: see `_settle_delete`
+                rows = cycle.outbox.get(link.activity_id) or []
+                link.pending_state = {"delete": True, "upto": max(rows) if rows else None}
         elif isinstance(action, core.UpdateEvent):
             link = _link_for_action(cycle, action)
             if link is not None and link.confirmed:
                 base = state_from_json(link.base_state) if link.base_state else None
-                _note_pending(link, action.state, cycle.portal_states.get(link.activity_id, base))
+                current = cycle.google_states.get(action.google_id) or base
+                if action.state != current:  # something will be sent
+                    _note_pending(cycle, link, action.state, cycle.portal_states.get(link.activity_id, base))
         elif isinstance(action, core.RecordConflict):
             # Journaled before the writes: a worker stopped after overwriting the losing value in Google
             # must not take the only record of it down with its transaction.
@@ -1157,12 +1279,14 @@ def _reserve_match(cycle: Cycle, action: core.LinkItems) -> None:
     calendar = info.organizer if info is not None and info.organizer in cycle.users_by_email \
         else cycle.activities[action.portal_id].owner.email
     link = SyncLink(organization_id=cycle.organization.id, activity_id=action.portal_id,
-                    google_event_id=action.google_id, calendar_email=calendar, origin="portal",
+                    google_event_id=action.google_id, calendar_email=calendar, origin="both",
                     generation=fresh_generation(cycle.activities[action.portal_id]),
                     confirmed=True, etag=info.etag if info is not None else None)
     try:
         with db.session.begin_nested():
             db.session.add(link)
+            db.session.flush()
+            _claim_new(cycle, link)
     except IntegrityError:  # linked by another worker just now: that link is worked from next cycle
         cycle.failed_portal.add(action.portal_id)
         cycle.failed_google.add(action.google_id)
@@ -1179,6 +1303,8 @@ def _new_portal_link(cycle: Cycle, activity: Activity) -> SyncLink | None:
     try:
         with db.session.begin_nested():
             db.session.add(link)
+            db.session.flush()
+            _claim_new(cycle, link)
     except IntegrityError:
         cycle.failed_portal.add(activity.id)
         return None
@@ -1349,6 +1475,14 @@ def _series_unread(cycle: Cycle, action) -> bool:
     if link is None or not link.base_state or not link.base_state.get("recurrence"):
         return False
     return cycle.puller is None or (link.calendar_email or "").lower() != cycle.puller.email.lower()
+
+
+def _moves_series(cycle: Cycle, action: core.UpdateEvent, link: SyncLink) -> bool:
+    before = cycle.google_states.get(action.google_id) or (state_from_json(link.base_state)
+                                                            if link.base_state else None)
+    after = action.state
+    return before is None or (before.start, before.end, before.all_day, before.recurrence) != (
+        after.start, after.end, after.all_day, after.recurrence)
 
 
 def _etag_for(cycle: Cycle, action) -> str | None:
@@ -1635,8 +1769,12 @@ def _apply(cycle: Cycle, index: int, action, results: dict) -> None:
     elif isinstance(action, core.UpdateEvent):
         link = _link_for_action(cycle, action)
         if outcome:
-            link.etag = outcome.get("etag", link.etag)
+            # Taken on with the agreed state (SetBase): an etag must never get ahead of what the portal took in,
+            # or a later delete with If-Match would destroy changes the portal never saw.
+            cycle.new_etags[link.id] = outcome.get("etag") or link.etag
             cycle.written.add(link.id)
+            if action.state.recurrence and _moves_series(cycle, action, link):
+                cycle.refetch.add(link.id)  # read its occurrences back: Google may hold some on dates we moved to
             row.google_updated += 1
             row.pushed += 1
             cycle.journal("updated", activity_id=link.activity_id, google_event_id=action.google_id, side="google",
@@ -1668,9 +1806,11 @@ def _apply(cycle: Cycle, index: int, action, results: dict) -> None:
         if link is None:
             link = SyncLink(organization_id=cycle.organization.id, activity_id=action.portal_id,
                             calendar_email=cycle.events[action.google_id].organizer if action.google_id in cycle.events
-                            else cycle.activities[action.portal_id].owner.email, origin="portal",
+                            else cycle.activities[action.portal_id].owner.email, origin="both",
                             generation=fresh_generation(cycle.activities[action.portal_id]))
             db.session.add(link)
+            db.session.flush()
+            _claim_new(cycle, link)
         link.google_event_id = action.google_id
         link.confirmed = True
         info = cycle.events.get(action.google_id)
@@ -1689,6 +1829,8 @@ def _apply(cycle: Cycle, index: int, action, results: dict) -> None:
             link.external_attendees = info.external
             if info.etag and link.id not in cycle.written:
                 link.etag = info.etag  # the organizer's copy as read this cycle
+        if link.id in cycle.new_etags:
+            link.etag = cycle.new_etags.pop(link.id)  # our own write's
         state = cycle.refused.get(link.id, action.state)
         _set_base(link, state)
         _outbox_taken(cycle, link.activity_id)
@@ -1736,9 +1878,11 @@ LEFT_MESSAGES = {
 def _forget_orphans(cycle: Cycle, activity_id: int | None, state: core.ItemState) -> None:
     """Drop stored exceptions of occurrences the series no longer has, once both sides agree without them."""
     activity = cycle.activities.get(activity_id) if activity_id else None
-    if activity is None or activity.is_deleted:
-        return
-    stale = [exc for exc in activity.exceptions if exc.original_start not in state.exceptions]
+    if activity is None or activity.is_deleted or _moved_meanwhile(cycle, activity):
+        return  # changed meanwhile (an occurrence edited just now, say): the next cycle looks again
+    stale = [exc for exc in activity.exceptions if exc.original_start not in state.exceptions
+             and not is_occurrence(state.start, state.end, state.time_zone, state.recurrence, exc.original_start,
+                                   all_day=state.all_day)]
     if stale:
         changed_by(db.session, None, origin="google")
         for exc in stale:
@@ -1801,9 +1945,17 @@ def _outbox_taken(cycle: Cycle, activity_id: int | None) -> None:
     """The portal changes this cycle read for the activity are in the agreed state now: they are marked done
     in the same transaction, so a change already agreed on is never taken for a new one (a worker stopped
     before the cycle's end would otherwise leave them pending, "touching" fields both sides agree on)."""
-    ids = cycle.outbox.pop(activity_id, None) if activity_id is not None else None
-    if ids:
-        db.session.execute(update(ChangeRecord).where(ChangeRecord.id.in_(ids)).values(processed_at=utcnow()))
+    _outbox_taken_upto(cycle, activity_id, None)
+
+
+def _outbox_taken_upto(cycle: Cycle, activity_id: int | None, upto: int | None) -> None:
+    """Mark the cycle's outbox rows of the activity done, all of them or those up to row `upto`."""
+    ids = cycle.outbox.get(activity_id, []) if activity_id is not None else []
+    taken = [rid for rid in ids if upto is None or rid <= upto]
+    if not taken:
+        return
+    cycle.outbox[activity_id] = [rid for rid in ids if rid not in taken]
+    db.session.execute(update(ChangeRecord).where(ChangeRecord.id.in_(taken)).values(processed_at=utcnow()))
 
 
 def _set_base(link: SyncLink, state: core.ItemState) -> None:
@@ -1897,6 +2049,8 @@ def _create_activity(cycle: Cycle, action: core.CreateActivity) -> None:
     link.external_attendees = info.external if info else None
     _set_base(link, action.state)
     db.session.flush()
+    if f"link:{link.id}" not in cycle.claims:
+        _claim_new(cycle, link)
     cycle.links[link.id] = link
     cycle.activities[activity.id] = activity
     cycle.row.portal_created += 1
@@ -1967,14 +2121,13 @@ def _replan_round(cycle: Cycle) -> None:
         if item is None or activity is None:
             cycle.failed_links.add(link_id)
             continue
-        _agree_on_sent(cycle, link, item)  # our own write that went through is not a change made in Google
+        if _agree_on_sent(cycle, link, item) is None:  # our own write that went through is no Google change
+            _mark_link_failed(cycle, link, "Google could not be read; tried again in the next cycle.")
+            continue
         portal_item = _portal_item(cycle, activity, link)
         if portal_item is None:
             continue
-        google_items[link.google_event_id] = item
-        info = cycle.events.get(link.google_event_id)
-        if info is not None and info.etag:
-            link.etag = info.etag
+        google_items[link.google_event_id] = item  # its etag goes with the writes, the link's waits for SetBase
         portal_items[activity.id] = portal_item
     planned = _core_links(cycle)
     core_links = {link_id: planned[link_id] for link_id in links if link_id in planned
