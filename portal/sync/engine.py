@@ -427,6 +427,7 @@ def _cycle(cycle: Cycle) -> None:
     db.session.commit()  # no write lock is held across the Google calls that follow
 
     portal_items = _portal_items(cycle, google_items, first_sync=first_sync)
+    checkpoint("claiming")
     _claim_links(cycle, portal_items, google_items)
     _fill_missing_sides(cycle, portal_items, google_items)
     _settle_reserved(cycle, portal_items, google_items)

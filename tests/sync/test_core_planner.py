@@ -205,3 +205,17 @@ def test_who_syncs_decides_whether_a_pair_syncs(origin, base, portal, google, ex
 def test_new_portal_items_go_to_google_only_when_someone_syncing_takes_part():
     actions = plan_cycle({}, {1: p(WITHOUT_ANNA), 2: p(WITH_ANNA)}, {}, syncing=SYNCING)
     assert actions == [CreateEvent(2, WITH_ANNA)]
+
+
+def test_a_half_open_link_is_finished_only_while_someone_syncing_takes_part():
+    links = {"L1": Link(1, None, None)}
+    assert plan_cycle(links, {1: p(WITHOUT_ANNA)}, {}, syncing=SYNCING) == [Unlink("L1")]
+    assert plan_cycle(links, {1: p(WITH_ANNA)}, {}, syncing=SYNCING) == [CreateEvent(1, WITH_ANNA, "L1")]
+
+
+def test_a_pair_matched_on_a_first_sync_keeps_both_copies_when_it_stops_syncing():
+    links = {"L1": Link(1, "g1", WITH_ANNA, origin=None)}
+    assert plan_cycle(links, {1: p(WITHOUT_ANNA)}, {}, syncing=SYNCING) == [
+        UpdateEvent("g1", WITHOUT_ANNA, None), Unlink("L1")]
+    assert plan_cycle(links, {1: p(WITH_ANNA, eligible=False)}, {"g1": g(replace(WITH_ANNA, location="R"))},
+                      syncing=SYNCING) == [UpdateActivity(1, replace(WITH_ANNA, location="R")), Unlink("L1")]
