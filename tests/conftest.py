@@ -312,6 +312,32 @@ def run_sync(app, world):
     return run
 
 
+@pytest.fixture
+def stop_worker():
+    """`stop_worker("written", when=lambda: ...)`: the next cycle that reaches that checkpoint (and for which
+    `when()` holds) stops there, as if its process had died; nothing after it runs or commits."""
+    from portal.sync import engine
+    from tests.helpers import WorkerStopped
+
+    hooks = []
+
+    def arm(point, when=lambda: True):
+        fired = []
+
+        def hook(name):
+            if name == point and not fired and when():
+                fired.append(name)
+                raise WorkerStopped(name)
+
+        engine.CHECKPOINTS.append(hook)
+        hooks.append(hook)
+        return fired
+
+    yield arm
+    for hook in hooks:
+        engine.CHECKPOINTS.remove(hook)
+
+
 # --- the chaos runs' figures: added up over every seed (across xdist workers), printed at the end --------
 
 def pytest_sessionfinish(session):

@@ -22,3 +22,8 @@ def make_activity(app, owner_id, **values):
         activity = create_activity(owner.organization, data)
         db.session.commit()
         return activity.id
+
+
+class WorkerStopped(BaseException):
+    """Raised at an engine checkpoint (the `stop_worker` fixture): the cycle stops there as a killed
+    worker's would, past every `except Exception`."""

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from portal.extensions import db
 from portal.models import Activity, ChangeRecord
 from portal.sync.models import SyncCycle, SyncJournalEntry, SyncLink
-from tests.helpers import make_activity
+from tests.helpers import WorkerStopped, make_activity
 from tests.test_sync_engine import activities
 
 NOW = datetime.now(UTC).replace(microsecond=0, second=0, minute=0)
@@ -212,35 +212,6 @@ def test_first_sync_links_identical_twins_one_to_one(app, world, connected, sync
         assert len(links) == 2 and all(link.confirmed for link in links)
         assert len({link.activity_id for link in links}) == 2
         assert len({link.google_event_id for link in links}) == 2
-
-
-class WorkerStopped(BaseException):
-    """Raised at an engine checkpoint: the cycle stops there as a killed worker's would."""
-
-
-@pytest.fixture
-def stop_worker():
-    """`stop_worker("written", when=lambda: ...)`: the next cycle that reaches that checkpoint (and for which
-    `when()` holds) stops there, as if its process had died; nothing after it runs or commits."""
-    from portal.sync import engine
-
-    hooks = []
-
-    def arm(point, when=lambda: True):
-        fired = []
-
-        def hook(name):
-            if name == point and not fired and when():
-                fired.append(name)
-                raise WorkerStopped(name)
-
-        engine.CHECKPOINTS.append(hook)
-        hooks.append(hook)
-        return fired
-
-    yield arm
-    for hook in hooks:
-        engine.CHECKPOINTS.remove(hook)
 
 
 def cycle_stopped(app, world, who):

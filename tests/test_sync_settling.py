@@ -10,9 +10,9 @@ from sqlalchemy import select, text
 from portal.extensions import db
 from portal.models import Activity
 from portal.sync.models import Lease, SyncLink
-from tests.helpers import make_activity
+from tests.helpers import WorkerStopped, make_activity
 from tests.test_sync_engine import activities
-from tests.test_sync_faults import NOW, WorkerStopped, at, journal, push, stop_worker  # noqa: F401
+from tests.test_sync_faults import NOW, at, push
 
 
 def patches(connected):
@@ -200,3 +200,23 @@ def test_a_first_sync_pair_that_stops_syncing_keeps_both_copies(app, world, conn
     assert [a.subject for a in activities(app)] == ["Board"]
     with app.app_context():
         assert db.session.scalars(select(SyncLink)).all() == []
+
+
+def test_the_last_syncing_participant_removed_by_a_write_never_recorded_still_lets_the_item_leave(
+        app, world, connected, sync_on, run_sync, google_user, api, stop_worker):
+    # Found by the chaos run (seed 108): settling the write made the pair look as if nobody syncing had ever
+    # taken part, so it was left alone instead of leaving the portal.
+    sync_on("colleague")  # the organizer, "user", has sync off
+    owner = google_user("user@acme.test")
+    owner.insert(summary="Catch-up", start={"dateTime": at(1)}, end={"dateTime": at(1, 1)},
+                 attendees=[{"email": "colleague@acme.test"}])
+    run_sync("colleague")
+    [activity] = activities(app)
+    api("user").patch(f"/api/v1/activities/{activity.id}", json={"participants": []})
+    stop_worker("written", when=lambda: patches(connected) > 0)
+    stopped_push(app, world)
+    assert {a["email"] for a in owner.live()[0].get("attendees", [])} <= {"user@acme.test"}  # it went through
+    push(app, world)
+    run_sync("colleague")
+    assert activities(app) == []
+    assert [e["summary"] for e in owner.live()] == ["Catch-up"]

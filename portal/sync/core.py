@@ -473,6 +473,9 @@ class Link:
     google_id: GoogleId | None
     base: ItemState | None
     origin: Side | None = Side.PORTAL
+    # Whether someone with sync on took part when the pair last synced; None: as ``base`` says. (An engine
+    # that settled a write of the portal's as the new base knows the pair was synced before that write.)
+    synced: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -724,7 +727,7 @@ def _plan_link(
     # agreement nor does now (a user switched sync off, say): nothing moves, the link waits until
     # someone takes part again, and then both sides merge against the old agreement.
     before = link.base if link.base is not None else (p_state if p_state is not None else g_state)
-    synced_before = takes_part(before, syncing)
+    synced_before = takes_part(before, syncing) if link.synced is None else link.synced
     synced_now = takes_part(merged, syncing) if merged is not None else synced_before
     if not synced_before and not synced_now:
         return [Unlink(link_id)] if p_state is None and g_state is None else []

@@ -230,6 +230,7 @@ class Cycle:
     outbox: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
     outbox_fields: dict[int, frozenset[str]] = field(default_factory=dict)  # outbox row -> fields it edited
     new_etags: dict[int, str] = field(default_factory=dict)  # link -> our write's etag, taken with SetBase
+    synced_before: dict[int, bool] = field(default_factory=dict)  # link -> synced before a settled write
     loaded_versions: dict[int, int] = field(default_factory=dict)  # link -> version when first read
     events: dict[str, EventInfo] = field(default_factory=dict)
     google_states: dict[str, core.ItemState | None] = field(default_factory=dict)
@@ -994,6 +995,9 @@ def _agree_on_sent(cycle: Cycle, link: SyncLink, item: core.GoogleItem) -> bool 
     upto = _pending_upto(link)
     link.pending_state = None
     if landed:
+        if link.base_state:  # whether the pair was synced is judged by the agreement before this write
+            cycle.synced_before[link.id] = core.takes_part(state_from_json(link.base_state),
+                                                           cycle.syncing_emails)
         link.base_state, link.base_hash = state_to_json(portal_then), portal_then.content_hash()
         _outbox_taken_upto(cycle, link.activity_id, upto if upto is not None else -1)
     return landed
@@ -1128,7 +1132,7 @@ def _core_links(cycle: Cycle) -> dict[int, core.Link]:
         base = state_from_json(link.base_state) if link.base_state else None
         google_id = link.google_event_id if link.confirmed else None
         origin = {"google": core.Side.GOOGLE, "both": None}.get(link.origin, core.Side.PORTAL)
-        links[link_id] = core.Link(link.activity_id, google_id, base, origin)
+        links[link_id] = core.Link(link.activity_id, google_id, base, origin, cycle.synced_before.get(link_id))
     return links
 
 
