@@ -220,3 +220,37 @@ def test_the_last_syncing_participant_removed_by_a_write_never_recorded_still_le
     run_sync("colleague")
     assert activities(app) == []
     assert [e["summary"] for e in owner.live()] == ["Catch-up"]
+
+
+def test_an_occurrence_change_that_never_reached_google_beats_a_later_delete_of_the_series(
+        app, world, connected, sync_on, run_sync, google_user, api, login_as):
+    # Found by the chaos run (seed 286): the series' own change reached Google, the occurrence's did not; the
+    # owner deleted the series in Google without having seen it, and the portal let the delete win.
+    from tests.conftest import SERVICE_CLIENT_ID
+
+    sync_on("user")
+    app.config["SYNC_RETRY_ATTEMPTS"] = 1
+    activity_id = make_activity(app, world["user"], subject="Standup", start=at(1), end=at(1, 1),
+                                recurrence=["RRULE:FREQ=DAILY;COUNT=5"])
+    run_sync("user")
+    api("user").patch(f"/api/v1/activities/{activity_id}", json={"description": "Daily"})
+    with app.app_context():
+        activity = db.session.get(Activity, activity_id)
+        occurrence = activity.occurrences_between(NOW, NOW + timedelta(days=10))[2]
+        start, end = activity.rule_occurrence(occurrence.key)
+        activity.set_exception(occurrence.key, subject="Standup (demo day)", start=start, end=end)
+        db.session.commit()
+    connected.control("POST", "/faults", {"kind": "error", "status": 503, "method": "PATCH", "count": 5,
+                                          "path_regex": r"_\d{8}T\d{6}Z$", "client_id": SERVICE_CLIENT_ID})
+    push(app, world)
+    connected.control("DELETE", "/faults")
+    owner = google_user("user@acme.test")
+    [series] = owner.live()
+    assert series["description"] == "Daily"  # the series' change went through, the occurrence's did not
+    owner.delete(series["id"])
+    run_sync("user")
+    run_sync("user")
+
+    [activity] = activities(app)
+    assert [e.subject for e in activity.exceptions] == ["Standup (demo day)"]
+    assert "Standup (demo day)" in {i["summary"] for i in owner.live(singleEvents=True)}

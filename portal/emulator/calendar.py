@@ -644,6 +644,13 @@ def events_modify(ctx, calendar_id, event_id, params, body, headers, patch):
                    or p.fields.get("recurrence") != core.fields.get("recurrence")
                    or p.fields.get("location") != core.fields.get("location"))
     apply_proposal(core, p)
+    # A changed occurrence keeps what it overrides and takes the rest from its series: a guest added to or
+    # removed from the series is added to or removed from occurrences whose guests were not changed alone.
+    if {a["email"] for a in core.attendees} != old_attendees:
+        for exc in core.exceptions.values():
+            if {a["email"] for a in exc.attendees} == old_attendees:
+                exc.fields["attendees"] = copy.deepcopy(core.attendees)
+                propagate(ctx, exc)
     if significant:
         core.sequence += 1
     if p.sequence is not None and p.sequence > core.sequence:

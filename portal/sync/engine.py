@@ -829,15 +829,18 @@ def _fill_missing_sides(cycle: Cycle, portal_items, google_items) -> None:
 def _read_event(cycle: Cycle, link: SyncLink) -> tuple[dict | None, list[dict]]:
     """The event as its own calendar holds it now, with every changed occurrence; (None, []) when Google
     does not know the id. Raises GoogleError for anything else."""
-    client = cycle.client(link.calendar_email)
+    return _read_event_at(cycle, link.calendar_email, link.google_event_id)
+
+
+def _read_event_at(cycle: Cycle, calendar: str, event_id: str) -> tuple[dict | None, list[dict]]:
+    client = cycle.client(calendar)
     try:
-        event = client.execute(client.service.events().get(calendarId="primary", eventId=link.google_event_id),
-                               item=True)
+        event = client.execute(client.service.events().get(calendarId="primary", eventId=event_id), item=True)
     except GoogleError as exc:
         if exc.status == 404:
             return None, []
         if exc.status == 410:  # gone: deleted long enough ago that Google no longer shows it
-            return {"id": link.google_event_id, "status": "cancelled"}, []
+            return {"id": event_id, "status": "cancelled"}, []
         raise
     if not isinstance(event, dict):
         raise error_for("event_refused", status=200, detail="Google answered with something that is not an event")
@@ -989,7 +992,11 @@ def _agree_on_sent(cycle: Cycle, link: SyncLink, item: core.GoogleItem) -> bool 
             # Changed in Google after our write, then deleted: it landed if Google showed what the portal
             # had changed (whoever deleted it had seen that).
             ours = [f for f in core.SYNCED_FIELDS if getattr(portal_then, f) != getattr(base, f)]
-            landed = bool(ours) and all(getattr(last, f) == getattr(sent, f) for f in ours)
+            landed = all(getattr(last, f) == getattr(sent, f) for f in ours)
+            try:
+                landed = landed and _occurrences_landed(cycle, link, base, sent)
+            except (TransientError, UserError):
+                return None
         else:
             landed = last == replace(sent, exceptions=core.FrozenMap())
     upto = _pending_upto(link)
@@ -1001,6 +1008,24 @@ def _agree_on_sent(cycle: Cycle, link: SyncLink, item: core.GoogleItem) -> bool 
         link.base_state, link.base_hash = state_to_json(portal_then), portal_then.content_hash()
         _outbox_taken_upto(cycle, link.activity_id, upto if upto is not None else -1)
     return landed
+
+
+def _occurrences_landed(cycle: Cycle, link: SyncLink, base: core.ItemState, sent: core.ItemState) -> bool:
+    """Whether the occurrences the portal changed reached Google before the series was deleted: each one
+    read on its own still shows its last content. (A cancelled occurrence cannot tell, the whole series
+    being cancelled now; cancelling one occurrence is no reason to bring a deleted series back.)"""
+    for key, exc in sent.exceptions.items():
+        if base.exceptions.get(key) == exc or exc.cancelled:
+            continue
+        try:
+            event, _ = _read_event_at(cycle, link.calendar_email, instance_id(link.google_event_id, key))
+        except GoogleError as error:
+            if isinstance(error, TransientError | IntegrationError | UserError):
+                raise
+            return False
+        if not event or (exc.subject is not None and (event.get("summary") or "").strip() != exc.subject):
+            return False
+    return True
 
 
 def _last_content(cycle: Cycle, link: SyncLink, zone: str) -> core.ItemState | None:

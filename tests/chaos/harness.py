@@ -102,6 +102,7 @@ class Item:
     live: dict[str, dict[str, Edit]] = field(default_factory=dict)
     stash: dict[str, Edit] = field(default_factory=dict)  # the portal's live edits at its delete, for a restore
     either: bool = False  # a race whose two outcomes are both right: alive or deleted
+    overridden_by: str | None = None  # the side whose unseen edit won over the other side's delete
     activity_ids: set[int] = field(default_factory=set)  # every activity that ever carried the token
     event_ids: set[str] = field(default_factory=set)
 
@@ -987,6 +988,7 @@ class Chaos:
             edits.pop(side, None)
         if unseen:  # the other side's change, not seen here, wins over the delete
             self.note(f"    ({other}'s edit not seen in {side} wins over the delete: {'; '.join(unseen)})")
+            item.overridden_by = other
             return
         item.alive, item.deleted_on = False, side
 
@@ -1042,6 +1044,11 @@ class Chaos:
         event = next(iter(events.values())) if events else None
         if item.either and activity is None and event is None:
             return  # deleted: one of the two right ends
+        if item.overridden_by == "google" and activity is None and event is None and self._all_reverts(
+                item, journal_model):
+            # The Google edits that beat the portal's delete were changed back to what both sides had agreed
+            # on before the sync saw them: no change at all (see the README), so the delete may win too.
+            return
 
         if not item.alive:
             if activity is not None:
@@ -1098,6 +1105,13 @@ class Chaos:
                     continue
                 self._problem("lost", item, f"{edit.side} edit of {name} at op {edit.op} to {edit.value!r} is "
                                             f"neither the final value {finals!r} nor kept in the journal")
+
+    def _all_reverts(self, item: Item, journal_model) -> bool:
+        agreed = self._agreed(item, journal_model)
+        edits = [e for edits in item.live.values() for e in edits.values() if e.side == "google"]
+        return bool(edits) and all(self._agreed_at(agreed, name, edit.at) == edit.value
+                                   for name, edits in item.live.items() for edit in edits.values()
+                                   if edit.side == "google")
 
     def _agreed(self, item: Item, journal_model) -> list[tuple[datetime, dict]]:
         """The states both sides agreed on, in time: each write the sync journaled leaves both sides so."""

@@ -151,3 +151,20 @@ def test_renamed_user_takes_their_calendar_and_events_along(people, workspace, e
 
     with pytest.raises(RefreshError, match="invalid_grant"):  # the old address is no longer a user
         workspace.service(alice).events().list(calendarId="primary").execute()
+
+
+def test_a_guest_added_to_a_series_gets_its_changed_occurrences_too(people):
+    # Found by the chaos run (seed 230): a guest added later never saw an occurrence changed before.
+    alice, bob, a_svc, b_svc = people
+    series = a_svc.events().insert(calendarId="primary", body={
+        "summary": "Weekly", "start": {"dateTime": "2024-06-03T10:00:00Z", "timeZone": "UTC"},
+        "end": {"dateTime": "2024-06-03T11:00:00Z", "timeZone": "UTC"},
+        "recurrence": ["RRULE:FREQ=WEEKLY;COUNT=3"]}).execute()
+    second = a_svc.events().instances(calendarId="primary", eventId=series["id"]).execute()["items"][1]
+    a_svc.events().patch(calendarId="primary", eventId=second["id"], body={"summary": "Weekly (moved room)"}).execute()
+    a_svc.events().patch(calendarId="primary", eventId=series["id"], body={"attendees": [{"email": bob}]}).execute()
+
+    seen = b_svc.events().instances(calendarId="primary", eventId=series["id"]).execute()["items"]
+    assert [i["summary"] for i in seen] == ["Weekly", "Weekly (moved room)", "Weekly"]
+    listed = b_svc.events().list(calendarId="primary").execute()["items"]
+    assert {e["id"] for e in listed} == {series["id"], second["id"]}
