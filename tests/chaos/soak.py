@@ -45,10 +45,11 @@ def main(argv=None) -> int:
                 # On PostgreSQL a real worker process races the run and is killed at random moments.
                 worker = WorkerProcess(app, workdir) if args.database else None
                 chaos = run_chaos(app, emulator, seed, args.operations, worker=worker)
+                report = chaos.report()  # while its database is still there
             total.add(chaos.figures)
             if not chaos.figures.clean:
                 failed.append(seed)
-                print(chaos.report(), flush=True)
+                print(report, flush=True)
             elif args.verbose:
                 print(f"seed {seed}: {chaos.figures.line()}", flush=True)
     print(f"{total.line()} ({time.monotonic() - started:.0f} s)")

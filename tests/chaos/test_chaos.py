@@ -31,8 +31,9 @@ def emulator():
 def test_both_sides_converge_under_faults_and_stopped_workers(seed, emulator, tmp_path):
     with chaos_app(tmp_path, emulator) as app:
         chaos = run_chaos(app, emulator, seed, OPERATIONS)
+        report = chaos.report()
     TOTAL.add(chaos.figures)
-    assert chaos.figures.clean, chaos.report()
+    assert chaos.figures.clean, report
     assert chaos.figures.cycles > OPERATIONS // 10  # the sync did run
 
 
@@ -41,5 +42,6 @@ def test_both_sides_converge_under_faults_and_stopped_workers(seed, emulator, tm
 def test_both_sides_converge_with_a_killed_worker_process_on_postgres(seed, emulator, tmp_path, postgres_url):
     with chaos_app(tmp_path, emulator, postgres_url) as app:
         chaos = run_chaos(app, emulator, 1000 + seed, POSTGRES_OPERATIONS, worker=WorkerProcess(app, tmp_path))
+        report = chaos.report()
     TOTAL.add(chaos.figures)
-    assert chaos.figures.clean, chaos.report()
+    assert chaos.figures.clean, report
