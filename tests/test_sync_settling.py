@@ -254,3 +254,33 @@ def test_an_occurrence_change_that_never_reached_google_beats_a_later_delete_of_
     [activity] = activities(app)
     assert [e.subject for e in activity.exceptions] == ["Standup (demo day)"]
     assert "Standup (demo day)" in {i["summary"] for i in owner.live(singleEvents=True)}
+
+
+def test_a_google_private_edit_meeting_a_portal_switch_to_an_unsynced_type_keeps_the_pair_consistent(
+        app, world, connected, sync_on, run_sync, google_user, api):
+    # Found by the chaos run on PostgreSQL (seed 78). Google made the event private (the portal's Personal
+    # type) while the portal switched the activity to a type that does not sync; before the fix the cycle
+    # took Google's private in (Personal, a type that syncs) and removed the event for the type it had
+    # before: a Personal activity left without its event.
+    from portal.models import ActivityType
+
+    sync_on("user")
+    with app.app_context():
+        db.session.scalars(select(ActivityType).where(ActivityType.name == "Customer visit")).first() \
+            .sync_to_google = False
+        db.session.commit()
+    activity_id = make_activity(app, world["user"], subject="Visit", start=at(1), end=at(1, 1),
+                                activity_type="Meeting")
+    run_sync("user")
+    owner = google_user("user@acme.test")
+    [event] = owner.live()
+    owner.patch(event["id"], visibility="private")
+    assert api("user").patch(f"/api/v1/activities/{activity_id}",
+                             json={"activity_type": "Customer visit"}).status_code == 200
+    run_sync("user")
+    run_sync("user")
+    [activity] = activities(app)
+    in_google = [e["id"] for e in owner.live()]
+    with app.app_context():
+        synced_type = db.session.get(ActivityType, activity.activity_type_id).sync_to_google
+    assert bool(in_google) == bool(synced_type), (activity.activity_type_id, in_google)

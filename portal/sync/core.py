@@ -487,6 +487,14 @@ class PortalItem:
     modified_at: datetime
     eligible_for_google: bool = True
     touched: frozenset[str] = frozenset()
+    # Whether it would go to Google if a merge flipped its private flag: private is the portal's Personal
+    # type, so taking Google's private in changes the activity's type (None: as now).
+    eligible_if_private_flips: bool | None = None
+
+    def eligible_after(self, merged: ItemState | None) -> bool:
+        flipped = (merged is not None and self.state is not None and merged.private != self.state.private
+                   and self.eligible_if_private_flips is not None)
+        return self.eligible_if_private_flips if flipped else self.eligible_for_google
 
 
 @dataclass(frozen=True)
@@ -735,7 +743,7 @@ def _plan_link(
     conflicts: list[Action] = [
         RecordConflict(link_id, link.portal_id, link.google_id, c) for c in resolution.conflicts
     ]
-    type_leaving = (p_item is not None and p_state is not None and not p_item.eligible_for_google
+    type_leaving = (p_item is not None and p_state is not None and not p_item.eligible_after(merged)
                     and link.origin is not Side.GOOGLE)
     if type_leaving or (merged is not None and not synced_now):
         # The pair stops syncing: the side the item was born on takes in the other side's changes and

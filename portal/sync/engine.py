@@ -714,7 +714,11 @@ def _portal_item(cycle: Cycle, activity: Activity, link: SyncLink | None) -> cor
         _item_problem(cycle, link, activity_id=activity.id, message=f"Activity not synced: {exc}")
         return None
     cycle.portal_states[activity.id] = state
-    return core.PortalItem(state, activity.updated_at, type_goes_to_google(activity), _touched(cycle, activity.id))
+    flipped_type = _type_for(cycle, not state.private, activity.activity_type)
+    eligible_if_flipped = (activity.project_task_id is None and flipped_type is not None
+                           and flipped_type.sync_to_google)
+    return core.PortalItem(state, activity.updated_at, type_goes_to_google(activity), _touched(cycle, activity.id),
+                           eligible_if_flipped)
 
 
 def _touched(cycle: Cycle, activity_id: int) -> frozenset[str]:
