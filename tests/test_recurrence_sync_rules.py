@@ -112,7 +112,7 @@ def test_instance_bodies_carry_the_series_values_they_do_not_change():
                                            end=NINE + timedelta(days=1, hours=2, minutes=30))}))
     body = instance_body(state, "20270105T080000Z")
     assert body["summary"] == "Standup (late)" and body["location"] == "Room 1" and body["status"] == "confirmed"
-    assert body["start"] == {"dateTime": "2027-01-05T11:00:00+01:00", "timeZone": "Europe/Amsterdam"}
+    assert body["start"] == {"dateTime": "2027-01-05T11:00:00+01:00", "timeZone": "Europe/Amsterdam", "date": None}
     reset = instance_reset_body(state, "20270106T080000Z")
     assert reset["summary"] == "Standup" and reset["start"]["dateTime"] == "2027-01-06T09:00:00+01:00"
 

@@ -407,12 +407,24 @@ def normalize(body, cal_tz, organizer, previous_attendees=()):
         p.private_props = _string_map(ext.get("private"), "private extended property")
         p.shared_props = _string_map(ext.get("shared"), "shared extended property")
     rem = body.get("reminders")
+    if rem is not None and not isinstance(rem, dict):
+        raise invalid("Invalid reminders.")
+    if rem and rem.get("overrides"):
+        # calendar.v3.json, Event.reminders.overrides: "The maximum number of override reminders is 5."
+        if rem.get("useDefault") is not False:
+            raise ApiError(400, "cannotUseDefaultRemindersAndSpecifyOverride",
+                           "Cannot specify both default reminders and overrides at the same time.")
+        if not isinstance(rem["overrides"], list) or len(rem["overrides"]) > 5:
+            raise ApiError(400, "tooManyReminders", "The maximum number of override reminders is 5.")
     if isinstance(rem, dict) and rem.get("useDefault") is False:
         overrides = []
         for o in rem.get("overrides") or []:
             if not isinstance(o, dict) or o.get("method") not in ("email", "popup"):
                 raise invalid("Invalid reminder method.")
-            overrides.append({"method": o["method"], "minutes": int(o.get("minutes", 10))})
+            minutes = o.get("minutes", 10)
+            if not isinstance(minutes, int) or isinstance(minutes, bool) or not 0 <= minutes <= 40320:
+                raise invalid("Invalid reminder minutes.")
+            overrides.append({"method": o["method"], "minutes": minutes})
         p.reminders = {"useDefault": False, "overrides": overrides} if overrides else {"useDefault": False}
     seq = body.get("sequence")
     if seq is not None:
@@ -423,13 +435,17 @@ def normalize(body, cal_tz, organizer, previous_attendees=()):
 
 
 def merge_patch(target, patch):
-    """Google's patch semantics: objects merge recursively, arrays and scalars replace, null clears."""
+    """Google's patch semantics: objects merge recursively, arrays and scalars replace, null clears.
+
+    "When patching, ... all nested fields of a patched object are merged" (Calendar API guide,
+    "Performance tips: Patch semantics"): so `start: {"date": ...}` on a timed event keeps its `dateTime`
+    (and is then refused as a start with both), `start.dateTime` alone keeps the old `timeZone`, and
+    `reminders: {"useDefault": true}` on an event with overrides keeps the overrides (refused). A field
+    set to JSON null is removed. Only `update` replaces objects whole."""
     for key, value in patch.items():
         if value is None:
             target.pop(key, None)
-        elif isinstance(value, dict) and isinstance(target.get(key), dict) and key not in (
-            "start", "end", "originalStartTime", "reminders"
-        ):
+        elif isinstance(value, dict) and isinstance(target.get(key), dict):
             merge_patch(target[key], value)
         else:
             target[key] = copy.deepcopy(value)

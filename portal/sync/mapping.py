@@ -360,9 +360,11 @@ def _differs(value, series_value):
 
 
 def _when_body(value, zone: str) -> dict:
+    # A patch merges `start`/`end` into what Google holds, so the form not used is cleared with null: a
+    # timed event patched with a `date` alone would keep its `dateTime` and Google would refuse both.
     if isinstance(value, datetime):
-        return {"dateTime": value.astimezone(ZoneInfo(zone)).isoformat(), "timeZone": zone}
-    return {"date": value.isoformat()}
+        return {"dateTime": value.astimezone(ZoneInfo(zone)).isoformat(), "timeZone": zone, "date": None}
+    return {"date": value.isoformat(), "dateTime": None, "timeZone": None}
 
 
 def event_body(
