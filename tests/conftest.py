@@ -190,7 +190,7 @@ SERVICE_CLIENT_ID = "104857600000000000099"
 def google_emulator():
     from portal.emulator.server import EmulatorServer
 
-    with EmulatorServer() as server:
+    with EmulatorServer(allow_http_webhooks=True) as server:  # the tests' web hooks listen on http://
         yield server
 
 

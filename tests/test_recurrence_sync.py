@@ -583,3 +583,31 @@ def test_full_resync_keeps_occurrences_edited_before_its_window(app, world, conn
     [activity] = activities(app)
     exceptions = {e.original_start: e for e in activity.exceptions}
     assert exceptions[old_key].subject == "Long running (offsite)" and exceptions[recent_key].cancelled
+
+
+@pytest.mark.parametrize("deleted_in", ["google", "portal"])
+def test_cancelling_an_occurrence_does_not_bring_back_a_series_deleted_on_the_other_side(
+        app, world, connected, sync_on, run_sync, google_user, login_as, deleted_in):
+    # Found by the chaos run (seed 178). Cancelling one occurrence goes the same way as deleting the whole
+    # series: it is no edit that should bring the series back, whichever side cancelled and whether or not
+    # the cancellation reached the other side before the delete.
+    sync_on("user")
+    activity_id = make_activity(app, world["user"], subject="Team sync", start=wall(FIRST).isoformat(),
+                                end=wall(FIRST, 10).isoformat(), time_zone=AMS,
+                                recurrence=["RRULE:FREQ=WEEKLY;COUNT=4"])
+    run_sync("user")
+    person = google_user("user@acme.test")
+    event = only_event(person)
+    key = wall(FIRST + timedelta(days=7)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    client = login_as("user")
+    if deleted_in == "google":
+        assert client.post(f"/calendar/activities/{activity_id}/delete",
+                           data={"occurrence": key, "scope": "this"}).status_code == 302
+        person.delete(event["id"])
+    else:
+        person.delete(f"{event['id']}_{key}")
+        assert client.post(f"/calendar/activities/{activity_id}/delete", data={"scope": "all"}).status_code == 302
+    run_sync("user")
+    run_sync("user")
+    assert activities(app) == []
+    assert person.live() == []

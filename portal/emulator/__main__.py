@@ -12,8 +12,10 @@ def main(argv=None):
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--state", default=None, help="SQLite file that keeps the state across restarts")
     parser.add_argument("--quiet", action="store_true", help="do not log requests")
+    parser.add_argument("--allow-http-webhooks", action="store_true",
+                        help="deliver push notifications to plain http:// addresses too (Google requires https)")
     args = parser.parse_args(argv)
-    serve(args.host, args.port, args.state, quiet=args.quiet)
+    serve(args.host, args.port, args.state, quiet=args.quiet, allow_http_webhooks=args.allow_http_webhooks)
 
 
 if __name__ == "__main__":

@@ -157,8 +157,10 @@ class Notifier:
 class EmulatorApp:
     """WSGI application. `state_path`: optional SQLite file that keeps the state across restarts."""
 
-    def __init__(self, state_path=None):
+    def __init__(self, state_path=None, allow_http_webhooks=False):
         self.store = Store(state_path)
+        # Google only delivers to HTTPS web hooks; plain HTTP is for a demo on one machine, asked for.
+        self.allow_http_webhooks = allow_http_webhooks
         self.notifier = Notifier()
         self.random = random.Random()
 
@@ -355,7 +357,7 @@ class EmulatorApp:
         if name == "calendar.events.instances":
             return calendar.events_instances(ctx, g["cal"], g["eid"], args)
         if name == "calendar.events.watch":
-            return calendar.events_watch(ctx, g["cal"], args, payload)
+            return calendar.events_watch(ctx, g["cal"], args, payload, allow_http=self.allow_http_webhooks)
         if name == "calendar.channels.stop":
             return calendar.channels_stop(ctx, payload)
         raise not_found()

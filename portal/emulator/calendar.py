@@ -174,6 +174,19 @@ def render(state, entry):
     return ev
 
 
+def render_cancelled(state, entry):
+    """A deleted event as Google returns it. calendar.v3.json, Event.status: "Cancelled exceptions are only
+    guaranteed to have values for the id, recurringEventId and originalStartTime fields populated. The other
+    fields might be empty." The organizer's own copy of a deleted event keeps its details (Google lists it
+    with summary, start, ... and status "cancelled"); a cancelled exception and a removed guest's copy carry
+    only what is guaranteed, so a client must never need more."""
+    if entry.core.organizer == entry.cal_id and not entry.core.recurring_event_id and not entry.removed:
+        ev = render(state, entry)
+        ev["status"] = "cancelled"
+        return ev
+    return render_minimal(state, entry)
+
+
 def render_minimal(state, entry):
     """A deleted event as Google lists it: only the identifying fields."""
     ev = {"kind": "calendar#event", "etag": entry.etag, "id": entry.core.id, "status": "cancelled"}
@@ -863,6 +876,10 @@ def events_list(ctx, calendar_id, params):
         for name in SYNC_FORBIDDEN:
             if params.get(name) is not None:
                 raise invalid(f"Sync token cannot be combined with the {name} parameter.", location=name)
+        # calendar.v3.json, events.list syncToken: "All events deleted since the previous list request will
+        # always be in the result set and it is not allowed to set showDeleted to False."
+        if params.get("showDeleted") == "false":
+            raise invalid("Sync token cannot be combined with showDeleted=false.", location="showDeleted")
         token_since = _read_sync_token(cal, sync_token)
         if since is None:
             since = token_since
@@ -885,7 +902,12 @@ def events_list(ctx, calendar_id, params):
                 continue
         else:
             deleted_visible = show_deleted or (updated_min is not None)
-            if entry.cancelled and not deleted_visible:
+            # calendar.v3.json, events.list showDeleted: "Cancelled instances of recurring events (but not
+            # the underlying recurring event) will still be included if showDeleted and singleEvents are
+            # both False."
+            cancelled_instance = (core.recurring_event_id is not None and not single
+                                  and not _series_cancelled(cal, core))
+            if entry.cancelled and not deleted_visible and not cancelled_instance:
                 continue
             if updated_min is not None and entry.updated < updated_min:
                 continue
@@ -902,7 +924,7 @@ def events_list(ctx, calendar_id, params):
             if since is None and not recurring and not _overlaps(core.start, core.end, time_min, time_max):
                 continue
             rows.append(((f"{entry.seq:012d}" if since is not None else _start_key(core.start, entry),
-                          core.id), render_minimal(state, entry)))
+                          core.id), render_cancelled(state, entry)))
             continue
         if recurring and single:
             exp = expansion(core)
@@ -939,6 +961,11 @@ def events_list(ctx, calendar_id, params):
     else:
         body["nextSyncToken"] = make_sync_token(cal, snap)
     return 200, body
+
+
+def _series_cancelled(cal, core):
+    series = cal.entries.get(core.recurring_event_id)
+    return series is None or series.cancelled
 
 
 def _start_key(when, entry):
@@ -1017,7 +1044,7 @@ def events_instances(ctx, calendar_id, event_id, params):
 # Push channels
 # ---------------------------------------------------------------------------------------------
 
-def events_watch(ctx, calendar_id, params, body):
+def events_watch(ctx, calendar_id, params, body, allow_http=False):
     require_scope(ctx, False)
     cal = resolve_calendar(ctx, calendar_id)
     state = ctx.state
@@ -1028,6 +1055,10 @@ def events_watch(ctx, calendar_id, params, body):
     address = body.get("address")
     if not isinstance(address, str) or not address.startswith(("http://", "https://")):
         raise invalid("Invalid value for: address", location="address")
+    if address.startswith("http://") and not allow_http:
+        # Push guide: "the address ... must use HTTPS"; Google answers 400 push.webhookUrlNotHttps.
+        raise ApiError(400, "push.webhookUrlNotHttps", f"WebHook callback must be HTTPS: {address}",
+                       domain="global")
     if body["id"] in state.channels and not state.channels[body["id"]].stopped:
         raise ApiError(400, "channelIdNotUnique", f"Channel id {body['id']} not unique")
     ttl = CHANNEL_DEFAULT_TTL

@@ -64,10 +64,10 @@ class EmulatorServer:
             emu.control(...)    # POST/GET the /emulator/v1 control API
     """
 
-    def __init__(self, host="127.0.0.1", port=0, state_path=None, app=None):
+    def __init__(self, host="127.0.0.1", port=0, state_path=None, app=None, allow_http_webhooks=False):
         self.host = host
         self.port = port
-        self.app = app or EmulatorApp(state_path)
+        self.app = app or EmulatorApp(state_path, allow_http_webhooks=allow_http_webhooks)
         self._server = None
         self._thread = None
         self._session = None
@@ -165,9 +165,9 @@ class EmulatorServer:
         return self.control("POST", "/clock", {"advance_seconds": seconds})
 
 
-def serve(host="127.0.0.1", port=8765, state_path=None, quiet=False):
+def serve(host="127.0.0.1", port=8765, state_path=None, quiet=False, allow_http_webhooks=False):
     """Serve forever in the foreground (used by `python -m portal.emulator`)."""
-    app = EmulatorApp(state_path)
+    app = EmulatorApp(state_path, allow_http_webhooks=allow_http_webhooks)
     server = build_server(app, host, port, quiet=quiet)
     print(f"Google API emulator on http://{host}:{server.server_port} "
           f"(token URI http://{host}:{server.server_port}/token)", flush=True)

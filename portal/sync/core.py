@@ -272,8 +272,10 @@ def reconcile(
         dead = Side.GOOGLE if google is None else Side.PORTAL
         if base is None:
             return _write(dead, alive)
-        if alive == base and not (dead is Side.GOOGLE and touched):
-            # Untouched on the living side: the delete wins and travels over.
+        edited_back = dead is Side.GOOGLE and bool(touched - {"exceptions"})
+        if (alive == base or _only_cancellations(base, alive)) and not edited_back:
+            # Untouched on the living side (or only occurrences cancelled there, which goes the same way as
+            # the delete): the delete wins and travels over.
             return _delete(Side.PORTAL if dead is Side.GOOGLE else Side.GOOGLE)
         # Edited on one side, deleted on the other: the edit is worth more than the delete.
         return _write(dead, alive, recreate=True)
@@ -292,6 +294,15 @@ def reconcile(
         write_google=merged != google,
         conflicts=tuple(conflicts),
     )
+
+
+def _only_cancellations(base: ItemState, alive: ItemState) -> bool:
+    """Whether `alive` differs from `base` only by occurrences it cancelled."""
+    if replace(alive, exceptions=base.exceptions) != base:
+        return False
+    changed = {k for k in set(base.exceptions) | set(alive.exceptions)
+               if base.exceptions.get(k) != alive.exceptions.get(k)}
+    return bool(changed) and all(k in alive.exceptions and alive.exceptions[k].cancelled for k in changed)
 
 
 def _write(target: Side, state: ItemState, *, recreate: bool = False) -> Resolution:

@@ -33,7 +33,8 @@ def start_embedded_google(app: Flask, host: str, port: int):
     from portal.emulator.server import EmulatorServer
 
     state_path = app.config.get("GOOGLE_EMULATOR_STATE", str(Path(app.instance_path) / STATE_FILE)) or None
-    server = EmulatorServer(host=host, port=port, state_path=state_path).start()
+    # The demo's portal listens on plain HTTP on this machine, which Google itself would refuse.
+    server = EmulatorServer(host=host, port=port, state_path=state_path, allow_http_webhooks=True).start()
     app.config.update(GOOGLE_TOKEN_URI=server.token_uri, GOOGLE_API_ENDPOINT=server.api_endpoint,
                       GOOGLE_BATCH_URI=server.batch_uri)
     return server

@@ -56,7 +56,7 @@ class Recorder:
 
 class RecordingApp(EmulatorApp):
     def __init__(self, recorder):
-        super().__init__()
+        super().__init__(allow_http_webhooks=True)  # the tests' receivers listen on http://
         self.recorder = recorder
 
     def handle(self, method, path, args, headers, body, base_url, form=None, in_batch=False):

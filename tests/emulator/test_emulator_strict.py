@@ -88,3 +88,62 @@ def test_more_than_five_reminder_overrides_are_refused(alice, when):
     status, _, message = refused(svc.events().insert(calendarId="primary", body={
         "summary": "Too many", **when("2024-05-01T10:00"), "reminders": {"useDefault": False, "overrides": six}}))
     assert status == 400 and "5" in message
+
+
+# -- 3. what cancelled events carry, and where they are listed ------------------------------------
+
+def test_a_deleted_event_keeps_its_details_for_the_organizer(alice, when):
+    _, svc = alice
+    first = svc.events().list(calendarId="primary").execute()
+    ev = svc.events().insert(calendarId="primary", body={"summary": "Gone", **when("2024-05-01T10:00")}).execute()
+    svc.events().delete(calendarId="primary", eventId=ev["id"]).execute()
+    changes = svc.events().list(calendarId="primary", syncToken=first["nextSyncToken"]).execute()["items"]
+    [gone] = [e for e in changes if e["id"] == ev["id"]]
+    assert gone["status"] == "cancelled" and gone["summary"] == "Gone" and "start" in gone
+
+
+def test_cancelled_instances_are_listed_even_without_show_deleted(alice):
+    _, svc = alice
+    series = svc.events().insert(calendarId="primary", body={
+        "summary": "Weekly", "start": {"dateTime": "2024-05-06T09:00:00", "timeZone": "UTC"},
+        "end": {"dateTime": "2024-05-06T10:00:00", "timeZone": "UTC"},
+        "recurrence": ["RRULE:FREQ=WEEKLY;COUNT=4"]}).execute()
+    svc.events().delete(calendarId="primary", eventId=series["id"] + "_20240513T090000Z").execute()
+    items = svc.events().list(calendarId="primary", singleEvents=False, showDeleted=False).execute()["items"]
+    cancelled = [e for e in items if e["status"] == "cancelled"]
+    assert [e["id"] for e in cancelled] == [series["id"] + "_20240513T090000Z"]
+    assert set(cancelled[0]) >= {"id", "recurringEventId", "originalStartTime"}
+    # expanded, without deleted ones: the day is simply missing
+    single = svc.events().list(calendarId="primary", singleEvents=True, showDeleted=False).execute()["items"]
+    assert len(single) == 3 and all(e["status"] == "confirmed" for e in single)
+
+
+# -- 5. more requests Google refuses -----------------------------------------------------------------
+
+def test_a_sync_token_with_show_deleted_false_is_refused(alice):
+    _, svc = alice
+    token = svc.events().list(calendarId="primary").execute()["nextSyncToken"]
+    status, reason, _ = refused(svc.events().list(calendarId="primary", syncToken=token, showDeleted=False))
+    assert (status, reason) == (400, "invalid")
+    assert "items" in svc.events().list(calendarId="primary", syncToken=token, showDeleted=True).execute()
+
+
+def test_plain_http_web_hooks_are_refused_unless_the_emulator_allows_them(workspace):
+    from portal.emulator.server import EmulatorServer
+
+    with EmulatorServer() as strict:
+        sa = strict.add_service_account()
+        strict.delegate(sa["client_id"], ["https://www.googleapis.com/auth/calendar"])
+        strict.add_user("bob@example.com")
+        token = strict.control("POST", "/tokens", {"user": "bob@example.com"})["access_token"]
+        from google.oauth2.credentials import Credentials
+        from googleapiclient.discovery import build
+
+        svc = build("calendar", "v3", credentials=Credentials(token), static_discovery=True,
+                    cache_discovery=False, client_options={"api_endpoint": strict.base_url})
+        status, reason, message = refused(svc.events().watch(calendarId="primary", body={
+            "id": "chan-1", "type": "web_hook", "address": "http://portal.example.com/hook"}))
+        assert (status, reason) == (400, "push.webhookUrlNotHttps") and "HTTPS" in message
+        ok = svc.events().watch(calendarId="primary", body={
+            "id": "chan-2", "type": "web_hook", "address": "https://portal.example.com/hook"}).execute()
+        assert ok["id"] == "chan-2"
