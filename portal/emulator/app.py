@@ -480,6 +480,19 @@ class EmulatorApp:
         if m and method == "POST":
             return self._rename_user(m.group(1).lower(), str(payload.get("email") or "").strip().lower())
         m = re.match(r"^/users/([^/]+)/events$", path)
+        if m and method == "POST":
+            # What only Google itself makes: events of type fromGmail, locked copies.
+            email_addr = m.group(1).lower()
+            if email_addr not in state.calendars:
+                return 404, {"error": "no such user"}
+            ctx = calendar.Ctx(state, email_addr, base_url, calendar.WRITE_SCOPES)
+            try:
+                status, out = calendar.events_insert(ctx, "primary", args, payload, trusted=True)
+            except ApiError as err:
+                return err.code, err.body()
+            self.store.save()
+            self._notify(ctx.dirty, base_url)
+            return status, out
         if m and method == "GET":
             cal = state.calendars.get(m.group(1).lower())
             if cal is None:

@@ -46,6 +46,17 @@ ID_RE = re.compile(r"^[a-v0-9]{5,1024}$")
 INSTANCE_SUFFIX = re.compile(r"^(\d{8})(T(\d{6})Z)?$")
 SYNC_FORBIDDEN = ("iCalUID", "orderBy", "privateExtendedProperty", "q", "sharedExtendedProperty",
                   "timeMin", "timeMax", "updatedMin")
+# calendar.v3.json, Event.eventType; the event types guide (developers.google.com/calendar/api/guides/event-types)
+# and the calendar status guide (.../guides/calendar-status) give each type's rules.
+EVENT_TYPES = ("default", "outOfOffice", "focusTime", "workingLocation", "birthday", "fromGmail")
+TYPE_PROPERTIES = {"outOfOffice": "outOfOfficeProperties", "focusTime": "focusTimeProperties",
+                   "workingLocation": "workingLocationProperties", "birthday": "birthdayProperties"}
+# What may change on events of a type (the event types guide): a birthday's colorId, summary and reminders; a
+# Gmail event's colorId, reminders, visibility, transparency, status and extended properties.
+TYPE_EDITABLE = {"birthday": {"colorId", "summary", "reminders"},
+                 "fromGmail": {"colorId", "reminders", "visibility", "transparency", "status", "extendedProperties"}}
+LOCKED_FIELDS = ("summary", "description", "location", "start", "end", "recurrence")
+MAX_ATTACHMENTS = 25
 DEFAULT_MAX_RESULTS = 250
 MAX_MAX_RESULTS = 2500
 HORIZON = dt.timedelta(days=730)
@@ -170,7 +181,15 @@ def render(state, entry):
     ev["reminders"] = copy.deepcopy(entry.reminders) if entry.reminders else {"useDefault": True}
     if "source" in core.fields:
         ev["source"] = dict(core.fields["source"])
-    ev["eventType"] = "default"
+    for key in ("endTimeUnspecified", "privateCopy", "locked", "attachments", "conferenceData",
+                *TYPE_PROPERTIES.values()):
+        if key in core.fields:
+            ev[key] = copy.deepcopy(core.fields[key])
+    meet = [p["uri"] for p in (core.fields.get("conferenceData") or {}).get("entryPoints", [])
+            if p.get("entryPointType") == "video" and "meet.google.com" in p.get("uri", "")]
+    if meet:
+        ev["hangoutLink"] = meet[0]
+    ev["eventType"] = getattr(core, "event_type", "default")
     return ev
 
 
@@ -304,6 +323,7 @@ def materialize(ctx, cal, series_entry, exp, local):
     exc.sequence = series.sequence
     exc.status = series.status
     exc.recurring_event_id = series.id
+    exc.event_type = getattr(series, "event_type", "default")
     series.exceptions[inst_id] = exc
     for other in state.calendars.values():
         s_entry = other.entries.get(series.id)
@@ -367,9 +387,10 @@ class Proposal:
         self.private_props = {}
         self.reminders = None
         self.sequence = None
+        self.event_type = "default"
 
 
-def normalize(body, cal_tz, organizer, previous_attendees=()):
+def normalize(body, cal_tz, organizer, previous_attendees=(), params=None, previous=None):
     if not isinstance(body, dict):
         raise invalid("Invalid resource.")
     p = Proposal()
@@ -444,7 +465,120 @@ def normalize(body, cal_tz, organizer, previous_attendees=()):
         if not isinstance(seq, int) or seq < 0:
             raise invalid("Invalid sequence value.")
         p.sequence = seq
+    _normalize_kept_fields(body, p, params or {}, previous)
     return p
+
+
+def _normalize_kept_fields(body, p, params, previous):
+    """Event type and its properties, and the fields a client that does not know them must not lose."""
+    event_type = body.get("eventType") or "default"
+    if event_type not in EVENT_TYPES:
+        raise invalid("Invalid event type.", location="eventType")
+    p.event_type = event_type
+    for etype, prop in TYPE_PROPERTIES.items():
+        value = body.get(prop)
+        if value is None:
+            continue
+        if etype != event_type or not isinstance(value, dict):
+            raise invalid(f"Invalid {prop}: only events of type {etype} have them.", location=prop)
+        p.fields[prop] = copy.deepcopy(value)
+    for key in ("endTimeUnspecified", "privateCopy"):
+        value = body.get(key)
+        if value is None and previous is not None and key == "privateCopy":
+            value = previous.fields.get(key)  # "Immutable"
+        if value is None:
+            continue
+        if not isinstance(value, bool):
+            raise invalid(f"Invalid value for: {key}")
+        if value:
+            p.fields[key] = True
+    if previous is not None and previous.fields.get("locked"):
+        p.fields["locked"] = True
+    # Event.conferenceData: "To persist your changes, remember to set the conferenceDataVersion request
+    # parameter to 1 for all event modification requests"; version 0 ignores the body's conference data.
+    if str(params.get("conferenceDataVersion") or "0") == "1":
+        data = body.get("conferenceData")
+        if data is not None:
+            if not isinstance(data, dict):
+                raise invalid("Invalid conference data.")
+            p.fields["conferenceData"] = _conference(data)
+    elif previous is not None and previous.fields.get("conferenceData"):
+        p.fields["conferenceData"] = copy.deepcopy(previous.fields["conferenceData"])
+    # Event.attachments: "In order to modify attachments the supportsAttachments request parameter should be
+    # set to true. There can be at most 25 attachments per event".
+    if params.get("supportsAttachments") == "true":
+        items = body.get("attachments")
+        if items is not None:
+            if not isinstance(items, list) or len(items) > MAX_ATTACHMENTS or not all(
+                    isinstance(a, dict) and isinstance(a.get("fileUrl"), str) for a in items):
+                raise invalid("Invalid attachments: at most 25, each with a fileUrl.", location="attachments")
+            if items:
+                p.fields["attachments"] = [{k: a[k] for k in ("fileUrl", "title", "mimeType", "iconLink", "fileId")
+                                            if isinstance(a.get(k), str)} for a in items]
+    elif previous is not None and previous.fields.get("attachments"):
+        p.fields["attachments"] = copy.deepcopy(previous.fields["attachments"])
+
+
+def _conference(data):
+    """Conference data as Google stores it: a createRequest for Meet is answered with a new conference."""
+    data = copy.deepcopy(data)
+    request = data.get("createRequest")
+    if isinstance(request, dict) and not data.get("conferenceId"):
+        code = "-".join("".join(secrets.choice("abcdefghijkmnopqrstuvwxyz") for _ in range(n)) for n in (3, 4, 3))
+        request["status"] = {"statusCode": "success"}
+        data.update({
+            "conferenceId": code,
+            "conferenceSolution": {"key": {"type": "hangoutsMeet"}, "name": "Google Meet",
+                                   "iconUri": "https://fonts.gstatic.com/s/i/productlogos/meet_2020q4/v6/web-512dp/"
+                                              "logo_meet_2020q4_color_2x_web_512dp.png"},
+            "entryPoints": [{"entryPointType": "video", "uri": f"https://meet.google.com/{code}",
+                             "label": f"meet.google.com/{code}"}],
+        })
+    return data
+
+
+def check_type_rules(p, before=None, before_view=None, after_view=None, trusted=False):
+    """The write rules of event types and locked copies; `before` is the core being changed (None: insert)."""
+    if before is None:
+        if p.event_type == "fromGmail" and not trusted:
+            raise invalid("Events of type fromGmail cannot be created.", location="eventType")
+        if p.event_type == "birthday":
+            days = (p.end.date - p.start.date).days if p.start.all_day else 0
+            yearly = p.fields.get("recurrence") in (["RRULE:FREQ=YEARLY"], ["RRULE:FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=-1"])
+            if (days != 1 or not yearly or p.fields.get("visibility") != "private"
+                    or p.fields.get("transparency") != "transparent"):
+                raise invalid("A birthday is a one-day all-day event, private, transparent, recurring yearly.",
+                              location="eventType")
+            extra = set(p.fields) - {"summary", "colorId", "recurrence", "visibility", "transparency",
+                                     "birthdayProperties"}
+            if extra:
+                raise invalid(f"A birthday event cannot have {', '.join(sorted(extra))}.", location="eventType")
+        if p.event_type in ("outOfOffice", "focusTime") and p.start.all_day:
+            raise invalid(f"An event of type {p.event_type} cannot be all-day.", location="eventType")
+        if p.event_type == "workingLocation" and not p.fields.get("workingLocationProperties"):
+            raise ApiError(400, "required", "Missing workingLocationProperties.")
+        return
+    before_type = getattr(before, "event_type", "default")
+    if p.event_type != before_type:
+        raise invalid("The event type cannot be changed.", location="eventType")
+    changed = {k for k in set(before_view) | set(after_view) if before_view.get(k) != after_view.get(k)}
+    if before_type in TYPE_EDITABLE and changed - TYPE_EDITABLE[before_type]:
+        raise ApiError(400, "invalid", f"Events of type {before_type} only allow changes to "
+                                       f"{', '.join(sorted(TYPE_EDITABLE[before_type]))}; "
+                                       f"not {', '.join(sorted(changed - TYPE_EDITABLE[before_type]))}.")
+    if before.fields.get("locked") and changed & set(LOCKED_FIELDS):
+        raise ApiError(403, "forbidden", "This event is a locked copy: its "
+                                         f"{', '.join(sorted(changed & set(LOCKED_FIELDS)))} cannot be changed.")
+
+
+def write_view(fields, start, end, status, shared_props, private_props, reminders):
+    """What a write may change, by field name, for the event type rules."""
+    view = {k: json.dumps(v, sort_keys=True) for k, v in fields.items() if k not in ("attendees",)}
+    view["attendees"] = json.dumps(fields.get("attendees") or [], sort_keys=True)
+    view["start"], view["end"], view["status"] = str(_when_key(start)), str(_when_key(end)), status
+    view["extendedProperties"] = json.dumps([shared_props, private_props], sort_keys=True)
+    view["reminders"] = json.dumps(reminders, sort_keys=True)
+    return view
 
 
 def merge_patch(target, patch):
@@ -568,7 +702,8 @@ def calendars_get(ctx, calendar_id):
     }
 
 
-def events_insert(ctx, calendar_id, params, body):
+def events_insert(ctx, calendar_id, params, body, trusted=False):
+    """`trusted`: the control API seeding what only Google makes (Gmail events, locked copies)."""
     require_scope(ctx, True)
     cal = resolve_calendar(ctx, calendar_id)
     if not isinstance(body, dict):
@@ -581,7 +716,10 @@ def events_insert(ctx, calendar_id, params, body):
             raise ApiError(409, "duplicate")
     else:
         event_id = new_event_id(ctx.state)
-    p = normalize(body, cal.time_zone, cal.id)
+    p = normalize(body, cal.time_zone, cal.id, params=params)
+    check_type_rules(p, trusted=trusted)
+    if trusted and body.get("locked") is True:
+        p.fields["locked"] = True
     core = Core(event_id, cal.id, ctx.actor, ctx.now)
     if isinstance(body.get("iCalUID"), str) and body["iCalUID"]:
         core.ical_uid = body["iCalUID"]
@@ -599,6 +737,7 @@ def events_insert(ctx, calendar_id, params, body):
 
 
 def apply_proposal(core, p):
+    core.event_type = p.event_type
     core.fields = p.fields
     core.start, core.end = p.start, p.end
     core.status = p.status
@@ -647,7 +786,17 @@ def events_modify(ctx, calendar_id, event_id, params, body, headers, patch):
     merged = merge_patch(copy.deepcopy(current), body) if patch else copy.deepcopy(body)
     organizer = core_before.organizer
     p = normalize(merged, cal.time_zone, organizer, core_before.attendees if entry is not None else
-                  series.core.attendees)
+                  series.core.attendees, params=params, previous=core_before)
+    if entry is not None:
+        before_view = write_view(core_before.fields, core_before.start, core_before.end, core_before.status,
+                                 core_before.shared_props, entry.private_props, entry.reminders)
+    else:
+        start, end, _ = instance_times(series.core, exp, local)
+        before_view = write_view({k: v for k, v in series.core.fields.items() if k != "recurrence"}, start, end,
+                                 series.core.status, series.core.shared_props, series.private_props,
+                                 series.reminders)
+    check_type_rules(p, core_before, before_view, write_view(p.fields, p.start, p.end, p.status, p.shared_props,
+                                                             p.private_props, p.reminders))
     if (entry is None or entry.core.recurring_event_id) and "recurrence" in p.fields:
         raise invalid("Invalid recurrence rule.")
     is_organizer = cal.id == organizer
@@ -893,10 +1042,15 @@ def events_list(ctx, calendar_id, params):
     shared_f = _prop_filters(params, "sharedExtendedProperty")
     q = params.get("q")
     ical_uid = params.get("iCalUID")
+    event_types = set(params.getlist("eventTypes")) if hasattr(params, "getlist") else set()
+    if event_types - set(EVENT_TYPES):
+        raise invalid("Invalid event type.", location="eventTypes")
 
     rows = []  # (sort key, item)
     for entry in list(cal.entries.values()):
         core = entry.core
+        if event_types and getattr(core, "event_type", "default") not in event_types:
+            continue
         if since is not None:
             if entry.seq <= since:
                 continue

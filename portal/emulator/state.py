@@ -62,6 +62,7 @@ class Core:
         self.created = created
         self.sequence = 0
         self.status = "confirmed"
+        self.event_type = "default"
         self.fields = {}  # summary, description, location, attendees, recurrence, visibility, ...
         self.start = None  # When
         self.end = None  # When

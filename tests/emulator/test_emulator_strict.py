@@ -147,3 +147,95 @@ def test_plain_http_web_hooks_are_refused_unless_the_emulator_allows_them(worksp
         ok = svc.events().watch(calendarId="primary", body={
             "id": "chan-2", "type": "web_hook", "address": "https://portal.example.com/hook"}).execute()
         assert ok["id"] == "chan-2"
+
+
+# -- 2. event types ----------------------------------------------------------------------------------
+
+def test_event_types_keep_their_type_and_properties_and_the_list_filters_them(alice, when):
+    _, svc = alice
+    ooo = svc.events().insert(calendarId="primary", body={
+        "summary": "Out of office", "eventType": "outOfOffice", **when("2024-05-02T09:00", 480),
+        "outOfOfficeProperties": {"autoDeclineMode": "declineAllConflictingInvitations"}}).execute()
+    assert ooo["eventType"] == "outOfOffice"
+    assert ooo["outOfOfficeProperties"] == {"autoDeclineMode": "declineAllConflictingInvitations"}
+    home = svc.events().insert(calendarId="primary", body={
+        "summary": "Home", "eventType": "workingLocation", "start": {"date": "2024-05-03"},
+        "end": {"date": "2024-05-04"}, "visibility": "public", "transparency": "transparent",
+        "workingLocationProperties": {"type": "homeOffice", "homeOffice": {}}}).execute()
+    plain = svc.events().insert(calendarId="primary", body={"summary": "Plain", **when("2024-05-02T15:00")}).execute()
+    everything = {e["id"]: e["eventType"] for e in svc.events().list(calendarId="primary").execute()["items"]}
+    assert everything == {ooo["id"]: "outOfOffice", home["id"]: "workingLocation", plain["id"]: "default"}
+    only = svc.events().list(calendarId="primary", eventTypes=["default", "outOfOffice"]).execute()["items"]
+    assert {e["id"] for e in only} == {ooo["id"], plain["id"]}
+
+    assert refused(svc.events().patch(calendarId="primary", eventId=ooo["id"], body={"eventType": "default"}))[0] == 400
+    assert refused(svc.events().insert(calendarId="primary", body={
+        "summary": "All-day focus", "eventType": "focusTime", "start": {"date": "2024-05-06"},
+        "end": {"date": "2024-05-07"}}))[0] == 400
+    assert refused(svc.events().insert(calendarId="primary", body={
+        "summary": "Mail", "eventType": "fromGmail", **when("2024-05-06T10:00")}))[0] == 400
+
+
+def test_birthdays_allow_only_their_own_shape_and_changes(alice):
+    _, svc = alice
+    birthday = {"summary": "Ana", "eventType": "birthday", "start": {"date": "2024-05-17"},
+                "end": {"date": "2024-05-18"}, "recurrence": ["RRULE:FREQ=YEARLY"], "visibility": "private",
+                "transparency": "transparent", "birthdayProperties": {"type": "birthday"}}
+    assert refused(svc.events().insert(calendarId="primary", body={**birthday, "location": "Home"}))[0] == 400
+    assert refused(svc.events().insert(calendarId="primary", body={**birthday,
+                                                                   "recurrence": ["RRULE:FREQ=WEEKLY"]}))[0] == 400
+    ev = svc.events().insert(calendarId="primary", body=birthday).execute()
+    assert svc.events().patch(calendarId="primary", eventId=ev["id"], body={"summary": "Ana B."}).execute()[
+        "summary"] == "Ana B."
+    status, _, message = refused(svc.events().patch(calendarId="primary", eventId=ev["id"], body={
+        "description": "cake"}))
+    assert status == 400 and "description" in message
+
+
+def test_gmail_events_are_made_by_google_and_refuse_changes_to_their_content(workspace, emulator):
+    email = workspace.user("gina")
+    svc = workspace.service(email)
+    made = emulator.control("POST", f"/users/{email}/events", {
+        "summary": "Flight to Lisbon", "eventType": "fromGmail", "visibility": "private",
+        "start": {"dateTime": "2024-10-03T07:10:00+01:00", "timeZone": "Europe/London"},
+        "end": {"dateTime": "2024-10-03T10:05:00+01:00", "timeZone": "Europe/Lisbon"}})
+    ev = svc.events().get(calendarId="primary", eventId=made["id"]).execute()
+    assert ev["eventType"] == "fromGmail"
+    assert refused(svc.events().patch(calendarId="primary", eventId=ev["id"], body={"summary": "Trip"}))[0] == 400
+    ok = svc.events().patch(calendarId="primary", eventId=ev["id"], body={"colorId": "5"}).execute()
+    assert ok["colorId"] == "5" and ok["summary"] == "Flight to Lisbon"
+
+
+# -- 6. fields a client that does not know them must not lose -----------------------------------------
+
+def test_conference_data_attachments_and_other_fields_survive_writes_that_do_not_name_them(alice, when):
+    _, svc = alice
+    ev = svc.events().insert(calendarId="primary", conferenceDataVersion=1, supportsAttachments=True, body={
+        "summary": "Call", **when("2024-05-02T10:00"), "endTimeUnspecified": True, "privateCopy": True,
+        "source": {"url": "https://crm.example.com/1", "title": "CRM"},
+        "attachments": [{"fileUrl": "https://drive.google.com/open?id=1", "title": "Agenda"}],
+        "conferenceData": {"createRequest": {"requestId": "r1", "conferenceSolutionKey": {"type": "hangoutsMeet"}}},
+    }).execute()
+    assert ev["hangoutLink"].startswith("https://meet.google.com/")
+    assert ev["conferenceData"]["createRequest"]["status"] == {"statusCode": "success"}
+    kept = ("conferenceData", "attachments", "endTimeUnspecified", "privateCopy", "source", "hangoutLink")
+    patched = svc.events().patch(calendarId="primary", eventId=ev["id"], body={"summary": "Call 2"}).execute()
+    assert {k: patched[k] for k in kept} == {k: ev[k] for k in kept}
+    # Without conferenceDataVersion=1 and supportsAttachments the body's versions are ignored, not applied.
+    ignored = svc.events().patch(calendarId="primary", eventId=ev["id"], body={
+        "conferenceData": None, "attachments": []}).execute()
+    assert ignored["conferenceData"] == ev["conferenceData"] and ignored["attachments"] == ev["attachments"]
+    replaced = svc.events().update(calendarId="primary", eventId=ev["id"], body={
+        "summary": "Call 3", **when("2024-05-02T10:00")}).execute()
+    assert replaced["conferenceData"] == ev["conferenceData"] and replaced["privateCopy"] is True
+
+
+def test_a_locked_copy_refuses_changes_to_its_main_fields(workspace, emulator):
+    email = workspace.user("lou")
+    svc = workspace.service(email)
+    made = emulator.control("POST", f"/users/{email}/events", {
+        "summary": "Imported", "locked": True, "start": {"dateTime": "2024-05-02T10:00:00Z"},
+        "end": {"dateTime": "2024-05-02T11:00:00Z"}})
+    assert made["locked"] is True
+    assert refused(svc.events().patch(calendarId="primary", eventId=made["id"], body={"summary": "x"}))[0] == 403
+    assert svc.events().patch(calendarId="primary", eventId=made["id"], body={"colorId": "3"}).execute()["locked"]
