@@ -272,6 +272,10 @@ class Activity(db.Model):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # tombstone: the sync must see deletions
     version: Mapped[int] = mapped_column(Integer, default=1)
+    # Every UPDATE of the row is conditional on the version it was read with (`touch()` moves it on): a person
+    # and a sync cycle writing one activity at once never overwrite each other unseen; the later one gets
+    # StaleDataError and merges again.
+    __mapper_args__ = {"version_id_col": version, "version_id_generator": False}
     # Who organizes the Google event when it is not the owner: a guest's invitation from outside the
     # organization (only they can change it), or a participant standing in for an owner Google does not know.
     google_organizer: Mapped[str | None] = mapped_column(String(254))

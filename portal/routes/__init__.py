@@ -28,6 +28,8 @@ ERROR_TEXTS = {
     403: ("Forbidden", "Your role does not give access to this page."),
     404: ("Not found", "There is nothing here, or it is not yours to see."),
     405: ("Method not allowed", "This address does not accept that kind of request."),
+    409: ("Changed meanwhile", "It changed while you were saving it; nothing was saved. Reload it and make "
+                               "your change again."),
     413: ("Too large", "The upload is larger than allowed."),
 }
 
@@ -42,7 +44,8 @@ class DatabaseIdConverter(IntegerConverter):
 def register_error_pages(app):
     from flask import jsonify, render_template
     from flask_wtf.csrf import CSRFError
-    from werkzeug.exceptions import HTTPException
+    from sqlalchemy.orm.exc import StaleDataError
+    from werkzeug.exceptions import Conflict, HTTPException
 
     def render_error(exc):
         code = getattr(exc, "code", 500) or 500
@@ -53,6 +56,16 @@ def register_error_pages(app):
             title, message = "Form expired", "The form was missing its security token or it expired. Reload the page and try again."
         return render_template("errors.html", code=code, title=title, message=message), code
 
+    def changed_meanwhile(exc):
+        # Someone (a colleague, the calendar sync) saved the same activity while this request was saving it:
+        # nothing of this request was stored, so nothing is overwritten unseen.
+        from portal.extensions import db
+
+        db.session.rollback()
+        return render_error(Conflict("It changed while you were saving it; nothing was saved. "
+                                     "Reload it and make your change again."))
+
+    app.register_error_handler(StaleDataError, changed_meanwhile)
     app.register_error_handler(CSRFError, render_error)
     for code in ERROR_TEXTS:
         app.register_error_handler(code, render_error)
