@@ -54,3 +54,68 @@ def test_switching_between_timed_and_all_day_reaches_google(synced, run_sync):
     event = google.get(event_id)
     assert event["start"]["timeZone"] == "America/New_York" and "date" not in event["start"]
     assert datetime.fromisoformat(event["start"]["dateTime"]) == datetime.fromisoformat(start)
+
+
+def google_time(offset, hour, minutes=60):
+    start, end = timed(offset, hour, minutes, zone="Z")
+    return {"start": {"dateTime": start, "timeZone": "UTC"}, "end": {"dateTime": end, "timeZone": "UTC"}}
+
+
+def test_event_types_follow_the_documented_policy(app, api, world, connected, sync_on, run_sync, google_user):
+    from tests.test_sync_engine import activities
+
+    sync_on("user")
+    owner = google_user("user@acme.test")
+    ooo = owner.insert(summary="Out of office", eventType="outOfOffice", **google_time(0, 9, 480),
+                       outOfOfficeProperties={"autoDeclineMode": "declineNone"})
+    owner.insert(summary="Focus", eventType="focusTime", **google_time(1, 13, 120),
+                 focusTimeProperties={"chatStatus": "doNotDisturb"})
+    owner.insert(summary="Home", eventType="workingLocation", start={"date": day(2)}, end={"date": day(3)},
+                 visibility="public", transparency="transparent",
+                 workingLocationProperties={"type": "homeOffice", "homeOffice": {}})
+    owner.insert(summary="Ana's birthday", eventType="birthday", start={"date": day(3)}, end={"date": day(4)},
+                 recurrence=["RRULE:FREQ=YEARLY"], visibility="private", transparency="transparent",
+                 birthdayProperties={"type": "birthday"})
+    cycle = run_sync("user")
+    assert cycle.status == "ok", cycle.message
+    assert sorted(a.subject for a in activities(app)) == ["Focus", "Out of office"]
+
+    [away] = [a for a in activities(app) if a.subject == "Out of office"]
+    assert api("user").patch(f"/api/v1/activities/{away.id}", json={"subject": "Away"}).status_code == 200
+    assert run_sync("user").status == "ok"
+    kept = owner.get(ooo["id"])
+    assert kept["summary"] == "Away" and kept["eventType"] == "outOfOffice"
+    assert kept["outOfOfficeProperties"] == {"autoDeclineMode": "declineNone"}
+
+
+def test_gmail_events_come_in_and_what_google_refuses_is_never_sent(app, api, world, connected, sync_on,
+                                                                   run_sync, google_user):
+    from portal.sync.models import SyncJournalEntry
+    from tests.test_sync_engine import activities
+
+    sync_on("user")
+    made = connected.control("POST", "/users/user@acme.test/events", {
+        "summary": "Flight to Lisbon", "eventType": "fromGmail", **google_time(4, 7, 175)})
+    assert run_sync("user").status == "ok"
+    [flight] = activities(app)
+    assert flight.subject == "Flight to Lisbon"
+    patches_before = connected.control("GET", "/stats")["requests"].get("calendar.events.patch", 0)
+    assert api("user").patch(f"/api/v1/activities/{flight.id}", json={"subject": "Trip"}).status_code == 200
+    cycle = run_sync("user")
+    with app.app_context():
+        from portal.extensions import db
+        errors = [e.message for e in db.session.query(SyncJournalEntry).filter_by(kind="error")]
+    assert cycle.status == "ok", errors
+    assert connected.control("GET", "/stats")["requests"].get("calendar.events.patch", 0) == patches_before
+    assert google_user("user@acme.test").get(made["id"])["summary"] == "Flight to Lisbon"
+    [flight] = activities(app)
+    assert flight.subject == "Flight to Lisbon"
+    with app.app_context():
+        [lost] = db_conflicts(SyncJournalEntry, flight.id)
+    assert lost.before == "Trip" and "Gmail made this event" in lost.message
+
+
+def db_conflicts(model, activity_id):
+    from portal.extensions import db
+
+    return db.session.query(model).filter_by(activity_id=activity_id, kind="conflict").all()

@@ -164,6 +164,15 @@ class EventInfo:
     from_organizer_copy: bool
     etag: str | None
     responses: dict = field(default_factory=dict)
+    event_type: str = "default"
+
+
+# Google's event types (calendar.v3.json, Event.eventType) and what the sync makes of them: out of office and
+# focus time are work time and come in as activities; working locations and birthdays are markers of a day,
+# not work, and stay in Google only; Gmail's events come in, and Google refuses changes to everything the
+# portal syncs except privacy (the event types guide), so the portal never sends those.
+IGNORED_EVENT_TYPES = frozenset({"workingLocation", "birthday"})
+GMAIL_EDITABLE_FIELDS = frozenset({"private"})
 
 
 class OrganizationUsers(Mapping):
@@ -535,6 +544,8 @@ def _pulled_item(cycle: Cycle, event_id: str, event: dict, link: SyncLink | None
         return core.GoogleItem(None, modified)
     if someone_elses and any(i.get("status") == "cancelled" for i in instances if isinstance(i, dict)):
         return _fetch_google_item(cycle, link)
+    if event.get("eventType") in IGNORED_EVENT_TYPES and (link is None or not link.confirmed):
+        return None
     known = state_from_json(link.base_state) if link is not None and link.base_state else None
     base = _outside_the_window(known) if first_sync else known
     if known is not None and event.get("recurrence") and _series_moved(known, event):
@@ -563,6 +574,7 @@ def _pulled_item(cycle: Cycle, event_id: str, event: dict, link: SyncLink | None
         from_organizer_copy=from_organizer,
         etag=event.get("etag") if from_organizer else None,
         responses=attendee_responses(event),
+        event_type=str(event.get("eventType") or "default"),
     )
     cycle.google_states[event_id] = state_now
     return core.GoogleItem(state_now, modified, cycle.events[event_id].etag)
@@ -886,7 +898,7 @@ def _google_item(cycle: Cycle, link: SyncLink, event: dict, instances: list[dict
     cycle.events[link.google_event_id] = EventInfo(
         organizer=organizer, external=external_attendees(event, cycle.users_by_email),
         activity_property=None, from_organizer_copy=True, etag=event.get("etag"),
-        responses=attendee_responses(event))
+        responses=attendee_responses(event), event_type=str(event.get("eventType") or "default"))
     cycle.google_states[link.google_event_id] = state
     return core.GoogleItem(state, modified, event.get("etag"))
 
@@ -1415,6 +1427,9 @@ def _google_writes(cycle: Cycle, actions: list) -> dict:
             # Google refuses changes to an event organized outside the organization: do not even ask.
             refused[index] = error_for("not_organizer", status=403, reason="forbiddenForNonOrganizer")
             continue
+        if isinstance(action, core.UpdateEvent) and _fixed_by_gmail(cycle, action):
+            refused[index] = error_for("made_by_gmail", status=400, reason="invalid")
+            continue
         if isinstance(action, core.UpdateEvent | core.DeleteEvent) and (
                 not _etag_for(cycle, action) or _series_unread(cycle, action)):
             # A write could overwrite (or a delete destroy) a change made in Google that we have not seen:
@@ -1771,8 +1786,8 @@ def _apply(cycle: Cycle, index: int, action, results: dict) -> None:
             raise outcome
         if isinstance(action, core.DeleteEvent) and outcome.status in (404, 410):
             outcome = {}  # already gone: that is what we wanted
-        elif isinstance(action, core.UpdateEvent) and outcome.code == "not_organizer":
-            _keep_organizers_version(cycle, action)
+        elif isinstance(action, core.UpdateEvent) and outcome.code in ("not_organizer", "made_by_gmail"):
+            _keep_organizers_version(cycle, action, outcome.code)
             return
         else:
             _mark_failed(cycle, action, f"Google refused: {outcome.cause}")
@@ -1861,6 +1876,7 @@ def _apply(cycle: Cycle, index: int, action, results: dict) -> None:
         info = cycle.events.get(link.google_event_id) if link.google_event_id else None
         if info is not None:
             link.external_attendees = info.external
+            link.event_type = info.event_type
             if info.etag and link.id not in cycle.written:
                 link.etag = info.etag  # the organizer's copy as read this cycle
         if link.id in cycle.new_etags:
@@ -1924,11 +1940,27 @@ def _forget_orphans(cycle: Cycle, activity_id: int | None, state: core.ItemState
         _wrote(cycle, activity)
 
 
-def _keep_organizers_version(cycle: Cycle, action: core.UpdateEvent) -> None:
-    """Google refused a change because only the event's organizer may make it (403 forbiddenForNonOrganizer).
+def _fixed_by_gmail(cycle: Cycle, action: core.UpdateEvent) -> bool:
+    """Whether the update changes what Google never lets change on an event Gmail made."""
+    info = cycle.events.get(action.google_id)
+    link = next((lk for lk in cycle.links.values() if lk.google_event_id == action.google_id), None)
+    event_type = info.event_type if info is not None else (link.event_type if link is not None else None)
+    if event_type != "fromGmail":
+        return False
+    current = cycle.google_states.get(action.google_id) or (
+        state_from_json(link.base_state) if link is not None and link.base_state else None)
+    if current is None:
+        return False
+    changed = {name for name in core.SYNCED_FIELDS if getattr(current, name) != getattr(action.state, name)}
+    return bool(changed - GMAIL_EDITABLE_FIELDS) or current.exceptions != action.state.exceptions
 
-    Asking again would be refused again, every cycle. The organizer's version stays, in Google and in the
-    portal; what the portal had is journaled as a lost value, so nothing disappears without a trace.
+
+def _keep_organizers_version(cycle: Cycle, action: core.UpdateEvent, why: str = "not_organizer") -> None:
+    """Google refused a change because only the event's organizer may make it (403 forbiddenForNonOrganizer),
+    or refuses it for every one (an event Gmail made): `why`.
+
+    Asking again would be refused again, every cycle. Google's version stays, in Google and in the portal;
+    what the portal had is journaled as a lost value, so nothing disappears without a trace.
     """
     link = _link_for_action(cycle, action)
     if link is None or link.activity_id is None:
@@ -1942,14 +1974,17 @@ def _keep_organizers_version(cycle: Cycle, action: core.UpdateEvent) -> None:
         return
     info = cycle.events.get(link.google_event_id)
     organizer = (info.organizer if info else None) or activity.google_organizer or "its organizer"
+    message = (f"Only {organizer}, who organizes this event, can change it in Google; their version was kept "
+               "and this value is kept here.") if why == "not_organizer" else (
+               "Gmail made this event and Google lets nobody change this; Google's version was kept and this "
+               "value is kept here.")
     mine = activity_state(activity)
     for name in core.SYNCED_FIELDS:
         if getattr(mine, name) != getattr(google, name):
             cycle.row.conflicts += 1
             cycle.journal("conflict", activity_id=activity.id, google_event_id=link.google_event_id, side="portal",
                           field=name, before=_jsonable(getattr(mine, name)), after=_jsonable(getattr(google, name)),
-                          message=f"Only {organizer}, who organizes this event, can change it in Google; their "
-                                  "version was kept and this value is kept here.")
+                          message=message)
     with db.session.begin_nested():
         changed_by(db.session, None, origin="google")
         if info is not None and info.organizer != activity.owner.email.lower():
@@ -2081,6 +2116,7 @@ def _create_activity(cycle: Cycle, action: core.CreateActivity) -> None:
     link.calendar_email = info.organizer if info and info.organizer in cycle.users_by_email else owner.email
     link.etag = info.etag if info else None
     link.external_attendees = info.external if info else None
+    link.event_type = info.event_type if info else None
     _set_base(link, action.state)
     db.session.flush()
     if f"link:{link.id}" not in cycle.claims:
@@ -2200,6 +2236,7 @@ def _refresh_attendees(cycle: Cycle) -> None:
                         participant.response_status = answer
                 if link.external_attendees != info.external:
                     link.external_attendees = info.external
+                    link.event_type = info.event_type
                 organizer = info.organizer if info.organizer != activity.owner.email.lower() else None
                 if activity.google_organizer != organizer:
                     activity.google_organizer = organizer

@@ -291,6 +291,11 @@ ERRORS: dict[str, tuple[type[GoogleError], str, str]] = {
         "Only the organizer of this event can change it in Google.",
         "Change the activity as its owner.",
     ),
+    "made_by_gmail": (
+        ItemError,
+        "Gmail made this event: Google lets nobody change its title, description, place, times or guests.",
+        "Change it in the e-mail it came from, or keep your own notes in a separate activity.",
+    ),
     "event_refused": (
         ItemError,
         "Google refused the event: {detail}",

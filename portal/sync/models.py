@@ -112,6 +112,8 @@ class SyncLink(db.Model):
     etag: Mapped[str | None] = mapped_column(String(100))  # of the organizer's copy
     google_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     external_attendees: Mapped[list | None] = mapped_column(JSON)
+    # Google's eventType of the event (None: default): Google refuses some changes to some types.
+    event_type: Mapped[str | None] = mapped_column(String(20))
     error_message: Mapped[str | None] = mapped_column(Text)
     error_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
