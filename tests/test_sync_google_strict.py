@@ -119,3 +119,49 @@ def db_conflicts(model, activity_id):
     from portal.extensions import db
 
     return db.session.query(model).filter_by(activity_id=activity_id, kind="conflict").all()
+
+
+def test_short_and_empty_pages_lose_nothing(app, world, connected, sync_on, run_sync, google_user):
+    from tests.conftest import SERVICE_CLIENT_ID
+    from tests.test_sync_engine import activities
+
+    app.config["SYNC_PAGE_SIZE"] = 3
+    sync_on("user")
+    owner = google_user("user@acme.test")
+    for n in range(8):
+        owner.insert(summary=f"Item {n}", **google_time(n % 5, 8 + n))
+    connected.control("POST", "/faults", {"kind": "short_page", "method": "GET", "path_regex": "/events$",
+                                          "client_id": SERVICE_CLIENT_ID, "count": 12})
+    assert run_sync("user").status == "ok"
+    assert sorted(a.subject for a in activities(app)) == [f"Item {n}" for n in range(8)]
+    for n in range(8, 12):
+        owner.insert(summary=f"Item {n}", **google_time(n % 5, 8 + n % 8))
+    connected.control("POST", "/faults", {"kind": "short_page", "method": "GET", "path_regex": "/events$",
+                                          "client_id": SERVICE_CLIENT_ID, "count": 12})
+    assert run_sync("user").status == "ok"
+    assert sorted(a.subject for a in activities(app)) == sorted(f"Item {n}" for n in range(12))
+
+
+def test_request_budgets_delay_work_but_lose_none(app, api, world, connected, sync_on, run_sync, google_user):
+    from tests.test_sync_engine import activities
+
+    sync_on("user")
+    client = api("user")
+    for n in range(6):
+        start, end = timed(n % 4, 8 + n)
+        assert client.post("/api/v1/activities", json={"subject": f"Job {n}", "activity_type": "Meeting",
+                                                       "start": start, "end": end}).status_code == 201
+    connected.control("POST", "/quotas", {"per_user_per_minute": 4})
+    try:
+        first = run_sync("user")
+        assert first.status in ("partial", "error", "ok")
+        for _ in range(6):
+            connected.control("POST", "/clock", {"advance_seconds": 61})
+            run_sync("user")
+    finally:
+        connected.control("POST", "/quotas", {"per_user_per_minute": None})
+    final = run_sync("user")
+    assert final.status == "ok", final.message
+    owner = google_user("user@acme.test")
+    assert sorted(e["summary"] for e in owner.live()) == [f"Job {n}" for n in range(6)]
+    assert len(activities(app)) == 6

@@ -4,6 +4,7 @@ push notifications, and the /emulator/v1 control API."""
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import email.parser
 import http.client
 import json
@@ -154,6 +155,35 @@ class Notifier:
             time.sleep(0.01)
 
 
+def check_quotas(state, tok):
+    """Count a request against the configured per-user and per-project budgets (a minute on the emulator
+    clock); past one, answer as Google does (the errors guide: 403 usageLimits/rateLimitExceeded per user,
+    429 rateLimitExceeded per project; current bodies carry `status` and an ErrorInfo in `details`)."""
+    now = state.now()
+    horizon = now - dt.timedelta(minutes=1)
+    for key, who, code in (("per_user_per_minute", f"user:{tok.user}", 403),
+                           ("per_project_per_minute", "project", 429)):
+        limit = state.quotas.get(key)
+        if not limit:
+            continue
+        hits = [t for t in state.quota_hits.get(who, []) if t > horizon]
+        if len(hits) >= limit:
+            state.quota_hits[who] = hits
+            quota = "defaultPerMinutePerUser" if code == 403 else "defaultPerMinutePerProject"
+            raise ApiError(code, "rateLimitExceeded",
+                           f"Quota exceeded for quota metric 'Queries' and limit '{quota}' of service "
+                           "'calendar-json.googleapis.com' for consumer 'project_number:emulated-project'.",
+                           domain="usageLimits", status="PERMISSION_DENIED" if code == 403 else "RESOURCE_EXHAUSTED",
+                           details=[{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                                     "reason": "RATE_LIMIT_EXCEEDED", "domain": "googleapis.com",
+                                     "metadata": {"quota_limit": quota, "quota_metric": "calendar-json.googleapis.com/default",
+                                                  "service": "calendar-json.googleapis.com",
+                                                  "consumer": "projects/emulated-project", "quota_limit_value": str(limit)}}])
+    for who in (f"user:{tok.user}", "project"):
+        state.quota_hits.setdefault(who, []).append(now)
+        state.quota_hits[who] = [t for t in state.quota_hits[who] if t > horizon]
+
+
 class EmulatorApp:
     """WSGI application. `state_path`: optional SQLite file that keeps the state across restarts."""
 
@@ -203,8 +233,8 @@ class EmulatorApp:
             m = pattern.match(api_path or "")
             if m and route_method == method:
                 return self._with_faults(method, path, headers, name,
-                                         lambda m=m, name=name: self.calendar_call(name, m.groupdict(), args,
-                                                                                   headers, body, base_url))
+                                         lambda m=m, name=name, **kw: self.calendar_call(name, m.groupdict(), args,
+                                                                                         headers, body, base_url, **kw))
         self._count("unknown")
         return _json_result(404, not_found().body())
 
@@ -264,6 +294,12 @@ class EmulatorApp:
             if kind == "reset":
                 self._count(name, "reset")
                 raise AbortConnection("fault: connection reset")
+            if kind == "short_page":
+                # calendar.v3.json, events.list maxResults: "The number of events in the resulting page may be
+                # less than this value, or none at all, even if there are more events matching the query."
+                result = call(short_page=self.random.random())
+                self._count(name, result.status)
+                return result
             if kind == "error":
                 status = int(fault.get("status") or 503)
                 self._count(name, status)
@@ -302,7 +338,7 @@ class EmulatorApp:
             raise auth_invalid()
         return tok
 
-    def calendar_call(self, name, groups, args, headers, body, base_url):
+    def calendar_call(self, name, groups, args, headers, body, base_url, short_page=None):
         payload = None
         if body:
             try:
@@ -313,7 +349,9 @@ class EmulatorApp:
         with self.store.lock:
             try:
                 tok = self.authenticate(headers)
+                check_quotas(self.state, tok)
                 ctx = calendar.Ctx(self.state, tok.user, base_url, tok.scopes)
+                ctx.short_page = short_page
                 status, out = self._call(name, ctx, groups, args, headers, payload)
                 dirty = ctx.dirty
                 if name in WRITE_METHODS:
@@ -402,12 +440,17 @@ class EmulatorApp:
             return _json_result(400, invalid("Batch request must be multipart/mixed.").body())
         boundary = "batch_" + uuid.uuid4().hex
         out = []
-        for part in message.get_payload():
+        parts = [p for p in message.get_payload() if not isinstance(p.get_payload(decode=False), list)]
+        # Batch guide: "The server might perform your calls in any order. Don't count on them being executed in
+        # the order in which you specified them." The answers come back in the order of the request.
+        order = list(range(len(parts)))
+        self.random.shuffle(order)
+        results = {}
+        for index in order:
+            results[index] = self._batch_part(parts[index].get_payload(decode=False), base_url)
+        for index, part in enumerate(parts):
             content_id = part.get("Content-ID", "")
-            raw = part.get_payload(decode=False)
-            if isinstance(raw, list):
-                continue
-            result = self._batch_part(raw, base_url)
+            result = results[index]
             response_id = "<response-" + content_id.strip()[1:] if content_id.strip().startswith("<") else ""
             lines = [f"--{boundary}", "Content-Type: application/http"]
             if response_id:
@@ -511,20 +554,30 @@ class EmulatorApp:
             return 200, {"email": account.email, "client_id": client_id,
                          "p12_base64": base64.b64encode(p12).decode(), "password": auth.P12_PASSWORD,
                          "json_key": json_key}
-        if path == "/delegations" and method == "POST":
-            scopes = payload["scopes"]
-            if not isinstance(scopes, list):
-                raise ValueError("scopes must be a list")
-            state.delegations.setdefault(str(payload["client_id"]), set()).update(scopes)
-            return 200, {"client_id": str(payload["client_id"]),
-                         "scopes": sorted(state.delegations[str(payload["client_id"])])}
-        if path == "/delegations" and method == "DELETE":
+        if path == "/delegations" and method in ("POST", "DELETE"):
+            # Google: "changes ... can take up to 24 hours" (domain-wide delegation help); `delay_seconds` makes
+            # a change take effect that much later on the emulator clock.
             client_id = str(payload.get("client_id") or args.get("client_id"))
-            if payload.get("scopes"):
-                state.delegations.get(client_id, set()).difference_update(payload["scopes"])
+            scopes = payload.get("scopes")
+            if method == "POST" and not isinstance(scopes, list):
+                raise ValueError("scopes must be a list")
+            change = (method == "POST", client_id, list(scopes) if scopes else None)
+            delay = float(payload.get("delay_seconds") or 0)
+            if delay > 0:
+                state.pending_delegations.append((state.now() + dt.timedelta(seconds=delay), change))
             else:
-                state.delegations.pop(client_id, None)
-            return 200, {"client_id": client_id, "scopes": sorted(state.delegations.get(client_id, ()))}
+                auth.apply_delegation(state, change)
+            return 200, {"client_id": client_id, "scopes": sorted(state.delegations.get(client_id, ())),
+                         "pending": len(state.pending_delegations)}
+        if path == "/quotas" and method == "POST":
+            # Request budgets per minute on the emulator clock, as Google's per-user and per-project quotas.
+            for key in ("per_user_per_minute", "per_project_per_minute"):
+                if key in payload:
+                    value = payload[key]
+                    state.quotas[key] = int(value) if value else None
+            return 200, dict(state.quotas)
+        if path == "/quotas" and method == "GET":
+            return 200, dict(state.quotas)
         if path == "/delegations" and method == "GET":
             return 200, {"delegations": {k: sorted(v) for k, v in state.delegations.items()}}
         if path == "/tokens" and method == "POST":
@@ -613,7 +666,7 @@ class EmulatorApp:
 
     def _add_fault(self, payload):
         kind = payload.get("kind") or "error"
-        if kind not in ("error", "latency", "reset", "drop_response", "expire_sync_tokens"):
+        if kind not in ("error", "latency", "reset", "drop_response", "expire_sync_tokens", "short_page"):
             raise ValueError(f"unknown fault kind {kind}")
         fault = {
             "id": uuid.uuid4().hex[:12],

@@ -155,7 +155,27 @@ def token_grant(state, form):
         subject = str(subject).lower()
         if subject not in state.users:
             raise OAuthError(400, "invalid_grant", MSG_SUBJECT)
+        apply_due_delegations(state)
         granted = state.delegations.get(account.client_id, set())
         if not set(scopes) <= granted:
             raise OAuthError(401, "unauthorized_client", MSG_UNAUTHORIZED)
     return new_access_token(state, subject, scopes, account.client_id)
+
+
+def apply_delegation(state, change):
+    grant, client_id, scopes = change
+    if grant:
+        state.delegations.setdefault(client_id, set()).update(scopes)
+    elif scopes:
+        state.delegations.get(client_id, set()).difference_update(scopes)
+    else:
+        state.delegations.pop(client_id, None)
+
+
+def apply_due_delegations(state):
+    """Delegation changes made with a delay take effect once their moment has come (emulator clock)."""
+    now = state.now()
+    due = [item for item in state.pending_delegations if item[0] <= now]
+    state.pending_delegations = [item for item in state.pending_delegations if item[0] > now]
+    for _, change in sorted(due, key=lambda item: item[0]):
+        apply_delegation(state, change)

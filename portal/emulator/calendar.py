@@ -73,6 +73,7 @@ class Ctx:
         self.scopes = scopes
         self.dirty = set()
         self.now = state.now()
+        self.short_page = None  # a fraction: this list answers a page that much shorter (a `short_page` fault)
 
 
 def b64(obj):
@@ -799,7 +800,9 @@ def events_modify(ctx, calendar_id, event_id, params, body, headers, patch):
                                                              p.private_props, p.reminders))
     if (entry is None or entry.core.recurring_event_id) and "recurrence" in p.fields:
         raise invalid("Invalid recurrence rule.")
-    is_organizer = cal.id == organizer
+    # Event.guestsCanModify: "Whether attendees other than the organizer can modify the event."
+    is_organizer = cal.id == organizer or bool(core_before.fields.get("guestsCanModify")) and any(
+        a["email"] == cal.id for a in core_before.attendees)
     if entry is None:
         # Checked before the instance becomes an exception, so a refused change leaves no trace.
         if not is_organizer:
@@ -1106,11 +1109,13 @@ def events_list(ctx, calendar_id, params):
     if after_key is not None:
         after = tuple(after_key)
         rows = [r for r in rows if r[0] > after]
-    page = rows[:max_results]
+    limit = _page_limit(ctx, max_results, len(rows))
+    page = rows[:limit]
     body = _list_envelope(cal, ctx.now)
     body["items"] = [item for _, item in page]
-    if len(rows) > max_results:
-        body["nextPageToken"] = b64({"k": list(page[-1][0]), "s": snap, "since": since, "e": cal.sync_epoch,
+    if len(rows) > limit:
+        last = list(page[-1][0]) if page else (list(after_key) if after_key is not None else None)
+        body["nextPageToken"] = b64({"k": last, "s": snap, "since": since, "e": cal.sync_epoch,
                                      "f": _fingerprint(params)})
     else:
         body["nextSyncToken"] = make_sync_token(cal, snap)
@@ -1120,6 +1125,13 @@ def events_list(ctx, calendar_id, params):
 def _series_cancelled(cal, core):
     series = cal.entries.get(core.recurring_event_id)
     return series is None or series.cancelled
+
+
+def _page_limit(ctx, max_results, available):
+    """Page size: `maxResults`, or (a short-page fault) fewer, even none, though more would match."""
+    if ctx.short_page is None or not available:
+        return max_results
+    return min(max_results, int(min(max_results, available) * ctx.short_page))
 
 
 def _start_key(when, entry):
@@ -1183,14 +1195,18 @@ def events_instances(ctx, calendar_id, event_id, params):
     page_token = params.get("pageToken")
     if page_token:
         try:
-            after = tuple(unb64(page_token)["k"])
+            key = unb64(page_token)["k"]
+            after = tuple(key) if key is not None else None
         except Exception:  # noqa: BLE001
             raise invalid("Invalid page token.", location="pageToken") from None
-        rows = [r for r in rows if r[0] > after]
+        if after is not None:
+            rows = [r for r in rows if r[0] > after]
+    limit = _page_limit(ctx, max_results, len(rows))
     body = _list_envelope(cal, ctx.now)
-    body["items"] = [item for _, item in rows[:max_results]]
-    if len(rows) > max_results:
-        body["nextPageToken"] = b64({"k": list(rows[max_results - 1][0])})
+    body["items"] = [item for _, item in rows[:limit]]
+    if len(rows) > limit:
+        body["nextPageToken"] = b64({"k": list(rows[limit - 1][0]) if limit else
+                                     (list(after) if page_token and after is not None else None)})
     return 200, body
 
 

@@ -28,6 +28,8 @@ ERROR_ENVELOPE = {  # Google's JSON error body (not part of the discovery docume
                     "location": {"type": "string"}, "locationType": {"type": "string"}}}},
                 "code": {"type": "integer"},
                 "message": {"type": "string"},
+                "status": {"type": "string"},
+                "details": {"type": "array", "items": {"type": "any"}},
             },
         }
     },

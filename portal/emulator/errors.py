@@ -53,7 +53,8 @@ class ApiError(Exception):
     """A Calendar API error; rendered as Google's JSON error envelope."""
 
     def __init__(self, code, reason, message=None, domain=None, top_message=None, location=None,
-                 location_type=None):
+                 location_type=None, status=None, details=None):
+        self.status, self.details = status, details
         default_domain, default_message = REASON_DEFAULTS.get(reason, ("global", reason))
         self.code = code
         self.reason = reason
@@ -69,7 +70,12 @@ class ApiError(Exception):
         if self.location:
             item["locationType"] = self.location_type or "parameter"
             item["location"] = self.location
-        return {"error": {"errors": [item], "code": self.code, "message": self.top_message}}
+        error = {"errors": [item], "code": self.code, "message": self.top_message}
+        if self.status:
+            error["status"] = self.status
+        if self.details:
+            error["details"] = self.details
+        return {"error": error}
 
     def to_bytes(self):
         return json.dumps(self.body()).encode()

@@ -124,6 +124,9 @@ class State:
         self.notifications_sent = 0
         self.faults_triggered = 0
         self.ids = random.Random()  # event ids; seeded (POST /reset {"seed"}) for runs that repeat
+        self.pending_delegations = []  # (effective at, (grant?, client_id, scopes)) - delegation changes under way
+        self.quotas = {"per_user_per_minute": None, "per_project_per_minute": None}
+        self.quota_hits = {}
 
     # -- clock -------------------------------------------------------------------------------
     def now(self):
@@ -175,6 +178,10 @@ class Store:
             self.state.faults = []
             if not hasattr(self.state, "ids"):  # saved before event ids had their own generator
                 self.state.ids = random.Random()
+            for name, value in (("pending_delegations", []), ("quota_hits", {}),
+                                ("quotas", {"per_user_per_minute": None, "per_project_per_minute": None})):
+                if not hasattr(self.state, name):  # saved before these existed
+                    setattr(self.state, name, value)
 
     def save(self):
         if not self.path:

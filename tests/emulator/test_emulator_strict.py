@@ -239,3 +239,94 @@ def test_a_locked_copy_refuses_changes_to_its_main_fields(workspace, emulator):
     assert made["locked"] is True
     assert refused(svc.events().patch(calendarId="primary", eventId=made["id"], body={"summary": "x"}))[0] == 403
     assert svc.events().patch(calendarId="primary", eventId=made["id"], body={"colorId": "3"}).execute()["locked"]
+
+
+# -- 6. what Google does that a kind emulator never does ---------------------------------------------
+
+def test_pages_may_be_short_or_empty_and_still_lead_to_everything(alice, emulator, when):
+    _, svc = alice
+    ids = {svc.events().insert(calendarId="primary", body={"summary": f"e{n}", **when(f"2024-05-{n + 1:02d}T10:00")})
+           .execute()["id"] for n in range(7)}
+    emulator.add_fault(kind="short_page", path_regex="/events$", method="GET", count=6)
+    seen, token, pages, empty = [], None, 0, 0
+    while True:
+        page = svc.events().list(calendarId="primary", maxResults=3, pageToken=token).execute()
+        pages += 1
+        seen += [e["id"] for e in page["items"]]
+        empty += not page["items"]
+        assert len(page["items"]) <= 3
+        token = page.get("nextPageToken")
+        if not token:
+            assert "nextSyncToken" in page
+            break
+    assert sorted(seen) == sorted(ids) and pages > 3
+
+
+def test_the_inner_requests_of_a_batch_run_in_any_order(alice, emulator):
+    from googleapiclient.http import BatchHttpRequest
+
+    _, svc = alice
+    orders = set()
+    for attempt in range(8):
+        results = {}
+        batch = BatchHttpRequest(callback=lambda rid, resp, exc: results.__setitem__(rid, resp),
+                                 batch_uri=emulator.batch_uri)
+        for n in range(4):
+            batch.add(svc.events().insert(calendarId="primary", body={
+                "summary": f"b{attempt}-{n}", "start": {"dateTime": f"2024-06-0{n + 1}T10:00:00Z"},
+                "end": {"dateTime": f"2024-06-0{n + 1}T11:00:00Z"}}), request_id=str(n))
+        batch.execute()
+        created = sorted(range(4), key=lambda n: results[str(n)]["created"] + results[str(n)]["etag"])
+        assert [results[str(n)]["summary"] for n in range(4)] == [f"b{attempt}-{n}" for n in range(4)]
+        orders.add(tuple(created))
+    assert len(orders) > 1  # answers in the request's order, work done in another
+
+
+def test_request_budgets_answer_as_google_does(workspace, emulator, when):
+    email = workspace.user("quinn")
+    svc = workspace.service(email)
+    emulator.control("POST", "/quotas", {"per_user_per_minute": 3})
+    try:
+        for _ in range(3):
+            svc.events().list(calendarId="primary").execute()
+        with pytest.raises(HttpError) as info:
+            svc.events().list(calendarId="primary").execute()
+        body = __import__("json").loads(info.value.content)["error"]
+        assert info.value.resp.status == 403 and body["errors"][0]["reason"] == "rateLimitExceeded"
+        assert body["status"] == "PERMISSION_DENIED" and body["details"][0]["reason"] == "RATE_LIMIT_EXCEEDED"
+        emulator.advance_clock(61)
+        svc.events().list(calendarId="primary").execute()  # a minute later the budget is back
+        emulator.control("POST", "/quotas", {"per_user_per_minute": None, "per_project_per_minute": 1})
+        emulator.advance_clock(61)
+        svc.events().list(calendarId="primary").execute()
+        with pytest.raises(HttpError) as info:
+            svc.events().list(calendarId="primary").execute()
+        assert info.value.resp.status == 429
+    finally:
+        emulator.control("POST", "/quotas", {"per_user_per_minute": None, "per_project_per_minute": None})
+
+
+def test_a_delegation_change_can_take_time_to_apply(workspace, emulator):
+    from google.auth.exceptions import RefreshError
+
+    email = workspace.user("dora")
+    sa = workspace.new_service_account()
+    emulator.control("DELETE", "/delegations", {"client_id": sa["client_id"]})
+    emulator.control("POST", "/delegations", {"client_id": sa["client_id"], "delay_seconds": 600,
+                                              "scopes": ["https://www.googleapis.com/auth/calendar"]})
+    with pytest.raises(RefreshError):
+        workspace.service(email, sa=sa).events().list(calendarId="primary").execute()
+    emulator.advance_clock(601)
+    assert "items" in workspace.service(email, sa=sa).events().list(calendarId="primary").execute()
+
+
+def test_guests_may_change_an_event_that_lets_them(workspace, when):
+    owner, guest = workspace.user("olga"), workspace.user("gus")
+    svc_owner, svc_guest = workspace.service(owner), workspace.service(guest)
+    ev = svc_owner.events().insert(calendarId="primary", body={
+        "summary": "Shared", **when("2024-05-02T10:00"), "attendees": [{"email": guest}]}).execute()
+    assert refused(svc_guest.events().patch(calendarId="primary", eventId=ev["id"], body={"summary": "Mine"}))[0] == 403
+    svc_owner.events().patch(calendarId="primary", eventId=ev["id"], body={"guestsCanModify": True}).execute()
+    changed = svc_guest.events().patch(calendarId="primary", eventId=ev["id"], body={"summary": "Ours"}).execute()
+    assert changed["summary"] == "Ours" and changed["organizer"]["email"] == owner
+    assert svc_owner.events().get(calendarId="primary", eventId=ev["id"]).execute()["summary"] == "Ours"
