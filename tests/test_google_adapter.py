@@ -135,6 +135,26 @@ def test_batches_go_to_the_configured_batch_uri(google, endpoints):
     assert google.stats()["requests"].get("batch") == 1
 
 
+def test_batches_follow_an_api_endpoint_moved_without_a_batch_uri(google):
+    # A set-up that points only GOOGLE_API_ENDPOINT at an emulator or a proxy sent single writes there and
+    # every batch of two or more writes to www.googleapis.com.
+    endpoints = Endpoints.from_config({"GOOGLE_TOKEN_URI": google.token_uri, "GOOGLE_API_ENDPOINT": google.api_endpoint,
+                                       "GOOGLE_TIMEOUT": 5})
+    assert endpoints.batch_uri == google.batch_uri
+    client = CalendarClient(key_from(google.account), USERS[0], endpoints, TokenCache())
+    batch = client.new_batch(lambda *args: None)
+    for n in range(2):
+        batch.add(client.service.events().insert(calendarId="primary", body={
+            "summary": f"Item {n}", "start": {"date": f"2026-03-0{n + 2}"}, "end": {"date": f"2026-03-0{n + 3}"}}))
+    client.execute_batch(batch)
+    assert google.stats()["requests"].get("batch") == 1
+    with_path = Endpoints.from_config({"GOOGLE_API_ENDPOINT": "https://proxy.example.com/google/calendar/v3/"})
+    assert with_path.batch_uri == "https://proxy.example.com/google/batch/calendar/v3"
+    explicit = Endpoints.from_config({"GOOGLE_API_ENDPOINT": "https://p.example.com", "GOOGLE_BATCH_URI": "https://b/x"})
+    assert explicit.batch_uri == "https://b/x"
+    assert Endpoints.from_config({}).batch_uri == "https://www.googleapis.com/batch/calendar/v3"
+
+
 def test_endpoint_base_url():
     assert Endpoints().calendar_base_url == "https://www.googleapis.com/calendar/v3/"
     assert Endpoints(api_endpoint="http://127.0.0.1:9/").calendar_base_url == "http://127.0.0.1:9/calendar/v3/"

@@ -68,7 +68,7 @@ class Endpoints:
         return cls(
             token_uri=config.get("GOOGLE_TOKEN_URI") or DEFAULT_TOKEN_URI,
             api_endpoint=config.get("GOOGLE_API_ENDPOINT") or DEFAULT_API_ENDPOINT,
-            batch_uri=config.get("GOOGLE_BATCH_URI") or DEFAULT_BATCH_URI,
+            batch_uri=config.get("GOOGLE_BATCH_URI") or batch_uri_for(config.get("GOOGLE_API_ENDPOINT")),
             timeout=float(config.get("GOOGLE_TIMEOUT") or DEFAULT_TIMEOUT),
             scopes=_scopes(config.get("GOOGLE_SCOPES")),
         )
@@ -82,6 +82,18 @@ class Endpoints:
         if "/" not in rest:
             return f"{base}/{CALENDAR_SERVICE_PATH}"
         return base + "/"
+
+
+def batch_uri_for(api_endpoint: str | None) -> str:
+    """Where batches go when only the API endpoint was moved (an emulator, a proxy): beside the Calendar API
+    there, as on Google (google-api-python-client builds batch URIs from Google's root, never from
+    `api_endpoint`, so without this a moved endpoint would still send every batch to Google)."""
+    if not api_endpoint or api_endpoint.rstrip("/") == DEFAULT_API_ENDPOINT:
+        return DEFAULT_BATCH_URI
+    base = api_endpoint.rstrip("/")
+    if base.endswith("/" + CALENDAR_SERVICE_PATH.rstrip("/")):
+        base = base[: -len(CALENDAR_SERVICE_PATH)]
+    return f"{base}/batch/calendar/v3"
 
 
 def _scopes(value) -> tuple[str, ...]:
