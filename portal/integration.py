@@ -454,6 +454,12 @@ class TestOutcome:
     calendar: CalendarInfo | None = None
     error: GoogleError | None = None
     at: datetime = field(default_factory=utcnow)
+    scopes: tuple[str, ...] = ()  # what the delegation granted and the portal uses
+    preferred_scopes: tuple[str, ...] = ()
+
+    @property
+    def broader_than_needed(self) -> bool:
+        return bool(self.scopes) and self.scopes != self.preferred_scopes
 
     @property
     def ok(self) -> bool:
@@ -482,7 +488,9 @@ def _run_test(row: GoogleIntegration, email: str) -> TestOutcome:
         log.info("Google connection test of organization %s as %s failed: %s (%s)", row.organization_id,
                  email, exc.code, exc.detail)
         return TestOutcome(email=email, error=exc)
-    return TestOutcome(email=email, calendar=calendar)
+    where = endpoints()
+    return TestOutcome(email=email, calendar=calendar, scopes=TOKENS.scopes_in_use(signing_key(row), where) or (),
+                       preferred_scopes=where.scopes)
 
 
 def _record_test(row: GoogleIntegration, outcome: TestOutcome) -> None:

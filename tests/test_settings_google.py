@@ -119,6 +119,28 @@ def test_connection_test_reads_the_chosen_calendar(app, login_as, workspace, wor
     assert not integration_row(app, world["acme"]).enabled  # a test alone switches nothing on
 
 
+def test_a_delegation_with_the_broad_calendar_scope_works_and_the_page_says_so(app, login_as, google, workspace,
+                                                                              world):
+    # Many admins authorized `https://www.googleapis.com/auth/calendar` (what many guides say): the portal
+    # uses it, and says the narrower scope is enough.
+    broad = "https://www.googleapis.com/auth/calendar"
+    google.control("DELETE", "/delegations", {"client_id": CLIENT_ID})
+    google.delegate(CLIENT_ID, [broad])
+    client = login_as("admin")
+    set_up(client, workspace)
+    body = client.post(PAGE + "/test", data={"test_email": "colleague@acme.test"}).get_data(as_text=True)
+    assert "Connection test passed" in body
+    assert f"Scope in use: <code>{broad}</code>" in body and "allows more than the portal needs" in body
+    assert client.post(PAGE + "/enabled", data={"enabled": "on"}).status_code in (200, 302)
+    assert integration_row(app, world["acme"]).enabled
+    google.delegate(CLIENT_ID, GOOGLE_SCOPES)  # narrowed as advised: the narrow scope is used again
+    google.control("DELETE", "/delegations", {"client_id": CLIENT_ID, "scopes": [broad]})
+    TOKENS.forget()
+    body = client.post(PAGE + "/test", data={"test_email": "colleague@acme.test"}).get_data(as_text=True)
+    assert "Connection test passed" in body and f"Scope in use: <code>{GOOGLE_SCOPES[0]}</code>" in body
+    assert "allows more than the portal needs" not in body
+
+
 def test_switching_off_stops_sync_at_once(app, login_as, workspace, world):
     client = login_as("admin")
     set_up(client, workspace)

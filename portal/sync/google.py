@@ -25,7 +25,7 @@ import json
 import socket
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import google_auth_httplib2
@@ -45,6 +45,14 @@ from googleapiclient.http import BatchHttpRequest
 # The events.list answer carries the calendar's name and time zone, so the connection test needs no more.
 SCOPES: tuple[str, ...] = ("https://www.googleapis.com/auth/calendar.events",)
 GOOGLE_SCOPES = list(SCOPES)
+# What many admins already delegated (and many guides say): it covers everything `calendar.events` does and
+# more. Accepted when the delegation has it and not the narrow scope; the settings page then says so.
+BROAD_SCOPES: tuple[str, ...] = ("https://www.googleapis.com/auth/calendar",)
+
+
+def accepted_scopes(preferred: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """The scope sets the portal can work with, best first (configured scopes are taken as they are)."""
+    return [preferred, BROAD_SCOPES] if preferred == SCOPES else [preferred]
 
 DEFAULT_TOKEN_URI = "https://oauth2.googleapis.com/token"
 DEFAULT_API_ENDPOINT = "https://www.googleapis.com"
@@ -493,6 +501,15 @@ class TokenCache:
     def __init__(self) -> None:
         self._entries: dict[tuple, tuple[service_account.Credentials, threading.Lock]] = {}
         self._lock = threading.Lock()
+        self._in_use: dict[tuple, tuple[str, ...]] = {}  # per key: the scopes the delegation granted
+
+    @staticmethod
+    def _key_of(key: SigningKey, endpoints: Endpoints) -> tuple:
+        return (key.fingerprint or id(key), key.service_account_email, endpoints.token_uri, endpoints.scopes)
+
+    def scopes_in_use(self, key: SigningKey, endpoints: Endpoints) -> tuple[str, ...] | None:
+        with self._lock:
+            return self._in_use.get(self._key_of(key, endpoints))
 
     def _entry(self, key: SigningKey, subject: str, endpoints: Endpoints):
         cache_key = (key.fingerprint or id(key), key.service_account_email, subject.lower(),
@@ -511,16 +528,31 @@ class TokenCache:
     def credentials(self, key: SigningKey, subject: str, endpoints: Endpoints) -> service_account.Credentials:
         """Credentials for `subject`, with a valid token (obtained now only when needed).
 
-        Raises a classified `GoogleError` when Google refuses or cannot be reached.
+        Raises a classified `GoogleError` when Google refuses or cannot be reached. The scopes asked for are
+        the narrowest the delegation grants (see `accepted_scopes`); what worked is asked for first next time.
         """
-        credentials, lock = self._entry(key, subject, endpoints)
-        with lock:  # one refresh at a time per user; the others wait and reuse its token
-            if not credentials.valid:
-                try:
-                    credentials.refresh(_token_request(endpoints.timeout))
-                except Exception as exc:
-                    raise classify(exc, key=key, subject=subject, scopes=endpoints.scopes) from None
-        return credentials
+        choices = accepted_scopes(endpoints.scopes)
+        known = self.scopes_in_use(key, endpoints)
+        if known in choices:
+            choices.remove(known)
+            choices.insert(0, known)
+        refused = None
+        for scopes in choices:
+            credentials, lock = self._entry(key, subject, replace(endpoints, scopes=scopes))
+            with lock:  # one refresh at a time per user; the others wait and reuse its token
+                if not credentials.valid:
+                    try:
+                        credentials.refresh(_token_request(endpoints.timeout))
+                    except Exception as exc:
+                        error = classify(exc, key=key, subject=subject, scopes=endpoints.scopes)
+                        if error.code != "delegation_missing":
+                            raise error from None
+                        refused = refused or error
+                        continue
+            with self._lock:
+                self._in_use[self._key_of(key, endpoints)] = scopes
+            return credentials
+        raise refused
 
     def forget(self, *, fingerprint: str | None = None, subject: str | None = None) -> None:
         """Drop cached tokens: of one key, of one user, or all of them."""
@@ -531,6 +563,9 @@ class TokenCache:
                 if subject is not None and cache_key[2] != subject.lower():
                     continue
                 del self._entries[cache_key]
+            if subject is None:
+                for in_use in [k for k in self._in_use if fingerprint is None or k[0] == fingerprint]:
+                    del self._in_use[in_use]
 
     def __len__(self) -> int:
         return len(self._entries)
