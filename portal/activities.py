@@ -173,8 +173,9 @@ def clean_activity(
         zone = ZoneInfo(time_zone)
         start_at = _parse_instant(merged.get("start"), "start", zone, allow_local_times, errors)
         end_at = _parse_instant(merged.get("end"), "end", zone, allow_local_times, errors)
-        if start_at and end_at and end_at <= start_at:
-            errors["end"] = "The end must be after the start."
+        if start_at and end_at and end_at < start_at:
+            # End equal to start is a normal item (a reminder, a deadline): Google holds them too.
+            errors["end"] = "The end must not be before the start."
 
     recurrence = merged.get("recurrence") or []
     if not isinstance(recurrence, list) or not all(isinstance(line, str) for line in recurrence):

@@ -76,7 +76,7 @@ def test_htmx_requests_get_partials_and_plain_requests_full_pages(login_as):
 
 @pytest.mark.parametrize(("change", "field", "message"), [
     ({"subject": "  "}, "subject", "required"),
-    ({"end_time": "08:00"}, "end", "after the start"),
+    ({"end_time": "08:00"}, "end", "before the start"),
     ({"time_zone": "Mars/Olympus"}, "time_zone", "Unknown time zone"),
     ({"start_date": "not-a-date"}, "start", "date and time"),
     ({"start_time": ""}, "start", "date and time"),

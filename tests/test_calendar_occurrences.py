@@ -89,7 +89,7 @@ def test_edit_this_occurrence_is_validated(app, world, login_as):
     client = login_as("user")
     response = client.post(f"/calendar/activities/{activity_id}", data=occurrence_form(end_time="08:00"),
                            headers=HX)
-    assert response.status_code == 422 and "after the start" in response.get_data(as_text=True)
+    assert response.status_code == 422 and "before the start" in response.get_data(as_text=True)
     assert load(app, activity_id).exceptions == []
     gone = client.post(f"/calendar/activities/{activity_id}", data=occurrence_form(occurrence="20270119T080000Z"))
     assert gone.status_code == 404

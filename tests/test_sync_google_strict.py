@@ -165,3 +165,23 @@ def test_request_budgets_delay_work_but_lose_none(app, api, world, connected, sy
     owner = google_user("user@acme.test")
     assert sorted(e["summary"] for e in owner.live()) == [f"Job {n}" for n in range(6)]
     assert len(activities(app)) == 6
+
+
+def test_a_zero_length_event_comes_in_and_stays_editable(app, api, world, connected, sync_on, run_sync, google_user):
+    from tests.test_sync_engine import activities
+
+    sync_on("user")
+    owner = google_user("user@acme.test")
+    start, _ = timed(2, 9, zone="Z")
+    reminder = owner.insert(summary="Call back", start={"dateTime": start, "timeZone": "UTC"},
+                            end={"dateTime": start, "timeZone": "UTC"})
+    assert run_sync("user").status == "ok"
+    [activity] = activities(app)
+    edited = api("user").patch(f"/api/v1/activities/{activity.id}", json={"subject": "Call back Ann"})
+    assert edited.status_code == 200, edited.get_json()
+    assert run_sync("user").status == "ok"
+    event = owner.get(reminder["id"])
+    assert event["summary"] == "Call back Ann" and event["start"]["dateTime"] == event["end"]["dateTime"]
+    backwards = api("user").patch(f"/api/v1/activities/{activity.id}", json={
+        "end": (datetime.fromisoformat(start) - timedelta(hours=1)).isoformat()})
+    assert backwards.status_code == 400 and "end" in backwards.get_json()["fields"]

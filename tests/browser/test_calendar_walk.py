@@ -63,7 +63,7 @@ def test_create_edit_delete_weekly_series_in_the_browser(browser, live_server, l
     fill(browser, "end_time", "09:00")  # invalid first: the error shows next to the field
     form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
     error = wait(browser, EC.visibility_of_element_located((By.ID, "error-end")))
-    assert "after the start" in error.text
+    assert "before the start" in error.text
     fill(browser, "end_time", "11:30")
     browser.find_element(By.CSS_SELECTOR, "#editor button[type=submit]").click()
     wait(browser, EC.text_to_be_present_in_element((By.ID, "editor"), "Saved"))
