@@ -185,3 +185,29 @@ def test_a_zero_length_event_comes_in_and_stays_editable(app, api, world, connec
     backwards = api("user").patch(f"/api/v1/activities/{activity.id}", json={
         "end": (datetime.fromisoformat(start) - timedelta(hours=1)).isoformat()})
     assert backwards.status_code == 400 and "end" in backwards.get_json()["fields"]
+
+
+def test_changing_participants_keeps_what_each_guest_has_in_google(app, api, world, connected, sync_on, run_sync,
+                                                                   google_user):
+    from tests.test_sync_engine import activities
+
+    sync_on("user")
+    owner = google_user("user@acme.test")
+    room = {"email": "room-2@resource.calendar.google.com", "resource": True, "displayName": "Room 2"}
+    carl = {"email": "colleague@acme.test", "displayName": "Carl C.", "optional": True, "additionalGuests": 1}
+    ev = owner.insert(summary="Review", **google_time(3, 10), attendees=[carl, room],
+                      conferenceData=None, colorId="7", reminders={"useDefault": False,
+                                                                  "overrides": [{"method": "popup", "minutes": 5}]})
+    assert run_sync("user").status == "ok"
+    [activity] = activities(app)
+    changed = api("user").patch(f"/api/v1/activities/{activity.id}", json={
+        "participants": ["colleague@acme.test", "admin@acme.test"], "subject": "Review (all)"})
+    assert changed.status_code == 200, changed.get_json()
+    assert run_sync("user").status == "ok"
+    after = owner.get(ev["id"])
+    by_email = {a["email"]: a for a in after["attendees"]}
+    assert {"displayName": "Carl C.", "optional": True, "additionalGuests": 1}.items() <= by_email[
+        "colleague@acme.test"].items()
+    assert by_email[room["email"]].get("resource") is True and by_email[room["email"]]["displayName"] == "Room 2"
+    assert "admin@acme.test" in by_email
+    assert after["colorId"] == "7" and after["reminders"] == ev["reminders"]

@@ -165,6 +165,7 @@ class EventInfo:
     etag: str | None
     responses: dict = field(default_factory=dict)
     event_type: str = "default"
+    guests: dict = field(default_factory=dict)  # e-mail -> the attendee as Google has it
 
 
 # Google's event types (calendar.v3.json, Event.eventType) and what the sync makes of them: out of office and
@@ -575,6 +576,7 @@ def _pulled_item(cycle: Cycle, event_id: str, event: dict, link: SyncLink | None
         etag=event.get("etag") if from_organizer else None,
         responses=attendee_responses(event),
         event_type=str(event.get("eventType") or "default"),
+        guests=guests_of(event),
     )
     cycle.google_states[event_id] = state_now
     return core.GoogleItem(state_now, modified, cycle.events[event_id].etag)
@@ -898,7 +900,8 @@ def _google_item(cycle: Cycle, link: SyncLink, event: dict, instances: list[dict
     cycle.events[link.google_event_id] = EventInfo(
         organizer=organizer, external=external_attendees(event, cycle.users_by_email),
         activity_property=None, from_organizer_copy=True, etag=event.get("etag"),
-        responses=attendee_responses(event), event_type=str(event.get("eventType") or "default"))
+        responses=attendee_responses(event), event_type=str(event.get("eventType") or "default"),
+        guests=guests_of(event))
     cycle.google_states[link.google_event_id] = state
     return core.GoogleItem(state, modified, event.get("etag"))
 
@@ -1431,7 +1434,7 @@ def _google_writes(cycle: Cycle, actions: list) -> dict:
             refused[index] = error_for("made_by_gmail", status=400, reason="invalid")
             continue
         if isinstance(action, core.UpdateEvent | core.DeleteEvent) and (
-                not _etag_for(cycle, action) or _series_unread(cycle, action)):
+                not _etag_for(cycle, action) or _series_unread(cycle, action) or _guests_unread(cycle, action)):
             # A write could overwrite (or a delete destroy) a change made in Google that we have not seen:
             # read the event first and merge again.
             refused[index] = _replan(cycle, action)
@@ -1613,12 +1616,14 @@ SERIES_FIELDS = ("summary", "description", "location", "start", "end", "recurren
 def _series_patch(cycle: Cycle, target: core.ItemState, current: core.ItemState | None, link: SyncLink) -> dict:
     """Only the series fields that differ: a patch leaves Google's other fields (and exceptions) alone."""
     activity_id = link.activity_id or 0
+    info = cycle.events.get(link.google_event_id) if link.google_event_id else None
+    known = info.guests if info is not None else None
     wanted = event_body(target, organizer_email=link.calendar_email, activity_id=activity_id,
-                        organization_uid=cycle.organization.uid, external=_external(cycle, link))
+                        organization_uid=cycle.organization.uid, external=_external(cycle, link), known_guests=known)
     if current is None:
         return {k: wanted[k] for k in SERIES_FIELDS}
     had = event_body(current, organizer_email=link.calendar_email, activity_id=activity_id,
-                     organization_uid=cycle.organization.uid, external=_external(cycle, link))
+                     organization_uid=cycle.organization.uid, external=_external(cycle, link), known_guests=known)
     return {k: wanted[k] for k in SERIES_FIELDS if wanted[k] != had[k]}
 
 
@@ -1938,6 +1943,22 @@ def _forget_orphans(cycle: Cycle, activity_id: int | None, state: core.ItemState
         for exc in stale:
             activity.exceptions.remove(exc)
         _wrote(cycle, activity)
+
+
+def guests_of(event: dict) -> dict:
+    attendees = event.get("attendees") if isinstance(event.get("attendees"), list) else []
+    return {str(a["email"]).lower(): a for a in attendees if isinstance(a, dict) and isinstance(a.get("email"), str)}
+
+
+def _guests_unread(cycle: Cycle, action) -> bool:
+    """Whether the update rewrites the guest list of an event this cycle has not read: Google replaces the
+    list whole, so what each guest has there (name, optional, comment, extra guests) is read first and sent
+    back as it is."""
+    if not isinstance(action, core.UpdateEvent) or action.google_id in cycle.events:
+        return False
+    link = _link_for_action(cycle, action)
+    current = state_from_json(link.base_state) if link is not None and link.base_state else None
+    return current is None or current.participants != action.state.participants
 
 
 def _fixed_by_gmail(cycle: Cycle, action: core.UpdateEvent) -> bool:

@@ -247,7 +247,7 @@ def event_participants(event: Mapping, organization_emails: set[str]) -> frozens
 def external_attendees(event: Mapping, organization_emails: set[str]) -> list[dict]:
     """Attendees outside the organization, kept on the Google side untouched."""
     return [
-        {k: v for k, v in attendee.items() if k in ("email", "displayName", "optional", "responseStatus")}
+        {k: v for k, v in attendee.items() if k in ("email", "responseStatus", *GUEST_OWN_FIELDS)}
         for attendee in event.get("attendees") or []
         if isinstance(attendee, Mapping) and (attendee.get("email") or "").lower() not in organization_emails
     ]
@@ -375,9 +375,16 @@ def event_body(
     organization_uid: str,
     external: list[dict] | None = None,
     event_id: str | None = None,
+    known_guests: Mapping[str, Mapping] | None = None,
 ) -> dict:
-    """The Google event for a state: what an insert or a full update sends."""
-    attendees = [{"email": email} for email in sorted(state.participants) if email != organizer_email.lower()]
+    """The Google event for a state: what an insert or a full update sends.
+
+    Google replaces the guest list whole, so each participant goes with the fields Google holds for them and
+    the portal does not own (`known_guests`, by e-mail: name, optional, comment, extra guests, resource)."""
+    known_guests = known_guests or {}
+    attendees = [{**{k: v for k, v in (known_guests.get(email) or {}).items() if k in GUEST_OWN_FIELDS},
+                  "email": email}
+                 for email in sorted(state.participants) if email != organizer_email.lower()]
     if attendees:
         attendees.append({"email": organizer_email, "organizer": True, "responseStatus": "accepted"})
     # Answers belong to the guests: sending an old one back would overwrite what they said since.
@@ -398,6 +405,9 @@ def event_body(
     if event_id:
         body["id"] = event_id
     return body
+
+
+GUEST_OWN_FIELDS = ("displayName", "optional", "comment", "additionalGuests", "resource")
 
 
 def instance_id(series_id: str, key: str) -> str:
