@@ -264,8 +264,9 @@ def render_instance(state, series_entry, exp, local):
 
 
 def occurrence_locals(core, exp, time_min=None, time_max=None, now=None):
-    """Local starts of the instances overlapping [time_min, time_max) (bounded horizon)."""
-    upper = time_max or ((now or dt.datetime.now(UTC)) + HORIZON)
+    """Local starts of the instances overlapping [time_min, time_max) (bounded horizon: two years past now,
+    or past the series' start when that lies further ahead, so a series far in the future is still found)."""
+    upper = time_max or (max(now or dt.datetime.now(UTC), exp.to_utc(exp.local_start)) + HORIZON)
     if exp.all_day:
         until_local = upper.replace(tzinfo=None)
     else:

@@ -330,3 +330,13 @@ def test_guests_may_change_an_event_that_lets_them(workspace, when):
     changed = svc_guest.events().patch(calendarId="primary", eventId=ev["id"], body={"summary": "Ours"}).execute()
     assert changed["summary"] == "Ours" and changed["organizer"]["email"] == owner
     assert svc_owner.events().get(calendarId="primary", eventId=ev["id"]).execute()["summary"] == "Ours"
+
+
+def test_a_series_far_ahead_is_listed_for_a_range_without_an_end(alice):
+    _, svc = alice
+    far = svc.events().insert(calendarId="primary", body={
+        "summary": "Far", "start": {"dateTime": "2047-03-04T09:00:00", "timeZone": "UTC"},
+        "end": {"dateTime": "2047-03-04T10:00:00", "timeZone": "UTC"},
+        "recurrence": ["RRULE:FREQ=WEEKLY;COUNT=3"]}).execute()
+    listed = svc.events().list(calendarId="primary", timeMin="2026-01-01T00:00:00Z").execute()["items"]
+    assert far["id"] in {e["id"] for e in listed}
