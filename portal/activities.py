@@ -178,10 +178,13 @@ def clean_activity(
             errors["end"] = "The end must not be before the start."
 
     recurrence = merged.get("recurrence") or []
+    # A rule this change leaves alone is kept as it is written (often as Google wrote it): spelled again, it
+    # would go back to Google as a change of the rule.
+    kept_rule = (existing is not None and recurrence == list(existing.recurrence) and all_day == existing.all_day)
     if not isinstance(recurrence, list) or not all(isinstance(line, str) for line in recurrence):
         errors["recurrence"] = "Must be a list of RFC 5545 lines such as RRULE:FREQ=WEEKLY;BYDAY=MO."
         recurrence = []
-    elif recurrence:
+    elif recurrence and not kept_rule:
         try:
             recurrence = validate_recurrence(recurrence, all_day=all_day)
         except RecurrenceError as exc:

@@ -211,3 +211,22 @@ def test_changing_participants_keeps_what_each_guest_has_in_google(app, api, wor
     assert by_email[room["email"]].get("resource") is True and by_email[room["email"]]["displayName"] == "Room 2"
     assert "admin@acme.test" in by_email
     assert after["colorId"] == "7" and after["reminders"] == ev["reminders"]
+
+
+def test_a_series_edit_that_leaves_the_rule_alone_leaves_googles_rule_text_alone(app, api, world, connected,
+                                                                                sync_on, run_sync, google_user):
+    # The rule as Google holds it (a date-time UNTIL on an all-day series, WKST, parts in Google's order) goes
+    # back unchanged when only the title changes: spelled again, it would be a change of the rule.
+    from tests.test_sync_engine import activities
+
+    sync_on("user")
+    owner = google_user("user@acme.test")
+    rule = [f"RRULE:FREQ=WEEKLY;WKST=MO;UNTIL={(FUTURE + timedelta(days=30)).strftime('%Y%m%d')}T220000Z;"
+            "BYDAY=MO,TU,WE,TH,FR", f"EXDATE;TZID=Europe/Helsinki:{(FUTURE + timedelta(days=1)).strftime('%Y%m%d')}T000000"]
+    ev = owner.insert(summary="Stand-up", start={"date": day()}, end={"date": day(1)}, recurrence=rule)
+    assert run_sync("user").status == "ok"
+    [series] = activities(app)
+    assert api("user").patch(f"/api/v1/activities/{series.id}", json={"subject": "Stand-up (new)"}).status_code == 200
+    assert run_sync("user").status == "ok"
+    after = owner.get(ev["id"])
+    assert after["summary"] == "Stand-up (new)" and after["recurrence"] == rule

@@ -38,14 +38,15 @@ def _parse_value(value, params, tz, all_day, start_time):
         return d if all_day else dt.datetime.combine(d.date(), start_time)
     utc = value.upper().endswith("Z")
     naive = dt.datetime.strptime(value.rstrip("Zz")[:15], "%Y%m%dT%H%M%S")
+    if all_day:
+        # An all-day series' day written as a time: the day on that time's own wall clock (its TZID's, or UTC's).
+        return dt.datetime.combine(naive.date(), dt.time())
     if utc:
         aware = naive.replace(tzinfo=UTC)
     elif params.get("TZID"):
         aware = naive.replace(tzinfo=zone(params["TZID"]) or UTC)
     else:
         return naive
-    if all_day:
-        return dt.datetime.combine(aware.astimezone(tz).date(), dt.time())
     return aware.astimezone(tz).replace(tzinfo=None)
 
 

@@ -158,7 +158,8 @@ class ItemState:
             raise ValueError("an item cannot end before it starts")
         _zone(self.time_zone)  # fail at construction, not in the middle of a cycle
         tz_for_floating = None if self.all_day else self.time_zone
-        set_(self, "recurrence", normalize_recurrence(self.recurrence, time_zone=tz_for_floating))
+        set_(self, "recurrence", normalize_recurrence(self.recurrence, time_zone=tz_for_floating,
+                                                      all_day=self.all_day))
         set_(self, "participants", frozenset(p.strip().lower() for p in self.participants))
         set_(self, "exceptions", FrozenMap((k.strip().upper(), v) for k, v in self.exceptions.items()))
 

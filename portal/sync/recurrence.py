@@ -102,7 +102,7 @@ def _name_of(line: str) -> str:
     return re.split(r"[;:]", line, maxsplit=1)[0].upper()
 
 
-def _parse(lines: Iterable[str], *, time_zone: str | None = None) -> _Parsed:
+def _parse(lines: Iterable[str], *, time_zone: str | None = None, all_day: bool = False) -> _Parsed:
     if isinstance(lines, str):
         # A bare string would be iterated character by character: a classic silent bug.
         lines = [lines]
@@ -119,12 +119,14 @@ def _parse(lines: Iterable[str], *, time_zone: str | None = None) -> _Parsed:
         name = name.strip().upper()
         if name == "DTSTART":
             raise RecurrenceError("DTSTART is not allowed in recurrence lines; the item's start is used instead")
+        # RFC 5545 3.2: any property may carry x-params ("X-EVOLUTION-ENDDATE=..."), for other programs only.
+        params = [p for p in params if not p.strip().upper().startswith("X-")]
         if name in ("RRULE", "EXRULE"):
             if params:
                 raise RecurrenceError(f"{name} takes no parameters: {raw!r}")
             rules.append(_parse_rule(name, value))
         elif name in ("RDATE", "EXDATE"):
-            dates.extend(_Dates(name, v) for v in _parse_dates(name, params, value, time_zone))
+            dates.extend(_Dates(name, v) for v in _parse_dates(name, params, value, time_zone, all_day))
         else:
             raise RecurrenceError(f"Unknown recurrence property {name or raw!r}; expected RRULE, EXRULE, RDATE or EXDATE")
     return _Parsed(tuple(rules), tuple(dates))
@@ -295,7 +297,8 @@ def _canonical_byday(val: str, freq: str, *, has_byweekno: bool) -> str:
     return ",".join(f"{'' if o is None else o}{WEEKDAYS[w]}" for w, o in ordered)
 
 
-def _parse_dates(kind: str, params: Sequence[str], value: str, time_zone: str | None) -> list[DateValue]:
+def _parse_dates(kind: str, params: Sequence[str], value: str, time_zone: str | None,
+                 all_day: bool = False) -> list[DateValue]:
     tzid: ZoneInfo | None = None
     value_type = None
     for param in params:
@@ -319,6 +322,11 @@ def _parse_dates(kind: str, params: Sequence[str], value: str, time_zone: str | 
             raise RecurrenceError(f"{kind};VALUE=DATE holds a date-time: {item!r}")
         if value_type == "DATE-TIME" and not isinstance(parsed, datetime):
             raise RecurrenceError(f"{kind};VALUE=DATE-TIME holds a date: {item!r}")
+        if all_day and isinstance(parsed, datetime):
+            # An all-day series' day given as a time (as some clients write it): the day it is on its own
+            # wall clock (its TZID's, or UTC's), which is what it names.
+            out.append(parsed.date())
+            continue
         if isinstance(parsed, datetime) and parsed.tzinfo is None and default_zone is not None:
             # Wall-clock times become UTC instants so the same exclusion spelled with a
             # TZID or in UTC compares equal.
@@ -376,7 +384,8 @@ def _render_date(item: _Dates) -> str:
 # ---------------------------------------------------------------- public: spelling
 
 
-def normalize_recurrence(lines: Iterable[str], *, time_zone: str | None = None) -> tuple[str, ...]:
+def normalize_recurrence(lines: Iterable[str], *, time_zone: str | None = None, all_day: bool = False
+                         ) -> tuple[str, ...]:
     """Canonical spelling, so that equivalent rules compare equal.
 
     Uppercase, parts in a fixed order, defaults (INTERVAL=1, WKST=MO) dropped, lists
@@ -384,12 +393,12 @@ def normalize_recurrence(lines: Iterable[str], *, time_zone: str | None = None) 
     floating RDATE/EXDATE times are turned into UTC. Raises RecurrenceError on
     anything that is not a recurrence line.
     """
-    return _parse(lines, time_zone=time_zone).lines()
+    return _parse(lines, time_zone=time_zone, all_day=all_day).lines()
 
 
 def validate_recurrence(lines: Iterable[str], *, all_day: bool, time_zone: str | None = None) -> list[str]:
     """Canonical lines, or RecurrenceError with a message fit for the person who typed them."""
-    parsed = _parse(lines, time_zone=time_zone)
+    parsed = _parse(lines, time_zone=time_zone, all_day=all_day)
     rules = []
     for rule in parsed.rules:
         parts = dict(rule.parts)
@@ -517,7 +526,7 @@ def occurrences(
     The start itself is always the first occurrence (RFC 5545), even if the rule skips it.
     """
     zone = _zone(time_zone)
-    parsed = _parse(lines, time_zone=time_zone)
+    parsed = _parse(lines, time_zone=time_zone, all_day=all_day)
     duration = end - start
     if all_day:
         first = datetime.combine(_as_date(start), time())
@@ -736,7 +745,7 @@ def split_recurrence(
     editable, reason = is_editable(lines)
     if not editable:
         raise RecurrenceError(reason or "This series cannot be split")
-    parsed = _parse(lines, time_zone=None if all_day else time_zone)
+    parsed = _parse(lines, time_zone=None if all_day else time_zone, all_day=all_day)
     zone = _zone(time_zone)
     cut = occurrence_moment(key, time_zone, all_day=all_day)
     if all_day:

@@ -80,12 +80,21 @@ def test_invalid_lines_are_refused_with_a_readable_message(lines, message):
     ("lines", "message"),
     [
         (["RRULE:FREQ=DAILY;BYHOUR=9"], "cannot repeat by hour"),
-        (["EXDATE:20240101T090000Z"], "must be a date"),
     ],
 )
 def test_all_day_series_refuse_times(lines, message):
     with pytest.raises(RecurrenceError, match=message):
         validate_recurrence(lines, all_day=True)
+
+
+@pytest.mark.parametrize(("line", "day"), [
+    ("EXDATE:20240101T090000Z", "20240101"),
+    ("EXDATE;TZID=Europe/Helsinki:20241203T000000", "20241203"),  # midnight in Helsinki is 22:00 UTC the day before
+    ("RDATE;TZID=America/New_York:20241202T230000", "20241202"),
+])
+def test_all_day_series_read_a_time_as_the_day_it_names(line, day):
+    [rule] = validate_recurrence([line], all_day=True)
+    assert day in rule and "T" not in rule.split(":", 1)[1]
 
 
 def test_all_day_until_given_as_a_time_becomes_a_date():
