@@ -72,12 +72,22 @@ class Expansion:
                     k, v = p.split("=", 1)
                     params[k.upper()] = v
             if name in ("RRULE", "EXRULE"):
+                value = self._yearly_by_monthday(value, local_start)
                 rule = rrulestr(self._localize_until(value), dtstart=local_start, ignoretz=True)
                 (self.rules if name == "RRULE" else self.exrules).append(rule)
             else:
                 for item in value.split(","):
                     when = _parse_value(item, params, self.tz, all_day, start_time)
                     (self.rdates if name == "RDATE" else self.exdates).add(when)
+
+    @staticmethod
+    def _yearly_by_monthday(rule, local_start):
+        """FREQ=YEARLY;BYMONTHDAY=n is how Google writes a yearly event: once a year, in the start's month."""
+        parts = {p.split("=", 1)[0].upper() for p in rule.split(";") if "=" in p}
+        if ("FREQ=YEARLY" in rule.upper() and "BYMONTHDAY" in parts
+                and not parts & {"BYMONTH", "BYWEEKNO", "BYYEARDAY"}):
+            return f"{rule};BYMONTH={local_start.month}"
+        return rule
 
     def _localize_until(self, rule):
         def repl(m):
@@ -113,7 +123,8 @@ class Expansion:
                 if until_local is not None and occ > until_local or i >= limit:
                     break
                 excluded.add(occ)
-        result = sorted(x for x in found if x not in excluded and x >= self.local_start
+        # RDATE adds its dates even before DTSTART (RFC 5545 3.8.5.2 sets no order; Google documents none).
+        result = sorted(x for x in found if x not in excluded and (x >= self.local_start or x in self.rdates)
                         and (until_local is None or x <= until_local))
         return result[:limit]
 

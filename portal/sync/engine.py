@@ -173,7 +173,17 @@ class EventInfo:
 # not work, and stay in Google only; Gmail's events come in, and Google refuses changes to everything the
 # portal syncs except privacy (the event types guide), so the portal never sends those.
 IGNORED_EVENT_TYPES = frozenset({"workingLocation", "birthday"})
-GMAIL_EDITABLE_FIELDS = frozenset({"private"})
+# The portal's fields Google refuses to change, by kind of event (a locked copy: Event.locked, "no changes can
+# be made to the main event fields summary, description, location, start, end or recurrence").
+FIXED_FIELDS = {
+    "fromGmail": frozenset(core.SYNCED_FIELDS) - {"private"},
+    "locked": frozenset({"subject", "description", "location", "all_day", "start", "end", "time_zone", "recurrence"}),
+}
+
+
+def event_type_of(event: dict) -> str:
+    event_type = str(event.get("eventType") or "default")
+    return "locked" if event_type == "default" and event.get("locked") is True else event_type
 
 
 class OrganizationUsers(Mapping):
@@ -575,7 +585,7 @@ def _pulled_item(cycle: Cycle, event_id: str, event: dict, link: SyncLink | None
         from_organizer_copy=from_organizer,
         etag=event.get("etag") if from_organizer else None,
         responses=attendee_responses(event),
-        event_type=str(event.get("eventType") or "default"),
+        event_type=event_type_of(event),
         guests=guests_of(event),
     )
     cycle.google_states[event_id] = state_now
@@ -900,7 +910,7 @@ def _google_item(cycle: Cycle, link: SyncLink, event: dict, instances: list[dict
     cycle.events[link.google_event_id] = EventInfo(
         organizer=organizer, external=external_attendees(event, cycle.users_by_email),
         activity_property=None, from_organizer_copy=True, etag=event.get("etag"),
-        responses=attendee_responses(event), event_type=str(event.get("eventType") or "default"),
+        responses=attendee_responses(event), event_type=event_type_of(event),
         guests=guests_of(event))
     cycle.google_states[link.google_event_id] = state
     return core.GoogleItem(state, modified, event.get("etag"))
@@ -1430,8 +1440,9 @@ def _google_writes(cycle: Cycle, actions: list) -> dict:
             # Google refuses changes to an event organized outside the organization: do not even ask.
             refused[index] = error_for("not_organizer", status=403, reason="forbiddenForNonOrganizer")
             continue
-        if isinstance(action, core.UpdateEvent) and _fixed_by_gmail(cycle, action):
-            refused[index] = error_for("made_by_gmail", status=400, reason="invalid")
+        fixed = _fixed_by_google(cycle, action) if isinstance(action, core.UpdateEvent) else None
+        if fixed:
+            refused[index] = error_for(fixed, status=400, reason="invalid")
             continue
         if isinstance(action, core.UpdateEvent | core.DeleteEvent) and (
                 not _etag_for(cycle, action) or _series_unread(cycle, action) or _guests_unread(cycle, action)):
@@ -1791,7 +1802,8 @@ def _apply(cycle: Cycle, index: int, action, results: dict) -> None:
             raise outcome
         if isinstance(action, core.DeleteEvent) and outcome.status in (404, 410):
             outcome = {}  # already gone: that is what we wanted
-        elif isinstance(action, core.UpdateEvent) and outcome.code in ("not_organizer", "made_by_gmail"):
+        elif isinstance(action, core.UpdateEvent) and outcome.code in ("not_organizer", "made_by_gmail",
+                                                                       "locked_copy"):
             _keep_organizers_version(cycle, action, outcome.code)
             return
         else:
@@ -1961,19 +1973,22 @@ def _guests_unread(cycle: Cycle, action) -> bool:
     return current is None or current.participants != action.state.participants
 
 
-def _fixed_by_gmail(cycle: Cycle, action: core.UpdateEvent) -> bool:
-    """Whether the update changes what Google never lets change on an event Gmail made."""
+def _fixed_by_google(cycle: Cycle, action: core.UpdateEvent) -> str | None:
+    """Why Google refuses the update for every one (an event Gmail made, a locked copy), or None."""
     info = cycle.events.get(action.google_id)
     link = next((lk for lk in cycle.links.values() if lk.google_event_id == action.google_id), None)
     event_type = info.event_type if info is not None else (link.event_type if link is not None else None)
-    if event_type != "fromGmail":
-        return False
+    fixed = FIXED_FIELDS.get(event_type or "")
+    if fixed is None:
+        return None
     current = cycle.google_states.get(action.google_id) or (
         state_from_json(link.base_state) if link is not None and link.base_state else None)
     if current is None:
-        return False
+        return None
     changed = {name for name in core.SYNCED_FIELDS if getattr(current, name) != getattr(action.state, name)}
-    return bool(changed - GMAIL_EDITABLE_FIELDS) or current.exceptions != action.state.exceptions
+    if changed & fixed or current.exceptions != action.state.exceptions:
+        return "made_by_gmail" if event_type == "fromGmail" else "locked_copy"
+    return None
 
 
 def _keep_organizers_version(cycle: Cycle, action: core.UpdateEvent, why: str = "not_organizer") -> None:
@@ -1995,10 +2010,14 @@ def _keep_organizers_version(cycle: Cycle, action: core.UpdateEvent, why: str = 
         return
     info = cycle.events.get(link.google_event_id)
     organizer = (info.organizer if info else None) or activity.google_organizer or "its organizer"
-    message = (f"Only {organizer}, who organizes this event, can change it in Google; their version was kept "
-               "and this value is kept here.") if why == "not_organizer" else (
-               "Gmail made this event and Google lets nobody change this; Google's version was kept and this "
-               "value is kept here.")
+    message = {
+        "not_organizer": f"Only {organizer}, who organizes this event, can change it in Google; their version was "
+                         "kept and this value is kept here.",
+        "made_by_gmail": "Gmail made this event and Google lets nobody change this; Google's version was kept and "
+                         "this value is kept here.",
+        "locked_copy": "This event is a locked copy in Google and cannot change this; Google's version was kept "
+                       "and this value is kept here.",
+    }[why]
     mine = activity_state(activity)
     for name in core.SYNCED_FIELDS:
         if getattr(mine, name) != getattr(google, name):

@@ -311,6 +311,11 @@ ERRORS: dict[str, tuple[type[GoogleError], str, str]] = {
         "Only the organizer of this event can change it in Google.",
         "Change the activity as its owner.",
     ),
+    "locked_copy": (
+        ItemError,
+        "This event is a locked copy in Google: its title, description, place, times and repeats cannot change.",
+        "Change it where the original event is kept.",
+    ),
     "made_by_gmail": (
         ItemError,
         "Gmail made this event: Google lets nobody change its title, description, place, times or guests.",

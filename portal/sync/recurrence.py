@@ -660,7 +660,17 @@ def _rrule(rule: _Rule, first: datetime, zone: ZoneInfo, all_day: bool) -> du.rr
     for key in ("BYMONTHDAY", "BYYEARDAY", "BYWEEKNO", "BYMONTH", "BYSETPOS", "BYHOUR", "BYMINUTE", "BYSECOND"):
         if key in parts:
             kwargs[key.lower()] = [int(n) for n in parts[key].split(",")]
+    if google_reads_as_yearly(parts):
+        kwargs["bymonth"] = [first.month]
     return du.rrule(**kwargs)  # type: ignore[arg-type]
+
+
+def google_reads_as_yearly(parts: dict[str, str]) -> bool:
+    """Google writes a yearly event as FREQ=YEARLY;BYMONTHDAY=n and means once a year, in the start's month
+    (rules as the API returns them: allenporter/gcal_sync, tests/test_timeline.py); RFC 5545 alone would
+    repeat it every month."""
+    return (parts.get("FREQ") == "YEARLY" and "BYMONTHDAY" in parts
+            and not any(k in parts for k in ("BYMONTH", "BYWEEKNO", "BYYEARDAY")))
 
 
 def _as_date(value: DateValue) -> date:
