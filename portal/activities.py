@@ -31,6 +31,9 @@ from portal.sync.recurrence import (
     EARLIEST_YEAR,
     LATEST_YEAR,
     RecurrenceError,
+    is_occurrence,
+    occurrence_key,
+    occurrence_moment,
     occurrences,
     validate_recurrence,
 )
@@ -417,7 +420,64 @@ def create_activity(organization: Organization, data: ActivityData) -> Activity:
 
 
 def update_activity(activity: Activity, data: ActivityData) -> None:
+    before = _first_local(activity) if activity.recurrence and activity.exceptions else None
     apply_activity_data(activity, data)
+    if before is not None and activity.recurrence and activity.all_day == before[1]:
+        reanchor_exceptions(activity, before)
+
+
+def _first_local(activity: Activity) -> tuple[datetime, bool, str, timedelta]:
+    """The series' first start on its own wall clock, whether it is all-day, its zone and its length."""
+    if activity.all_day:
+        return (datetime.combine(activity.start_date, datetime.min.time()), True, activity.time_zone,
+                activity.end_date - activity.start_date)
+    return (activity.start_at.astimezone(ZoneInfo(activity.time_zone)).replace(tzinfo=None), False,
+            activity.time_zone, activity.end_at - activity.start_at)
+
+
+def reanchor_exceptions(activity: Activity, before: tuple[datetime, bool, str, timedelta]) -> None:
+    """The changed and cancelled occurrences of a series whose start moved move along, as in Google: each by
+    as much as the series did, to the occurrence it now replaces (one moved on its own keeps its time); those
+    that fall on no occurrence of the new rule go."""
+    old_first, all_day, old_zone, old_length = before
+    new_first, _, new_zone, new_length = _first_local(activity)
+    shift = new_first - old_first
+    if not shift and old_zone == new_zone:
+        return
+    start, end = (activity.start_date, activity.end_date) if all_day else (activity.start_at, activity.end_at)
+    taken: set[str] = set()
+    keys: dict[int, str] = {}
+    for exc in sorted(activity.exceptions, key=lambda e: e.original_start):
+        try:
+            old = occurrence_moment(exc.original_start, old_zone, all_day=all_day)
+        except RecurrenceError:
+            continue
+        if all_day:
+            moved = old + shift
+        else:
+            local = old.astimezone(ZoneInfo(old_zone)).replace(tzinfo=None) + shift
+            moved = local.replace(tzinfo=ZoneInfo(new_zone))
+        key = occurrence_key(moved, all_day)
+        if key in taken or not is_occurrence(start, end, new_zone, activity.recurrence, key, all_day=all_day):
+            activity.exceptions.remove(exc)
+            continue
+        taken.add(key)
+        keys[id(exc)] = key
+        own = (exc.start_date, exc.end_date) if all_day else (exc.start_at, exc.end_at)
+        if own == (old, old + old_length) or own == (None, None):
+            # It kept the rule's time: it follows the series to its new one.
+            new_start = moved if all_day else moved.astimezone(UTC)
+            if all_day:
+                exc.start_date, exc.end_date = new_start, new_start + new_length
+            else:
+                exc.start_at, exc.end_at = new_start, new_start + new_length
+    if any(exc.original_start != keys[id(exc)] for exc in activity.exceptions):
+        # Keys are unique per series: park them first, so one occurrence can take another's old key.
+        for n, exc in enumerate(activity.exceptions):
+            exc.original_start = f"~{n}"
+        db.session.flush()
+        for exc in activity.exceptions:
+            exc.original_start = keys[id(exc)]
 
 
 def delete_activity(activity: Activity) -> None:

@@ -107,9 +107,10 @@ def test_all_occurrences_from_one_occurrence_moves_the_series_by_the_same(app, w
     assert activity.subject == "Team sync"
     assert activity.start_at.astimezone(AMS).isoformat() == "2027-01-04T10:00:00+01:00"
     assert activity.end_at.astimezone(AMS).isoformat() == "2027-01-04T11:30:00+01:00"
-    # The exception was of the 09:00 occurrence, which the series no longer has: it is gone, as in Google.
-    assert activity.exceptions == []
-    assert week_items(client, "2027-01-18") == [("10:00–11:30", "Team sync")]
+    # The retitled occurrence moves along with the series, as Google re-anchors it: still special, at 10:00.
+    assert [e.original_start for e in activity.exceptions] == ["20270118T090000Z"]
+    assert week_items(client, "2027-01-18") == [("10:00–11:30", "Team sync (special)")]
+    assert week_items(client, "2027-01-25") == [("10:00–11:30", "Team sync")]
 
 
 def test_this_and_following_splits_the_series(app, world, login_as):
@@ -248,3 +249,37 @@ def test_all_day_occurrence_moves_by_days(app, world, login_as):
     shown = [day for day in ("2027-01-11", "2027-01-12", "2027-01-13", "2027-01-14", "2027-01-15")
              if "Offsite" in day_html(page, day)]
     assert shown == ["2027-01-13", "2027-01-14"]
+
+
+def test_moving_a_series_takes_its_changed_and_cancelled_occurrences_along(app, world, api):
+    # As Google does: the series moves from 09:00 to 11:00; the retitled occurrence follows, the one moved to
+    # 15:00 on its own stays there, the cancelled one stays cancelled; none is left on a time the rule lost.
+    from datetime import UTC, datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    from portal.extensions import db
+    from portal.models import Activity
+    from tests.helpers import make_activity
+
+    zone = ZoneInfo("Europe/Amsterdam")
+    first = datetime(2027, 3, 1, 9, tzinfo=zone)
+    activity_id = make_activity(app, world["user"], subject="Daily", start=first.isoformat(),
+                                end=(first + timedelta(minutes=30)).isoformat(), time_zone="Europe/Amsterdam",
+                                recurrence=["RRULE:FREQ=DAILY;COUNT=4"])
+    key = [(first + timedelta(days=n)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ") for n in range(4)]
+    with app.app_context():
+        activity = db.session.get(Activity, activity_id)
+        activity.set_exception(key[1], subject="Tuesday")
+        moved = (first + timedelta(days=2)).replace(hour=15)
+        activity.set_exception(key[2], start=moved.astimezone(UTC), end=(moved + timedelta(minutes=30)).astimezone(UTC))
+        activity.set_exception(key[3], cancelled=True)
+        db.session.commit()
+    later = first.replace(hour=11)
+    answer = api("user").patch(f"/api/v1/activities/{activity_id}", json={
+        "start": later.isoformat(), "end": (later + timedelta(minutes=30)).isoformat()})
+    assert answer.status_code == 200, answer.get_json()
+    with app.app_context():
+        activity = db.session.get(Activity, activity_id)
+        seen = [(o.start.astimezone(zone).strftime("%a %H:%M"), o.subject) for o in activity.occurrences_between(
+            first - timedelta(days=1), first + timedelta(days=5))]
+    assert seen == [("Mon 11:00", "Daily"), ("Tue 11:00", "Tuesday"), ("Wed 15:00", "Daily")]

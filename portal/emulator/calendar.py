@@ -822,10 +822,14 @@ def events_modify(ctx, calendar_id, event_id, params, body, headers, patch):
         raise invalid("Invalid sequence value. The specified sequence number is below the current "
                       "sequence number of the resource.")
     old_attendees = {a["email"] for a in core.attendees}
+    old_expansion = expansion(core) if core.fields.get("recurrence") and core.exceptions else None
+    old_start, old_end = core.start, core.end
     significant = (_when_key(p.start) != _when_key(core.start) or _when_key(p.end) != _when_key(core.end)
                    or p.fields.get("recurrence") != core.fields.get("recurrence")
                    or p.fields.get("location") != core.fields.get("location"))
     apply_proposal(core, p)
+    if old_expansion is not None and p.fields.get("recurrence"):
+        reanchor(ctx, core, old_expansion, old_start, old_end)
     # A changed occurrence keeps what it overrides and takes the rest from its series: a guest added to or
     # removed from the series is added to or removed from occurrences whose guests were not changed alone.
     if {a["email"] for a in core.attendees} != old_attendees:
@@ -845,6 +849,55 @@ def events_modify(ctx, calendar_id, event_id, params, body, headers, patch):
     propagate(ctx, core)
     count_emails(ctx, core, params, old_attendees)
     return 200, render(ctx.state, entry)
+
+
+def reanchor(ctx, core, old, old_start, old_end):
+    """A series whose start moved takes its changed and cancelled occurrences along (Google re-anchors the
+    instances on the new start): each exception moves by as much as the series did and gets the id of the
+    occurrence it now replaces; an occurrence it only retitled follows the new time, one it moved keeps its
+    time. The old ids read as cancelled, so a client that synced them lets them go; exceptions that no
+    longer fall on an occurrence of the new rule are cancelled with them."""
+    new = expansion(core)
+    shift = new.local_start - old.local_start
+    for old_id, exc in list(core.exceptions.items()):
+        if old.all_day:
+            old_local = dt.datetime.combine(exc.original_start.date, dt.time())
+            by_rule = (When(date=old_local.date()), When(date=old_local.date() + (old_end.date - old_start.date)))
+        else:
+            old_local = exc.original_start.instant.astimezone(old.tz).replace(tzinfo=None)
+            begin = old.to_utc(old_local)
+            by_rule = (When(instant=begin), When(instant=begin + (old_end.instant - old_start.instant)))
+        new_local = old_local + shift
+        new_id = instance_id(core, new, new_local)
+        if new_id == old_id:
+            continue
+        entries = list(entries_of(ctx.state, exc))
+        if new_local in new.occurrences(until_local=new_local) and new_id not in core.exceptions:
+            moved = Core(new_id, exc.organizer, exc.creator, exc.created)
+            moved.ical_uid, moved.fields = exc.ical_uid, copy.deepcopy(exc.fields)
+            moved.shared_props, moved.sequence, moved.status = dict(exc.shared_props), exc.sequence + 1, exc.status
+            moved.recurring_event_id, moved.event_type = core.id, getattr(exc, "event_type", "default")
+            start, end, original = instance_times(core, new, new_local)
+            own_time = (exc.start.utc_start(), exc.end.utc_start()) != (by_rule[0].utc_start(), by_rule[1].utc_start())
+            moved.start, moved.end = (exc.start, exc.end) if own_time else (start, end)
+            moved.original_start = original
+            core.exceptions[new_id] = moved
+            for e in entries:
+                twin = Entry(e.cal_id, moved)
+                twin.private_props, twin.reminders = dict(e.private_props), copy.deepcopy(e.reminders)
+                twin.removed = e.removed
+                ctx.state.calendars[e.cal_id].entries[new_id] = twin
+                ctx.state.touch(twin, ctx.now, ctx.dirty)
+        if old_local in new.occurrences(until_local=old_local):
+            # The old id names an occurrence of the new rule too: it is that plain occurrence again.
+            exc.fields = copy.deepcopy({k: v for k, v in core.fields.items() if k != "recurrence"})
+            exc.start, exc.end, exc.original_start = instance_times(core, new, old_local)
+            exc.status = core.status
+        else:
+            exc.status = "cancelled"
+            del core.exceptions[old_id]
+        for e in entries:
+            ctx.state.touch(e, ctx.now, ctx.dirty)
 
 
 def _check_attendee_change(cal, fields, start, end, core, p):

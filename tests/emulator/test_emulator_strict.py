@@ -340,3 +340,33 @@ def test_a_series_far_ahead_is_listed_for_a_range_without_an_end(alice):
         "recurrence": ["RRULE:FREQ=WEEKLY;COUNT=3"]}).execute()
     listed = svc.events().list(calendarId="primary", timeMin="2026-01-01T00:00:00Z").execute()["items"]
     assert far["id"] in {e["id"] for e in listed}
+
+
+# -- 4. a series' start moves with its exceptions ------------------------------------------------------
+
+def test_moving_a_series_start_takes_its_changed_and_cancelled_occurrences_along(alice):
+    _, svc = alice
+    series = svc.events().insert(calendarId="primary", body={
+        "summary": "Daily", "start": {"dateTime": "2024-05-06T09:00:00", "timeZone": "Europe/Amsterdam"},
+        "end": {"dateTime": "2024-05-06T09:30:00", "timeZone": "Europe/Amsterdam"},
+        "recurrence": ["RRULE:FREQ=DAILY;COUNT=4"]}).execute()
+    sid = series["id"]
+    svc.events().patch(calendarId="primary", eventId=sid + "_20240507T070000Z", body={"summary": "Tuesday"}).execute()
+    svc.events().patch(calendarId="primary", eventId=sid + "_20240508T070000Z", body={
+        "start": {"dateTime": "2024-05-08T15:00:00", "timeZone": "Europe/Amsterdam"},
+        "end": {"dateTime": "2024-05-08T15:30:00", "timeZone": "Europe/Amsterdam"}}).execute()
+    svc.events().delete(calendarId="primary", eventId=sid + "_20240509T070000Z").execute()
+    token = svc.events().list(calendarId="primary").execute()["nextSyncToken"]
+
+    svc.events().patch(calendarId="primary", eventId=sid, body={
+        "start": {"dateTime": "2024-05-06T10:00:00"}, "end": {"dateTime": "2024-05-06T10:30:00"}}).execute()
+    days = svc.events().instances(calendarId="primary", eventId=sid).execute()["items"]
+    assert [(d["start"]["dateTime"], d.get("summary")) for d in days] == [
+        ("2024-05-06T10:00:00+02:00", "Daily"),
+        ("2024-05-07T10:00:00+02:00", "Tuesday"),  # retitled only: follows the new time
+        ("2024-05-08T15:00:00+02:00", "Daily"),  # moved on its own: keeps its time, no second one that day
+    ]  # and the cancelled Thursday stays cancelled
+    changes = svc.events().list(calendarId="primary", syncToken=token).execute()["items"]
+    gone = {c["id"] for c in changes if c["status"] == "cancelled"}
+    assert {sid + "_20240507T070000Z", sid + "_20240508T070000Z"} <= gone
+    assert sid + "_20240509T080000Z" in gone
