@@ -230,3 +230,38 @@ def test_a_series_edit_that_leaves_the_rule_alone_leaves_googles_rule_text_alone
     assert run_sync("user").status == "ok"
     after = owner.get(ev["id"])
     assert after["summary"] == "Stand-up (new)" and after["recurrence"] == rule
+
+
+def test_a_new_series_and_its_changed_occurrences_never_share_a_batch(app, world, connected, sync_on, run_sync,
+                                                                      google_user):
+    # Google runs a batch's requests in any order (the emulator too): the occurrences of a series that does not
+    # exist yet can only be written once it does, so they never travel in its batch. Several rounds, since an
+    # order that happens to work would hide the dependency.
+    from zoneinfo import ZoneInfo
+
+    from portal.extensions import db
+    from portal.models import Activity
+    from tests.helpers import make_activity
+
+    sync_on("user")
+    zone = ZoneInfo("Europe/Amsterdam")
+    owner = google_user("user@acme.test")
+    for n in range(4):
+        first = datetime.combine(FUTURE + timedelta(days=n), datetime.min.time(), zone).replace(hour=8 + n)
+        activity_id = make_activity(app, world["user"], subject=f"Series {n}", start=first.isoformat(),
+                                    end=(first + timedelta(hours=1)).isoformat(), time_zone="Europe/Amsterdam",
+                                    recurrence=["RRULE:FREQ=DAILY;COUNT=3"])
+        keys = [(first + timedelta(days=d)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ") for d in range(3)]
+        with app.app_context():
+            activity = db.session.get(Activity, activity_id)
+            activity.set_exception(keys[1], subject=f"Series {n} (special)", start=first + timedelta(days=1),
+                                   end=first + timedelta(days=1, hours=1))
+            activity.set_exception(keys[2], cancelled=True)
+            activity.touch()
+            db.session.commit()
+    assert run_sync("user").status == "ok"
+    for n in range(4):
+        [series] = [e for e in owner.live() if e["summary"] == f"Series {n}"]
+        instances = owner.events.instances(calendarId="primary", eventId=series["id"]).execute()["items"]
+        assert [i.get("summary") for i in instances if i.get("status") != "cancelled"] == [
+            f"Series {n}", f"Series {n} (special)"]
