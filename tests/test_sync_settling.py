@@ -2,7 +2,7 @@
 race handling and failed before its fix."""
 
 import threading
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import pytest
 from sqlalchemy import select, text
@@ -284,3 +284,62 @@ def test_a_google_private_edit_meeting_a_portal_switch_to_an_unsynced_type_keeps
     with app.app_context():
         synced_type = db.session.get(ActivityType, activity.activity_type_id).sync_to_google
     assert bool(in_google) == bool(synced_type), (activity.activity_type_id, in_google)
+
+
+@pytest.mark.parametrize("point", ["series-written", "written", "taken-in", "outbox"])
+@pytest.mark.parametrize("origin", ["portal", "google"])
+def test_a_moved_series_written_by_a_stopped_push_then_deleted_in_the_portal_stays_deleted(
+        app, world, connected, sync_on, run_sync, google_user, api, stop_worker, origin, point):
+    # Found by the chaos run on PostgreSQL (seed 152). A series with a cancelled occurrence moved in the portal;
+    # the push wrote the series (Google re-anchored its exceptions) and stopped before its occurrence writes
+    # and its record; then the portal deleted the series. Reading Google back must recognise the portal's own
+    # write, not take it for a Google change that beats the delete.
+    from zoneinfo import ZoneInfo
+
+    from tests.test_sync_engine import activities as live_activities
+
+    sync_on("user")
+    zone = ZoneInfo("Europe/Amsterdam")
+    first = (NOW + timedelta(days=3)).astimezone(zone).replace(hour=14, minute=0, second=0, microsecond=0)
+    owner = google_user("user@acme.test")
+    if origin == "portal":
+        activity_id = make_activity(app, world["user"], subject="Weekly", start=first.isoformat(),
+                                    end=(first + timedelta(hours=1)).isoformat(), time_zone="Europe/Amsterdam",
+                                    recurrence=["RRULE:FREQ=WEEKLY;COUNT=4"])
+        run_sync("user")
+    else:
+        owner.insert(summary="Weekly", start={"dateTime": first.isoformat(), "timeZone": "Europe/Amsterdam"},
+                     end={"dateTime": (first + timedelta(hours=1)).isoformat(), "timeZone": "Europe/Amsterdam"},
+                     recurrence=["RRULE:FREQ=WEEKLY;COUNT=4"])
+        run_sync("user")
+        [activity] = live_activities(app)
+        activity_id = activity.id
+    client = api("user")
+    second = (first + timedelta(days=7)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    page = client.patch(f"/api/v1/activities/{activity_id}", json={"participants": ["colleague@acme.test"]})
+    assert page.status_code == 200
+    run_sync("user")
+    from portal.models import Activity
+
+    with app.app_context():
+        row = db.session.get(Activity, activity_id)
+        row.set_exception(second, cancelled=True)
+        row.touch()
+        db.session.commit()
+    run_sync("user")
+    earlier = first - timedelta(hours=1)
+    assert client.patch(f"/api/v1/activities/{activity_id}", json={
+        "start": earlier.isoformat(), "end": (earlier + timedelta(hours=1)).isoformat()}).status_code == 200
+    stop_worker(point)
+    from portal.sync.engine import push_pending
+
+    with app.app_context():
+        try:
+            push_pending(world["acme"])
+        except WorkerStopped:
+            pass  # stopped there; a push that never reaches the point simply finishes
+    assert client.delete(f"/api/v1/activities/{activity_id}").status_code == 204
+    run_sync("user")
+    run_sync("user")
+    assert live_activities(app) == []
+    assert [e for e in owner.live() if not e.get("recurringEventId")] == []
