@@ -323,9 +323,14 @@ class Chaos:
 
     # ------------------------------------------------------------------ the portal's interfaces
 
-    def api(self, email: str, method: str, path: str, **kwargs):
-        response = getattr(self.client, method)(path, headers={"Authorization": f"Bearer {self.tokens[email]}"},
-                                                **kwargs)
+    def api(self, email: str, method: str, path: str, *, version: int | None = None, **kwargs):
+        """A call of the REST API as `email`; with `version`, conditional on the activity still being the one
+        read (If-Match), so what the oracle records as seen is what the change was made on, also while a
+        worker process writes the same activity at the same moment."""
+        headers = {"Authorization": f"Bearer {self.tokens[email]}"}
+        if version is not None:
+            headers["If-Match"] = f'"{version}"'
+        response = getattr(self.client, method)(path, headers=headers, **kwargs)
         self._check_response(response, f"{method.upper()} {path}")
         return response
 
@@ -683,6 +688,7 @@ class Chaos:
                 db.session.remove()
                 return
             current = self.activity_values(activity)
+            version = activity.version
             activity_id, owner, all_day = activity.id, activity.owner.email, activity.all_day
             recurring = bool(activity.recurrence)
             start = activity.start_date if all_day else activity.start_at
@@ -714,7 +720,7 @@ class Chaos:
         else:
             choice = self.rng.choice(("Personal", "Meeting", "Meeting", "Customer visit"))
             body = {"activity_type": choice}
-        response = self.api(owner, "patch", f"/api/v1/activities/{activity_id}", json=body)
+        response = self.api(owner, "patch", f"/api/v1/activities/{activity_id}", json=body, version=version)
         if response.status_code != 200:
             self.note(f"portal: edit of {item.token} refused: {response.status_code} {response.get_json()}")
             return
@@ -920,7 +926,7 @@ class Chaos:
                 return
             current = self.activity_values(activity)
             exceptions = self.activity_exceptions(activity)
-            activity_id, owner = activity.id, activity.owner.email
+            activity_id, owner, version = activity.id, activity.owner.email, activity.version
             db.session.remove()
         event = self.event(item)
         there = None
@@ -928,7 +934,7 @@ class Chaos:
             there = self.event_values(event) | {
                 f"occ:{k}": v for k, v in (self.event_exceptions(item, event) if event.get("recurrence")
                                            else {}).items()}
-        response = self.api(owner, "delete", f"/api/v1/activities/{activity_id}")
+        response = self.api(owner, "delete", f"/api/v1/activities/{activity_id}", version=version)
         if response.status_code != 204:
             self.note(f"portal: delete of {item.token} refused: {response.status_code}")
             return
