@@ -1976,7 +1976,7 @@ def _guests_unread(cycle: Cycle, action) -> bool:
 def _fixed_by_google(cycle: Cycle, action: core.UpdateEvent) -> str | None:
     """Why Google refuses the update for every one (an event Gmail made, a locked copy), or None."""
     info = cycle.events.get(action.google_id)
-    link = next((lk for lk in cycle.links.values() if lk.google_event_id == action.google_id), None)
+    link = _link_for_action(cycle, action)
     event_type = info.event_type if info is not None else (link.event_type if link is not None else None)
     fixed = FIXED_FIELDS.get(event_type or "")
     if fixed is None:

@@ -269,7 +269,7 @@ def test_the_inner_requests_of_a_batch_run_in_any_order(alice, emulator):
     orders = set()
     for attempt in range(8):
         results = {}
-        batch = BatchHttpRequest(callback=lambda rid, resp, exc: results.__setitem__(rid, resp),
+        batch = BatchHttpRequest(callback=lambda rid, resp, exc, into=results: into.__setitem__(rid, resp),
                                  batch_uri=emulator.batch_uri)
         for n in range(4):
             batch.add(svc.events().insert(calendarId="primary", body={
