@@ -187,8 +187,13 @@ class Person:
                 return items
 
     def instances(self, event_id: str) -> list[dict]:
-        return self.events.instances(calendarId="primary", eventId=event_id, showDeleted=True,
-                                     maxResults=250).execute().get("items", [])
+        try:
+            return self.events.instances(calendarId="primary", eventId=event_id, showDeleted=True,
+                                         maxResults=250).execute().get("items", [])
+        except HttpError as error:
+            if error.resp.status in (404, 410):  # deleted meanwhile (a worker process runs beside the person)
+                return []
+            raise
 
 
 ROOT = Path(__file__).resolve().parents[2]
