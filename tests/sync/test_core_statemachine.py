@@ -121,8 +121,16 @@ def expected_outcome(
         return None
     if portal is None or google is None:
         alive = portal or google
-        # untouched on the living side: the delete travels; edited: the edit beats the delete
-        return None if alive == base else alive
+        # untouched on the living side, or only occurrences cancelled there (which goes the same way as the
+        # delete): the delete travels; edited: the edit beats the delete
+        if alive == base:
+            return None
+        if base is not None and replace(alive, exceptions=base.exceptions) == base:
+            differ = {k for k in set(base.exceptions) | set(alive.exceptions)
+                      if base.exceptions.get(k) != alive.exceptions.get(k)}
+            if all(alive.exceptions.get(k) is not None and alive.exceptions[k].cancelled for k in differ):
+                return None
+        return alive
     newest = google if google_at > portal_at else portal
 
     def pick(b, p, g, n):
