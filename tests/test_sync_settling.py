@@ -343,3 +343,33 @@ def test_a_moved_series_written_by_a_stopped_push_then_deleted_in_the_portal_sta
     run_sync("user")
     assert live_activities(app) == []
     assert [e for e in owner.live() if not e.get("recurringEventId")] == []
+
+
+@pytest.mark.parametrize("point", ["reserved", "written", "taken-in"])
+def test_the_last_syncing_participant_removed_while_the_organizer_deleted_the_event_lets_the_item_leave(
+        app, world, connected, sync_on, run_sync, google_user, api, stop_worker, point):
+    # The shape of the PostgreSQL chaos seed 178: the portal removes the last syncing participant of a Google
+    # item while its organizer (sync off) deletes the event; the edit beats the delete, so the event comes
+    # back in Google and the portal's copy goes. A push cut short after bringing the event back must still
+    # send the portal's copy away when its write is settled.
+    sync_on("colleague")  # the organizer, "user", has sync off
+    owner = google_user("user@acme.test")
+    event = owner.insert(summary="Catch-up", start={"dateTime": at(1)}, end={"dateTime": at(1, 1)},
+                         attendees=[{"email": "colleague@acme.test"}])
+    run_sync("colleague")
+    [activity] = activities(app)
+    assert api("user").patch(f"/api/v1/activities/{activity.id}", json={"participants": []}).status_code == 200
+    owner.delete(event["id"])
+    stop_worker(point)
+    from portal.sync.engine import push_pending
+
+    with app.app_context():
+        try:
+            push_pending(world["acme"])
+        except WorkerStopped:
+            pass
+    push(app, world)
+    run_sync("colleague")
+    push(app, world)
+    assert activities(app) == []
+    assert [e["summary"] for e in owner.live()] == ["Catch-up"]
