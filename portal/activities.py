@@ -464,8 +464,8 @@ def reanchor_exceptions(activity: Activity, before: tuple[datetime, bool, str, t
         taken.add(key)
         keys[id(exc)] = key
         own = (exc.start_date, exc.end_date) if all_day else (exc.start_at, exc.end_at)
-        if own == (old, old + old_length) or own == (None, None):
-            # It kept the rule's time: it follows the series to its new one.
+        if not exc.cancelled and own == (old, old + old_length):
+            # It kept the rule's time: it follows the series to its new one. (A cancelled one has no time.)
             new_start = moved if all_day else moved.astimezone(UTC)
             if all_day:
                 exc.start_date, exc.end_date = new_start, new_start + new_length

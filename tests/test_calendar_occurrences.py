@@ -283,3 +283,9 @@ def test_moving_a_series_takes_its_changed_and_cancelled_occurrences_along(app, 
         seen = [(o.start.astimezone(zone).strftime("%a %H:%M"), o.subject) for o in activity.occurrences_between(
             first - timedelta(days=1), first + timedelta(days=5))]
     assert seen == [("Mon 11:00", "Daily"), ("Tue 11:00", "Tuesday"), ("Wed 15:00", "Daily")]
+    with app.app_context():
+        [cancelled] = [e for e in db.session.get(Activity, activity_id).exceptions if e.cancelled]
+        # still cancelled as Google reads a cancelled occurrence: by its key alone, with no times of its own
+        assert cancelled.original_start == (first + timedelta(days=3, hours=2)).astimezone(UTC).strftime(
+            "%Y%m%dT%H%M%SZ")
+        assert (cancelled.start_at, cancelled.end_at, cancelled.start_date, cancelled.end_date) == (None,) * 4
