@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from typing import NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from sqlalchemy import select
@@ -420,27 +421,36 @@ def create_activity(organization: Organization, data: ActivityData) -> Activity:
 
 
 def update_activity(activity: Activity, data: ActivityData) -> None:
-    before = _first_local(activity) if activity.recurrence and activity.exceptions else None
+    before = SeriesAnchor.of(activity) if activity.recurrence and activity.exceptions else None
     apply_activity_data(activity, data)
-    if before is not None and activity.recurrence and activity.all_day == before[1]:
+    if before is not None and activity.recurrence and activity.all_day == before.all_day:
         reanchor_exceptions(activity, before)
 
 
-def _first_local(activity: Activity) -> tuple[datetime, bool, str, timedelta]:
-    """The series' first start on its own wall clock, whether it is all-day, its zone and its length."""
-    if activity.all_day:
-        return (datetime.combine(activity.start_date, datetime.min.time()), True, activity.time_zone,
-                activity.end_date - activity.start_date)
-    return (activity.start_at.astimezone(ZoneInfo(activity.time_zone)).replace(tzinfo=None), False,
-            activity.time_zone, activity.end_at - activity.start_at)
+class SeriesAnchor(NamedTuple):
+    """Where a series starts: its first start on its own wall clock, whether it is all-day, its zone and its
+    length."""
+
+    first: datetime
+    all_day: bool
+    zone: str
+    length: timedelta
+
+    @classmethod
+    def of(cls, activity: Activity) -> SeriesAnchor:
+        if activity.all_day:
+            return cls(datetime.combine(activity.start_date, datetime.min.time()), True, activity.time_zone,
+                       activity.end_date - activity.start_date)
+        return cls(activity.start_at.astimezone(ZoneInfo(activity.time_zone)).replace(tzinfo=None), False,
+                   activity.time_zone, activity.end_at - activity.start_at)
 
 
-def reanchor_exceptions(activity: Activity, before: tuple[datetime, bool, str, timedelta]) -> None:
+def reanchor_exceptions(activity: Activity, before: SeriesAnchor) -> None:
     """The changed and cancelled occurrences of a series whose start moved move along, as in Google: each by
     as much as the series did, to the occurrence it now replaces (one moved on its own keeps its time); those
     that fall on no occurrence of the new rule go."""
     old_first, all_day, old_zone, old_length = before
-    new_first, _, new_zone, new_length = _first_local(activity)
+    new_first, _, new_zone, new_length = SeriesAnchor.of(activity)
     shift = new_first - old_first
     if not shift and old_zone == new_zone:
         return

@@ -273,7 +273,7 @@ def reconcile(
         dead = Side.GOOGLE if google is None else Side.PORTAL
         if base is None:
             return _write(dead, alive)
-        edited_back = dead is Side.GOOGLE and bool(touched - {"exceptions"})
+        edited_back = dead is Side.GOOGLE and bool(touched)
         if (alive == base or _only_cancellations(base, alive)) and not edited_back:
             # Untouched on the living side (or only occurrences cancelled there, which goes the same way as
             # the delete): the delete wins and travels over.

@@ -175,9 +175,20 @@ class EventInfo:
 IGNORED_EVENT_TYPES = frozenset({"workingLocation", "birthday"})
 # The portal's fields Google refuses to change, by kind of event (a locked copy: Event.locked, "no changes can
 # be made to the main event fields summary, description, location, start, end or recurrence").
-FIXED_FIELDS = {
-    "fromGmail": frozenset(core.SYNCED_FIELDS) - {"private"},
-    "locked": frozenset({"subject", "description", "location", "all_day", "start", "end", "time_zone", "recurrence"}),
+FIXED_FIELDS = {  # kind of event -> (the error code Google's refusal is, the fields it refuses)
+    "fromGmail": ("made_by_gmail", frozenset(core.SYNCED_FIELDS) - {"private"}),
+    "locked": ("locked_copy", frozenset({"subject", "description", "location", "all_day", "start", "end",
+                                         "time_zone", "recurrence"})),
+}
+# Refusals after which Google's version stays on both sides and the portal's values go to the journal, with
+# what the journal says ({organizer}: who organizes the event).
+KEEP_GOOGLES_VERSION = {
+    "not_organizer": "Only {organizer}, who organizes this event, can change it in Google; their version was "
+                     "kept and this value is kept here.",
+    "made_by_gmail": "Gmail made this event and Google lets nobody change this; Google's version was kept and "
+                     "this value is kept here.",
+    "locked_copy": "This event is a locked copy in Google and cannot change this; Google's version was kept "
+                   "and this value is kept here.",
 }
 
 
@@ -1802,8 +1813,7 @@ def _apply(cycle: Cycle, index: int, action, results: dict) -> None:
             raise outcome
         if isinstance(action, core.DeleteEvent) and outcome.status in (404, 410):
             outcome = {}  # already gone: that is what we wanted
-        elif isinstance(action, core.UpdateEvent) and outcome.code in ("not_organizer", "made_by_gmail",
-                                                                       "locked_copy"):
+        elif isinstance(action, core.UpdateEvent) and outcome.code in KEEP_GOOGLES_VERSION:
             _keep_organizers_version(cycle, action, outcome.code)
             return
         else:
@@ -1978,17 +1988,15 @@ def _fixed_by_google(cycle: Cycle, action: core.UpdateEvent) -> str | None:
     info = cycle.events.get(action.google_id)
     link = _link_for_action(cycle, action)
     event_type = info.event_type if info is not None else (link.event_type if link is not None else None)
-    fixed = FIXED_FIELDS.get(event_type or "")
-    if fixed is None:
+    if event_type not in FIXED_FIELDS:
         return None
+    code, fixed = FIXED_FIELDS[event_type]
     current = cycle.google_states.get(action.google_id) or (
         state_from_json(link.base_state) if link is not None and link.base_state else None)
     if current is None:
         return None
     changed = {name for name in core.SYNCED_FIELDS if getattr(current, name) != getattr(action.state, name)}
-    if changed & fixed or current.exceptions != action.state.exceptions:
-        return "made_by_gmail" if event_type == "fromGmail" else "locked_copy"
-    return None
+    return code if changed & fixed or current.exceptions != action.state.exceptions else None
 
 
 def _keep_organizers_version(cycle: Cycle, action: core.UpdateEvent, why: str = "not_organizer") -> None:
@@ -2010,14 +2018,7 @@ def _keep_organizers_version(cycle: Cycle, action: core.UpdateEvent, why: str = 
         return
     info = cycle.events.get(link.google_event_id)
     organizer = (info.organizer if info else None) or activity.google_organizer or "its organizer"
-    message = {
-        "not_organizer": f"Only {organizer}, who organizes this event, can change it in Google; their version was "
-                         "kept and this value is kept here.",
-        "made_by_gmail": "Gmail made this event and Google lets nobody change this; Google's version was kept and "
-                         "this value is kept here.",
-        "locked_copy": "This event is a locked copy in Google and cannot change this; Google's version was kept "
-                       "and this value is kept here.",
-    }[why]
+    message = KEEP_GOOGLES_VERSION[why].format(organizer=organizer)
     mine = activity_state(activity)
     for name in core.SYNCED_FIELDS:
         if getattr(mine, name) != getattr(google, name):

@@ -510,6 +510,7 @@ class TokenCache:
 
     @staticmethod
     def _key_of(key: SigningKey, endpoints: Endpoints) -> tuple:
+        """Which key asks where for what; its first item is the key's fingerprint."""
         return (key.fingerprint or id(key), key.service_account_email, endpoints.token_uri, endpoints.scopes)
 
     def scopes_in_use(self, key: SigningKey, endpoints: Endpoints) -> tuple[str, ...] | None:
@@ -517,8 +518,7 @@ class TokenCache:
             return self._in_use.get(self._key_of(key, endpoints))
 
     def _entry(self, key: SigningKey, subject: str, endpoints: Endpoints):
-        cache_key = (key.fingerprint or id(key), key.service_account_email, subject.lower(),
-                     endpoints.token_uri, endpoints.scopes)
+        cache_key = (self._key_of(key, endpoints), subject.lower())
         with self._lock:
             entry = self._entries.get(cache_key)
             if entry is None:
@@ -563,9 +563,9 @@ class TokenCache:
         """Drop cached tokens: of one key, of one user, or all of them."""
         with self._lock:
             for cache_key in list(self._entries):
-                if fingerprint is not None and cache_key[0] != fingerprint:
+                if fingerprint is not None and cache_key[0][0] != fingerprint:
                     continue
-                if subject is not None and cache_key[2] != subject.lower():
+                if subject is not None and cache_key[1] != subject.lower():
                     continue
                 del self._entries[cache_key]
             if subject is None:
