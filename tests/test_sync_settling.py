@@ -26,6 +26,28 @@ def stopped_push(app, world):
         push_pending(world["acme"])
 
 
+def push_perhaps_stopped(app, world):
+    """A push that stops at the armed point, or simply finishes when it never reaches it."""
+    from portal.sync.engine import push_pending
+
+    with app.app_context():
+        try:
+            push_pending(world["acme"])
+        except WorkerStopped:
+            pass
+
+
+def retitle_third_occurrence(app, activity_id):
+    """A person gives the series' third occurrence from now its own title."""
+    with app.app_context():
+        activity = db.session.get(Activity, activity_id)
+        occurrence = activity.occurrences_between(NOW, NOW + timedelta(days=10))[2]
+        start, end = activity.rule_occurrence(occurrence.key)
+        activity.set_exception(occurrence.key, subject="Standup (demo day)", start=start, end=end)
+        db.session.commit()
+        db.session.remove()
+
+
 @pytest.mark.parametrize("read_fails_once", [False, True])
 def test_a_google_delete_after_a_stopped_push_wins(app, world, connected, sync_on, run_sync, google_user, api,
                                                    stop_worker, read_fails_once):
@@ -161,13 +183,7 @@ def test_an_occurrence_edited_while_a_push_runs_is_kept(app, world, connected, s
         if name == "written":
             passes.append(name)
         if name == "written" and len(passes) == 2:
-            with app.app_context():
-                activity = db.session.get(Activity, activity_id)
-                occurrence = activity.occurrences_between(NOW, NOW + timedelta(days=10))[2]
-                start, end = activity.rule_occurrence(occurrence.key)
-                activity.set_exception(occurrence.key, subject="Standup (demo day)", start=start, end=end)
-                db.session.commit()
-                db.session.remove()
+            retitle_third_occurrence(app, activity_id)
 
     engine.CHECKPOINTS.append(person_edits_an_occurrence)
     try:
@@ -234,12 +250,7 @@ def test_an_occurrence_change_that_never_reached_google_beats_a_later_delete_of_
                                 recurrence=["RRULE:FREQ=DAILY;COUNT=5"])
     run_sync("user")
     api("user").patch(f"/api/v1/activities/{activity_id}", json={"description": "Daily"})
-    with app.app_context():
-        activity = db.session.get(Activity, activity_id)
-        occurrence = activity.occurrences_between(NOW, NOW + timedelta(days=10))[2]
-        start, end = activity.rule_occurrence(occurrence.key)
-        activity.set_exception(occurrence.key, subject="Standup (demo day)", start=start, end=end)
-        db.session.commit()
+    retitle_third_occurrence(app, activity_id)
     connected.control("POST", "/faults", {"kind": "error", "status": 503, "method": "PATCH", "count": 5,
                                           "path_regex": r"_\d{8}T\d{6}Z$", "client_id": SERVICE_CLIENT_ID})
     push(app, world)
@@ -331,13 +342,7 @@ def test_a_moved_series_written_by_a_stopped_push_then_deleted_in_the_portal_sta
     assert client.patch(f"/api/v1/activities/{activity_id}", json={
         "start": earlier.isoformat(), "end": (earlier + timedelta(hours=1)).isoformat()}).status_code == 200
     stop_worker(point)
-    from portal.sync.engine import push_pending
-
-    with app.app_context():
-        try:
-            push_pending(world["acme"])
-        except WorkerStopped:
-            pass  # stopped there; a push that never reaches the point simply finishes
+    push_perhaps_stopped(app, world)
     assert client.delete(f"/api/v1/activities/{activity_id}").status_code == 204
     run_sync("user")
     run_sync("user")
@@ -361,13 +366,7 @@ def test_the_last_syncing_participant_removed_while_the_organizer_deleted_the_ev
     assert api("user").patch(f"/api/v1/activities/{activity.id}", json={"participants": []}).status_code == 200
     owner.delete(event["id"])
     stop_worker(point)
-    from portal.sync.engine import push_pending
-
-    with app.app_context():
-        try:
-            push_pending(world["acme"])
-        except WorkerStopped:
-            pass
+    push_perhaps_stopped(app, world)
     push(app, world)
     run_sync("colleague")
     push(app, world)
