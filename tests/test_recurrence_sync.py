@@ -621,3 +621,28 @@ def test_cancelling_an_occurrence_does_not_bring_back_a_series_deleted_on_the_ot
     run_sync("user")
     assert activities(app) == []
     assert person.live() == []
+
+
+def test_a_series_restored_after_its_delete_beat_a_cancelled_occurrence_comes_back_as_the_portal_had_it(
+        app, world, connected, sync_on, run_sync, google_user, login_as):
+    # Found by the chaos run (seed 14): the occurrence Google cancelled went with the delete it did not beat;
+    # restoring the series from the portal's trash brings it back as the portal had it, on both sides.
+    sync_on("user")
+    activity_id = make_activity(app, world["user"], subject="Team sync", start=wall(FIRST).isoformat(),
+                                end=wall(FIRST, 10).isoformat(), time_zone=AMS,
+                                recurrence=["RRULE:FREQ=WEEKLY;COUNT=4"])
+    run_sync("user")
+    person = google_user("user@acme.test")
+    event = only_event(person)
+    key = wall(FIRST + timedelta(days=7)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    person.delete(f"{event['id']}_{key}")
+    client = login_as("user")
+    assert client.post(f"/calendar/activities/{activity_id}/delete", data={"scope": "all"}).status_code == 302
+    run_sync("user")
+    assert activities(app) == [] and person.live() == []
+    assert client.post(f"/calendar/trash/{activity_id}/restore", data={}).status_code in (200, 302)
+    run_sync("user")
+    run_sync("user")
+    expected = [(wall(FIRST + timedelta(days=7 * n)).astimezone(UTC), "Team sync") for n in range(4)]
+    assert portal_occurrences(app, activity_id) == expected
+    assert sorted((google_moment(e["start"]), e["summary"]) for e in person.live(singleEvents=True)) == expected

@@ -986,17 +986,21 @@ class Chaos:
         there). An edit of the other side wins over the delete when the deleting side had not seen it and
         the sync has not taken it yet (the other side still shows it: one that lost a conflict was taken)."""
         other = "google" if side == "portal" else "portal"
-        unseen, cancellations = [], 0
+        unseen, cancellations = [], []
         for name, edits in item.live.items():
             seen = exceptions.get(name[4:]) if name.startswith("occ:") else current.get(name)
             if other not in edits or edits[other].value == seen or there is None:
                 continue
             if there.get(name) == edits[other].value:
                 unseen.append(f"{name} {edits[other].value!r} (here {seen!r})")
-                cancellations += name.startswith("occ:") and edits[other].value == "cancelled"
-        if unseen and cancellations == len(unseen):
-            # Cancelled occurrences go the same way as the delete: they do not bring the item back (README).
+                if name.startswith("occ:") and edits[other].value == "cancelled":
+                    cancellations.append(name)
+        if unseen and len(cancellations) == len(unseen):
+            # Cancelled occurrences go the same way as the delete: they do not bring the item back, and they go
+            # with it (README): a later restore brings back the copy as the deleting side had it.
             self.note(f"    (only occurrences cancelled in {other}: the delete wins: {'; '.join(unseen)})")
+            for name in cancellations:
+                item.live[name].pop(other)
             unseen = []
         item.stash = {name: edits.pop(side) for name, edits in item.live.items() if side in edits} \
             if side == "portal" else {}
