@@ -964,8 +964,12 @@ class Chaos:
             leaving = (activity is not None and item.origin == "portal"
                        and not activity.activity_type.sync_to_google)
             db.session.remove()
+        # Conditional on the event as read, as the portal side's edits are: a worker writing it at that
+        # moment cannot make the oracle misread what the delete was made on.
+        request = self.people[item.owner].events.delete(calendarId="primary", eventId=event["id"])
+        request.headers["If-Match"] = event["etag"]
         try:
-            self.people[item.owner].events.delete(calendarId="primary", eventId=event["id"]).execute()
+            request.execute()
         except HttpError as exc:
             self.note(f"google: delete of {item.token} refused: {exc.resp.status}")
             return
