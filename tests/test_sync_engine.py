@@ -216,7 +216,8 @@ def test_cycle_cut_short_by_a_killed_worker_is_closed_by_the_next(app, world, co
 
 def test_activity_linked_by_another_worker_meanwhile_is_left_to_that_link(app, world, connected):
     from portal.models import GoogleIntegration, Organization
-    from portal.sync.engine import Cycle, _new_portal_link
+    from portal.sync.engine import Cycle
+    from portal.sync.engine.write_google import _new_portal_link
 
     activity_id = make_activity(app, world["user"], start=at(), end=at(1))
     with app.app_context():

@@ -24,7 +24,7 @@ from portal.activities import (
 from portal.changes import changed_by
 from portal.extensions import csrf, db
 from portal.models import Activity, ActivityType, ApiToken, Project, ProjectTask
-from portal.sync.engine import sync_allowed
+from portal.sync.policy import sync_allowed
 from portal.sync.models import CalendarSync
 from portal.sync.status import StatusReader
 

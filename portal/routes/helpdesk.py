@@ -7,7 +7,7 @@ from portal.extensions import db
 from portal.integration import recent_audit
 from portal.models import Activity, GoogleIntegration, Organization, User
 from portal.routes import role_required
-from portal.sync.engine import integration_of
+from portal.sync.policy import integration_of
 from portal.sync.models import CalendarSync, SyncCycle, SyncJournalEntry
 
 bp = Blueprint("helpdesk", __name__, url_prefix="/helpdesk")

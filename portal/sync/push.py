@@ -83,7 +83,7 @@ def ensure_channel(user_id: int, *, now: datetime | None = None) -> PushChannel 
     Call with the user's sync lease held or under `Lease("channel:<id>")`: two callers would open two.
     """
     from portal.integration import calendar_client, integration_for
-    from portal.sync.engine import sync_allowed
+    from portal.sync.policy import sync_allowed
     from portal.sync.google import GoogleError
 
     address = webhook_address()
@@ -165,7 +165,7 @@ def _stop(channel: PushChannel, integration, email: str, now: datetime) -> bool:
 def stop_channels(user_id: int, *, now: datetime | None = None) -> int:
     """Stop the user's open channels (sync switched off); returns how many were stopped."""
     from portal.integration import integration_for
-    from portal.sync.engine import sync_allowed
+    from portal.sync.policy import sync_allowed
 
     now = now or utcnow()
     channels = open_channels(user_id, now)

@@ -1,0 +1,335 @@
+"""Entry points and the order of a cycle's phases: leases, the cycle's row and how it ends, read -> plan ->
+write Google -> write the portal, and the rounds that plan again what Google changed meanwhile."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.exc import ObjectDeletedError, StaleDataError
+
+from portal.extensions import db
+from portal.models import (
+    Activity,
+    Organization,
+    User,
+    utcnow,
+)
+from portal.sync import core
+from portal.sync.engine.read import (
+    _claim_links,
+    _core_links,
+    _fetch_google_item,
+    _fill_missing_sides,
+    _portal_item,
+    _portal_items,
+    _pull,
+)
+from portal.sync.engine.settle import _agree_on_sent, _settle_reserved
+from portal.sync.engine.state import (
+    FIRST_SYNC_DAYS,
+    RACES,
+    Cycle,
+    OrganizationUsers,
+    _lease_seconds,
+    _link_for_action,
+    _link_id,
+    _mark_failed,
+    _mark_link_failed,
+    checkpoint,
+    worker_name,
+)
+from portal.sync.engine.write_google import _google_writes, _hold_failed_links, _reserve_event_ids
+from portal.sync.engine.write_portal import _apply, _mark_outbox, _refresh_attendees
+from portal.sync.google import (
+    GoogleError,
+    IntegrationError,
+    SyncTokenExpired,
+    TransientError,
+    UserError,
+)
+from portal.sync.models import CalendarSync, Lease, SyncCycle
+from portal.sync.policy import integration_of, syncing_users
+
+log = logging.getLogger(__name__)
+
+
+def run_user_cycle(user_id: int, *, trigger: str = "scheduler", owner: str | None = None) -> SyncCycle | None:
+    """Pull the user's Google calendar and push their pending portal changes. None when another worker
+    holds this user's lease; otherwise the cycle's row (never raises for Google's answers)."""
+    user = db.session.get(User, user_id)
+    if user is None or not user.active:
+        return None
+    state = db.session.get(CalendarSync, user_id)
+    if state is None or not state.enabled:
+        return None
+    owner = owner or worker_name()
+    lease = f"user:{user_id}"
+    if not Lease.acquire(lease, owner, _lease_seconds()):
+        return None
+    claims: set[str] = set()
+    try:
+        return _run(user.organization, trigger, puller=user, owner=owner, claims=claims)
+    finally:
+        db.session.rollback()
+        Lease.release_many(claims, owner)
+        Lease.release(lease, owner)
+
+
+def push_pending(organization_id: int, *, trigger: str = "change", owner: str | None = None) -> SyncCycle | None:
+    """Push the organization's pending portal changes to Google. None when another worker is at it."""
+    organization = db.session.get(Organization, organization_id)
+    if organization is None:
+        return None
+    owner = owner or worker_name()
+    lease = f"outbox:{organization_id}"
+    if not Lease.acquire(lease, owner, _lease_seconds()):
+        return None
+    claims: set[str] = set()
+    try:
+        return _run(organization, trigger, puller=None, owner=owner, claims=claims)
+    finally:
+        db.session.rollback()
+        Lease.release_many(claims, owner)
+        Lease.release(lease, owner)
+
+
+def _close_abandoned(organization_id: int, user_id: int | None) -> None:
+    """A cycle still "running" although we hold its lease was cut short (a killed worker): say so."""
+    db.session.execute(
+        update(SyncCycle)
+        .where(SyncCycle.organization_id == organization_id, SyncCycle.user_id.is_(user_id) if user_id is None
+               else SyncCycle.user_id == user_id, SyncCycle.status == "running")
+        .values(status="failed", message="The worker running this cycle stopped; another one took over.")
+    )
+
+
+def _run(organization: Organization, trigger: str, *, puller: User | None, owner: str = "",
+         claims: set[str] | None = None) -> SyncCycle:
+    started = time.monotonic()
+    organization_id = organization.id
+    _close_abandoned(organization.id, puller.id if puller else None)
+    row = SyncCycle(organization_id=organization.id, user_id=puller.id if puller else None, trigger=trigger,
+                    started_at=utcnow(), status="running")
+    db.session.add(row)
+    integration = integration_of(organization)
+    if integration is None or not integration.sync_allowed:
+        row.status, row.message = "skipped", "The organization's Google Calendar integration is off or paused."
+        db.session.commit()
+        return row
+    db.session.commit()
+    cycle = Cycle(organization=organization, integration=integration, row=row, puller=puller, owner=owner,
+                  claims=claims if claims is not None else set())
+    try:
+        _cycle(cycle)
+        row.status = "partial" if row.errors else "ok"
+        if puller is not None:
+            _user_succeeded(puller)
+    except IntegrationError as exc:
+        db.session.rollback()
+        integration.record_error(exc.code, exc.cause, exc.fix)
+        row.status, row.message = "failed", exc.cause
+        log.warning("sync paused for organization %s: %s", organization.id, exc.code)
+    except (UserError, SyncTokenExpired) as exc:
+        db.session.rollback()
+        if puller is not None:
+            CalendarSync.for_user(puller).record_error(exc.code, exc.cause, exc.fix)
+        row.status, row.message = "failed", exc.cause
+    except TransientError as exc:
+        db.session.rollback()
+        row.status, row.message = "failed", f"{exc.cause} (retried next cycle)"
+    except GoogleError as exc:
+        db.session.rollback()
+        row.status, row.message = "failed", exc.cause
+    except RACES:
+        db.session.rollback()
+        log.info("sync cycle of organization %s met another worker's change; merged again next cycle",
+                 organization_id)
+        row.status = "failed"
+        row.message = ("Another worker changed some of these items at the same moment; they are merged again "
+                       "in the next cycle.")
+    except Exception as exc:  # noqa: BLE001 - a cycle always ends with a state, never stays "running"
+        db.session.rollback()  # first: a failed flush leaves nothing readable until then
+        log.exception("sync cycle of organization %s stopped on an unexpected error", organization_id)
+        row.status = "failed"
+        row.message = f"The cycle stopped on an unexpected error ({type(exc).__name__}); it is tried again."
+    row.requests = cycle.requests
+    row.duration_ms = int((time.monotonic() - started) * 1000)
+    if puller is not None:
+        CalendarSync.for_user(puller).last_cycle_at = utcnow()
+    db.session.add(row)
+    db.session.commit()
+    return row
+
+
+def _user_succeeded(user: User) -> None:
+    state = CalendarSync.for_user(user)
+    state.clear_error()
+    state.failures = 0
+    state.last_success_at = utcnow()
+
+
+
+
+def _cycle(cycle: Cycle) -> None:
+    organization = cycle.organization
+    cycle.users_by_email = OrganizationUsers(organization.id)
+    syncing = syncing_users(organization.id)
+    cycle.syncing, cycle.syncing_emails = set(syncing), frozenset(e.lower() for e in syncing.values())
+    now = utcnow()
+
+    google_items: dict[str, core.GoogleItem] = {}
+    first_sync = False
+    state = None
+    if cycle.puller is not None:
+        state = CalendarSync.for_user(cycle.puller)
+        google_items, next_token, first_sync = _pull(cycle, state)
+    cycle.first_sync = first_sync
+    checkpoint("pulled")
+    db.session.commit()  # no write lock is held across the Google calls that follow
+
+    portal_items = _portal_items(cycle, google_items, first_sync=first_sync)
+    checkpoint("claiming")
+    _claim_links(cycle, portal_items, google_items)
+    _fill_missing_sides(cycle, portal_items, google_items)
+    _settle_reserved(cycle, portal_items, google_items)
+    actions = core.plan_cycle(_core_links(cycle), portal_items, google_items, first_sync=first_sync, now=now,
+                              window_days=FIRST_SYNC_DAYS, syncing=cycle.syncing_emails)
+    _execute(cycle, actions)
+    checkpoint("applied")
+    # What reached Google is recorded now: nothing that follows can take it back.
+    db.session.commit()
+    if cycle.refetch:
+        checkpoint("replanning")
+        _replan_refetched(cycle)
+        db.session.commit()
+    _refresh_attendees(cycle)
+    checkpoint("outbox")
+    _mark_outbox(cycle)
+    if state is not None and not cycle.held_back:
+        state.sync_token = next_token
+        state.full_sync_needed = False
+        if first_sync and state.first_synced_at is None:
+            state.first_synced_at = utcnow()
+    if cycle.busy:
+        cycle.row.message = (f"{len(cycle.busy)} item(s) were being synced by another worker at the same "
+                             "moment; they are synced in the next cycle.")
+    db.session.commit()
+
+
+
+
+def _execute(cycle: Cycle, actions: list) -> None:
+    first, then = _deletes_last(cycle, actions)
+    _execute_now(cycle, first)
+    if then:
+        checkpoint("taken-in")
+        db.session.commit()
+        # A link whose portal write failed keeps its event: the next cycle takes the changes in again.
+        ready = []
+        for action in then:
+            link = _link_for_action(cycle, action)
+            if link is not None and link.id not in cycle.failed_links and link.activity_id not in cycle.failed_portal:
+                ready.append(action)
+        _execute_now(cycle, ready)
+
+
+def _deletes_last(cycle: Cycle, actions: list) -> tuple[list, list]:
+    """An event is deleted from Google only after the portal has stored what Google had changed in it.
+
+    When a plan takes Google's changes into an activity and deletes the event (the activity no longer
+    qualifies for Google), a cycle cut short between the delete and the portal's commit would lose those
+    changes for good: the delete, and what follows it for that link, wait for the portal's commit.
+    """
+    taken_in: set[int] = set()
+    held: set[int] = set()
+    first, then = [], []
+    for action in actions:
+        link_id = _link_id(cycle, action) if isinstance(
+            action, core.UpdateActivity | core.RestoreActivity | core.DeleteEvent | core.Unlink) else None
+        if link_id is not None and isinstance(action, core.UpdateActivity | core.RestoreActivity):
+            taken_in.add(link_id)
+        if link_id is not None and isinstance(action, core.DeleteEvent) and link_id in taken_in:
+            held.add(link_id)
+        (then if link_id in held else first).append(action)
+    return first, then
+
+
+def _execute_now(cycle: Cycle, actions: list) -> None:
+    _reserve_event_ids(cycle, actions)
+    checkpoint("reserved")
+    results = _google_writes(cycle, actions)
+    checkpoint("written")
+    _hold_failed_links(cycle, actions, results)
+    for index, action in enumerate(actions):
+        try:
+            with db.session.begin_nested():
+                _apply(cycle, index, action, results)
+        except (IntegrationError, UserError):
+            raise
+        except (StaleDataError, ObjectDeletedError):
+            # Another worker or a person changed this item meanwhile: the next cycle merges it again.
+            _mark_failed(cycle, action, "Changed during the cycle; merged again in the next one.")
+        except IntegrityError:
+            # Another worker took the same new event in at the same moment (one event, one link): theirs stands.
+            if not isinstance(action, core.CreateActivity):
+                raise
+            log.info("event %s was taken in by another worker at the same moment", action.google_id)
+            cycle.failed_google.add(action.google_id)
+        except Exception as exc:  # noqa: BLE001 - one bad item must never stop the cycle
+            log.exception("sync action %s failed", type(action).__name__)
+            _mark_failed(cycle, action, f"Could not be stored: {type(exc).__name__}: {exc}")
+
+
+REPLAN_ROUNDS = 3
+
+
+def _replan_refetched(cycle: Cycle) -> None:
+    """Links whose write was not made or not taken (Google changed the event meanwhile, its etag was
+    unknown, an insert turned out to exist already, or a write went through but its answer was lost):
+    read them from Google again and merge once more, in this cycle, a few rounds at most. Each link alone:
+    one that cannot be read waits for the next cycle, the others go on."""
+    for _ in range(REPLAN_ROUNDS):
+        if not cycle.refetch:
+            return
+        _replan_round(cycle)
+    for link_id in cycle.refetch:  # changed again in Google every time: the next cycle reads it once more
+        cycle.failed_links.add(link_id)
+        link = cycle.links.get(link_id)
+        if link is not None and link.activity_id:
+            cycle.failed_portal.add(link.activity_id)
+    cycle.refetch = set()
+
+
+def _replan_round(cycle: Cycle) -> None:
+    links = {link_id: cycle.links[link_id] for link_id in sorted(cycle.refetch) if link_id in cycle.links}
+    cycle.refetch = set()
+    google_items, portal_items, core_links = {}, {}, {}
+    for link_id, link in links.items():
+        cycle.failed_links.discard(link_id)
+        try:
+            item = _fetch_google_item(cycle, link)
+        except TransientError as exc:
+            _mark_link_failed(cycle, link, f"Google could not be read: {exc.cause}")
+            continue
+        activity = cycle.activities.get(link.activity_id) if link.activity_id else None
+        if activity is None and link.activity_id:
+            activity = db.session.get(Activity, link.activity_id)
+        if item is None or activity is None:
+            cycle.failed_links.add(link_id)
+            continue
+        if _agree_on_sent(cycle, link, item) is None:  # our own write that went through is no Google change
+            _mark_link_failed(cycle, link, "Google could not be read; tried again in the next cycle.")
+            continue
+        portal_item = _portal_item(cycle, activity, link)
+        if portal_item is None:
+            continue
+        google_items[link.google_event_id] = item  # its etag goes with the writes, the link's waits for SetBase
+        portal_items[activity.id] = portal_item
+    planned = _core_links(cycle)
+    core_links = {link_id: planned[link_id] for link_id in links if link_id in planned
+                  and cycle.links[link_id].activity_id in portal_items}
+    actions = core.plan_cycle(core_links, portal_items, google_items, syncing=cycle.syncing_emails)
+    _execute(cycle, actions)

@@ -1,0 +1,370 @@
+"""A cycle's working memory and its journal: what it read, what it holds, what failed, and the helpers
+every phase shares to look links up and record an item's problem."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm.exc import ObjectDeletedError, StaleDataError
+
+from portal.extensions import db
+from portal.models import (
+    Activity,
+    ChangeRecord,
+    GoogleIntegration,
+    Organization,
+    User,
+    utcnow,
+)
+from portal.sync import core
+from portal.sync.google import (
+    CalendarClient,
+    GoogleError,
+    UserError,
+)
+from portal.sync.models import Lease, SyncCycle, SyncJournalEntry, SyncLink
+
+
+FIRST_SYNC_DAYS = 30
+LEASE_SECONDS = 300
+IN_CLAUSE_CHUNK = 500
+# An item that has no calendar to go to (its owner is not in the Workspace and no participant syncs) is
+# tried again when it changes, on a first sync, or after this long: never once per cycle.
+PARKED_SECONDS = 3600
+
+
+# Points between two writes where a cycle can be cut short as a killed worker's would be: the chaos tests
+# register a hook that stops the cycle there, to prove that no such point loses or duplicates anything.
+CHECKPOINTS: list[Callable[[str], None]] = []
+
+
+def checkpoint(name: str) -> None:
+    for hook in CHECKPOINTS:
+        hook(name)
+
+
+def fresh_generation(activity: Activity, link: SyncLink | None = None) -> int:
+    """Where the event ids of a new link (or of a re-created event) are counted from.
+
+    An activity may be linked, unlinked (deleted in Google, then restored) and linked again, and Google
+    never gives a deleted id back: a new life must never meet an earlier event under the same id. The
+    activity's version only grows, and every new life or re-creation follows a change of the activity, so
+    counting from it never repeats an id (and a run of the same changes chooses the same ids).
+    """
+    return max(activity.version or 0, (link.generation + 1) if link is not None else 0)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
+def _chunks(values, size=IN_CLAUSE_CHUNK):
+    values = list(values)
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
+
+
+def _parse_google_time(value: str | None) -> datetime:
+    if not value:
+        return utcnow()
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+    except ValueError:
+        return utcnow()
+
+
+@dataclass
+class EventInfo:
+    """What the engine keeps of a pulled event besides its state."""
+
+    organizer: str
+    external: list
+    activity_property: str | None
+    from_organizer_copy: bool
+    etag: str | None
+    responses: dict = field(default_factory=dict)
+    event_type: str = "default"
+    guests: dict = field(default_factory=dict)  # e-mail -> the attendee as Google has it
+
+
+class OrganizationUsers(Mapping):
+    """An organization's active users by e-mail, read when asked for.
+
+    A cycle meets a handful of an organization's users (organizers, attendees, owners), and an organization
+    may have tens of thousands: reading them all every cycle would make each cycle cost the size of the
+    organization. Iteration covers only the users read so far.
+    """
+
+    def __init__(self, organization_id: int):
+        self._organization_id = organization_id
+        self._found: dict[str, User] = {}
+        self._absent: set[str] = set()
+
+    def prefetch(self, emails) -> None:
+        wanted = {str(e).strip().lower() for e in emails if e} - self._found.keys() - self._absent
+        for chunk in _chunks(wanted):
+            for user in db.session.scalars(select(User).where(User.organization_id == self._organization_id,
+                                                              User.email.in_(chunk), User.active.is_(True))):
+                self._found[user.email] = user
+        self._absent |= wanted - self._found.keys()
+
+    def __getitem__(self, email: str) -> User:
+        email = str(email).strip().lower()
+        if email not in self._found and email not in self._absent:
+            self.prefetch([email])
+        return self._found[email]
+
+    def __iter__(self):
+        return iter(self._found)
+
+    def __len__(self) -> int:
+        return len(self._found)
+
+
+def _event_emails(events) -> set[str]:
+    emails = set()
+    for event in events:
+        if not isinstance(event, dict):
+            continue
+        for person in [event.get("organizer"), event.get("creator"), *(event.get("attendees") or [])]:
+            if isinstance(person, dict) and person.get("email"):
+                emails.add(str(person["email"]).lower())
+    return emails
+
+
+@dataclass
+class Cycle:
+    """The working memory of one run: never shared between runs or threads."""
+
+    organization: Organization
+    integration: GoogleIntegration
+    row: SyncCycle
+    puller: User | None = None
+    clients: dict[str, CalendarClient] = field(default_factory=dict)
+    key: object = None
+    users_by_email: OrganizationUsers = None  # type: ignore[assignment]
+    syncing: set[int] = field(default_factory=set)  # users with calendar sync on
+    syncing_emails: frozenset[str] = frozenset()
+    links: dict[int, SyncLink] = field(default_factory=dict)
+    activities: dict[int, Activity] = field(default_factory=dict)
+    activity_versions: dict[int, int] = field(default_factory=dict)
+    outbox: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
+    outbox_fields: dict[int, frozenset[str]] = field(default_factory=dict)  # outbox row -> fields it edited
+    new_etags: dict[int, str] = field(default_factory=dict)  # link -> our write's etag, taken with SetBase
+    synced_before: dict[int, bool] = field(default_factory=dict)  # link -> synced before a settled write
+    loaded_versions: dict[int, int] = field(default_factory=dict)  # link -> version when first read
+    events: dict[str, EventInfo] = field(default_factory=dict)
+    google_states: dict[str, core.ItemState | None] = field(default_factory=dict)
+    failed_portal: set[int] = field(default_factory=set)
+    failed_google: set[str] = field(default_factory=set)
+    failed_links: set[int] = field(default_factory=set)
+    refetch: set[int] = field(default_factory=set)  # links to read from Google again and plan anew, once
+    unsettled: set[int] = field(default_factory=set)  # links whose reserved id the pull listed: settle them
+    written: set[int] = field(default_factory=set)  # links whose event we wrote (their etag is the answer's)
+    # Exceptions Google still holds for occurrences its series no longer has, by event id: removed there.
+    orphans: dict[str, dict] = field(default_factory=dict)
+    outside_workspace: set[str] = field(default_factory=set)  # e-mails Google said it does not know
+    parked: set[int] = field(default_factory=set)  # activities with nowhere to go in Google, for now
+    refused: dict[int, core.ItemState] = field(default_factory=dict)  # link id -> Google's state, kept
+    portal_states: dict[int, core.ItemState | None] = field(default_factory=dict)  # as planned this cycle
+    first_sync: bool = False
+    owner: str = ""  # who runs it, in leases
+    claims: set[str] = field(default_factory=set)  # the link leases this cycle holds
+    busy: set[int] = field(default_factory=set)  # links another cycle holds: left for the next cycle
+    held: set[int] = field(default_factory=set)  # links left for a later cycle, for whatever reason
+    held_back: bool = False  # a change Google listed was left for later: the sync token must not move
+
+    def client(self, email: str) -> CalendarClient:
+        email = email.lower()
+        if email not in self.clients:
+            from portal.integration import endpoints, signing_key
+
+            if self.key is None:
+                self.key = signing_key(self.integration)
+            self.clients[email] = CalendarClient(self.key, email, endpoints())
+        return self.clients[email]
+
+    @property
+    def requests(self) -> int:
+        return sum(c.requests_made for c in self.clients.values())
+
+    def journal(self, kind: str, *, activity_id=None, google_event_id=None, side=None, field=None, before=None,
+                after=None, message=None) -> None:
+        db.session.add(SyncJournalEntry(
+            organization_id=self.organization.id, cycle_id=self.row.id, activity_id=activity_id,
+            google_event_id=google_event_id, kind=kind, side=side, field=field, before=before, after=after,
+            message=message))
+
+
+def _lease_seconds() -> float:
+    from flask import current_app
+
+    return float(current_app.config.get("SYNC_LEASE_SECONDS", LEASE_SECONDS))
+
+
+class Raced(Exception):
+    """Another worker changed a row this cycle was writing (its claim ran out, or a row outside the claims):
+    the cycle ends, and the next one merges those items again."""
+
+
+RACES = (StaleDataError, ObjectDeletedError, Raced)
+
+
+def _claim_new(cycle: Cycle, link: SyncLink) -> None:
+    """A link this cycle creates is this cycle's: its lease is written in the same transaction."""
+    from flask import current_app
+
+    seconds = float(current_app.config.get("SYNC_LEASE_SECONDS", LEASE_SECONDS))
+    name = f"link:{link.id}"
+    db.session.add(Lease(name=name, owner=cycle.owner or worker_name(), expires_at=utcnow() + timedelta(
+        seconds=seconds)))
+    cycle.claims.add(name)
+    cycle.loaded_versions[link.id] = link.version
+
+
+def _link_of_activity(cycle: Cycle, activity_id: int) -> SyncLink | None:
+    return next((link for link in cycle.links.values() if link.activity_id == activity_id), None)
+
+
+def _is_pullers(cycle: Cycle, exc: GoogleError) -> bool:
+    """Whether a user-level error concerns the user whose cycle this is (their banner), not another
+    user's calendar that only one item needed (that item's problem)."""
+    if not isinstance(exc, UserError):
+        return False
+    return cycle.puller is not None and (exc.subject or "").lower() == cycle.puller.email.lower()
+
+
+def _item_problem(cycle: Cycle, link: SyncLink | None, *, activity_id=None, google_event_id=None,
+                  message: str) -> None:
+    cycle.row.errors += 1
+    cycle.journal("error", activity_id=activity_id or (link.activity_id if link else None),
+                  google_event_id=google_event_id or (link.google_event_id if link else None), message=message)
+    if link is not None:
+        link.error_message, link.error_at = message, utcnow()
+        cycle.failed_links.add(link.id)
+    if activity_id is not None:
+        cycle.failed_portal.add(activity_id)
+
+
+def _link_id(cycle: Cycle, action) -> int | None:
+    link = _link_for_action(cycle, action)
+    return link.id if link is not None else None
+
+
+class _Replan:
+    """The outcome of a write that was not made or not taken: its link is read again and planned anew."""
+
+    def __repr__(self) -> str:
+        return "REPLAN"
+
+
+REPLAN = _Replan()
+
+
+def _replan(cycle: Cycle, action) -> _Replan:
+    link = _link_for_action(cycle, action)
+    if link is not None:
+        cycle.refetch.add(link.id)
+        cycle.failed_links.add(link.id)
+    return REPLAN
+
+
+def _link_for_action(cycle: Cycle, action) -> SyncLink | None:
+    link_id = getattr(action, "link_id", None)
+    if link_id is not None and link_id in cycle.links:
+        return cycle.links[link_id]
+    if isinstance(action, core.CreateEvent | core.RecreateEvent | core.LinkItems):
+        return _link_of_activity(cycle, action.portal_id)
+    google_id = getattr(action, "google_id", None)
+    if google_id is not None:
+        return next((link for link in cycle.links.values() if link.google_event_id == google_id), None)
+    portal_id = getattr(action, "portal_id", None)
+    return _link_of_activity(cycle, portal_id) if portal_id is not None else None
+
+
+def _mark_failed(cycle: Cycle, action, message: str) -> None:
+    cycle.row.errors += 1
+    portal_id = getattr(action, "portal_id", None)
+    google_id = getattr(action, "google_id", None) or getattr(action, "old_google_id", None)
+    link_id = getattr(action, "link_id", None)
+    if portal_id is not None:
+        cycle.failed_portal.add(portal_id)
+    if google_id is not None:
+        cycle.failed_google.add(google_id)
+    link = cycle.links.get(link_id) if link_id is not None else _link_for_action(cycle, action)
+    if link is not None:
+        cycle.failed_links.add(link.id)
+        link.error_message, link.error_at = message, utcnow()
+    cycle.journal("error", activity_id=portal_id, google_event_id=google_id, message=message)
+
+
+def _journal_conflict(cycle: Cycle, action: core.RecordConflict) -> None:
+    """Keep the losing value of a conflict, once: a merge tried again (its writes failed, or the worker
+    stopped) finds the same conflict and does not journal it twice."""
+    conflict = action.conflict
+    loser = "google" if conflict.winner == core.Side.PORTAL else "portal"
+    lost, kept = _jsonable(conflict.lost_value), _jsonable(conflict.kept_value)
+    if action.portal_id is not None:
+        earlier = db.session.scalars(
+            select(SyncJournalEntry).where(SyncJournalEntry.activity_id == action.portal_id,
+                                           SyncJournalEntry.kind == "conflict", SyncJournalEntry.field == conflict.field)
+            .order_by(SyncJournalEntry.id.desc()).limit(20))
+        if any(entry.before == lost and entry.after == kept and entry.side == loser for entry in earlier):
+            return
+    cycle.row.conflicts += 1
+    cycle.journal("conflict", activity_id=action.portal_id, google_event_id=action.google_id, side=loser,
+                  field=conflict.field, before=lost, after=kept,
+                  message=f"Both sides changed {conflict.field}; the later change ({conflict.winner}) was kept, "
+                          "the other value is kept here so it can be restored.")
+
+
+def guests_of(event: dict) -> dict:
+    attendees = event.get("attendees") if isinstance(event.get("attendees"), list) else []
+    return {str(a["email"]).lower(): a for a in attendees if isinstance(a, dict) and isinstance(a.get("email"), str)}
+
+
+def _jsonable(value):
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, frozenset | set | tuple | list):
+        return sorted(_jsonable(v) for v in value)
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, core.ExceptionState):
+        return {"cancelled": value.cancelled, "subject": value.subject, "description": value.description,
+                "location": value.location, "start": _jsonable(value.start), "end": _jsonable(value.end)}
+    return str(value)
+
+
+def _outbox_taken(cycle: Cycle, activity_id: int | None) -> None:
+    """The portal changes this cycle read for the activity are in the agreed state now: they are marked done
+    in the same transaction, so a change already agreed on is never taken for a new one (a worker stopped
+    before the cycle's end would otherwise leave them pending, "touching" fields both sides agree on)."""
+    _outbox_taken_upto(cycle, activity_id, None)
+
+
+def _outbox_taken_upto(cycle: Cycle, activity_id: int | None, upto: int | None) -> None:
+    """Mark the cycle's outbox rows of the activity done, all of them or those up to row `upto`."""
+    ids = cycle.outbox.get(activity_id, []) if activity_id is not None else []
+    taken = [rid for rid in ids if upto is None or rid <= upto]
+    if not taken:
+        return
+    cycle.outbox[activity_id] = [rid for rid in ids if rid not in taken]
+    db.session.execute(update(ChangeRecord).where(ChangeRecord.id.in_(taken)).values(processed_at=utcnow()))
+
+
+def _mark_link_failed(cycle: Cycle, link: SyncLink, message: str) -> None:
+    cycle.failed_links.add(link.id)
+    if link.activity_id:
+        cycle.failed_portal.add(link.activity_id)
+    cycle.row.errors += 1
+    cycle.journal("error", activity_id=link.activity_id, google_event_id=link.google_event_id, message=message)

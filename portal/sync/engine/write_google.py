@@ -1,0 +1,495 @@
+"""Google writes: reserving event ids before inserting, the checks that stop a write from overwriting what
+the cycle has not read, and the batches of series, occurrence and clean-up writes."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy.exc import IntegrityError
+
+from portal.extensions import db
+from portal.models import (
+    Activity,
+    utcnow,
+)
+from portal.sync import core
+from portal.sync.batch import Backoff, Write, run_writes
+from portal.sync.engine.settle import _note_pending, _settle_duplicates
+from portal.sync.engine.state import (
+    REPLAN,
+    Cycle,
+    _claim_new,
+    _journal_conflict,
+    _link_for_action,
+    _link_of_activity,
+    _replan,
+    checkpoint,
+    fresh_generation,
+)
+from portal.sync.google import (
+    GoogleError,
+    IntegrationError,
+    TransientError,
+    UserError,
+    error_for,
+)
+from portal.sync.mapping import (
+    event_body,
+    instance_body,
+    instance_id,
+    instance_reset_body,
+    state_from_json,
+)
+from portal.sync.models import SyncLink
+from portal.sync.policy import FIXED_FIELDS
+from portal.sync.recurrence import occurrence_keys_among
+
+log = logging.getLogger(__name__)
+
+
+def _target_calendar(cycle: Cycle, activity_id: int | None, link: SyncLink | None) -> str:
+    if link is not None and link.calendar_email:
+        return link.calendar_email
+    activity = cycle.activities.get(activity_id) if activity_id else None
+    return activity.owner.email if activity is not None else cycle.puller.email
+
+
+def _reserve_event_ids(cycle: Cycle, actions: list) -> None:
+    """Write the chosen event ids down before inserting, so a lost answer can never become a duplicate, and
+    the pairs a first sync matched before writing either side, so a cycle cut short never copies them."""
+    for action in actions:
+        if isinstance(action, core.LinkItems):
+            _reserve_match(cycle, action)
+        elif getattr(action, "portal_id", None) in cycle.failed_portal and isinstance(
+                action, core.CreateEvent | core.RecreateEvent):
+            continue  # not sent this cycle: what an earlier attempt noted must stay as it is
+        elif isinstance(action, core.CreateEvent):
+            activity = cycle.activities[action.portal_id]
+            link = cycle.links.get(action.link_id) if action.link_id else _link_of_activity(cycle, action.portal_id)
+            if link is None:
+                link = _new_portal_link(cycle, activity)
+                if link is None:
+                    continue
+            target, reason = _home_calendar(cycle, activity)
+            if target is None:
+                _park(cycle, link, activity, reason)
+                continue
+            link.google_event_id = core.event_id_for(action.portal_id, namespace=cycle.organization.uid,
+                                                     generation=link.generation)
+            link.calendar_email = target
+            _note_pending(cycle, link, action.state, action.state)
+        elif isinstance(action, core.RecreateEvent):
+            link = cycle.links[action.link_id]
+            link.generation = fresh_generation(cycle.activities[action.portal_id], link)
+            link.confirmed = False
+            link.google_event_id = core.event_id_for(action.portal_id, namespace=cycle.organization.uid,
+                                                     generation=link.generation)
+            _note_pending(cycle, link, action.state, action.state)
+        elif isinstance(action, core.DeleteEvent) and not action.reason:
+            link = _link_for_action(cycle, action)
+            if link is not None and link.confirmed:  # the portal's delete: see `_settle_delete`
+                rows = cycle.outbox.get(link.activity_id) or []
+                link.pending_state = {"delete": True, "upto": max(rows) if rows else None}
+        elif isinstance(action, core.UpdateEvent):
+            link = _link_for_action(cycle, action)
+            if link is not None and link.confirmed:
+                base = state_from_json(link.base_state) if link.base_state else None
+                current = cycle.google_states.get(action.google_id) or base
+                if action.state != current:  # something will be sent
+                    _note_pending(cycle, link, action.state, cycle.portal_states.get(link.activity_id, base))
+        elif isinstance(action, core.RecordConflict):
+            # Journaled before the writes: a worker stopped after overwriting the losing value in Google
+            # must not take the only record of it down with its transaction.
+            _journal_conflict(cycle, action)
+    db.session.commit()
+
+
+def _reserve_match(cycle: Cycle, action: core.LinkItems) -> None:
+    """A matched pair is linked before its writes, still without an agreed state: should the cycle stop
+    half-way, the next one reads both sides and merges them again instead of copying either."""
+    if _link_of_activity(cycle, action.portal_id) is not None:
+        return
+    info = cycle.events.get(action.google_id)
+    calendar = info.organizer if info is not None and info.organizer in cycle.users_by_email \
+        else cycle.activities[action.portal_id].owner.email
+    link = SyncLink(organization_id=cycle.organization.id, activity_id=action.portal_id,
+                    google_event_id=action.google_id, calendar_email=calendar, origin="both",
+                    generation=fresh_generation(cycle.activities[action.portal_id]),
+                    confirmed=True, etag=info.etag if info is not None else None)
+    try:
+        with db.session.begin_nested():
+            db.session.add(link)
+            db.session.flush()
+            _claim_new(cycle, link)
+    except IntegrityError:  # linked by another worker just now: that link is worked from next cycle
+        cycle.failed_portal.add(action.portal_id)
+        cycle.failed_google.add(action.google_id)
+        return
+    cycle.links[link.id] = link
+
+
+def _new_portal_link(cycle: Cycle, activity: Activity) -> SyncLink | None:
+    """A link for an activity about to be inserted in Google; None when another worker linked it just now
+    (this cycle then leaves the activity alone, and the next one works from that link)."""
+    link = SyncLink(organization_id=cycle.organization.id, activity_id=activity.id,
+                    calendar_email=activity.owner.email, origin="portal", confirmed=False,
+                    generation=fresh_generation(activity))
+    try:
+        with db.session.begin_nested():
+            db.session.add(link)
+            db.session.flush()
+            _claim_new(cycle, link)
+    except IntegrityError:
+        cycle.failed_portal.add(activity.id)
+        return None
+    cycle.links[link.id] = link
+    return link
+
+
+def _home_calendar(cycle: Cycle, activity: Activity) -> tuple[str | None, str]:
+    """The calendar a new event goes to: the owner's, or, when Google does not know the owner, that of a
+    participant who syncs (who is then its organizer in Google). None, with the reason, when neither."""
+    owner = activity.owner.email.lower()
+    if _in_workspace(cycle, owner):
+        return owner, ""
+    stand_ins = sorted((p for p in activity.participant_links if p.user_id in cycle.syncing and p.user.active),
+                       key=lambda p: p.user_id)
+    for participant in stand_ins:
+        email = participant.user.email.lower()
+        if email != owner and _in_workspace(cycle, email):
+            return email, ""
+    return None, (f"The owner {activity.owner.email} is not a user of the Google Workspace, and no participant "
+                  "who is has calendar sync switched on, so the item has no calendar to go to in Google. "
+                  "It is synced as soon as a participant switches sync on (or the owner's address exists in "
+                  "the Workspace).")
+
+
+def _in_workspace(cycle: Cycle, email: str) -> bool:
+    """Whether Google issues a token for the user; a refusal is remembered for the rest of the cycle."""
+    email = email.lower()
+    if email in cycle.outside_workspace:
+        return False
+    if cycle.puller is not None and email == cycle.puller.email.lower():
+        return True
+    try:
+        cycle.client(email).authorize()
+    except UserError as exc:
+        if exc.code != "unknown_user":
+            return True  # known to Google but otherwise unreachable: the write says why, on the item
+        cycle.outside_workspace.add(email)
+        return False
+    except TransientError:
+        return True  # cannot tell now; the write fails the same way and is retried
+    return True
+
+
+def _park(cycle: Cycle, link: SyncLink, activity: Activity, reason: str) -> None:
+    """Record why the item is not in Google and leave it until it changes (or an hour passes)."""
+    first_time = link.error_message != reason
+    link.error_message, link.error_at = reason, utcnow()
+    cycle.failed_portal.add(activity.id)
+    cycle.parked.add(activity.id)
+    if first_time:
+        cycle.row.errors += 1
+        cycle.journal("error", activity_id=activity.id, side="google", message=reason)
+
+
+def _google_writes(cycle: Cycle, actions: list) -> dict:
+    from flask import current_app
+
+    config = current_app.config
+    backoff = Backoff(attempts=int(config.get("SYNC_RETRY_ATTEMPTS", 4)),
+                      base_seconds=float(config.get("SYNC_RETRY_BASE_SECONDS", 0.5)),
+                      cap_seconds=float(config.get("SYNC_RETRY_CAP_SECONDS", 8.0)))
+    batch_size = int(config.get("SYNC_BATCH_SIZE", 50))
+    writes = []
+    refused = {}
+    by_event = {link.google_event_id: link for link in cycle.links.values() if link.google_event_id}
+    for index, action in enumerate(actions):
+        if getattr(action, "portal_id", None) in cycle.failed_portal and isinstance(
+                action, core.CreateEvent | core.RecreateEvent):
+            continue  # its link could not be reserved: never insert without one
+        if isinstance(action, core.UpdateEvent) and action.google_id in cycle.failed_google:
+            continue
+        if isinstance(action, core.UpdateEvent) and _organized_elsewhere(cycle, action.google_id, by_event):
+            # Google refuses changes to an event organized outside the organization: do not even ask.
+            refused[index] = error_for("not_organizer", status=403, reason="forbiddenForNonOrganizer")
+            continue
+        fixed = _fixed_by_google(cycle, action) if isinstance(action, core.UpdateEvent) else None
+        if fixed:
+            refused[index] = error_for(fixed, status=400, reason="invalid")
+            continue
+        if isinstance(action, core.UpdateEvent | core.DeleteEvent) and (
+                not _etag_for(cycle, action) or _series_unread(cycle, action) or _guests_unread(cycle, action)):
+            # A write could overwrite (or a delete destroy) a change made in Google that we have not seen:
+            # read the event first and merge again.
+            refused[index] = _replan(cycle, action)
+            continue
+        try:
+            write = _write_for(cycle, index, action)
+        except (IntegrationError, UserError, TransientError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - one item that cannot be written must not stop the others
+            log.exception("preparing %s failed", type(action).__name__)
+            refused[index] = error_for("event_refused", detail=f"the write could not be prepared: {exc!r}"[:300])
+            continue
+        if write is not None:
+            writes.append(write)
+        elif isinstance(action, core.UpdateEvent) and action.google_id not in cycle.google_states:
+            # The portal stands by what was agreed (a field changed and changed back, a restore from the
+            # trash): nothing differs from what Google had, unless Google changed since. Read it and see.
+            refused[index] = _replan(cycle, action)
+    results = run_writes(writes, batch_size=batch_size, backoff=backoff)
+    results.update(refused)
+    for index, outcome in list(results.items()):
+        if not isinstance(actions[index], core.UpdateEvent | core.DeleteEvent) or not isinstance(outcome, GoogleError):
+            continue
+        if outcome.status == 412 or isinstance(outcome, TransientError):
+            # Changed in Google meanwhile, or no answer (the write may have gone through): read it again,
+            # then merge once more from what Google really holds.
+            results[index] = _replan(cycle, actions[index])
+    _settle_duplicates(cycle, actions, results)
+
+    checkpoint("series-written")
+    # Occurrence exceptions are written once their series exists.
+    exception_writes = []
+    for index, action in enumerate(actions):
+        if isinstance(action, core.CreateEvent | core.RecreateEvent | core.UpdateEvent):
+            outcome = results.get(index)
+            if isinstance(outcome, GoogleError) or outcome is REPLAN or getattr(action, "portal_id", None) \
+                    in cycle.parked:
+                continue
+            try:
+                exception_writes.extend(_exception_writes(cycle, index, action))
+            except (IntegrationError, UserError, TransientError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - one item that cannot be written must not stop the others
+                log.exception("preparing the occurrences of %s failed", type(action).__name__)
+                results[index] = error_for("event_refused",
+                                           detail=f"its occurrences could not be prepared: {exc!r}"[:300])
+    exception_writes.extend(_orphan_writes(cycle, actions))
+    if exception_writes:
+        for key, outcome in run_writes(exception_writes, batch_size=batch_size, backoff=backoff).items():
+            if not isinstance(outcome, GoogleError) or (outcome.status in (404, 410) and key[2] != "patch"):
+                continue  # an occurrence already gone is what a delete wanted
+            if key[0] == "orphan":
+                # Leftovers of a series whose time changed: a failure to tidy them up blocks nothing.
+                cycle.journal("error", google_event_id=key[1], side="google",
+                              message=f"An old occurrence ({key[2]}) could not be removed: {outcome.cause}")
+                continue
+            results[key[0]] = outcome
+    return results
+
+
+def _series_unread(cycle: Cycle, action) -> bool:
+    """Whether the action concerns a recurring event whose occurrences this cycle has not read.
+
+    A series' etag does not change when one of its occurrences is edited (each edited occurrence is an
+    event of its own), so If-Match cannot protect an occurrence edited in Google from a delete or an
+    occurrence write: unless this cycle read the series, or pulled the calendar it lives in (which lists
+    every changed occurrence), it is read before anything is written.
+    """
+    if action.google_id in cycle.google_states:
+        return False
+    link = _link_for_action(cycle, action)
+    if link is None or not link.base_state or not link.base_state.get("recurrence"):
+        return False
+    return cycle.puller is None or (link.calendar_email or "").lower() != cycle.puller.email.lower()
+
+
+def _etag_for(cycle: Cycle, action) -> str | None:
+    link = _link_for_action(cycle, action)
+    return action.etag or (link.etag if link is not None else None)
+
+
+def _organized_elsewhere(cycle: Cycle, google_id, by_event: dict) -> bool:
+    """Whether the event's organizer is outside the organization (only they can change it)."""
+    info = cycle.events.get(google_id)
+    if info is not None:
+        return info.organizer not in cycle.users_by_email
+    link = by_event.get(google_id)
+    activity = cycle.activities.get(link.activity_id) if link is not None and link.activity_id else None
+    organizer = (activity.google_organizer or "").lower() if activity is not None else ""
+    return bool(organizer) and organizer not in cycle.users_by_email
+
+
+def _write_for(cycle: Cycle, index: int, action) -> Write | None:
+    if isinstance(action, core.CreateEvent | core.RecreateEvent):
+        if action.portal_id in cycle.parked:
+            return None
+        link = _link_for_action(cycle, action)
+        activity = cycle.activities[action.portal_id]
+        body = event_body(action.state, organizer_email=link.calendar_email, activity_id=action.portal_id,
+                          organization_uid=cycle.organization.uid, external=link.external_attendees,
+                          event_id=link.google_event_id)
+        # Occurrence exceptions follow in their own writes once the series exists.
+        client = cycle.client(_target_calendar(cycle, activity.id, link))
+        return Write(index, client, lambda service, body=body: service.events().insert(
+            calendarId="primary", body=body, sendUpdates="none"))
+    if isinstance(action, core.UpdateEvent):
+        link = _link_for_action(cycle, action)
+        current = cycle.google_states.get(action.google_id) or (state_from_json(link.base_state)
+                                                                 if link and link.base_state else None)
+        patch = _series_patch(cycle, action.state, current, link)
+        if not patch:
+            return None
+        client = cycle.client(link.calendar_email)
+        etag = _etag_for(cycle, action)
+
+        def build(service, patch=patch, event_id=action.google_id, etag=etag):
+            request = service.events().patch(calendarId="primary", eventId=event_id, body=patch, sendUpdates="none")
+            if etag:
+                request.headers["If-Match"] = etag  # a change in Google we have not seen makes this 412
+            return request
+
+        return Write(index, client, build)
+    if isinstance(action, core.DeleteEvent):
+        link = _link_for_action(cycle, action)
+        client = cycle.client(link.calendar_email if link else cycle.puller.email)
+        etag = _etag_for(cycle, action)
+
+        def delete(service, event_id=action.google_id, etag=etag):
+            request = service.events().delete(calendarId="primary", eventId=event_id, sendUpdates="none")
+            request.headers["If-Match"] = etag  # a change in Google we have not seen beats the delete: 412
+            return request
+
+        return Write(index, client, delete)
+    return None
+
+
+SERIES_FIELDS = ("summary", "description", "location", "start", "end", "recurrence", "attendees", "visibility")
+
+
+def _series_patch(cycle: Cycle, target: core.ItemState, current: core.ItemState | None, link: SyncLink) -> dict:
+    """Only the series fields that differ: a patch leaves Google's other fields (and exceptions) alone."""
+    activity_id = link.activity_id or 0
+    info = cycle.events.get(link.google_event_id) if link.google_event_id else None
+    known = info.guests if info is not None else None
+    wanted = event_body(target, organizer_email=link.calendar_email, activity_id=activity_id,
+                        organization_uid=cycle.organization.uid, external=_external(cycle, link), known_guests=known)
+    if current is None:
+        return {k: wanted[k] for k in SERIES_FIELDS}
+    had = event_body(current, organizer_email=link.calendar_email, activity_id=activity_id,
+                     organization_uid=cycle.organization.uid, external=_external(cycle, link), known_guests=known)
+    return {k: wanted[k] for k in SERIES_FIELDS if wanted[k] != had[k]}
+
+
+def _external(cycle: Cycle, link: SyncLink) -> list:
+    info = cycle.events.get(link.google_event_id) if link.google_event_id else None
+    return info.external if info is not None else (link.external_attendees or [])
+
+
+INHERITED_FIELDS = ("subject", "description", "location", "time_zone")
+
+
+def _exception_writes(cycle: Cycle, index: int, action) -> list[Write]:
+    """The occurrence writes that make Google's exceptions match the target state.
+
+    Changed exceptions are patched (or deleted when cancelled). An exception the target no longer has is
+    undone: the occurrence is patched back to the series when the series still has it, and removed when
+    it does not (the series' time or rule changed), so no old occurrence stays beside its replacement.
+    When the series' title, description or place changes, its edited occurrences get the new values for
+    the fields they did not change themselves.
+    """
+    link = _link_for_action(cycle, action)
+    if link is None or not link.google_event_id:
+        return []
+    target = action.state
+    current = None
+    if isinstance(action, core.UpdateEvent):
+        gid = link.google_event_id
+        current = cycle.google_states.get(gid) or (state_from_json(link.base_state) if link.base_state else None)
+    had = dict(current.exceptions) if current is not None else {}
+    inherited = current is not None and any(getattr(current, f) != getattr(target, f) for f in INHERITED_FIELDS)
+    client = cycle.client(link.calendar_email)
+    writes = []
+
+    def delete(key, kind="delete"):
+        event_id = instance_id(link.google_event_id, key)
+        writes.append(Write((index, key, kind), client, lambda s, e=event_id: s.events().delete(
+            calendarId="primary", eventId=e, sendUpdates="none")))
+
+    def patch(key, body, kind="patch"):
+        event_id = instance_id(link.google_event_id, key)
+        writes.append(Write((index, key, kind), client, lambda s, e=event_id, b=body: s.events().patch(
+            calendarId="primary", eventId=e, body=b, sendUpdates="none")))
+
+    if target.recurrence:
+        for key, exc in target.exceptions.items():
+            if had.get(key) == exc and (exc.cancelled or not inherited):
+                continue
+            if exc.cancelled:
+                delete(key)
+            else:
+                patch(key, instance_body(target, key))
+    gone = {key: exc for key, exc in had.items() if key not in target.exceptions}
+    if gone:
+        alive = occurrence_keys_among(target.start, target.end, target.time_zone, target.recurrence, gone,
+                                      all_day=target.all_day) if target.recurrence else set()
+        for key, exc in gone.items():
+            if key in alive:
+                patch(key, instance_reset_body(target, key), "reset")
+            elif not exc.cancelled:
+                delete(key, "orphan")
+    return writes
+
+
+def _orphan_writes(cycle: Cycle, actions: list) -> list[Write]:
+    """Remove occurrences Google kept for a series whose time changed in Google (see event_state)."""
+    deleted_here = {a.google_id for a in actions if isinstance(a, core.DeleteEvent)}
+    writes = []
+    for event_id, found in cycle.orphans.items():
+        if event_id in deleted_here or event_id in cycle.failed_google:
+            continue
+        calendar = found["calendar"]
+        client = cycle.client(calendar)
+        for key, exc in found["keys"].items():
+            if exc.cancelled:
+                continue
+            instance = instance_id(event_id, key)
+            writes.append(Write(("orphan", event_id, key), client, lambda s, e=instance: s.events().delete(
+                calendarId="primary", eventId=e, sendUpdates="none")))
+    return writes
+
+
+def _hold_failed_links(cycle: Cycle, actions: list, results: dict) -> None:
+    """A link whose Google write failed (or is to be planned again) takes no portal write this cycle
+    either: its two sides and its agreed state stay as they were, and the next plan starts from there."""
+    for index, action in enumerate(actions):
+        outcome = results.get(index)
+        if outcome is REPLAN:
+            continue  # `_replan` held it already
+        if not isinstance(outcome, GoogleError) or outcome.code == "not_organizer":
+            continue
+        if isinstance(action, core.DeleteEvent) and outcome.status in (404, 410):
+            continue
+        link = _link_for_action(cycle, action)
+        if link is not None:
+            cycle.failed_links.add(link.id)
+
+
+def _guests_unread(cycle: Cycle, action) -> bool:
+    """Whether the update rewrites the guest list of an event this cycle has not read: Google replaces the
+    list whole, so what each guest has there (name, optional, comment, extra guests) is read first and sent
+    back as it is."""
+    if not isinstance(action, core.UpdateEvent) or action.google_id in cycle.events:
+        return False
+    link = _link_for_action(cycle, action)
+    current = state_from_json(link.base_state) if link is not None and link.base_state else None
+    return current is None or current.participants != action.state.participants
+
+
+def _fixed_by_google(cycle: Cycle, action: core.UpdateEvent) -> str | None:
+    """Why Google refuses the update for every one (an event Gmail made, a locked copy), or None."""
+    info = cycle.events.get(action.google_id)
+    link = _link_for_action(cycle, action)
+    event_type = info.event_type if info is not None else (link.event_type if link is not None else None)
+    if event_type not in FIXED_FIELDS:
+        return None
+    code, fixed = FIXED_FIELDS[event_type]
+    current = cycle.google_states.get(action.google_id) or (
+        state_from_json(link.base_state) if link is not None and link.base_state else None)
+    if current is None:
+        return None
+    changed = {name for name in core.SYNCED_FIELDS if getattr(current, name) != getattr(action.state, name)}
+    return code if changed & fixed or current.exceptions != action.state.exceptions else None

@@ -1,0 +1,417 @@
+"""Portal writes: each planned action's effect on the portal's rows (activities, links, outbox, journal)
+once Google's answers are in."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm.exc import StaleDataError
+
+from portal.changes import changed_by
+from portal.extensions import db
+from portal.models import (
+    Activity,
+    ChangeRecord,
+    RecurrenceException,
+    User,
+    utcnow,
+)
+from portal.sync import core
+from portal.sync.engine.state import (
+    REPLAN,
+    Cycle,
+    _chunks,
+    _claim_new,
+    _is_pullers,
+    _jsonable,
+    _link_for_action,
+    _link_of_activity,
+    _mark_failed,
+    _outbox_taken,
+    fresh_generation,
+)
+from portal.sync.google import (
+    GoogleError,
+    IntegrationError,
+)
+from portal.sync.mapping import (
+    activity_state,
+    state_from_json,
+    state_to_json,
+)
+from portal.sync.models import SyncLink
+from portal.sync.policy import KEEP_GOOGLES_VERSION, type_for
+from portal.sync.recurrence import is_occurrence
+
+log = logging.getLogger(__name__)
+
+
+def _moves_series(cycle: Cycle, action: core.UpdateEvent, link: SyncLink) -> bool:
+    before = cycle.google_states.get(action.google_id) or (state_from_json(link.base_state)
+                                                            if link.base_state else None)
+    after = action.state
+    return before is None or (before.start, before.end, before.all_day, before.recurrence) != (
+        after.start, after.end, after.all_day, after.recurrence)
+
+
+def _blocked(cycle: Cycle, action) -> bool:
+    """Whether an earlier step of this item failed, so its agreed state must not move."""
+    link_id = getattr(action, "link_id", None)
+    if link_id is not None and link_id in cycle.failed_links:
+        return True
+    if not isinstance(action, core.CreateActivity | core.ItemError) and cycle.failed_links:
+        link = _link_for_action(cycle, action)
+        if link is not None and link.id in cycle.failed_links:
+            return True
+    portal_id = getattr(action, "portal_id", None)
+    google_id = getattr(action, "google_id", None)
+    if portal_id is not None and portal_id in cycle.failed_portal:
+        return True
+    if google_id is not None and google_id in cycle.failed_google:
+        return True
+    if isinstance(action, core.SetBase | core.Unlink):
+        link = cycle.links.get(action.link_id)
+        if link is not None and (link.activity_id in cycle.failed_portal or link.google_event_id in cycle.failed_google):
+            return True
+    return False
+
+
+def _apply(cycle: Cycle, index: int, action, results: dict) -> None:
+    outcome = results.get(index)
+    if outcome is REPLAN:
+        return
+    if isinstance(outcome, GoogleError):
+        if isinstance(outcome, IntegrationError) or _is_pullers(cycle, outcome):
+            raise outcome
+        if isinstance(action, core.DeleteEvent) and outcome.status in (404, 410):
+            outcome = {}  # already gone: that is what we wanted
+        elif isinstance(action, core.UpdateEvent) and outcome.code in KEEP_GOOGLES_VERSION:
+            _keep_organizers_version(cycle, action, outcome.code)
+            return
+        else:
+            _mark_failed(cycle, action, f"Google refused: {outcome.cause}")
+            return
+    if _blocked(cycle, action):
+        return
+    row = cycle.row
+    if isinstance(action, core.CreateEvent | core.RecreateEvent):
+        link = _link_for_action(cycle, action)
+        link.confirmed = True
+        link.etag = (outcome or {}).get("etag")
+        cycle.written.add(link.id)
+        row.google_created += 1
+        row.pushed += 1
+        _set_base(link, action.state)
+        _outbox_taken(cycle, action.portal_id)
+        activity = cycle.activities[action.portal_id]
+        stand_in = link.calendar_email.lower() != activity.owner.email.lower()
+        message = None
+        if stand_in:
+            message = (f"The owner {activity.owner.email} is not a user of the Google Workspace: the event is in "
+                       f"the calendar of {link.calendar_email}, its organizer in Google.")
+        if (activity.google_organizer or None) != (link.calendar_email if stand_in else None):
+            changed_by(db.session, None, origin="google")
+            activity.google_organizer = link.calendar_email if stand_in else None
+        cycle.journal("created", activity_id=action.portal_id, google_event_id=link.google_event_id, side="google",
+                      after=state_to_json(action.state), message=message)
+    elif isinstance(action, core.UpdateEvent):
+        link = _link_for_action(cycle, action)
+        if outcome:
+            # Taken on with the agreed state (SetBase): an etag must never get ahead of what the portal took in,
+            # or a later delete with If-Match would destroy changes the portal never saw.
+            cycle.new_etags[link.id] = outcome.get("etag") or link.etag
+            cycle.written.add(link.id)
+            if action.state.recurrence and _moves_series(cycle, action, link):
+                cycle.refetch.add(link.id)  # read its occurrences back: Google may hold some on dates we moved to
+            row.google_updated += 1
+            row.pushed += 1
+            cycle.journal("updated", activity_id=link.activity_id, google_event_id=action.google_id, side="google",
+                          before=link.base_state, after=state_to_json(action.state))
+    elif isinstance(action, core.DeleteEvent):
+        link = _link_for_action(cycle, action)
+        row.google_deleted += 1
+        row.pushed += 1
+        cycle.journal("deleted", activity_id=link.activity_id if link else None, google_event_id=action.google_id,
+                      side="google", before=link.base_state if link else None,
+                      message=LEFT_MESSAGES.get(action.reason))
+    elif isinstance(action, core.CreateActivity):
+        _create_activity(cycle, action)
+    elif isinstance(action, core.UpdateActivity | core.RestoreActivity):
+        _update_activity(cycle, action)
+    elif isinstance(action, core.TrashActivity):
+        activity = cycle.activities[action.portal_id]
+        if _moved_meanwhile(cycle, activity):
+            raise StaleDataError("the activity changed during the cycle")
+        changed_by(db.session, None, origin="google")
+        activity.mark_deleted()
+        _wrote(cycle, activity)
+        row.portal_deleted += 1
+        cycle.journal("deleted", activity_id=activity.id, side="portal", before=state_to_json(activity_state(activity)),
+                      message=LEFT_MESSAGES.get(action.reason, "Deleted in Google: the activity is in the trash "
+                                                               "and can be restored for 30 days."))
+    elif isinstance(action, core.LinkItems):
+        link = _link_of_activity(cycle, action.portal_id)
+        if link is None:
+            link = SyncLink(organization_id=cycle.organization.id, activity_id=action.portal_id,
+                            calendar_email=cycle.events[action.google_id].organizer if action.google_id in cycle.events
+                            else cycle.activities[action.portal_id].owner.email, origin="both",
+                            generation=fresh_generation(cycle.activities[action.portal_id]))
+            db.session.add(link)
+            db.session.flush()
+            _claim_new(cycle, link)
+        link.google_event_id = action.google_id
+        link.confirmed = True
+        info = cycle.events.get(action.google_id)
+        if info is not None and info.etag:
+            link.etag = info.etag
+        _set_base(link, action.state)
+        _outbox_taken(cycle, action.portal_id)
+        db.session.flush()
+        cycle.links[link.id] = link
+        cycle.journal("linked", activity_id=action.portal_id, google_event_id=action.google_id,
+                      message="Matched on the first sync: linked, not copied.")
+    elif isinstance(action, core.SetBase):
+        link = cycle.links[action.link_id]
+        info = cycle.events.get(link.google_event_id) if link.google_event_id else None
+        if info is not None:
+            link.external_attendees = info.external
+            link.event_type = info.event_type
+            if info.etag and link.id not in cycle.written:
+                link.etag = info.etag  # the organizer's copy as read this cycle
+        if link.id in cycle.new_etags:
+            link.etag = cycle.new_etags.pop(link.id)  # our own write's
+        state = cycle.refused.get(link.id, action.state)
+        _set_base(link, state)
+        _outbox_taken(cycle, link.activity_id)
+        _forget_orphans(cycle, link.activity_id, state)
+    elif isinstance(action, core.Unlink):
+        link = cycle.links.pop(action.link_id, None)
+        if link is not None:
+            _outbox_taken(cycle, link.activity_id)
+            db.session.delete(link)
+    elif isinstance(action, core.RecordConflict):
+        pass  # journaled before the writes (`_reserve_event_ids`)
+    elif isinstance(action, core.ItemError):
+        _mark_failed(cycle, action, action.message)
+
+
+# Why one side's copy went while the other stays, as the journal says it.
+LEFT_MESSAGES = {
+    core.NOT_SYNCED_TYPE: "Its type is not synced to Google (or it is a project task): the event was removed "
+                          "from Google Calendar; the activity stays in the portal.",
+    core.NOBODY_SYNCING: "Nobody with calendar sync switched on takes part in it any more, so it is no longer "
+                         "synced: it stays where it was created and its copy on the other side was removed.",
+}
+
+
+def _forget_orphans(cycle: Cycle, activity_id: int | None, state: core.ItemState) -> None:
+    """Drop stored exceptions of occurrences the series no longer has, once both sides agree without them."""
+    activity = cycle.activities.get(activity_id) if activity_id else None
+    if activity is None or activity.is_deleted or _moved_meanwhile(cycle, activity):
+        return  # changed meanwhile (an occurrence edited just now, say): the next cycle looks again
+    stale = [exc for exc in activity.exceptions if exc.original_start not in state.exceptions
+             and not is_occurrence(state.start, state.end, state.time_zone, state.recurrence, exc.original_start,
+                                   all_day=state.all_day)]
+    if stale:
+        changed_by(db.session, None, origin="google")
+        for exc in stale:
+            activity.exceptions.remove(exc)
+        _wrote(cycle, activity)
+
+
+def _keep_organizers_version(cycle: Cycle, action: core.UpdateEvent, why: str = "not_organizer") -> None:
+    """Google refused a change because only the event's organizer may make it (403 forbiddenForNonOrganizer),
+    or refuses it for every one (an event Gmail made): `why`.
+
+    Asking again would be refused again, every cycle. Google's version stays, in Google and in the portal;
+    what the portal had is journaled as a lost value, so nothing disappears without a trace.
+    """
+    link = _link_for_action(cycle, action)
+    if link is None or link.activity_id is None:
+        _mark_failed(cycle, action, "Only the organizer of this event can change it in Google.")
+        return
+    google = cycle.google_states.get(link.google_event_id) or (state_from_json(link.base_state)
+                                                               if link.base_state else None)
+    activity = cycle.activities.get(link.activity_id) or db.session.get(Activity, link.activity_id)
+    if google is None or activity is None:
+        _mark_failed(cycle, action, "Only the organizer of this event can change it in Google.")
+        return
+    info = cycle.events.get(link.google_event_id)
+    organizer = (info.organizer if info else None) or activity.google_organizer or "its organizer"
+    message = KEEP_GOOGLES_VERSION[why].format(organizer=organizer)
+    mine = activity_state(activity)
+    for name in core.SYNCED_FIELDS:
+        if getattr(mine, name) != getattr(google, name):
+            cycle.row.conflicts += 1
+            cycle.journal("conflict", activity_id=activity.id, google_event_id=link.google_event_id, side="portal",
+                          field=name, before=_jsonable(getattr(mine, name)), after=_jsonable(getattr(google, name)),
+                          message=message)
+    with db.session.begin_nested():
+        changed_by(db.session, None, origin="google")
+        if info is not None and info.organizer != activity.owner.email.lower():
+            activity.google_organizer = info.organizer
+        _assign(cycle, activity, google)
+        _wrote(cycle, activity)
+    cycle.refused[link.id] = google
+    cycle.row.portal_updated += 1
+
+
+def _set_base(link: SyncLink, state: core.ItemState) -> None:
+    link.base_state = state_to_json(state)
+    link.base_hash = state.content_hash()
+    link.pending_state = None
+    link.synced_at = utcnow()
+    link.error_message = link.error_at = None
+
+
+def _wrote(cycle: Cycle, activity: Activity) -> None:
+    """Our own write is not someone else's change: later steps of this cycle compare against it."""
+    db.session.flush()
+    cycle.activity_versions[activity.id] = activity.version
+
+
+def _moved_meanwhile(cycle: Cycle, activity: Activity) -> bool:
+    db.session.refresh(activity, ["version"])
+    return activity.version != cycle.activity_versions.get(activity.id, activity.version)
+
+
+def _owner_for(cycle: Cycle, google_id: str) -> User:
+    info = cycle.events.get(google_id)
+    organizer = cycle.users_by_email.get(info.organizer) if info else None
+    return organizer or cycle.puller
+
+
+def _assign(cycle: Cycle, activity: Activity, state: core.ItemState) -> None:
+    activity.subject = state.subject[:255]
+    activity.description = state.description
+    activity.location = state.location[:255]
+    activity.all_day = state.all_day
+    activity.time_zone = state.time_zone
+    if state.all_day:
+        activity.start_date, activity.end_date, activity.start_at, activity.end_at = state.start, state.end, None, None
+    else:
+        activity.start_at, activity.end_at, activity.start_date, activity.end_date = state.start, state.end, None, None
+    activity.recurrence = list(state.recurrence)
+    activity.activity_type = type_for(cycle.organization, state.private, activity.activity_type)
+    owner_email = activity.owner.email if activity.owner else None
+    participants = [cycle.users_by_email[e] for e in sorted(state.participants)
+                    if e in cycle.users_by_email and e != owner_email]
+    activity.set_participants(participants)
+    wanted = dict(state.exceptions)
+    for exc in list(activity.exceptions):
+        if exc.original_start not in wanted:
+            activity.exceptions.remove(exc)
+    existing = {exc.original_start: exc for exc in activity.exceptions}
+    for key, exc_state in wanted.items():
+        row = existing.get(key) or RecurrenceException(original_start=key)
+        row.cancelled = exc_state.cancelled
+        row.subject, row.description, row.location = exc_state.subject, exc_state.description, exc_state.location
+        timed = isinstance(exc_state.start, datetime)
+        row.start_at = exc_state.start if timed else None
+        row.end_at = exc_state.end if timed else None
+        row.start_date = exc_state.start if exc_state.start is not None and not timed else None
+        row.end_date = exc_state.end if exc_state.end is not None and not timed else None
+        if key not in existing:
+            activity.exceptions.append(row)
+
+
+def _create_activity(cycle: Cycle, action: core.CreateActivity) -> None:
+    changed_by(db.session, None, origin="google")
+    owner = _owner_for(cycle, action.google_id)
+    activity = Activity(organization=cycle.organization, organization_id=cycle.organization.id, owner=owner,
+                        created_at=utcnow(), updated_at=utcnow())
+    activity.activity_type = type_for(cycle.organization, action.state.private)
+    _assign(cycle, activity, action.state)
+    db.session.add(activity)
+    db.session.flush()
+    info = cycle.events.get(action.google_id)
+    link = cycle.links.get(action.link_id) if action.link_id else None
+    if link is None:
+        link = SyncLink(organization_id=cycle.organization.id, google_event_id=action.google_id, origin="google",
+                        generation=fresh_generation(activity))
+        db.session.add(link)
+    link.activity_id = activity.id
+    link.confirmed = True
+    link.calendar_email = info.organizer if info and info.organizer in cycle.users_by_email else owner.email
+    link.etag = info.etag if info else None
+    link.external_attendees = info.external if info else None
+    link.event_type = info.event_type if info else None
+    _set_base(link, action.state)
+    db.session.flush()
+    if f"link:{link.id}" not in cycle.claims:
+        _claim_new(cycle, link)
+    cycle.links[link.id] = link
+    cycle.activities[activity.id] = activity
+    cycle.row.portal_created += 1
+    cycle.journal("created", activity_id=activity.id, google_event_id=action.google_id, side="portal",
+                  after=state_to_json(action.state))
+
+
+def _update_activity(cycle: Cycle, action) -> None:
+    activity = cycle.activities[action.portal_id]
+    if _moved_meanwhile(cycle, activity):
+        raise StaleDataError("the activity changed during the cycle")
+    before = state_to_json(activity_state(activity)) if not activity.is_deleted else None
+    changed_by(db.session, None, origin="google")
+    if isinstance(action, core.RestoreActivity):
+        activity.deleted_at = None
+    _assign(cycle, activity, action.state)
+    if activity.owner.email.lower() not in action.state.participants:
+        # Only a participant organizing for an owner Google does not know can drop the owner from the guests.
+        # The owner stays the owner, and a pending change puts them back on the guest list in Google.
+        db.session.add(ChangeRecord(organization_id=activity.organization_id, activity_id=activity.id,
+                                    action="update", origin="portal"))
+    _wrote(cycle, activity)
+    cycle.row.portal_updated += 1
+    if isinstance(action, core.RestoreActivity):
+        cycle.journal("restored", activity_id=activity.id, side="portal", before=before,
+                      after=state_to_json(action.state),
+                      message="Deleted on one side while it was changed in Google: the change wins over the "
+                              "delete, so the activity is back from the trash with it.")
+    else:
+        cycle.journal("updated", activity_id=activity.id, side="portal", before=before,
+                      after=state_to_json(action.state))
+
+
+def _refresh_attendees(cycle: Cycle) -> None:
+    """Keep each activity's view of its Google event current: every participant's answer, the guests from
+    outside the organization, and who organizes it. None of these are synced fields, so they change without
+    the item changing, and none of them is ever written to Google."""
+    by_event = {link.google_event_id: link for link in cycle.links.values()
+                if link.google_event_id and link.activity_id and link.confirmed}
+    for event_id, info in cycle.events.items():
+        link = by_event.get(event_id)
+        if link is None or link.activity_id in cycle.failed_portal or link.id in cycle.busy:
+            continue
+        try:
+            with db.session.begin_nested():
+                activity = cycle.activities.get(link.activity_id) or db.session.get(Activity, link.activity_id)
+                if activity is None or activity.is_deleted:
+                    continue
+                changed_by(db.session, None, origin="google")
+                for participant in activity.participant_links:
+                    answer = info.responses.get(participant.user.email.lower())
+                    if answer and participant.response_status != answer:
+                        participant.response_status = answer
+                if link.external_attendees != info.external:
+                    link.external_attendees = info.external
+                    link.event_type = info.event_type
+                organizer = info.organizer if info.organizer != activity.owner.email.lower() else None
+                if activity.google_organizer != organizer:
+                    activity.google_organizer = organizer
+        except Exception as exc:  # noqa: BLE001 - answers are shown, never worth stopping the cycle for
+            log.exception("updating the attendees of %s failed", event_id)
+            cycle.journal("error", activity_id=link.activity_id, google_event_id=event_id,
+                          message=f"The attendees' answers could not be stored: {type(exc).__name__}")
+
+
+def _mark_outbox(cycle: Cycle) -> None:
+    now = utcnow()
+    done = [rid for activity_id, ids in cycle.outbox.items() if activity_id not in cycle.failed_portal
+            and not any(link.activity_id == activity_id for link_id, link in cycle.links.items()
+                        if link_id in cycle.failed_links) for rid in ids]
+    for chunk in _chunks(done):
+        for record in db.session.scalars(select(ChangeRecord).where(ChangeRecord.id.in_(chunk))):
+            record.processed_at = now
