@@ -24,8 +24,8 @@ from portal.activities import (
 from portal.changes import changed_by
 from portal.extensions import csrf, db
 from portal.models import Activity, ActivityType, ApiToken, Project, ProjectTask
-from portal.sync.policy import sync_allowed
 from portal.sync.models import CalendarSync
+from portal.sync.policy import sync_allowed
 from portal.sync.status import StatusReader
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")

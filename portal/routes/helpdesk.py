@@ -7,8 +7,8 @@ from portal.extensions import db
 from portal.integration import recent_audit
 from portal.models import Activity, GoogleIntegration, Organization, User
 from portal.routes import role_required
-from portal.sync.policy import integration_of
 from portal.sync.models import CalendarSync, SyncCycle, SyncJournalEntry
+from portal.sync.policy import integration_of
 
 bp = Blueprint("helpdesk", __name__, url_prefix="/helpdesk")
 

@@ -8,8 +8,8 @@ from portal.activities import is_time_zone
 from portal.extensions import db
 from portal.models import ActivityType
 from portal.routes import is_htmx
-from portal.sync.policy import integration_of
 from portal.sync.models import CalendarSync, SyncCycle
+from portal.sync.policy import integration_of
 
 bp = Blueprint("profile", __name__, url_prefix="/profile")
 

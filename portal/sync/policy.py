@@ -3,7 +3,6 @@ Google, and which of Google's events come in and what Google lets the portal cha
 
 from __future__ import annotations
 
-
 from sqlalchemy import select
 
 from portal.extensions import db

@@ -83,8 +83,8 @@ def ensure_channel(user_id: int, *, now: datetime | None = None) -> PushChannel 
     Call with the user's sync lease held or under `Lease("channel:<id>")`: two callers would open two.
     """
     from portal.integration import calendar_client, integration_for
-    from portal.sync.policy import sync_allowed
     from portal.sync.google import GoogleError
+    from portal.sync.policy import sync_allowed
 
     address = webhook_address()
     if address is None:

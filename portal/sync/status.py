@@ -8,9 +8,9 @@ from sqlalchemy import select
 
 from portal.extensions import db
 from portal.models import Activity
-from portal.sync.policy import is_eligible, sync_allowed, sync_user_ids
 from portal.sync.mapping import activity_state
 from portal.sync.models import SyncLink
+from portal.sync.policy import is_eligible, sync_allowed, sync_user_ids
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,6 @@ from portal.sync.google import (
 )
 from portal.sync.models import Lease, SyncCycle, SyncJournalEntry, SyncLink
 
-
 FIRST_SYNC_DAYS = 30
 LEASE_SECONDS = 300
 IN_CLAUSE_CHUNK = 500
