@@ -10,18 +10,12 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from portal.sync.google import CalendarClient, GoogleError, TransientError
-
-
-@dataclass
-class Write:
-    key: Hashable
-    client: CalendarClient
-    build: Callable[[Any], Any]  # service -> HttpRequest
+from portal.sync.google_writes import EventWrite
 
 
 @dataclass
@@ -36,18 +30,20 @@ class Backoff:
         self.sleep(random.uniform(delay / 2, delay))  # jitter keeps many workers from retrying in step
 
 
-def run_writes(writes: Iterable[Write], *, batch_size: int = 50, backoff: Backoff | None = None) -> dict:
-    """Execute writes; returns {key: response dict | GoogleError}. Never raises for Google's answers."""
+def run_writes(writes: Iterable[EventWrite], client_for: Callable[[str], CalendarClient], *, batch_size: int = 50,
+               backoff: Backoff | None = None) -> dict:
+    """Execute writes, each as the user whose calendar it goes to (`client_for`); returns
+    {key: response dict | GoogleError}. Never raises for Google's answers."""
     backoff = backoff or Backoff()
-    pending = list(writes)
+    pending = [(write, client_for(write.calendar)) for write in writes]
     results: dict = {}
     for attempt in range(backoff.attempts):
-        retry: list[Write] = []
+        retry: list[tuple[EventWrite, CalendarClient]] = []
         for start in range(0, len(pending), max(1, batch_size)):
             chunk = pending[start:start + batch_size]
-            for write, outcome in zip(chunk, _run_chunk(chunk), strict=True):
+            for (write, client), outcome in zip(chunk, _run_chunk(chunk), strict=True):
                 if isinstance(outcome, TransientError) and attempt + 1 < backoff.attempts:
-                    retry.append(write)
+                    retry.append((write, client))
                 else:
                     results[write.key] = outcome
         if not retry:
@@ -57,36 +53,36 @@ def run_writes(writes: Iterable[Write], *, batch_size: int = 50, backoff: Backof
     return results
 
 
-def _run_chunk(chunk: list[Write]) -> list:
+def _run_chunk(chunk: list[tuple[EventWrite, CalendarClient]]) -> list:
     outcomes: list = [None] * len(chunk)
-    built: list[tuple[int, Write, Any]] = []
-    for index, write in enumerate(chunk):
+    built: list[tuple[int, CalendarClient, Any]] = []
+    for index, (write, client) in enumerate(chunk):
         try:  # building needs the user's token: a user Google refuses fails alone, not the batch
-            built.append((index, write, write.build(write.client.service)))
+            built.append((index, client, client.request_for(write)))
         except GoogleError as exc:
             outcomes[index] = exc
     if len(built) == 1:  # a batch of one costs the same request; send it plainly
-        index, write, request = built[0]
+        index, client, request = built[0]
         try:
-            outcomes[index] = write.client.execute(request, item=True)
+            outcomes[index] = client.execute(request, item=True)
         except GoogleError as exc:
             outcomes[index] = exc
     elif built:
         def callback(request_id, response, exception):
             index = int(request_id)
             if exception is not None:
-                outcomes[index] = chunk[index].client.classify_item_error(exception)
+                outcomes[index] = chunk[index][1].classify_item_error(exception)
             else:
                 outcomes[index] = response if response is not None else {}
 
-        first = built[0][1].client
+        first = built[0][1]
         batch = first.new_batch(callback)
-        for index, _write, request in built:
+        for index, _client, request in built:
             batch.add(request, request_id=str(index))
         try:
             first.execute_batch(batch)
         except GoogleError as exc:  # the batch as a whole failed (network, dropped answer): all share that fate
-            for index, _write, _request in built:
+            for index, _client, _request in built:
                 outcomes[index] = exc
     return [o if o is not None else TransientError("no_answer", "Google gave no answer for this write.",
                                                    "It is retried in the next cycle.") for o in outcomes]

@@ -26,7 +26,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import google_auth_httplib2
 import httplib2
@@ -38,6 +38,9 @@ from google.oauth2 import service_account
 from googleapiclient import discovery, discovery_cache
 from googleapiclient.errors import HttpError
 from googleapiclient.http import BatchHttpRequest
+
+if TYPE_CHECKING:
+    from portal.sync.google_writes import EventWrite
 
 # `calendar.events` is the narrowest scope that covers everything the sync does: events.list (with sync
 # tokens), insert/update/patch/delete/instances on the user's primary calendar, events.watch and
@@ -676,6 +679,55 @@ class CalendarClient:
 
     def classify_item_error(self, exc: BaseException) -> GoogleError:
         return self._classify(exc, item=True)
+
+    # -- the Events resource: the only place the sync builds its requests
+
+    def request_for(self, write: EventWrite):
+        """The request for a planned write (not sent: run it with `execute` or add it to a batch)."""
+        events = self.service.events()
+        if write.method == "insert":
+            request = events.insert(calendarId="primary", body=dict(write.body), sendUpdates="none")
+        elif write.method == "patch":
+            request = events.patch(calendarId="primary", eventId=write.event_id, body=dict(write.body),
+                                   sendUpdates="none")
+        else:
+            request = events.delete(calendarId="primary", eventId=write.event_id, sendUpdates="none")
+        if write.if_match:
+            request.headers["If-Match"] = write.if_match
+        return request
+
+    def list_changes(self, sync_token: str | None, *, time_min: str | None = None, page_size: int = 2500,
+                     page_token: str | None = None) -> dict:
+        """One page of the calendar's changes since `sync_token` (or, without one, of its events from
+        `time_min` on), deleted ones included; a 410 raises SyncTokenExpired."""
+        params = {"calendarId": "primary", "maxResults": page_size, "singleEvents": False, "showDeleted": True}
+        if sync_token:
+            params["syncToken"] = sync_token
+        elif time_min:
+            params["timeMin"] = time_min
+        if page_token:
+            params["pageToken"] = page_token
+        return self.execute(self.service.events().list(**params))
+
+    def get_event(self, event_id: str) -> Any:
+        """One event (or occurrence) as the user's calendar holds it; Google's refusal raises."""
+        return self.execute(self.service.events().get(calendarId="primary", eventId=event_id), item=True)
+
+    def exception_instances(self, event: Mapping) -> list[dict]:
+        """The changed and cancelled occurrences of a series (listed by its iCalUID, not expanded)."""
+        if not event.get("recurrence"):
+            return []
+        answer = self.execute(self.service.events().list(
+            calendarId="primary", iCalUID=event.get("iCalUID") or event["id"], showDeleted=True,
+            singleEvents=False, maxResults=2500), item=True)
+        return [e for e in answer.get("items") or [] if e.get("recurringEventId") == event["id"]]
+
+    def watch(self, body: Mapping) -> Any:
+        """Open a notification channel on the user's primary calendar's events."""
+        return self.execute(self.service.events().watch(calendarId="primary", body=dict(body)))
+
+    def stop_channel(self, channel_id: str, resource_id: str) -> None:
+        self.execute(self.service.channels().stop(body={"id": channel_id, "resourceId": resource_id}))
 
     def read_primary_calendar(self) -> CalendarInfo:
         """Read the user's primary calendar: one event at most, plus the calendar's name and zone."""

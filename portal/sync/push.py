@@ -115,7 +115,7 @@ def ensure_channel(user_id: int, *, now: datetime | None = None) -> PushChannel 
     db.session.commit()
     try:
         client = calendar_client(integration, user.email)
-        answer = client.execute(client.service.events().watch(calendarId="primary", body=body))
+        answer = client.watch(body)
     except GoogleError as exc:
         log.info("Google refused a push channel for user %s: %s (%s)", user_id, exc.code, exc.detail)
         channel.stopped_at = now
@@ -152,7 +152,7 @@ def _stop(channel: PushChannel, integration, email: str, now: datetime) -> bool:
 
     try:
         client = calendar_client(integration, email)
-        client.execute(client.service.channels().stop(body={"id": channel.id, "resourceId": channel.resource_id}))
+        client.stop_channel(channel.id, channel.resource_id)
     except GoogleError as exc:
         if exc.status != 404:  # 404: expired or stopped already, which is what we want
             log.info("Could not stop push channel %s: %s (%s)", channel.id, exc.code, exc.detail)

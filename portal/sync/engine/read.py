@@ -46,6 +46,7 @@ from portal.sync.google import (
     UserError,
     error_for,
 )
+from portal.sync.google_writes import Orphans
 from portal.sync.mapping import (
     ACTIVITY_ID_PROPERTY,
     ORGANIZATION_PROPERTY,
@@ -90,8 +91,7 @@ def _pull(cycle: Cycle, state: CalendarSync):
     # Occurrences that changed without their series: read the series so the item is complete.
     for parent_id in set(instances) - set(series):
         try:
-            series[parent_id] = client.execute(
-                client.service.events().get(calendarId="primary", eventId=parent_id), item=True)
+            series[parent_id] = client.get_event(parent_id)
         except GoogleError as exc:
             if isinstance(exc, IntegrationError | UserError | TransientError):
                 raise
@@ -150,7 +150,7 @@ def _pulled_item(cycle: Cycle, event_id: str, event: dict, link: SyncLink | None
         # The series' time or rule changed: which occurrences are changed or cancelled may have changed for
         # dates no occurrence was listed for. Read them all rather than carry the agreed ones over.
         client = cycle.client(cycle.puller.email)
-        instances = _exception_instances(cycle, client, event)
+        instances = client.exception_instances(event)
         agreed, base = known, None
     else:
         agreed = base
@@ -197,18 +197,12 @@ def _list_events(client: CalendarClient, sync_token: str | None):
     from flask import current_app
 
     page_size = int(current_app.config.get("SYNC_PAGE_SIZE", 2500))  # Google's largest page
+    time_min = None if sync_token else (utcnow() - timedelta(days=FIRST_SYNC_DAYS)).isoformat().replace("+00:00", "Z")
     events, page_token, zone = [], None, "UTC"
     while True:
         if page_token:
             checkpoint("page")
-        params = {"calendarId": "primary", "maxResults": page_size, "singleEvents": False, "showDeleted": True}
-        if sync_token:
-            params["syncToken"] = sync_token
-        else:
-            params["timeMin"] = (utcnow() - timedelta(days=FIRST_SYNC_DAYS)).isoformat().replace("+00:00", "Z")
-        if page_token:
-            params["pageToken"] = page_token
-        answer = client.execute(client.service.events().list(**params))
+        answer = client.list_changes(sync_token, time_min=time_min, page_size=page_size, page_token=page_token)
         events.extend(answer.get("items") or [])
         zone = answer.get("timeZone") or zone
         page_token = answer.get("nextPageToken")
@@ -434,7 +428,7 @@ def _read_event(cycle: Cycle, link: SyncLink) -> tuple[dict | None, list[dict]]:
 def _read_event_at(cycle: Cycle, calendar: str, event_id: str) -> tuple[dict | None, list[dict]]:
     client = cycle.client(calendar)
     try:
-        event = client.execute(client.service.events().get(calendarId="primary", eventId=event_id), item=True)
+        event = client.get_event(event_id)
     except GoogleError as exc:
         if exc.status == 404:
             return None, []
@@ -443,7 +437,7 @@ def _read_event_at(cycle: Cycle, calendar: str, event_id: str) -> tuple[dict | N
         raise
     if not isinstance(event, dict):
         raise error_for("event_refused", status=200, detail="Google answered with something that is not an event")
-    instances = _exception_instances(cycle, client, event) if event.get("status") != "cancelled" else []
+    instances = client.exception_instances(event) if event.get("status") != "cancelled" else []
     return event, instances
 
 
@@ -524,17 +518,7 @@ def _note_orphans(cycle: Cycle, event_id: str, calendar: str, orphans: dict, bas
         return
     agreed = {key: exc for key, exc in orphans.items() if key in base.exceptions}
     if agreed:
-        cycle.orphans[event_id] = {"calendar": calendar, "keys": agreed}
-
-
-def _exception_instances(cycle: Cycle, client: CalendarClient, event: dict) -> list[dict]:
-    """The changed and cancelled occurrences of a series, read when the series was read on its own."""
-    if not event.get("recurrence"):
-        return []
-    answer = client.execute(client.service.events().list(
-        calendarId="primary", iCalUID=event.get("iCalUID") or event["id"], showDeleted=True, singleEvents=False,
-        maxResults=2500), item=True)
-    return [e for e in answer.get("items") or [] if e.get("recurringEventId") == event["id"]]
+        cycle.orphans[event_id] = Orphans(calendar, agreed)
 
 
 def _core_links(cycle: Cycle) -> dict[int, core.Link]:

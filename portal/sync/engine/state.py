@@ -29,6 +29,8 @@ from portal.sync.google import (
     GoogleError,
     UserError,
 )
+from portal.sync.google_writes import Orphans
+from portal.sync.mapping import state_from_json
 from portal.sync.models import Lease, SyncCycle, SyncJournalEntry, SyncLink
 
 FIRST_SYNC_DAYS = 30
@@ -168,7 +170,7 @@ class Cycle:
     unsettled: set[int] = field(default_factory=set)  # links whose reserved id the pull listed: settle them
     written: set[int] = field(default_factory=set)  # links whose event we wrote (their etag is the answer's)
     # Exceptions Google still holds for occurrences its series no longer has, by event id: removed there.
-    orphans: dict[str, dict] = field(default_factory=dict)
+    orphans: dict[str, Orphans] = field(default_factory=dict)
     outside_workspace: set[str] = field(default_factory=set)  # e-mails Google said it does not know
     parked: set[int] = field(default_factory=set)  # activities with nowhere to go in Google, for now
     refused: dict[int, core.ItemState] = field(default_factory=dict)  # link id -> Google's state, kept
@@ -189,6 +191,11 @@ class Cycle:
                 self.key = signing_key(self.integration)
             self.clients[email] = CalendarClient(self.key, email, endpoints())
         return self.clients[email]
+
+    def google_state(self, google_id: str | None, link: SyncLink | None) -> core.ItemState | None:
+        """What Google holds for the event: as this cycle read it or, unread, as last agreed."""
+        return self.google_states.get(google_id) or (state_from_json(link.base_state)
+                                                      if link is not None and link.base_state else None)
 
     @property
     def requests(self) -> int:

@@ -4,6 +4,7 @@ the cycle has not read, and the batches of series, occurrence and clean-up write
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from sqlalchemy.exc import IntegrityError
 
@@ -13,7 +14,7 @@ from portal.models import (
     utcnow,
 )
 from portal.sync import core
-from portal.sync.batch import Backoff, Write, run_writes
+from portal.sync.batch import Backoff, run_writes
 from portal.sync.engine.settle import _note_pending, _settle_duplicates
 from portal.sync.engine.state import (
     REPLAN,
@@ -33,16 +34,19 @@ from portal.sync.google import (
     UserError,
     error_for,
 )
+from portal.sync.google_writes import (
+    EventPlace,
+    EventWrite,
+    exception_writes,
+    insert_write,
+    orphan_writes,
+    update_write,
+)
 from portal.sync.mapping import (
-    event_body,
-    instance_body,
-    instance_id,
-    instance_reset_body,
     state_from_json,
 )
 from portal.sync.models import SyncLink
 from portal.sync.policy import FIXED_FIELDS
-from portal.sync.recurrence import occurrence_keys_among
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +243,7 @@ def _google_writes(cycle: Cycle, actions: list) -> dict:
             # The portal stands by what was agreed (a field changed and changed back, a restore from the
             # trash): nothing differs from what Google had, unless Google changed since. Read it and see.
             refused[index] = _replan(cycle, action)
-    results = run_writes(writes, batch_size=batch_size, backoff=backoff)
+    results = run_writes(writes, cycle.client, batch_size=batch_size, backoff=backoff)
     results.update(refused)
     for index, outcome in list(results.items()):
         if not isinstance(actions[index], core.UpdateEvent | core.DeleteEvent) or not isinstance(outcome, GoogleError):
@@ -267,9 +271,10 @@ def _google_writes(cycle: Cycle, actions: list) -> dict:
                 log.exception("preparing the occurrences of %s failed", type(action).__name__)
                 results[index] = error_for("event_refused",
                                            detail=f"its occurrences could not be prepared: {exc!r}"[:300])
-    exception_writes.extend(_orphan_writes(cycle, actions))
+    deleted = {a.google_id for a in actions if isinstance(a, core.DeleteEvent)}
+    exception_writes.extend(orphan_writes(cycle.orphans, skip=deleted | cycle.failed_google))
     if exception_writes:
-        for key, outcome in run_writes(exception_writes, batch_size=batch_size, backoff=backoff).items():
+        for key, outcome in run_writes(exception_writes, cycle.client, batch_size=batch_size, backoff=backoff).items():
             if not isinstance(outcome, GoogleError) or (outcome.status in (404, 410) and key[2] != "patch"):
                 continue  # an occurrence already gone is what a delete wanted
             if key[0] == "orphan":
@@ -313,143 +318,42 @@ def _organized_elsewhere(cycle: Cycle, google_id, by_event: dict) -> bool:
     return bool(organizer) and organizer not in cycle.users_by_email
 
 
-def _write_for(cycle: Cycle, index: int, action) -> Write | None:
+def _place(cycle: Cycle, link: SyncLink, *, calendar: str | None = None, etag: str | None = None,
+           read: bool = True) -> EventPlace:
+    """What the write planner needs to know of the link's event; `read`: with the guests and outside
+    guests as this cycle read them (an insert sends those the link remembers)."""
+    info = cycle.events.get(link.google_event_id) if read and link.google_event_id else None
+    external = info.external if info is not None else (link.external_attendees or [])
+    return EventPlace(calendar=calendar or link.calendar_email, event_id=link.google_event_id,
+                      activity_id=link.activity_id or 0, organization_uid=cycle.organization.uid,
+                      external=external, known_guests=info.guests if info is not None else None, etag=etag)
+
+
+def _write_for(cycle: Cycle, index: int, action) -> EventWrite | None:
     if isinstance(action, core.CreateEvent | core.RecreateEvent):
         if action.portal_id in cycle.parked:
             return None
         link = _link_for_action(cycle, action)
-        activity = cycle.activities[action.portal_id]
-        body = event_body(action.state, organizer_email=link.calendar_email, activity_id=action.portal_id,
-                          organization_uid=cycle.organization.uid, external=link.external_attendees,
-                          event_id=link.google_event_id)
-        # Occurrence exceptions follow in their own writes once the series exists.
-        client = cycle.client(_target_calendar(cycle, activity.id, link))
-        return Write(index, client, lambda service, body=body: service.events().insert(
-            calendarId="primary", body=body, sendUpdates="none"))
+        calendar = _target_calendar(cycle, action.portal_id, link)
+        place = replace(_place(cycle, link, read=False), calendar=calendar, activity_id=action.portal_id)
+        return insert_write(index, place, action.state)
     if isinstance(action, core.UpdateEvent):
         link = _link_for_action(cycle, action)
-        current = cycle.google_states.get(action.google_id) or (state_from_json(link.base_state)
-                                                                 if link and link.base_state else None)
-        patch = _series_patch(cycle, action.state, current, link)
-        if not patch:
-            return None
-        client = cycle.client(link.calendar_email)
-        etag = _etag_for(cycle, action)
-
-        def build(service, patch=patch, event_id=action.google_id, etag=etag):
-            request = service.events().patch(calendarId="primary", eventId=event_id, body=patch, sendUpdates="none")
-            if etag:
-                request.headers["If-Match"] = etag  # a change in Google we have not seen makes this 412
-            return request
-
-        return Write(index, client, build)
+        place = replace(_place(cycle, link, etag=_etag_for(cycle, action)), event_id=action.google_id)
+        return update_write(index, place, action.state, cycle.google_state(action.google_id, link))
     if isinstance(action, core.DeleteEvent):
         link = _link_for_action(cycle, action)
-        client = cycle.client(link.calendar_email if link else cycle.puller.email)
-        etag = _etag_for(cycle, action)
-
-        def delete(service, event_id=action.google_id, etag=etag):
-            request = service.events().delete(calendarId="primary", eventId=event_id, sendUpdates="none")
-            request.headers["If-Match"] = etag  # a change in Google we have not seen beats the delete: 412
-            return request
-
-        return Write(index, client, delete)
+        calendar = link.calendar_email if link else cycle.puller.email
+        return EventWrite(index, "delete", calendar, action.google_id, if_match=_etag_for(cycle, action))
     return None
 
 
-SERIES_FIELDS = ("summary", "description", "location", "start", "end", "recurrence", "attendees", "visibility")
-
-
-def _series_patch(cycle: Cycle, target: core.ItemState, current: core.ItemState | None, link: SyncLink) -> dict:
-    """Only the series fields that differ: a patch leaves Google's other fields (and exceptions) alone."""
-    activity_id = link.activity_id or 0
-    info = cycle.events.get(link.google_event_id) if link.google_event_id else None
-    known = info.guests if info is not None else None
-    wanted = event_body(target, organizer_email=link.calendar_email, activity_id=activity_id,
-                        organization_uid=cycle.organization.uid, external=_external(cycle, link), known_guests=known)
-    if current is None:
-        return {k: wanted[k] for k in SERIES_FIELDS}
-    had = event_body(current, organizer_email=link.calendar_email, activity_id=activity_id,
-                     organization_uid=cycle.organization.uid, external=_external(cycle, link), known_guests=known)
-    return {k: wanted[k] for k in SERIES_FIELDS if wanted[k] != had[k]}
-
-
-def _external(cycle: Cycle, link: SyncLink) -> list:
-    info = cycle.events.get(link.google_event_id) if link.google_event_id else None
-    return info.external if info is not None else (link.external_attendees or [])
-
-
-INHERITED_FIELDS = ("subject", "description", "location", "time_zone")
-
-
-def _exception_writes(cycle: Cycle, index: int, action) -> list[Write]:
-    """The occurrence writes that make Google's exceptions match the target state.
-
-    Changed exceptions are patched (or deleted when cancelled). An exception the target no longer has is
-    undone: the occurrence is patched back to the series when the series still has it, and removed when
-    it does not (the series' time or rule changed), so no old occurrence stays beside its replacement.
-    When the series' title, description or place changes, its edited occurrences get the new values for
-    the fields they did not change themselves.
-    """
+def _exception_writes(cycle: Cycle, index: int, action) -> list[EventWrite]:
     link = _link_for_action(cycle, action)
     if link is None or not link.google_event_id:
         return []
-    target = action.state
-    current = None
-    if isinstance(action, core.UpdateEvent):
-        gid = link.google_event_id
-        current = cycle.google_states.get(gid) or (state_from_json(link.base_state) if link.base_state else None)
-    had = dict(current.exceptions) if current is not None else {}
-    inherited = current is not None and any(getattr(current, f) != getattr(target, f) for f in INHERITED_FIELDS)
-    client = cycle.client(link.calendar_email)
-    writes = []
-
-    def delete(key, kind="delete"):
-        event_id = instance_id(link.google_event_id, key)
-        writes.append(Write((index, key, kind), client, lambda s, e=event_id: s.events().delete(
-            calendarId="primary", eventId=e, sendUpdates="none")))
-
-    def patch(key, body, kind="patch"):
-        event_id = instance_id(link.google_event_id, key)
-        writes.append(Write((index, key, kind), client, lambda s, e=event_id, b=body: s.events().patch(
-            calendarId="primary", eventId=e, body=b, sendUpdates="none")))
-
-    if target.recurrence:
-        for key, exc in target.exceptions.items():
-            if had.get(key) == exc and (exc.cancelled or not inherited):
-                continue
-            if exc.cancelled:
-                delete(key)
-            else:
-                patch(key, instance_body(target, key))
-    gone = {key: exc for key, exc in had.items() if key not in target.exceptions}
-    if gone:
-        alive = occurrence_keys_among(target.start, target.end, target.time_zone, target.recurrence, gone,
-                                      all_day=target.all_day) if target.recurrence else set()
-        for key, exc in gone.items():
-            if key in alive:
-                patch(key, instance_reset_body(target, key), "reset")
-            elif not exc.cancelled:
-                delete(key, "orphan")
-    return writes
-
-
-def _orphan_writes(cycle: Cycle, actions: list) -> list[Write]:
-    """Remove occurrences Google kept for a series whose time changed in Google (see event_state)."""
-    deleted_here = {a.google_id for a in actions if isinstance(a, core.DeleteEvent)}
-    writes = []
-    for event_id, found in cycle.orphans.items():
-        if event_id in deleted_here or event_id in cycle.failed_google:
-            continue
-        calendar = found["calendar"]
-        client = cycle.client(calendar)
-        for key, exc in found["keys"].items():
-            if exc.cancelled:
-                continue
-            instance = instance_id(event_id, key)
-            writes.append(Write(("orphan", event_id, key), client, lambda s, e=instance: s.events().delete(
-                calendarId="primary", eventId=e, sendUpdates="none")))
-    return writes
+    current = cycle.google_state(link.google_event_id, link) if isinstance(action, core.UpdateEvent) else None
+    return exception_writes(index, _place(cycle, link), action.state, current)
 
 
 def _hold_failed_links(cycle: Cycle, actions: list, results: dict) -> None:
@@ -487,8 +391,7 @@ def _fixed_by_google(cycle: Cycle, action: core.UpdateEvent) -> str | None:
     if event_type not in FIXED_FIELDS:
         return None
     code, fixed = FIXED_FIELDS[event_type]
-    current = cycle.google_states.get(action.google_id) or (
-        state_from_json(link.base_state) if link is not None and link.base_state else None)
+    current = cycle.google_state(action.google_id, link)
     if current is None:
         return None
     changed = {name for name in core.SYNCED_FIELDS if getattr(current, name) != getattr(action.state, name)}

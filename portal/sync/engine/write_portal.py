@@ -36,9 +36,9 @@ from portal.sync.google import (
     GoogleError,
     IntegrationError,
 )
+from portal.sync.google_writes import moves_series
 from portal.sync.mapping import (
     activity_state,
-    state_from_json,
     state_to_json,
 )
 from portal.sync.models import SyncLink
@@ -46,14 +46,6 @@ from portal.sync.policy import KEEP_GOOGLES_VERSION, type_for
 from portal.sync.recurrence import is_occurrence
 
 log = logging.getLogger(__name__)
-
-
-def _moves_series(cycle: Cycle, action: core.UpdateEvent, link: SyncLink) -> bool:
-    before = cycle.google_states.get(action.google_id) or (state_from_json(link.base_state)
-                                                            if link.base_state else None)
-    after = action.state
-    return before is None or (before.start, before.end, before.all_day, before.recurrence) != (
-        after.start, after.end, after.all_day, after.recurrence)
 
 
 def _blocked(cycle: Cycle, action) -> bool:
@@ -123,7 +115,7 @@ def _apply(cycle: Cycle, index: int, action, results: dict) -> None:
             # or a later delete with If-Match would destroy changes the portal never saw.
             cycle.new_etags[link.id] = outcome.get("etag") or link.etag
             cycle.written.add(link.id)
-            if action.state.recurrence and _moves_series(cycle, action, link):
+            if action.state.recurrence and moves_series(cycle.google_state(action.google_id, link), action.state):
                 cycle.refetch.add(link.id)  # read its occurrences back: Google may hold some on dates we moved to
             row.google_updated += 1
             row.pushed += 1
@@ -232,8 +224,7 @@ def _keep_organizers_version(cycle: Cycle, action: core.UpdateEvent, why: str = 
     if link is None or link.activity_id is None:
         _mark_failed(cycle, action, "Only the organizer of this event can change it in Google.")
         return
-    google = cycle.google_states.get(link.google_event_id) or (state_from_json(link.base_state)
-                                                               if link.base_state else None)
+    google = cycle.google_state(link.google_event_id, link)
     activity = cycle.activities.get(link.activity_id) or db.session.get(Activity, link.activity_id)
     if google is None or activity is None:
         _mark_failed(cycle, action, "Only the organizer of this event can change it in Google.")
