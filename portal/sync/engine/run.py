@@ -42,7 +42,7 @@ from portal.sync.engine.state import (
     worker_name,
 )
 from portal.sync.engine.write_google import _google_writes, _hold_failed_links, _reserve_event_ids
-from portal.sync.engine.write_portal import _apply, _mark_outbox, _refresh_attendees
+from portal.sync.engine.write_portal import _mark_outbox, _refresh_attendees, apply
 from portal.sync.google import (
     GoogleError,
     IntegrationError,
@@ -266,7 +266,7 @@ def _execute_now(cycle: Cycle, actions: list) -> None:
     for index, action in enumerate(actions):
         try:
             with db.session.begin_nested():
-                _apply(cycle, index, action, results)
+                apply(cycle, index, action, results)
         except (IntegrationError, UserError):
             raise
         except (StaleDataError, ObjectDeletedError):

@@ -4,6 +4,7 @@ once Google's answers are in."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy import select
@@ -70,7 +71,8 @@ def _blocked(cycle: Cycle, action) -> bool:
     return False
 
 
-def _apply(cycle: Cycle, index: int, action, results: dict) -> None:
+def apply(cycle: Cycle, index: int, action, results: dict) -> None:
+    """Carry one planned action out on the portal's side, given what Google answered to its write."""
     outcome = results.get(index)
     if outcome is REPLAN:
         return
@@ -87,106 +89,122 @@ def _apply(cycle: Cycle, index: int, action, results: dict) -> None:
             return
     if _blocked(cycle, action):
         return
+    HANDLERS[type(action)](cycle, action, outcome or {})
+
+
+def _event_created(cycle: Cycle, action: core.CreateEvent | core.RecreateEvent, answer: dict) -> None:
     row = cycle.row
-    if isinstance(action, core.CreateEvent | core.RecreateEvent):
-        link = _link_for_action(cycle, action)
-        link.confirmed = True
-        link.etag = (outcome or {}).get("etag")
-        cycle.written.add(link.id)
-        row.google_created += 1
-        row.pushed += 1
-        _set_base(link, action.state)
-        _outbox_taken(cycle, action.portal_id)
-        activity = cycle.activities[action.portal_id]
-        stand_in = link.calendar_email.lower() != activity.owner.email.lower()
-        message = None
-        if stand_in:
-            message = (f"The owner {activity.owner.email} is not a user of the Google Workspace: the event is in "
-                       f"the calendar of {link.calendar_email}, its organizer in Google.")
-        if (activity.google_organizer or None) != (link.calendar_email if stand_in else None):
-            changed_by(db.session, None, origin="google")
-            activity.google_organizer = link.calendar_email if stand_in else None
-        cycle.journal("created", activity_id=action.portal_id, google_event_id=link.google_event_id, side="google",
-                      after=state_to_json(action.state), message=message)
-    elif isinstance(action, core.UpdateEvent):
-        link = _link_for_action(cycle, action)
-        if outcome:
-            # Taken on with the agreed state (SetBase): an etag must never get ahead of what the portal took in,
-            # or a later delete with If-Match would destroy changes the portal never saw.
-            cycle.new_etags[link.id] = outcome.get("etag") or link.etag
-            cycle.written.add(link.id)
-            if action.state.recurrence and moves_series(cycle.google_state(action.google_id, link), action.state):
-                cycle.refetch.add(link.id)  # read its occurrences back: Google may hold some on dates we moved to
-            row.google_updated += 1
-            row.pushed += 1
-            cycle.journal("updated", activity_id=link.activity_id, google_event_id=action.google_id, side="google",
-                          before=link.base_state, after=state_to_json(action.state))
-    elif isinstance(action, core.DeleteEvent):
-        link = _link_for_action(cycle, action)
-        row.google_deleted += 1
-        row.pushed += 1
-        cycle.journal("deleted", activity_id=link.activity_id if link else None, google_event_id=action.google_id,
-                      side="google", before=link.base_state if link else None,
-                      message=LEFT_MESSAGES.get(action.reason))
-    elif isinstance(action, core.CreateActivity):
-        _create_activity(cycle, action)
-    elif isinstance(action, core.UpdateActivity | core.RestoreActivity):
-        _update_activity(cycle, action)
-    elif isinstance(action, core.TrashActivity):
-        activity = cycle.activities[action.portal_id]
-        if _moved_meanwhile(cycle, activity):
-            raise StaleDataError("the activity changed during the cycle")
+    link = _link_for_action(cycle, action)
+    link.confirmed = True
+    link.etag = answer.get("etag")
+    cycle.written.add(link.id)
+    row.google_created += 1
+    row.pushed += 1
+    _set_base(link, action.state)
+    _outbox_taken(cycle, action.portal_id)
+    activity = cycle.activities[action.portal_id]
+    stand_in = link.calendar_email.lower() != activity.owner.email.lower()
+    message = None
+    if stand_in:
+        message = (f"The owner {activity.owner.email} is not a user of the Google Workspace: the event is in "
+                   f"the calendar of {link.calendar_email}, its organizer in Google.")
+    if (activity.google_organizer or None) != (link.calendar_email if stand_in else None):
         changed_by(db.session, None, origin="google")
-        activity.mark_deleted()
-        _wrote(cycle, activity)
-        row.portal_deleted += 1
-        cycle.journal("deleted", activity_id=activity.id, side="portal", before=state_to_json(activity_state(activity)),
-                      message=LEFT_MESSAGES.get(action.reason, "Deleted in Google: the activity is in the trash "
-                                                               "and can be restored for 30 days."))
-    elif isinstance(action, core.LinkItems):
-        link = _link_of_activity(cycle, action.portal_id)
-        if link is None:
-            link = SyncLink(organization_id=cycle.organization.id, activity_id=action.portal_id,
-                            calendar_email=cycle.events[action.google_id].organizer if action.google_id in cycle.events
-                            else cycle.activities[action.portal_id].owner.email, origin="both",
-                            generation=fresh_generation(cycle.activities[action.portal_id]))
-            db.session.add(link)
-            db.session.flush()
-            _claim_new(cycle, link)
-        link.google_event_id = action.google_id
-        link.confirmed = True
-        info = cycle.events.get(action.google_id)
-        if info is not None and info.etag:
-            link.etag = info.etag
-        _set_base(link, action.state)
-        _outbox_taken(cycle, action.portal_id)
+        activity.google_organizer = link.calendar_email if stand_in else None
+    cycle.journal("created", activity_id=action.portal_id, google_event_id=link.google_event_id, side="google",
+                  after=state_to_json(action.state), message=message)
+
+
+def _event_updated(cycle: Cycle, action: core.UpdateEvent, answer: dict) -> None:
+    if not answer:
+        return  # nothing was sent
+    link = _link_for_action(cycle, action)
+    # Taken on with the agreed state (SetBase): an etag must never get ahead of what the portal took in,
+    # or a later delete with If-Match would destroy changes the portal never saw.
+    cycle.new_etags[link.id] = answer.get("etag") or link.etag
+    cycle.written.add(link.id)
+    if action.state.recurrence and moves_series(cycle.google_state(action.google_id, link), action.state):
+        cycle.refetch.add(link.id)  # read its occurrences back: Google may hold some on dates we moved to
+    cycle.row.google_updated += 1
+    cycle.row.pushed += 1
+    cycle.journal("updated", activity_id=link.activity_id, google_event_id=action.google_id, side="google",
+                  before=link.base_state, after=state_to_json(action.state))
+
+
+def _event_deleted(cycle: Cycle, action: core.DeleteEvent, answer: dict) -> None:
+    link = _link_for_action(cycle, action)
+    cycle.row.google_deleted += 1
+    cycle.row.pushed += 1
+    cycle.journal("deleted", activity_id=link.activity_id if link else None, google_event_id=action.google_id,
+                  side="google", before=link.base_state if link else None,
+                  message=LEFT_MESSAGES.get(action.reason))
+
+
+def _trash_activity(cycle: Cycle, action: core.TrashActivity, answer: dict) -> None:
+    activity = cycle.activities[action.portal_id]
+    if _moved_meanwhile(cycle, activity):
+        raise StaleDataError("the activity changed during the cycle")
+    changed_by(db.session, None, origin="google")
+    activity.mark_deleted()
+    _wrote(cycle, activity)
+    cycle.row.portal_deleted += 1
+    cycle.journal("deleted", activity_id=activity.id, side="portal", before=state_to_json(activity_state(activity)),
+                  message=LEFT_MESSAGES.get(action.reason, "Deleted in Google: the activity is in the trash "
+                                                           "and can be restored for 30 days."))
+
+
+def _link_items(cycle: Cycle, action: core.LinkItems, answer: dict) -> None:
+    link = _link_of_activity(cycle, action.portal_id)
+    if link is None:
+        link = SyncLink(organization_id=cycle.organization.id, activity_id=action.portal_id,
+                        calendar_email=cycle.events[action.google_id].organizer if action.google_id in cycle.events
+                        else cycle.activities[action.portal_id].owner.email, origin="both",
+                        generation=fresh_generation(cycle.activities[action.portal_id]))
+        db.session.add(link)
         db.session.flush()
-        cycle.links[link.id] = link
-        cycle.journal("linked", activity_id=action.portal_id, google_event_id=action.google_id,
-                      message="Matched on the first sync: linked, not copied.")
-    elif isinstance(action, core.SetBase):
-        link = cycle.links[action.link_id]
-        info = cycle.events.get(link.google_event_id) if link.google_event_id else None
-        if info is not None:
-            link.external_attendees = info.external
-            link.event_type = info.event_type
-            if info.etag and link.id not in cycle.written:
-                link.etag = info.etag  # the organizer's copy as read this cycle
-        if link.id in cycle.new_etags:
-            link.etag = cycle.new_etags.pop(link.id)  # our own write's
-        state = cycle.refused.get(link.id, action.state)
-        _set_base(link, state)
+        _claim_new(cycle, link)
+    link.google_event_id = action.google_id
+    link.confirmed = True
+    info = cycle.events.get(action.google_id)
+    if info is not None and info.etag:
+        link.etag = info.etag
+    _set_base(link, action.state)
+    _outbox_taken(cycle, action.portal_id)
+    db.session.flush()
+    cycle.links[link.id] = link
+    cycle.journal("linked", activity_id=action.portal_id, google_event_id=action.google_id,
+                  message="Matched on the first sync: linked, not copied.")
+
+
+def _agree(cycle: Cycle, action: core.SetBase, answer: dict) -> None:
+    link = cycle.links[action.link_id]
+    info = cycle.events.get(link.google_event_id) if link.google_event_id else None
+    if info is not None:
+        link.external_attendees = info.external
+        link.event_type = info.event_type
+        if info.etag and link.id not in cycle.written:
+            link.etag = info.etag  # the organizer's copy as read this cycle
+    if link.id in cycle.new_etags:
+        link.etag = cycle.new_etags.pop(link.id)  # our own write's
+    state = cycle.refused.get(link.id, action.state)
+    _set_base(link, state)
+    _outbox_taken(cycle, link.activity_id)
+    _forget_orphans(cycle, link.activity_id, state)
+
+
+def _unlink(cycle: Cycle, action: core.Unlink, answer: dict) -> None:
+    link = cycle.links.pop(action.link_id, None)
+    if link is not None:
         _outbox_taken(cycle, link.activity_id)
-        _forget_orphans(cycle, link.activity_id, state)
-    elif isinstance(action, core.Unlink):
-        link = cycle.links.pop(action.link_id, None)
-        if link is not None:
-            _outbox_taken(cycle, link.activity_id)
-            db.session.delete(link)
-    elif isinstance(action, core.RecordConflict):
-        pass  # journaled before the writes (`_reserve_event_ids`)
-    elif isinstance(action, core.ItemError):
-        _mark_failed(cycle, action, action.message)
+        db.session.delete(link)
+
+
+def _journaled_already(cycle: Cycle, action: core.RecordConflict, answer: dict) -> None:
+    """Conflicts are journaled before the writes (`write_google.reserve_event_ids`)."""
+
+
+def _item_error(cycle: Cycle, action: core.ItemError, answer: dict) -> None:
+    _mark_failed(cycle, action, action.message)
 
 
 # Why one side's copy went while the other stays, as the journal says it.
@@ -308,7 +326,7 @@ def _assign(cycle: Cycle, activity: Activity, state: core.ItemState) -> None:
             activity.exceptions.append(row)
 
 
-def _create_activity(cycle: Cycle, action: core.CreateActivity) -> None:
+def _create_activity(cycle: Cycle, action: core.CreateActivity, answer: dict) -> None:
     changed_by(db.session, None, origin="google")
     owner = _owner_for(cycle, action.google_id)
     activity = Activity(organization=cycle.organization, organization_id=cycle.organization.id, owner=owner,
@@ -340,7 +358,7 @@ def _create_activity(cycle: Cycle, action: core.CreateActivity) -> None:
                   after=state_to_json(action.state))
 
 
-def _update_activity(cycle: Cycle, action) -> None:
+def _update_activity(cycle: Cycle, action: core.UpdateActivity | core.RestoreActivity, answer: dict) -> None:
     activity = cycle.activities[action.portal_id]
     if _moved_meanwhile(cycle, activity):
         raise StaleDataError("the activity changed during the cycle")
@@ -406,3 +424,21 @@ def _mark_outbox(cycle: Cycle) -> None:
     for chunk in _chunks(done):
         for record in db.session.scalars(select(ChangeRecord).where(ChangeRecord.id.in_(chunk))):
             record.processed_at = now
+
+
+# What each of the core's actions does on the portal's side; tests check that every action has its entry.
+HANDLERS: dict[type, Callable[[Cycle, object, dict], None]] = {
+    core.CreateEvent: _event_created,
+    core.RecreateEvent: _event_created,
+    core.UpdateEvent: _event_updated,
+    core.DeleteEvent: _event_deleted,
+    core.CreateActivity: _create_activity,
+    core.UpdateActivity: _update_activity,
+    core.RestoreActivity: _update_activity,
+    core.TrashActivity: _trash_activity,
+    core.LinkItems: _link_items,
+    core.SetBase: _agree,
+    core.Unlink: _unlink,
+    core.RecordConflict: _journaled_already,
+    core.ItemError: _item_error,
+}
