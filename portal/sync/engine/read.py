@@ -27,14 +27,14 @@ from portal.sync.engine.state import (
     PARKED_SECONDS,
     Cycle,
     EventInfo,
-    _chunks,
-    _claim_new,
-    _event_emails,
-    _is_pullers,
-    _item_problem,
-    _parse_google_time,
     checkpoint,
+    chunks,
+    claim_new,
+    event_emails,
     guests_of,
+    is_pullers,
+    item_problem,
+    parse_google_time,
     worker_name,
 )
 from portal.sync.google import (
@@ -64,7 +64,7 @@ from portal.sync.policy import IGNORED_EVENT_TYPES, event_type_of, type_for, typ
 log = logging.getLogger(__name__)
 
 
-def _pull(cycle: Cycle, state: CalendarSync):
+def pull_calendar(cycle: Cycle, state: CalendarSync):
     client = cycle.client(cycle.puller.email)
     first_sync = state.full_sync_needed or not state.sync_token
     try:
@@ -86,7 +86,7 @@ def _pull(cycle: Cycle, state: CalendarSync):
         else:
             series[event["id"]] = event
     _load_links(cycle, google_ids=set(series) | set(instances))
-    cycle.users_by_email.prefetch(_event_emails(events) | {cycle.puller.email})
+    cycle.users_by_email.prefetch(event_emails(events) | {cycle.puller.email})
 
     # Occurrences that changed without their series: read the series so the item is complete.
     for parent_id in set(instances) - set(series):
@@ -108,7 +108,7 @@ def _pull(cycle: Cycle, state: CalendarSync):
             raise
         except Exception as exc:  # noqa: BLE001 - one odd event must never stop the cycle
             log.exception("pulling event %s failed", event_id)
-            _item_problem(cycle, by_event.get(event_id), google_event_id=event_id,
+            item_problem(cycle, by_event.get(event_id), google_event_id=event_id,
                           message=f"Google event not synced: {type(exc).__name__}: {exc}")
             continue
         if item is not None:
@@ -121,13 +121,13 @@ def _pulled_item(cycle: Cycle, event_id: str, event: dict, link: SyncLink | None
                  zone: str, first_sync: bool) -> core.GoogleItem | None:
     """What one pulled event means for its item, or None when it means nothing (yet)."""
     if link is not None and not link.confirmed and link.pending_state is not None:
-        cycle.unsettled.add(link.id)  # an insert of ours whose answer was lost: `_settle_reserved` reads it
+        cycle.unsettled.add(link.id)  # an insert of ours whose answer was lost: `settle_reserved` reads it
         return None
     puller = cycle.puller.email.lower()
     organizer_field = event.get("organizer") if isinstance(event.get("organizer"), dict) else {}
     organizer = str(organizer_field.get("email") or puller).lower()
     from_organizer = organizer == puller
-    modified = _parse_google_time(event.get("updated"))
+    modified = parse_google_time(event.get("updated"))
     # The puller holds only an attendee's copy while the organizer's copy is within reach: what the
     # attendee did to their copy (removed it, declined one occurrence) is their answer, not a delete of
     # the item for everyone. The organizer's copy says what the item is.
@@ -138,10 +138,10 @@ def _pulled_item(cycle: Cycle, event_id: str, event: dict, link: SyncLink | None
         if link is None or not link.confirmed:
             return None
         if someone_elses:
-            return _fetch_google_item(cycle, link)
+            return fetch_google_item(cycle, link)
         return core.GoogleItem(None, modified)
     if someone_elses and any(i.get("status") == "cancelled" for i in instances if isinstance(i, dict)):
-        return _fetch_google_item(cycle, link)
+        return fetch_google_item(cycle, link)
     if event.get("eventType") in IGNORED_EVENT_TYPES and (link is None or not link.confirmed):
         return None
     known = state_from_json(link.base_state) if link is not None and link.base_state else None
@@ -159,7 +159,7 @@ def _pulled_item(cycle: Cycle, event_id: str, event: dict, link: SyncLink | None
         state_now = event_state(event, instances, cycle.users_by_email, base=base, orphans=orphans,
                                 calendar_time_zone=known.time_zone if known is not None else zone)
     except MappingError as exc:
-        _item_problem(cycle, link, google_event_id=event_id, message=f"Google event not synced: {exc}")
+        item_problem(cycle, link, google_event_id=event_id, message=f"Google event not synced: {exc}")
         return None
     _note_orphans(cycle, event_id, organizer, orphans, agreed)
     props = event.get("extendedProperties") if isinstance(event.get("extendedProperties"), dict) else {}
@@ -232,7 +232,7 @@ def _adopt_reserved_events(cycle: Cycle, items: dict[str, core.GoogleItem]) -> N
                     with db.session.begin_nested():
                         db.session.add(link)
                         db.session.flush()
-                        _claim_new(cycle, link)
+                        claim_new(cycle, link)
                 except IntegrityError:  # another worker linked it at the same moment: theirs stands
                     continue
                 cycle.links[link.id] = link
@@ -246,18 +246,18 @@ def _chosen_for(cycle: Cycle, activity_id: int, event_id: str, generations: int 
 
 def _load_links(cycle: Cycle, *, google_ids=(), activity_ids=()) -> None:
     found = []
-    for chunk in _chunks(google_ids):
+    for chunk in chunks(google_ids):
         found += db.session.scalars(select(SyncLink).where(SyncLink.organization_id == cycle.organization.id,
                                                            SyncLink.google_event_id.in_(chunk)))
-    for chunk in _chunks(activity_ids):
+    for chunk in chunks(activity_ids):
         found += db.session.scalars(select(SyncLink).where(SyncLink.activity_id.in_(chunk)))
     for link in found:
         cycle.links[link.id] = link
-        # What this cycle decides about the link rests on it as read now: see `_claim_links`.
+        # What this cycle decides about the link rests on it as read now: see `claim_links`.
         cycle.loaded_versions.setdefault(link.id, link.version)
 
 
-def _portal_items(cycle: Cycle, google_items, *, first_sync: bool) -> dict[int, core.PortalItem]:
+def read_portal_items(cycle: Cycle, google_items, *, first_sync: bool) -> dict[int, core.PortalItem]:
     organization = cycle.organization
     pending = select(ChangeRecord).where(ChangeRecord.organization_id == organization.id,
                                          ChangeRecord.processed_at.is_(None)).order_by(ChangeRecord.id).limit(5000)
@@ -271,7 +271,7 @@ def _portal_items(cycle: Cycle, google_items, *, first_sync: bool) -> dict[int, 
     # The portal side of every pulled, linked event is read too, so both sides merge in one plan, with its
     # pending changes (the puller may have only just been added to it).
     pulled = {link.activity_id for link in cycle.links.values() if link.activity_id} - wanted
-    for chunk in _chunks(pulled):
+    for chunk in chunks(pulled):
         for record in db.session.scalars(select(ChangeRecord).where(
                 ChangeRecord.activity_id.in_(chunk), ChangeRecord.processed_at.is_(None)).order_by(ChangeRecord.id)):
             _read_change(cycle, record)
@@ -287,7 +287,7 @@ def _portal_items(cycle: Cycle, google_items, *, first_sync: bool) -> dict[int, 
 
     items: dict[int, core.PortalItem] = {}
     link_of = {link.activity_id: link for link in cycle.links.values() if link.activity_id}
-    for chunk in _chunks(wanted):
+    for chunk in chunks(wanted):
         for activity in db.session.scalars(select(Activity).where(Activity.id.in_(chunk))):
             if activity.organization_id != organization.id:
                 continue
@@ -295,7 +295,7 @@ def _portal_items(cycle: Cycle, google_items, *, first_sync: bool) -> dict[int, 
                 cycle.activities[activity.id] = activity
                 cycle.failed_portal.add(activity.id)  # its changes stay pending until it can go somewhere
                 continue
-            item = _portal_item(cycle, activity, link_of.get(activity.id))
+            item = portal_item_of(cycle, activity, link_of.get(activity.id))
             if item is not None:
                 items[activity.id] = item
     return items
@@ -306,7 +306,7 @@ def _read_change(cycle: Cycle, record: ChangeRecord) -> None:
     cycle.outbox_fields[record.id] = frozenset(record.fields or ())
 
 
-def _portal_item(cycle: Cycle, activity: Activity, link: SyncLink | None) -> core.PortalItem | None:
+def portal_item_of(cycle: Cycle, activity: Activity, link: SyncLink | None) -> core.PortalItem | None:
     """The activity as the core sees it now (None: it cannot be synced, and says why)."""
     cycle.activities[activity.id] = activity
     cycle.activity_versions[activity.id] = activity.version
@@ -316,22 +316,22 @@ def _portal_item(cycle: Cycle, activity: Activity, link: SyncLink | None) -> cor
     try:
         state = activity_state(activity)
     except ValueError as exc:
-        _item_problem(cycle, link, activity_id=activity.id, message=f"Activity not synced: {exc}")
+        item_problem(cycle, link, activity_id=activity.id, message=f"Activity not synced: {exc}")
         return None
     cycle.portal_states[activity.id] = state
     flipped_type = type_for(cycle.organization, not state.private, activity.activity_type)
     eligible_if_flipped = (activity.project_task_id is None and flipped_type is not None
                            and flipped_type.sync_to_google)
-    return core.PortalItem(state, activity.updated_at, type_goes_to_google(activity), _touched(cycle, activity.id),
+    return core.PortalItem(state, activity.updated_at, type_goes_to_google(activity), touched_fields(cycle, activity.id),
                            eligible_if_flipped)
 
 
-def _touched(cycle: Cycle, activity_id: int) -> frozenset[str]:
+def touched_fields(cycle: Cycle, activity_id: int) -> frozenset[str]:
     """The fields the activity's pending portal changes (not yet agreed on) edited."""
     return frozenset().union(*(cycle.outbox_fields.get(rid, ()) for rid in cycle.outbox.get(activity_id, ())))
 
 
-def _claim_links(cycle: Cycle, portal_items, google_items) -> None:
+def claim_links(cycle: Cycle, portal_items, google_items) -> None:
     """Claim every linked item this cycle has something to do for; one another cycle holds is left alone.
 
     A user's cycle, a colleague's cycle and the outbox push may all meet one item (an owner and a
@@ -357,7 +357,7 @@ def _claim_links(cycle: Cycle, portal_items, google_items) -> None:
         if name in taken and current.get(link.id) == versions[link.id]:
             continue
         cycle.busy.add(link.id)
-        _hold_back(cycle, link, portal_items, google_items)
+        hold_back(cycle, link, portal_items, google_items)
     # The links this cycle does not hold are another cycle's to change or delete: forget them, so that no
     # later commit reloads a row that is gone or stale.
     for link_id, link in list(cycle.links.items()):
@@ -370,7 +370,7 @@ def _forget_link(cycle: Cycle, link: SyncLink) -> None:
     if link in db.session:
         db.session.expunge(link)
 
-def _hold_back(cycle: Cycle, link: SyncLink, portal_items, google_items) -> None:
+def hold_back(cycle: Cycle, link: SyncLink, portal_items, google_items) -> None:
     """Leave the item for a later cycle: nothing is planned for it now, its portal changes stay pending, and
     when the pull listed a change of it the user's sync token stays, so the next pull lists it again."""
     cycle.failed_links.add(link.id)
@@ -399,7 +399,7 @@ def _involving(user: User):
                                      or_(Activity.owner_id == user.id, Activity.id.in_(participates)))
 
 
-def _fill_missing_sides(cycle: Cycle, portal_items, google_items) -> None:
+def fill_missing_sides(cycle: Cycle, portal_items, google_items) -> None:
     """A link without an agreed state needs both sides this cycle: read the one that did not come along."""
     for link in cycle.links.values():
         if not link.confirmed or link.base_state is not None or not link.activity_id or not link.google_event_id:
@@ -409,23 +409,23 @@ def _fill_missing_sides(cycle: Cycle, portal_items, google_items) -> None:
         if link.activity_id not in portal_items:
             activity = db.session.get(Activity, link.activity_id)
             if activity is not None:
-                item = _portal_item(cycle, activity, link)
+                item = portal_item_of(cycle, activity, link)
                 if item is None:
                     continue
                 portal_items[activity.id] = item
         if link.google_event_id not in google_items:
-            item = _fetch_google_item(cycle, link)
+            item = fetch_google_item(cycle, link)
             if item is not None:
                 google_items[link.google_event_id] = item
 
 
-def _read_event(cycle: Cycle, link: SyncLink) -> tuple[dict | None, list[dict]]:
+def read_event(cycle: Cycle, link: SyncLink) -> tuple[dict | None, list[dict]]:
     """The event as its own calendar holds it now, with every changed occurrence; (None, []) when Google
     does not know the id. Raises GoogleError for anything else."""
-    return _read_event_at(cycle, link.calendar_email, link.google_event_id)
+    return read_event_at(cycle, link.calendar_email, link.google_event_id)
 
 
-def _read_event_at(cycle: Cycle, calendar: str, event_id: str) -> tuple[dict | None, list[dict]]:
+def read_event_at(cycle: Cycle, calendar: str, event_id: str) -> tuple[dict | None, list[dict]]:
     client = cycle.client(calendar)
     try:
         event = client.get_event(event_id)
@@ -441,25 +441,25 @@ def _read_event_at(cycle: Cycle, calendar: str, event_id: str) -> tuple[dict | N
     return event, instances
 
 
-def _fetch_google_item(cycle: Cycle, link: SyncLink) -> core.GoogleItem | None:
+def fetch_google_item(cycle: Cycle, link: SyncLink) -> core.GoogleItem | None:
     """The event as its own calendar holds it now (with every changed occurrence), read on purpose."""
     try:
-        event, instances = _read_event(cycle, link)
+        event, instances = read_event(cycle, link)
     except GoogleError as exc:
-        if isinstance(exc, IntegrationError | TransientError) or _is_pullers(cycle, exc):
+        if isinstance(exc, IntegrationError | TransientError) or is_pullers(cycle, exc):
             raise
-        _item_problem(cycle, link, google_event_id=link.google_event_id, message=exc.cause)
+        item_problem(cycle, link, google_event_id=link.google_event_id, message=exc.cause)
         return None
     if event is None:
         return core.GoogleItem(None, utcnow())
-    return _google_item(cycle, link, event, instances)
+    return item_of_event(cycle, link, event, instances)
 
 
-def _google_item(cycle: Cycle, link: SyncLink, event: dict, instances: list[dict],
+def item_of_event(cycle: Cycle, link: SyncLink, event: dict, instances: list[dict],
                  zone: str | None = None) -> core.GoogleItem | None:
     """What an event read on its own (not from the pull) means: its state, or None when it is deleted.
     `zone`: the item's zone when the link has no agreed state yet (an all-day event has none in Google)."""
-    modified = _parse_google_time(event.get("updated"))
+    modified = parse_google_time(event.get("updated"))
     if event.get("status") == "cancelled":
         return core.GoogleItem(None, modified)
     orphans: dict = {}
@@ -468,7 +468,7 @@ def _google_item(cycle: Cycle, link: SyncLink, event: dict, instances: list[dict
         state = event_state(event, instances, cycle.users_by_email, orphans=orphans,
                             calendar_time_zone=base.time_zone if base is not None else zone or "UTC")
     except MappingError as exc:
-        _item_problem(cycle, link, google_event_id=link.google_event_id, message=f"Google event not synced: {exc}")
+        item_problem(cycle, link, google_event_id=link.google_event_id, message=f"Google event not synced: {exc}")
         return None
     _note_orphans(cycle, link.google_event_id, link.calendar_email, orphans, base)
     organizer = str((event.get("organizer") or {}).get("email") or link.calendar_email).lower()
@@ -521,7 +521,7 @@ def _note_orphans(cycle: Cycle, event_id: str, calendar: str, orphans: dict, bas
         cycle.orphans[event_id] = Orphans(calendar, agreed)
 
 
-def _core_links(cycle: Cycle) -> dict[int, core.Link]:
+def links_for_core(cycle: Cycle) -> dict[int, core.Link]:
     links = {}
     for link_id, link in cycle.links.items():
         base = state_from_json(link.base_state) if link.base_state else None

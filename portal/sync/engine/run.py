@@ -19,30 +19,30 @@ from portal.models import (
 )
 from portal.sync import core
 from portal.sync.engine.read import (
-    _claim_links,
-    _core_links,
-    _fetch_google_item,
-    _fill_missing_sides,
-    _portal_item,
-    _portal_items,
-    _pull,
+    claim_links,
+    fetch_google_item,
+    fill_missing_sides,
+    links_for_core,
+    portal_item_of,
+    pull_calendar,
+    read_portal_items,
 )
-from portal.sync.engine.settle import _agree_on_sent, _settle_reserved
+from portal.sync.engine.settle import agree_on_sent, settle_reserved
 from portal.sync.engine.state import (
     FIRST_SYNC_DAYS,
     RACES,
     Cycle,
     OrganizationUsers,
-    _lease_seconds,
-    _link_for_action,
-    _link_id,
-    _mark_failed,
-    _mark_link_failed,
     checkpoint,
+    lease_seconds,
+    link_for_action,
+    link_id_of,
+    mark_failed,
+    mark_link_failed,
     worker_name,
 )
-from portal.sync.engine.write_google import _google_writes, _hold_failed_links, _reserve_event_ids
-from portal.sync.engine.write_portal import _mark_outbox, _refresh_attendees, apply
+from portal.sync.engine.write_google import hold_failed_links, reserve_event_ids, write_to_google
+from portal.sync.engine.write_portal import apply, mark_outbox, refresh_attendees
 from portal.sync.google import (
     GoogleError,
     IntegrationError,
@@ -67,7 +67,7 @@ def run_user_cycle(user_id: int, *, trigger: str = "scheduler", owner: str | Non
         return None
     owner = owner or worker_name()
     lease = f"user:{user_id}"
-    if not Lease.acquire(lease, owner, _lease_seconds()):
+    if not Lease.acquire(lease, owner, lease_seconds()):
         return None
     claims: set[str] = set()
     try:
@@ -85,7 +85,7 @@ def push_pending(organization_id: int, *, trigger: str = "change", owner: str | 
         return None
     owner = owner or worker_name()
     lease = f"outbox:{organization_id}"
-    if not Lease.acquire(lease, owner, _lease_seconds()):
+    if not Lease.acquire(lease, owner, lease_seconds()):
         return None
     claims: set[str] = set()
     try:
@@ -185,17 +185,17 @@ def _cycle(cycle: Cycle) -> None:
     state = None
     if cycle.puller is not None:
         state = CalendarSync.for_user(cycle.puller)
-        google_items, next_token, first_sync = _pull(cycle, state)
+        google_items, next_token, first_sync = pull_calendar(cycle, state)
     cycle.first_sync = first_sync
     checkpoint("pulled")
     db.session.commit()  # no write lock is held across the Google calls that follow
 
-    portal_items = _portal_items(cycle, google_items, first_sync=first_sync)
+    portal_items = read_portal_items(cycle, google_items, first_sync=first_sync)
     checkpoint("claiming")
-    _claim_links(cycle, portal_items, google_items)
-    _fill_missing_sides(cycle, portal_items, google_items)
-    _settle_reserved(cycle, portal_items, google_items)
-    actions = core.plan_cycle(_core_links(cycle), portal_items, google_items, first_sync=first_sync, now=now,
+    claim_links(cycle, portal_items, google_items)
+    fill_missing_sides(cycle, portal_items, google_items)
+    settle_reserved(cycle, portal_items, google_items)
+    actions = core.plan_cycle(links_for_core(cycle), portal_items, google_items, first_sync=first_sync, now=now,
                               window_days=FIRST_SYNC_DAYS, syncing=cycle.syncing_emails)
     _execute(cycle, actions)
     checkpoint("applied")
@@ -205,9 +205,9 @@ def _cycle(cycle: Cycle) -> None:
         checkpoint("replanning")
         _replan_refetched(cycle)
         db.session.commit()
-    _refresh_attendees(cycle)
+    refresh_attendees(cycle)
     checkpoint("outbox")
-    _mark_outbox(cycle)
+    mark_outbox(cycle)
     if state is not None and not cycle.held_back:
         state.sync_token = next_token
         state.full_sync_needed = False
@@ -230,7 +230,7 @@ def _execute(cycle: Cycle, actions: list) -> None:
         # A link whose portal write failed keeps its event: the next cycle takes the changes in again.
         ready = []
         for action in then:
-            link = _link_for_action(cycle, action)
+            link = link_for_action(cycle, action)
             if link is not None and link.id not in cycle.failed_links and link.activity_id not in cycle.failed_portal:
                 ready.append(action)
         _execute_now(cycle, ready)
@@ -247,7 +247,7 @@ def _deletes_last(cycle: Cycle, actions: list) -> tuple[list, list]:
     held: set[int] = set()
     first, then = [], []
     for action in actions:
-        link_id = _link_id(cycle, action) if isinstance(
+        link_id = link_id_of(cycle, action) if isinstance(
             action, core.UpdateActivity | core.RestoreActivity | core.DeleteEvent | core.Unlink) else None
         if link_id is not None and isinstance(action, core.UpdateActivity | core.RestoreActivity):
             taken_in.add(link_id)
@@ -258,11 +258,11 @@ def _deletes_last(cycle: Cycle, actions: list) -> tuple[list, list]:
 
 
 def _execute_now(cycle: Cycle, actions: list) -> None:
-    _reserve_event_ids(cycle, actions)
+    reserve_event_ids(cycle, actions)
     checkpoint("reserved")
-    results = _google_writes(cycle, actions)
+    results = write_to_google(cycle, actions)
     checkpoint("written")
-    _hold_failed_links(cycle, actions, results)
+    hold_failed_links(cycle, actions, results)
     for index, action in enumerate(actions):
         try:
             with db.session.begin_nested():
@@ -271,7 +271,7 @@ def _execute_now(cycle: Cycle, actions: list) -> None:
             raise
         except (StaleDataError, ObjectDeletedError):
             # Another worker or a person changed this item meanwhile: the next cycle merges it again.
-            _mark_failed(cycle, action, "Changed during the cycle; merged again in the next one.")
+            mark_failed(cycle, action, "Changed during the cycle; merged again in the next one.")
         except IntegrityError:
             # Another worker took the same new event in at the same moment (one event, one link): theirs stands.
             if not isinstance(action, core.CreateActivity):
@@ -280,7 +280,7 @@ def _execute_now(cycle: Cycle, actions: list) -> None:
             cycle.failed_google.add(action.google_id)
         except Exception as exc:  # noqa: BLE001 - one bad item must never stop the cycle
             log.exception("sync action %s failed", type(action).__name__)
-            _mark_failed(cycle, action, f"Could not be stored: {type(exc).__name__}: {exc}")
+            mark_failed(cycle, action, f"Could not be stored: {type(exc).__name__}: {exc}")
 
 
 REPLAN_ROUNDS = 3
@@ -310,9 +310,9 @@ def _replan_round(cycle: Cycle) -> None:
     for link_id, link in links.items():
         cycle.failed_links.discard(link_id)
         try:
-            item = _fetch_google_item(cycle, link)
+            item = fetch_google_item(cycle, link)
         except TransientError as exc:
-            _mark_link_failed(cycle, link, f"Google could not be read: {exc.cause}")
+            mark_link_failed(cycle, link, f"Google could not be read: {exc.cause}")
             continue
         activity = cycle.activities.get(link.activity_id) if link.activity_id else None
         if activity is None and link.activity_id:
@@ -320,15 +320,15 @@ def _replan_round(cycle: Cycle) -> None:
         if item is None or activity is None:
             cycle.failed_links.add(link_id)
             continue
-        if _agree_on_sent(cycle, link, item) is None:  # our own write that went through is no Google change
-            _mark_link_failed(cycle, link, "Google could not be read; tried again in the next cycle.")
+        if agree_on_sent(cycle, link, item) is None:  # our own write that went through is no Google change
+            mark_link_failed(cycle, link, "Google could not be read; tried again in the next cycle.")
             continue
-        portal_item = _portal_item(cycle, activity, link)
+        portal_item = portal_item_of(cycle, activity, link)
         if portal_item is None:
             continue
         google_items[link.google_event_id] = item  # its etag goes with the writes, the link's waits for SetBase
         portal_items[activity.id] = portal_item
-    planned = _core_links(cycle)
+    planned = links_for_core(cycle)
     core_links = {link_id: planned[link_id] for link_id in links if link_id in planned
                   and cycle.links[link_id].activity_id in portal_items}
     actions = core.plan_cycle(core_links, portal_items, google_items, syncing=cycle.syncing_emails)

@@ -7,20 +7,20 @@ from dataclasses import replace
 
 from portal.sync import core
 from portal.sync.engine.read import (
-    _fetch_google_item,
-    _google_item,
-    _hold_back,
-    _read_event,
-    _read_event_at,
-    _touched,
+    fetch_google_item,
+    hold_back,
+    item_of_event,
+    read_event,
+    read_event_at,
+    touched_fields,
 )
 from portal.sync.engine.state import (
     Cycle,
-    _is_pullers,
-    _item_problem,
-    _link_for_action,
-    _outbox_taken_upto,
-    _replan,
+    is_pullers,
+    item_problem,
+    link_for_action,
+    outbox_taken_upto,
+    replan,
 )
 from portal.sync.google import (
     GoogleError,
@@ -38,7 +38,7 @@ from portal.sync.mapping import (
 from portal.sync.models import SyncLink
 
 
-def _settle_reserved(cycle: Cycle, portal_items, google_items) -> None:
+def settle_reserved(cycle: Cycle, portal_items, google_items) -> None:
     """Inserts whose answer never came back (lost on the way, or the worker stopped before recording it)
     are settled by reading the reserved id back before anything is sent again.
 
@@ -55,14 +55,14 @@ def _settle_reserved(cycle: Cycle, portal_items, google_items) -> None:
         if link.id not in cycle.unsettled and link.activity_id not in portal_items:
             continue
         try:
-            event, instances = _read_event(cycle, link)
+            event, instances = read_event(cycle, link)
         except GoogleError as exc:
-            if isinstance(exc, IntegrationError) or _is_pullers(cycle, exc):
+            if isinstance(exc, IntegrationError) or is_pullers(cycle, exc):
                 raise
             # Unknown whether the first insert went through: nothing is sent for this item until it is known.
-            _hold_back(cycle, link, portal_items, google_items)
+            hold_back(cycle, link, portal_items, google_items)
             if not isinstance(exc, TransientError):
-                _item_problem(cycle, link, google_event_id=link.google_event_id, message=exc.cause)
+                item_problem(cycle, link, google_event_id=link.google_event_id, message=exc.cause)
             continue
         if event is None:
             continue  # it never arrived: the insert goes out again, with the same id
@@ -76,7 +76,7 @@ def _retouch(cycle: Cycle, link: SyncLink, portal_items) -> None:
     """The item's portal changes agreed on by a settled write no longer count as edits."""
     item = portal_items.get(link.activity_id)
     if item is not None:
-        portal_items[link.activity_id] = replace(item, touched=_touched(cycle, link.activity_id))
+        portal_items[link.activity_id] = replace(item, touched=touched_fields(cycle, link.activity_id))
 
 
 def _settle_update(cycle: Cycle, link: SyncLink, portal_items, google_items) -> None:
@@ -89,17 +89,17 @@ def _settle_update(cycle: Cycle, link: SyncLink, portal_items, google_items) -> 
     item = google_items.get(link.google_event_id)
     if item is None:
         try:
-            item = _fetch_google_item(cycle, link)
+            item = fetch_google_item(cycle, link)
         except TransientError:
             item = None
         if item is None:  # unknown whether our write went through: nothing more is sent for it now
-            _hold_back(cycle, link, portal_items, google_items)
+            hold_back(cycle, link, portal_items, google_items)
             return
         google_items[link.google_event_id] = item
     if (link.pending_state or {}).get("delete"):
         _settle_delete(cycle, link, item, portal_items)
-    elif _agree_on_sent(cycle, link, item) is None:
-        _hold_back(cycle, link, portal_items, google_items)
+    elif agree_on_sent(cycle, link, item) is None:
+        hold_back(cycle, link, portal_items, google_items)
     else:
         _retouch(cycle, link, portal_items)
 
@@ -112,13 +112,13 @@ def _settle_delete(cycle: Cycle, link: SyncLink, item: core.GoogleItem, portal_i
     link.pending_state = None
     if item.state is not None:
         return  # it never reached Google: the restore simply undid the delete here
-    _outbox_taken_upto(cycle, link.activity_id, upto if upto is not None else -1)
+    outbox_taken_upto(cycle, link.activity_id, upto if upto is not None else -1)
     portal = portal_items.get(link.activity_id)
     if portal is not None and portal.state is not None:
         portal_items[link.activity_id] = replace(portal, touched=frozenset(core.SYNCED_FIELDS))
 
 
-def _agree_on_sent(cycle: Cycle, link: SyncLink, item: core.GoogleItem) -> bool | None:
+def agree_on_sent(cycle: Cycle, link: SyncLink, item: core.GoogleItem) -> bool | None:
     """Settle a noted update against what Google holds now (see `_settle_update`): whether it went through,
     or None when that cannot be told now (the note then stays, for the next cycle).
 
@@ -157,7 +157,7 @@ def _agree_on_sent(cycle: Cycle, link: SyncLink, item: core.GoogleItem) -> bool 
             cycle.synced_before[link.id] = core.takes_part(state_from_json(link.base_state),
                                                            cycle.syncing_emails)
         link.base_state, link.base_hash = state_to_json(portal_then), portal_then.content_hash()
-        _outbox_taken_upto(cycle, link.activity_id, upto if upto is not None else -1)
+        outbox_taken_upto(cycle, link.activity_id, upto if upto is not None else -1)
     return landed
 
 
@@ -169,7 +169,7 @@ def _occurrences_landed(cycle: Cycle, link: SyncLink, base: core.ItemState, sent
         if base.exceptions.get(key) == exc or exc.cancelled:
             continue
         try:
-            event, _ = _read_event_at(cycle, link.calendar_email, instance_id(link.google_event_id, key))
+            event, _ = read_event_at(cycle, link.calendar_email, instance_id(link.google_event_id, key))
         except GoogleError as error:
             if isinstance(error, TransientError | IntegrationError | UserError):
                 raise
@@ -183,7 +183,7 @@ def _last_content(cycle: Cycle, link: SyncLink, zone: str) -> core.ItemState | N
     """The series fields a deleted event last had, when Google still shows them; None when it does not.
     Raises what Google raises when it cannot be read now."""
     try:
-        event, _ = _read_event(cycle, link)
+        event, _ = read_event(cycle, link)
     except GoogleError as exc:
         if isinstance(exc, TransientError | IntegrationError | UserError):
             raise
@@ -197,7 +197,7 @@ def _last_content(cycle: Cycle, link: SyncLink, zone: str) -> core.ItemState | N
     return replace(state, exceptions=core.FrozenMap())
 
 
-def _note_pending(cycle: Cycle, link: SyncLink, sent: core.ItemState, portal: core.ItemState | None) -> None:
+def note_pending(cycle: Cycle, link: SyncLink, sent: core.ItemState, portal: core.ItemState | None) -> None:
     """Write down, before sending, what Google is about to get, what the portal had then, and the last of
     the portal's changes that went into it (`upto`: those are agreed on once the write turns out to have
     gone through)."""
@@ -226,7 +226,7 @@ def _confirm_insert(cycle: Cycle, link: SyncLink, event: dict, instances: list[d
     The occurrence changes follow a series insert in writes of their own; those Google does not have were
     never written, so they are not part of the agreed state (and go out as changes of the portal's).
     """
-    item = _google_item(cycle, link, event, instances, zone=intended.time_zone)
+    item = item_of_event(cycle, link, event, instances, zone=intended.time_zone)
     base = intended
     if item is not None and item.state is not None:
         written = {key: exc for key, exc in intended.exceptions.items() if key in item.state.exceptions}
@@ -235,7 +235,7 @@ def _confirm_insert(cycle: Cycle, link: SyncLink, event: dict, instances: list[d
     link.confirmed = True
     link.pending_state = None
     link.base_state, link.base_hash = state_to_json(base), base.content_hash()
-    _outbox_taken_upto(cycle, link.activity_id, upto if upto is not None else -1)
+    outbox_taken_upto(cycle, link.activity_id, upto if upto is not None else -1)
     if event.get("etag") and event.get("status") != "cancelled":
         link.etag = event["etag"]
     cycle.journal("created", activity_id=link.activity_id, google_event_id=link.google_event_id, side="google",
@@ -244,7 +244,7 @@ def _confirm_insert(cycle: Cycle, link: SyncLink, event: dict, instances: list[d
     return item
 
 
-def _settle_duplicates(cycle: Cycle, actions: list, results: dict) -> None:
+def settle_duplicates(cycle: Cycle, actions: list, results: dict) -> None:
     """A 409 on our own chosen id means an earlier attempt did reach Google: link it, never copy it. What
     Google holds now (changed or deleted since) is then merged like any change, in this cycle."""
     for index, action in enumerate(actions):
@@ -252,9 +252,9 @@ def _settle_duplicates(cycle: Cycle, actions: list, results: dict) -> None:
         if not (isinstance(action, core.CreateEvent | core.RecreateEvent) and isinstance(outcome, GoogleError)
                 and outcome.status == 409):
             continue
-        link = _link_for_action(cycle, action)
+        link = link_for_action(cycle, action)
         try:
-            event, instances = _read_event(cycle, link)
+            event, instances = read_event(cycle, link)
         except GoogleError as exc:
             results[index] = exc
             continue
@@ -264,4 +264,4 @@ def _settle_duplicates(cycle: Cycle, actions: list, results: dict) -> None:
             continue
         intended = _pending(link)[0] if link.pending_state else action.state
         _confirm_insert(cycle, link, event, instances, intended)
-        results[index] = _replan(cycle, action)
+        results[index] = replan(cycle, action)

@@ -66,13 +66,13 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
 
 
-def _chunks(values, size=IN_CLAUSE_CHUNK):
+def chunks(values, size=IN_CLAUSE_CHUNK):
     values = list(values)
     for start in range(0, len(values), size):
         yield values[start:start + size]
 
 
-def _parse_google_time(value: str | None) -> datetime:
+def parse_google_time(value: str | None) -> datetime:
     if not value:
         return utcnow()
     try:
@@ -110,7 +110,7 @@ class OrganizationUsers(Mapping):
 
     def prefetch(self, emails) -> None:
         wanted = {str(e).strip().lower() for e in emails if e} - self._found.keys() - self._absent
-        for chunk in _chunks(wanted):
+        for chunk in chunks(wanted):
             for user in db.session.scalars(select(User).where(User.organization_id == self._organization_id,
                                                               User.email.in_(chunk), User.active.is_(True))):
                 self._found[user.email] = user
@@ -129,7 +129,7 @@ class OrganizationUsers(Mapping):
         return len(self._found)
 
 
-def _event_emails(events) -> set[str]:
+def event_emails(events) -> set[str]:
     emails = set()
     for event in events:
         if not isinstance(event, dict):
@@ -209,7 +209,7 @@ class Cycle:
             message=message))
 
 
-def _lease_seconds() -> float:
+def lease_seconds() -> float:
     from flask import current_app
 
     return float(current_app.config.get("SYNC_LEASE_SECONDS", LEASE_SECONDS))
@@ -223,7 +223,7 @@ class Raced(Exception):
 RACES = (StaleDataError, ObjectDeletedError, Raced)
 
 
-def _claim_new(cycle: Cycle, link: SyncLink) -> None:
+def claim_new(cycle: Cycle, link: SyncLink) -> None:
     """A link this cycle creates is this cycle's: its lease is written in the same transaction."""
     from flask import current_app
 
@@ -235,11 +235,11 @@ def _claim_new(cycle: Cycle, link: SyncLink) -> None:
     cycle.loaded_versions[link.id] = link.version
 
 
-def _link_of_activity(cycle: Cycle, activity_id: int) -> SyncLink | None:
+def link_of_activity(cycle: Cycle, activity_id: int) -> SyncLink | None:
     return next((link for link in cycle.links.values() if link.activity_id == activity_id), None)
 
 
-def _is_pullers(cycle: Cycle, exc: GoogleError) -> bool:
+def is_pullers(cycle: Cycle, exc: GoogleError) -> bool:
     """Whether a user-level error concerns the user whose cycle this is (their banner), not another
     user's calendar that only one item needed (that item's problem)."""
     if not isinstance(exc, UserError):
@@ -247,7 +247,7 @@ def _is_pullers(cycle: Cycle, exc: GoogleError) -> bool:
     return cycle.puller is not None and (exc.subject or "").lower() == cycle.puller.email.lower()
 
 
-def _item_problem(cycle: Cycle, link: SyncLink | None, *, activity_id=None, google_event_id=None,
+def item_problem(cycle: Cycle, link: SyncLink | None, *, activity_id=None, google_event_id=None,
                   message: str) -> None:
     cycle.row.errors += 1
     cycle.journal("error", activity_id=activity_id or (link.activity_id if link else None),
@@ -259,8 +259,8 @@ def _item_problem(cycle: Cycle, link: SyncLink | None, *, activity_id=None, goog
         cycle.failed_portal.add(activity_id)
 
 
-def _link_id(cycle: Cycle, action) -> int | None:
-    link = _link_for_action(cycle, action)
+def link_id_of(cycle: Cycle, action) -> int | None:
+    link = link_for_action(cycle, action)
     return link.id if link is not None else None
 
 
@@ -274,28 +274,28 @@ class _Replan:
 REPLAN = _Replan()
 
 
-def _replan(cycle: Cycle, action) -> _Replan:
-    link = _link_for_action(cycle, action)
+def replan(cycle: Cycle, action) -> _Replan:
+    link = link_for_action(cycle, action)
     if link is not None:
         cycle.refetch.add(link.id)
         cycle.failed_links.add(link.id)
     return REPLAN
 
 
-def _link_for_action(cycle: Cycle, action) -> SyncLink | None:
+def link_for_action(cycle: Cycle, action) -> SyncLink | None:
     link_id = getattr(action, "link_id", None)
     if link_id is not None and link_id in cycle.links:
         return cycle.links[link_id]
     if isinstance(action, core.CreateEvent | core.RecreateEvent | core.LinkItems):
-        return _link_of_activity(cycle, action.portal_id)
+        return link_of_activity(cycle, action.portal_id)
     google_id = getattr(action, "google_id", None)
     if google_id is not None:
         return next((link for link in cycle.links.values() if link.google_event_id == google_id), None)
     portal_id = getattr(action, "portal_id", None)
-    return _link_of_activity(cycle, portal_id) if portal_id is not None else None
+    return link_of_activity(cycle, portal_id) if portal_id is not None else None
 
 
-def _mark_failed(cycle: Cycle, action, message: str) -> None:
+def mark_failed(cycle: Cycle, action, message: str) -> None:
     cycle.row.errors += 1
     portal_id = getattr(action, "portal_id", None)
     google_id = getattr(action, "google_id", None) or getattr(action, "old_google_id", None)
@@ -304,19 +304,19 @@ def _mark_failed(cycle: Cycle, action, message: str) -> None:
         cycle.failed_portal.add(portal_id)
     if google_id is not None:
         cycle.failed_google.add(google_id)
-    link = cycle.links.get(link_id) if link_id is not None else _link_for_action(cycle, action)
+    link = cycle.links.get(link_id) if link_id is not None else link_for_action(cycle, action)
     if link is not None:
         cycle.failed_links.add(link.id)
         link.error_message, link.error_at = message, utcnow()
     cycle.journal("error", activity_id=portal_id, google_event_id=google_id, message=message)
 
 
-def _journal_conflict(cycle: Cycle, action: core.RecordConflict) -> None:
+def journal_conflict(cycle: Cycle, action: core.RecordConflict) -> None:
     """Keep the losing value of a conflict, once: a merge tried again (its writes failed, or the worker
     stopped) finds the same conflict and does not journal it twice."""
     conflict = action.conflict
     loser = "google" if conflict.winner == core.Side.PORTAL else "portal"
-    lost, kept = _jsonable(conflict.lost_value), _jsonable(conflict.kept_value)
+    lost, kept = jsonable(conflict.lost_value), jsonable(conflict.kept_value)
     if action.portal_id is not None:
         earlier = db.session.scalars(
             select(SyncJournalEntry).where(SyncJournalEntry.activity_id == action.portal_id,
@@ -336,29 +336,29 @@ def guests_of(event: dict) -> dict:
     return {str(a["email"]).lower(): a for a in attendees if isinstance(a, dict) and isinstance(a.get("email"), str)}
 
 
-def _jsonable(value):
+def jsonable(value):
     if value is None or isinstance(value, str | int | float | bool):
         return value
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, frozenset | set | tuple | list):
-        return sorted(_jsonable(v) for v in value)
+        return sorted(jsonable(v) for v in value)
     if hasattr(value, "isoformat"):
         return value.isoformat()
     if isinstance(value, core.ExceptionState):
         return {"cancelled": value.cancelled, "subject": value.subject, "description": value.description,
-                "location": value.location, "start": _jsonable(value.start), "end": _jsonable(value.end)}
+                "location": value.location, "start": jsonable(value.start), "end": jsonable(value.end)}
     return str(value)
 
 
-def _outbox_taken(cycle: Cycle, activity_id: int | None) -> None:
+def outbox_taken(cycle: Cycle, activity_id: int | None) -> None:
     """The portal changes this cycle read for the activity are in the agreed state now: they are marked done
     in the same transaction, so a change already agreed on is never taken for a new one (a worker stopped
     before the cycle's end would otherwise leave them pending, "touching" fields both sides agree on)."""
-    _outbox_taken_upto(cycle, activity_id, None)
+    outbox_taken_upto(cycle, activity_id, None)
 
 
-def _outbox_taken_upto(cycle: Cycle, activity_id: int | None, upto: int | None) -> None:
+def outbox_taken_upto(cycle: Cycle, activity_id: int | None, upto: int | None) -> None:
     """Mark the cycle's outbox rows of the activity done, all of them or those up to row `upto`."""
     ids = cycle.outbox.get(activity_id, []) if activity_id is not None else []
     taken = [rid for rid in ids if upto is None or rid <= upto]
@@ -368,7 +368,7 @@ def _outbox_taken_upto(cycle: Cycle, activity_id: int | None, upto: int | None) 
     db.session.execute(update(ChangeRecord).where(ChangeRecord.id.in_(taken)).values(processed_at=utcnow()))
 
 
-def _mark_link_failed(cycle: Cycle, link: SyncLink, message: str) -> None:
+def mark_link_failed(cycle: Cycle, link: SyncLink, message: str) -> None:
     cycle.failed_links.add(link.id)
     if link.activity_id:
         cycle.failed_portal.add(link.activity_id)

@@ -15,17 +15,17 @@ from portal.models import (
 )
 from portal.sync import core
 from portal.sync.batch import Backoff, run_writes
-from portal.sync.engine.settle import _note_pending, _settle_duplicates
+from portal.sync.engine.settle import note_pending, settle_duplicates
 from portal.sync.engine.state import (
     REPLAN,
     Cycle,
-    _claim_new,
-    _journal_conflict,
-    _link_for_action,
-    _link_of_activity,
-    _replan,
     checkpoint,
+    claim_new,
     fresh_generation,
+    journal_conflict,
+    link_for_action,
+    link_of_activity,
+    replan,
 )
 from portal.sync.google import (
     GoogleError,
@@ -58,7 +58,7 @@ def _target_calendar(cycle: Cycle, activity_id: int | None, link: SyncLink | Non
     return activity.owner.email if activity is not None else cycle.puller.email
 
 
-def _reserve_event_ids(cycle: Cycle, actions: list) -> None:
+def reserve_event_ids(cycle: Cycle, actions: list) -> None:
     """Write the chosen event ids down before inserting, so a lost answer can never become a duplicate, and
     the pairs a first sync matched before writing either side, so a cycle cut short never copies them."""
     for action in actions:
@@ -69,7 +69,7 @@ def _reserve_event_ids(cycle: Cycle, actions: list) -> None:
             continue  # not sent this cycle: what an earlier attempt noted must stay as it is
         elif isinstance(action, core.CreateEvent):
             activity = cycle.activities[action.portal_id]
-            link = cycle.links.get(action.link_id) if action.link_id else _link_of_activity(cycle, action.portal_id)
+            link = cycle.links.get(action.link_id) if action.link_id else link_of_activity(cycle, action.portal_id)
             if link is None:
                 link = _new_portal_link(cycle, activity)
                 if link is None:
@@ -81,37 +81,37 @@ def _reserve_event_ids(cycle: Cycle, actions: list) -> None:
             link.google_event_id = core.event_id_for(action.portal_id, namespace=cycle.organization.uid,
                                                      generation=link.generation)
             link.calendar_email = target
-            _note_pending(cycle, link, action.state, action.state)
+            note_pending(cycle, link, action.state, action.state)
         elif isinstance(action, core.RecreateEvent):
             link = cycle.links[action.link_id]
             link.generation = fresh_generation(cycle.activities[action.portal_id], link)
             link.confirmed = False
             link.google_event_id = core.event_id_for(action.portal_id, namespace=cycle.organization.uid,
                                                      generation=link.generation)
-            _note_pending(cycle, link, action.state, action.state)
+            note_pending(cycle, link, action.state, action.state)
         elif isinstance(action, core.DeleteEvent) and not action.reason:
-            link = _link_for_action(cycle, action)
+            link = link_for_action(cycle, action)
             if link is not None and link.confirmed:  # the portal's delete: see `_settle_delete`
                 rows = cycle.outbox.get(link.activity_id) or []
                 link.pending_state = {"delete": True, "upto": max(rows) if rows else None}
         elif isinstance(action, core.UpdateEvent):
-            link = _link_for_action(cycle, action)
+            link = link_for_action(cycle, action)
             if link is not None and link.confirmed:
                 base = state_from_json(link.base_state) if link.base_state else None
                 current = cycle.google_states.get(action.google_id) or base
                 if action.state != current:  # something will be sent
-                    _note_pending(cycle, link, action.state, cycle.portal_states.get(link.activity_id, base))
+                    note_pending(cycle, link, action.state, cycle.portal_states.get(link.activity_id, base))
         elif isinstance(action, core.RecordConflict):
             # Journaled before the writes: a worker stopped after overwriting the losing value in Google
             # must not take the only record of it down with its transaction.
-            _journal_conflict(cycle, action)
+            journal_conflict(cycle, action)
     db.session.commit()
 
 
 def _reserve_match(cycle: Cycle, action: core.LinkItems) -> None:
     """A matched pair is linked before its writes, still without an agreed state: should the cycle stop
     half-way, the next one reads both sides and merges them again instead of copying either."""
-    if _link_of_activity(cycle, action.portal_id) is not None:
+    if link_of_activity(cycle, action.portal_id) is not None:
         return
     info = cycle.events.get(action.google_id)
     calendar = info.organizer if info is not None and info.organizer in cycle.users_by_email \
@@ -124,7 +124,7 @@ def _reserve_match(cycle: Cycle, action: core.LinkItems) -> None:
         with db.session.begin_nested():
             db.session.add(link)
             db.session.flush()
-            _claim_new(cycle, link)
+            claim_new(cycle, link)
     except IntegrityError:  # linked by another worker just now: that link is worked from next cycle
         cycle.failed_portal.add(action.portal_id)
         cycle.failed_google.add(action.google_id)
@@ -142,7 +142,7 @@ def _new_portal_link(cycle: Cycle, activity: Activity) -> SyncLink | None:
         with db.session.begin_nested():
             db.session.add(link)
             db.session.flush()
-            _claim_new(cycle, link)
+            claim_new(cycle, link)
     except IntegrityError:
         cycle.failed_portal.add(activity.id)
         return None
@@ -198,7 +198,7 @@ def _park(cycle: Cycle, link: SyncLink, activity: Activity, reason: str) -> None
         cycle.journal("error", activity_id=activity.id, side="google", message=reason)
 
 
-def _google_writes(cycle: Cycle, actions: list) -> dict:
+def write_to_google(cycle: Cycle, actions: list) -> dict:
     from flask import current_app
 
     config = current_app.config
@@ -227,7 +227,7 @@ def _google_writes(cycle: Cycle, actions: list) -> dict:
                 not _etag_for(cycle, action) or _series_unread(cycle, action) or _guests_unread(cycle, action)):
             # A write could overwrite (or a delete destroy) a change made in Google that we have not seen:
             # read the event first and merge again.
-            refused[index] = _replan(cycle, action)
+            refused[index] = replan(cycle, action)
             continue
         try:
             write = _write_for(cycle, index, action)
@@ -242,7 +242,7 @@ def _google_writes(cycle: Cycle, actions: list) -> dict:
         elif isinstance(action, core.UpdateEvent) and action.google_id not in cycle.google_states:
             # The portal stands by what was agreed (a field changed and changed back, a restore from the
             # trash): nothing differs from what Google had, unless Google changed since. Read it and see.
-            refused[index] = _replan(cycle, action)
+            refused[index] = replan(cycle, action)
     results = run_writes(writes, cycle.client, batch_size=batch_size, backoff=backoff)
     results.update(refused)
     for index, outcome in list(results.items()):
@@ -251,8 +251,8 @@ def _google_writes(cycle: Cycle, actions: list) -> dict:
         if outcome.status == 412 or isinstance(outcome, TransientError):
             # Changed in Google meanwhile, or no answer (the write may have gone through): read it again,
             # then merge once more from what Google really holds.
-            results[index] = _replan(cycle, actions[index])
-    _settle_duplicates(cycle, actions, results)
+            results[index] = replan(cycle, actions[index])
+    settle_duplicates(cycle, actions, results)
 
     checkpoint("series-written")
     # Occurrence exceptions are written once their series exists.
@@ -296,14 +296,14 @@ def _series_unread(cycle: Cycle, action) -> bool:
     """
     if action.google_id in cycle.google_states:
         return False
-    link = _link_for_action(cycle, action)
+    link = link_for_action(cycle, action)
     if link is None or not link.base_state or not link.base_state.get("recurrence"):
         return False
     return cycle.puller is None or (link.calendar_email or "").lower() != cycle.puller.email.lower()
 
 
 def _etag_for(cycle: Cycle, action) -> str | None:
-    link = _link_for_action(cycle, action)
+    link = link_for_action(cycle, action)
     return action.etag or (link.etag if link is not None else None)
 
 
@@ -333,41 +333,41 @@ def _write_for(cycle: Cycle, index: int, action) -> EventWrite | None:
     if isinstance(action, core.CreateEvent | core.RecreateEvent):
         if action.portal_id in cycle.parked:
             return None
-        link = _link_for_action(cycle, action)
+        link = link_for_action(cycle, action)
         calendar = _target_calendar(cycle, action.portal_id, link)
         place = replace(_place(cycle, link, read=False), calendar=calendar, activity_id=action.portal_id)
         return insert_write(index, place, action.state)
     if isinstance(action, core.UpdateEvent):
-        link = _link_for_action(cycle, action)
+        link = link_for_action(cycle, action)
         place = replace(_place(cycle, link, etag=_etag_for(cycle, action)), event_id=action.google_id)
         return update_write(index, place, action.state, cycle.google_state(action.google_id, link))
     if isinstance(action, core.DeleteEvent):
-        link = _link_for_action(cycle, action)
+        link = link_for_action(cycle, action)
         calendar = link.calendar_email if link else cycle.puller.email
         return EventWrite(index, "delete", calendar, action.google_id, if_match=_etag_for(cycle, action))
     return None
 
 
 def _exception_writes(cycle: Cycle, index: int, action) -> list[EventWrite]:
-    link = _link_for_action(cycle, action)
+    link = link_for_action(cycle, action)
     if link is None or not link.google_event_id:
         return []
     current = cycle.google_state(link.google_event_id, link) if isinstance(action, core.UpdateEvent) else None
     return exception_writes(index, _place(cycle, link), action.state, current)
 
 
-def _hold_failed_links(cycle: Cycle, actions: list, results: dict) -> None:
+def hold_failed_links(cycle: Cycle, actions: list, results: dict) -> None:
     """A link whose Google write failed (or is to be planned again) takes no portal write this cycle
     either: its two sides and its agreed state stay as they were, and the next plan starts from there."""
     for index, action in enumerate(actions):
         outcome = results.get(index)
         if outcome is REPLAN:
-            continue  # `_replan` held it already
+            continue  # `replan` held it already
         if not isinstance(outcome, GoogleError) or outcome.code == "not_organizer":
             continue
         if isinstance(action, core.DeleteEvent) and outcome.status in (404, 410):
             continue
-        link = _link_for_action(cycle, action)
+        link = link_for_action(cycle, action)
         if link is not None:
             cycle.failed_links.add(link.id)
 
@@ -378,7 +378,7 @@ def _guests_unread(cycle: Cycle, action) -> bool:
     back as it is."""
     if not isinstance(action, core.UpdateEvent) or action.google_id in cycle.events:
         return False
-    link = _link_for_action(cycle, action)
+    link = link_for_action(cycle, action)
     current = state_from_json(link.base_state) if link is not None and link.base_state else None
     return current is None or current.participants != action.state.participants
 
@@ -386,7 +386,7 @@ def _guests_unread(cycle: Cycle, action) -> bool:
 def _fixed_by_google(cycle: Cycle, action: core.UpdateEvent) -> str | None:
     """Why Google refuses the update for every one (an event Gmail made, a locked copy), or None."""
     info = cycle.events.get(action.google_id)
-    link = _link_for_action(cycle, action)
+    link = link_for_action(cycle, action)
     event_type = info.event_type if info is not None else (link.event_type if link is not None else None)
     if event_type not in FIXED_FIELDS:
         return None

@@ -23,15 +23,15 @@ from portal.sync import core
 from portal.sync.engine.state import (
     REPLAN,
     Cycle,
-    _chunks,
-    _claim_new,
-    _is_pullers,
-    _jsonable,
-    _link_for_action,
-    _link_of_activity,
-    _mark_failed,
-    _outbox_taken,
+    chunks,
+    claim_new,
     fresh_generation,
+    is_pullers,
+    jsonable,
+    link_for_action,
+    link_of_activity,
+    mark_failed,
+    outbox_taken,
 )
 from portal.sync.google import (
     GoogleError,
@@ -55,7 +55,7 @@ def _blocked(cycle: Cycle, action) -> bool:
     if link_id is not None and link_id in cycle.failed_links:
         return True
     if not isinstance(action, core.CreateActivity | core.ItemError) and cycle.failed_links:
-        link = _link_for_action(cycle, action)
+        link = link_for_action(cycle, action)
         if link is not None and link.id in cycle.failed_links:
             return True
     portal_id = getattr(action, "portal_id", None)
@@ -77,7 +77,7 @@ def apply(cycle: Cycle, index: int, action, results: dict) -> None:
     if outcome is REPLAN:
         return
     if isinstance(outcome, GoogleError):
-        if isinstance(outcome, IntegrationError) or _is_pullers(cycle, outcome):
+        if isinstance(outcome, IntegrationError) or is_pullers(cycle, outcome):
             raise outcome
         if isinstance(action, core.DeleteEvent) and outcome.status in (404, 410):
             outcome = {}  # already gone: that is what we wanted
@@ -85,7 +85,7 @@ def apply(cycle: Cycle, index: int, action, results: dict) -> None:
             _keep_organizers_version(cycle, action, outcome.code)
             return
         else:
-            _mark_failed(cycle, action, f"Google refused: {outcome.cause}")
+            mark_failed(cycle, action, f"Google refused: {outcome.cause}")
             return
     if _blocked(cycle, action):
         return
@@ -94,14 +94,14 @@ def apply(cycle: Cycle, index: int, action, results: dict) -> None:
 
 def _event_created(cycle: Cycle, action: core.CreateEvent | core.RecreateEvent, answer: dict) -> None:
     row = cycle.row
-    link = _link_for_action(cycle, action)
+    link = link_for_action(cycle, action)
     link.confirmed = True
     link.etag = answer.get("etag")
     cycle.written.add(link.id)
     row.google_created += 1
     row.pushed += 1
     _set_base(link, action.state)
-    _outbox_taken(cycle, action.portal_id)
+    outbox_taken(cycle, action.portal_id)
     activity = cycle.activities[action.portal_id]
     stand_in = link.calendar_email.lower() != activity.owner.email.lower()
     message = None
@@ -118,7 +118,7 @@ def _event_created(cycle: Cycle, action: core.CreateEvent | core.RecreateEvent, 
 def _event_updated(cycle: Cycle, action: core.UpdateEvent, answer: dict) -> None:
     if not answer:
         return  # nothing was sent
-    link = _link_for_action(cycle, action)
+    link = link_for_action(cycle, action)
     # Taken on with the agreed state (SetBase): an etag must never get ahead of what the portal took in,
     # or a later delete with If-Match would destroy changes the portal never saw.
     cycle.new_etags[link.id] = answer.get("etag") or link.etag
@@ -132,7 +132,7 @@ def _event_updated(cycle: Cycle, action: core.UpdateEvent, answer: dict) -> None
 
 
 def _event_deleted(cycle: Cycle, action: core.DeleteEvent, answer: dict) -> None:
-    link = _link_for_action(cycle, action)
+    link = link_for_action(cycle, action)
     cycle.row.google_deleted += 1
     cycle.row.pushed += 1
     cycle.journal("deleted", activity_id=link.activity_id if link else None, google_event_id=action.google_id,
@@ -154,7 +154,7 @@ def _trash_activity(cycle: Cycle, action: core.TrashActivity, answer: dict) -> N
 
 
 def _link_items(cycle: Cycle, action: core.LinkItems, answer: dict) -> None:
-    link = _link_of_activity(cycle, action.portal_id)
+    link = link_of_activity(cycle, action.portal_id)
     if link is None:
         link = SyncLink(organization_id=cycle.organization.id, activity_id=action.portal_id,
                         calendar_email=cycle.events[action.google_id].organizer if action.google_id in cycle.events
@@ -162,14 +162,14 @@ def _link_items(cycle: Cycle, action: core.LinkItems, answer: dict) -> None:
                         generation=fresh_generation(cycle.activities[action.portal_id]))
         db.session.add(link)
         db.session.flush()
-        _claim_new(cycle, link)
+        claim_new(cycle, link)
     link.google_event_id = action.google_id
     link.confirmed = True
     info = cycle.events.get(action.google_id)
     if info is not None and info.etag:
         link.etag = info.etag
     _set_base(link, action.state)
-    _outbox_taken(cycle, action.portal_id)
+    outbox_taken(cycle, action.portal_id)
     db.session.flush()
     cycle.links[link.id] = link
     cycle.journal("linked", activity_id=action.portal_id, google_event_id=action.google_id,
@@ -188,14 +188,14 @@ def _agree(cycle: Cycle, action: core.SetBase, answer: dict) -> None:
         link.etag = cycle.new_etags.pop(link.id)  # our own write's
     state = cycle.refused.get(link.id, action.state)
     _set_base(link, state)
-    _outbox_taken(cycle, link.activity_id)
+    outbox_taken(cycle, link.activity_id)
     _forget_orphans(cycle, link.activity_id, state)
 
 
 def _unlink(cycle: Cycle, action: core.Unlink, answer: dict) -> None:
     link = cycle.links.pop(action.link_id, None)
     if link is not None:
-        _outbox_taken(cycle, link.activity_id)
+        outbox_taken(cycle, link.activity_id)
         db.session.delete(link)
 
 
@@ -204,7 +204,7 @@ def _journaled_already(cycle: Cycle, action: core.RecordConflict, answer: dict) 
 
 
 def _item_error(cycle: Cycle, action: core.ItemError, answer: dict) -> None:
-    _mark_failed(cycle, action, action.message)
+    mark_failed(cycle, action, action.message)
 
 
 # Why one side's copy went while the other stays, as the journal says it.
@@ -238,14 +238,14 @@ def _keep_organizers_version(cycle: Cycle, action: core.UpdateEvent, why: str = 
     Asking again would be refused again, every cycle. Google's version stays, in Google and in the portal;
     what the portal had is journaled as a lost value, so nothing disappears without a trace.
     """
-    link = _link_for_action(cycle, action)
+    link = link_for_action(cycle, action)
     if link is None or link.activity_id is None:
-        _mark_failed(cycle, action, "Only the organizer of this event can change it in Google.")
+        mark_failed(cycle, action, "Only the organizer of this event can change it in Google.")
         return
     google = cycle.google_state(link.google_event_id, link)
     activity = cycle.activities.get(link.activity_id) or db.session.get(Activity, link.activity_id)
     if google is None or activity is None:
-        _mark_failed(cycle, action, "Only the organizer of this event can change it in Google.")
+        mark_failed(cycle, action, "Only the organizer of this event can change it in Google.")
         return
     info = cycle.events.get(link.google_event_id)
     organizer = (info.organizer if info else None) or activity.google_organizer or "its organizer"
@@ -255,7 +255,7 @@ def _keep_organizers_version(cycle: Cycle, action: core.UpdateEvent, why: str = 
         if getattr(mine, name) != getattr(google, name):
             cycle.row.conflicts += 1
             cycle.journal("conflict", activity_id=activity.id, google_event_id=link.google_event_id, side="portal",
-                          field=name, before=_jsonable(getattr(mine, name)), after=_jsonable(getattr(google, name)),
+                          field=name, before=jsonable(getattr(mine, name)), after=jsonable(getattr(google, name)),
                           message=message)
     with db.session.begin_nested():
         changed_by(db.session, None, origin="google")
@@ -350,7 +350,7 @@ def _create_activity(cycle: Cycle, action: core.CreateActivity, answer: dict) ->
     _set_base(link, action.state)
     db.session.flush()
     if f"link:{link.id}" not in cycle.claims:
-        _claim_new(cycle, link)
+        claim_new(cycle, link)
     cycle.links[link.id] = link
     cycle.activities[activity.id] = activity
     cycle.row.portal_created += 1
@@ -384,7 +384,7 @@ def _update_activity(cycle: Cycle, action: core.UpdateActivity | core.RestoreAct
                       after=state_to_json(action.state))
 
 
-def _refresh_attendees(cycle: Cycle) -> None:
+def refresh_attendees(cycle: Cycle) -> None:
     """Keep each activity's view of its Google event current: every participant's answer, the guests from
     outside the organization, and who organizes it. None of these are synced fields, so they change without
     the item changing, and none of them is ever written to Google."""
@@ -416,12 +416,12 @@ def _refresh_attendees(cycle: Cycle) -> None:
                           message=f"The attendees' answers could not be stored: {type(exc).__name__}")
 
 
-def _mark_outbox(cycle: Cycle) -> None:
+def mark_outbox(cycle: Cycle) -> None:
     now = utcnow()
     done = [rid for activity_id, ids in cycle.outbox.items() if activity_id not in cycle.failed_portal
             and not any(link.activity_id == activity_id for link_id, link in cycle.links.items()
                         if link_id in cycle.failed_links) for rid in ids]
-    for chunk in _chunks(done):
+    for chunk in chunks(done):
         for record in db.session.scalars(select(ChangeRecord).where(ChangeRecord.id.in_(chunk))):
             record.processed_at = now
 
