@@ -429,61 +429,9 @@ def classify(exc: BaseException, *, key: SigningKey | None = None, subject: str 
                    "project": key.project_id}
 
     if isinstance(exc, auth_exceptions.RefreshError):
-        error, description = _token_error(exc)
-        detail = f"{error}: {description}" if description else error
-        if error == "invalid_grant":
-            lowered = description.lower()
-            if "jwt signature" in lowered:
-                return error_for("invalid_jwt_signature", reason=error, detail=detail, **params)
-            if "invalid email or user id" in lowered or "not a valid email" in lowered:
-                return error_for("unknown_user", reason=error, detail=detail, **params)
-            if "account not found" in lowered:
-                return error_for("service_account_not_found", reason=error, detail=detail, **params)
-            if "iat" in lowered or "exp" in lowered or "timeframe" in lowered:
-                return error_for("clock_skew", reason=error, detail=detail, **params)
-        if error == "unauthorized_client":
-            return error_for("delegation_missing", reason=error, detail=detail, **params)
-        if error in ("invalid_client", "disabled_client"):
-            return error_for("service_account_not_found", reason=error, detail=detail, **params)
-        if error == "invalid_scope":
-            return error_for("invalid_scope", reason=error, detail=detail, **params)
-        if getattr(exc, "retryable", False) or error in ("server_error", "temporarily_unavailable",
-                                                          "internal_failure"):
-            return error_for("google_unavailable", reason=error, detail=detail, **params)
-        return error_for("token_refused", reason=error, detail=detail or "no reason given", **params)
-
+        return _classify_token_error(exc, params)
     if isinstance(exc, HttpError):
-        status, reason, message = _http_error(exc)
-        detail = f"{status} {reason}: {message}" if reason else f"{status}: {message}"
-        args = {"status": status, "reason": reason, "detail": detail, **params}
-        if reason in ("accessNotConfigured", "SERVICE_DISABLED"):
-            return error_for("api_not_enabled", **args)
-        if reason in ("rateLimitExceeded", "userRateLimitExceeded", "quotaExceeded", "RATE_LIMIT_EXCEEDED") \
-                or status == 429:
-            return error_for("rate_limited", **args)
-        if status >= 500:
-            return error_for("google_unavailable", **args)
-        if reason in ("insufficientPermissions", "ACCESS_TOKEN_SCOPE_INSUFFICIENT"):
-            return error_for("scopes_insufficient", **args)
-        if status == 401:
-            return error_for("token_rejected", **args)
-        if status == 410:
-            return error_for("sync_token_expired" if reason == "fullSyncRequired" or not item
-                             else "event_deleted", **args)
-        if status == 409:
-            return error_for("duplicate", **args)
-        if status == 412:
-            return error_for("precondition_failed", **args)
-        if reason == "forbiddenForNonOrganizer":
-            return error_for("not_organizer", **args)
-        if status == 404:
-            return error_for("event_not_found" if item else "calendar_not_found", **args)
-        if status == 403 and not item:
-            return error_for("calendar_forbidden", **args)
-        if item and 400 <= status < 500:
-            return error_for("event_refused", **args)
-        return error_for("google_error", **args)
-
+        return _classify_http_error(exc, params, item=item)
     if isinstance(exc, (auth_exceptions.TransportError, *_NETWORK_ERRORS)):
         if _is_timeout(exc):
             return error_for("timeout", detail=_network_detail(exc), **params)
@@ -493,6 +441,66 @@ def classify(exc: BaseException, *, key: SigningKey | None = None, subject: str 
         # google-auth could not even sign: the stored key is not a usable RSA key.
         return error_for("key_unreadable", detail=type(exc).__name__, **params)
     return error_for("google_error", detail=type(exc).__name__, **params)
+
+
+def _classify_token_error(exc: auth_exceptions.RefreshError, params: dict) -> GoogleError:
+    """What Google's token endpoint refusing the service account's assertion means."""
+    error, description = _token_error(exc)
+    detail = f"{error}: {description}" if description else error
+    if error == "invalid_grant":
+        lowered = description.lower()
+        if "jwt signature" in lowered:
+            return error_for("invalid_jwt_signature", reason=error, detail=detail, **params)
+        if "invalid email or user id" in lowered or "not a valid email" in lowered:
+            return error_for("unknown_user", reason=error, detail=detail, **params)
+        if "account not found" in lowered:
+            return error_for("service_account_not_found", reason=error, detail=detail, **params)
+        if "iat" in lowered or "exp" in lowered or "timeframe" in lowered:
+            return error_for("clock_skew", reason=error, detail=detail, **params)
+    if error == "unauthorized_client":
+        return error_for("delegation_missing", reason=error, detail=detail, **params)
+    if error in ("invalid_client", "disabled_client"):
+        return error_for("service_account_not_found", reason=error, detail=detail, **params)
+    if error == "invalid_scope":
+        return error_for("invalid_scope", reason=error, detail=detail, **params)
+    if getattr(exc, "retryable", False) or error in ("server_error", "temporarily_unavailable",
+                                                      "internal_failure"):
+        return error_for("google_unavailable", reason=error, detail=detail, **params)
+    return error_for("token_refused", reason=error, detail=detail or "no reason given", **params)
+
+
+def _classify_http_error(exc: HttpError, params: dict, *, item: bool) -> GoogleError:
+    """What the Calendar API's error answer means (its status and its first error's reason)."""
+    status, reason, message = _http_error(exc)
+    detail = f"{status} {reason}: {message}" if reason else f"{status}: {message}"
+    args = {"status": status, "reason": reason, "detail": detail, **params}
+    if reason in ("accessNotConfigured", "SERVICE_DISABLED"):
+        return error_for("api_not_enabled", **args)
+    if reason in ("rateLimitExceeded", "userRateLimitExceeded", "quotaExceeded", "RATE_LIMIT_EXCEEDED") \
+            or status == 429:
+        return error_for("rate_limited", **args)
+    if status >= 500:
+        return error_for("google_unavailable", **args)
+    if reason in ("insufficientPermissions", "ACCESS_TOKEN_SCOPE_INSUFFICIENT"):
+        return error_for("scopes_insufficient", **args)
+    if status == 401:
+        return error_for("token_rejected", **args)
+    if status == 410:
+        return error_for("sync_token_expired" if reason == "fullSyncRequired" or not item
+                         else "event_deleted", **args)
+    if status == 409:
+        return error_for("duplicate", **args)
+    if status == 412:
+        return error_for("precondition_failed", **args)
+    if reason == "forbiddenForNonOrganizer":
+        return error_for("not_organizer", **args)
+    if status == 404:
+        return error_for("event_not_found" if item else "calendar_not_found", **args)
+    if status == 403 and not item:
+        return error_for("calendar_forbidden", **args)
+    if item and 400 <= status < 500:
+        return error_for("event_refused", **args)
+    return error_for("google_error", **args)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -551,7 +559,7 @@ class TokenCache:
                 if not credentials.valid:
                     try:
                         credentials.refresh(_token_request(endpoints.timeout))
-                    except Exception as exc:
+                    except Exception as exc:  # noqa: BLE001 - classify() sorts whatever google-auth raises
                         error = classify(exc, key=key, subject=subject, scopes=endpoints.scopes)
                         if error.code != "delegation_missing":
                             raise error from None
@@ -658,7 +666,7 @@ class CalendarClient:
             return request.execute(num_retries=num_retries)
         except GoogleError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - every failure of the client library becomes a GoogleError
             raise self._classify(exc, item=item) from None
 
     def new_batch(self, callback: Callable | None = None) -> BatchHttpRequest:
@@ -674,7 +682,7 @@ class CalendarClient:
             batch.execute(http=self.service._http)
         except GoogleError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - every failure of the client library becomes a GoogleError
             raise self._classify(exc) from None
 
     def classify_item_error(self, exc: BaseException) -> GoogleError:

@@ -199,6 +199,8 @@ def _park(cycle: Cycle, link: SyncLink, activity: Activity, reason: str) -> None
 
 
 def write_to_google(cycle: Cycle, actions: list) -> dict:
+    """Send the plan's Google writes: series first, then their occurrences and the clean-up of occurrences
+    a moved series left behind. Returns {action index: Google's answer | GoogleError | REPLAN}."""
     from flask import current_app
 
     config = current_app.config
@@ -206,6 +208,37 @@ def write_to_google(cycle: Cycle, actions: list) -> dict:
                       base_seconds=float(config.get("SYNC_RETRY_BASE_SECONDS", 0.5)),
                       cap_seconds=float(config.get("SYNC_RETRY_CAP_SECONDS", 8.0)))
     batch_size = int(config.get("SYNC_BATCH_SIZE", 50))
+    writes, refused = _series_writes(cycle, actions)
+    results = run_writes(writes, cycle.client, batch_size=batch_size, backoff=backoff)
+    results.update(refused)
+    for index, outcome in list(results.items()):
+        if not isinstance(actions[index], core.UpdateEvent | core.DeleteEvent) or not isinstance(outcome, GoogleError):
+            continue
+        if outcome.status == 412 or isinstance(outcome, TransientError):
+            # Changed in Google meanwhile, or no answer (the write may have gone through): read it again,
+            # then merge once more from what Google really holds.
+            results[index] = replan(cycle, actions[index])
+    settle_duplicates(cycle, actions, results)
+
+    checkpoint("series-written")
+    # Occurrence exceptions are written once their series exists.
+    occurrence_writes = _occurrence_writes(cycle, actions, results)
+    if occurrence_writes:
+        for key, outcome in run_writes(occurrence_writes, cycle.client, batch_size=batch_size,
+                                       backoff=backoff).items():
+            if not isinstance(outcome, GoogleError) or (outcome.status in (404, 410) and key[2] != "patch"):
+                continue  # an occurrence already gone is what a delete wanted
+            if key[0] == "orphan":
+                # Leftovers of a series whose time changed: a failure to tidy them up blocks nothing.
+                cycle.journal("error", google_event_id=key[1], side="google",
+                              message=f"An old occurrence ({key[2]}) could not be removed: {outcome.cause}")
+                continue
+            results[key[0]] = outcome
+    return results
+
+
+def _series_writes(cycle: Cycle, actions: list) -> tuple[list[EventWrite], dict]:
+    """The writes of the series (or single events), and the actions answered without asking Google."""
     writes = []
     refused = {}
     by_event = {link.google_event_id: link for link in cycle.links.values() if link.google_event_id}
@@ -215,19 +248,9 @@ def write_to_google(cycle: Cycle, actions: list) -> dict:
             continue  # its link could not be reserved: never insert without one
         if isinstance(action, core.UpdateEvent) and action.google_id in cycle.failed_google:
             continue
-        if isinstance(action, core.UpdateEvent) and _organized_elsewhere(cycle, action.google_id, by_event):
-            # Google refuses changes to an event organized outside the organization: do not even ask.
-            refused[index] = error_for("not_organizer", status=403, reason="forbiddenForNonOrganizer")
-            continue
-        fixed = _fixed_by_google(cycle, action) if isinstance(action, core.UpdateEvent) else None
-        if fixed:
-            refused[index] = error_for(fixed, status=400, reason="invalid")
-            continue
-        if isinstance(action, core.UpdateEvent | core.DeleteEvent) and (
-                not _etag_for(cycle, action) or _series_unread(cycle, action) or _guests_unread(cycle, action)):
-            # A write could overwrite (or a delete destroy) a change made in Google that we have not seen:
-            # read the event first and merge again.
-            refused[index] = replan(cycle, action)
+        answer = _answer_without_asking(cycle, action, by_event)
+        if answer is not None:
+            refused[index] = answer
             continue
         try:
             write = _write_for(cycle, index, action)
@@ -243,47 +266,48 @@ def write_to_google(cycle: Cycle, actions: list) -> dict:
             # The portal stands by what was agreed (a field changed and changed back, a restore from the
             # trash): nothing differs from what Google had, unless Google changed since. Read it and see.
             refused[index] = replan(cycle, action)
-    results = run_writes(writes, cycle.client, batch_size=batch_size, backoff=backoff)
-    results.update(refused)
-    for index, outcome in list(results.items()):
-        if not isinstance(actions[index], core.UpdateEvent | core.DeleteEvent) or not isinstance(outcome, GoogleError):
-            continue
-        if outcome.status == 412 or isinstance(outcome, TransientError):
-            # Changed in Google meanwhile, or no answer (the write may have gone through): read it again,
-            # then merge once more from what Google really holds.
-            results[index] = replan(cycle, actions[index])
-    settle_duplicates(cycle, actions, results)
+    return writes, refused
 
-    checkpoint("series-written")
-    # Occurrence exceptions are written once their series exists.
-    exception_writes = []
+
+def _answer_without_asking(cycle: Cycle, action, by_event: dict):
+    """Google's refusal known in advance, or REPLAN when the write could overwrite what the cycle has not
+    read; None when the write may go."""
+    if isinstance(action, core.UpdateEvent) and _organized_elsewhere(cycle, action.google_id, by_event):
+        # Google refuses changes to an event organized outside the organization: do not even ask.
+        return error_for("not_organizer", status=403, reason="forbiddenForNonOrganizer")
+    fixed = _fixed_by_google(cycle, action) if isinstance(action, core.UpdateEvent) else None
+    if fixed:
+        return error_for(fixed, status=400, reason="invalid")
+    if isinstance(action, core.UpdateEvent | core.DeleteEvent) and (
+            not _etag_for(cycle, action) or _series_unread(cycle, action) or _guests_unread(cycle, action)):
+        # A write could overwrite (or a delete destroy) a change made in Google that we have not seen:
+        # read the event first and merge again.
+        return replan(cycle, action)
+    return None
+
+
+def _occurrence_writes(cycle: Cycle, actions: list, results: dict) -> list[EventWrite]:
+    """The occurrence writes of the series written (or left unchanged) this cycle, and the removal of
+    orphaned occurrences; an item whose occurrences cannot be prepared gets its own error."""
+    writes = []
     for index, action in enumerate(actions):
-        if isinstance(action, core.CreateEvent | core.RecreateEvent | core.UpdateEvent):
-            outcome = results.get(index)
-            if isinstance(outcome, GoogleError) or outcome is REPLAN or getattr(action, "portal_id", None) \
-                    in cycle.parked:
-                continue
-            try:
-                exception_writes.extend(_exception_writes(cycle, index, action))
-            except (IntegrationError, UserError, TransientError):
-                raise
-            except Exception as exc:  # noqa: BLE001 - one item that cannot be written must not stop the others
-                log.exception("preparing the occurrences of %s failed", type(action).__name__)
-                results[index] = error_for("event_refused",
-                                           detail=f"its occurrences could not be prepared: {exc!r}"[:300])
+        if not isinstance(action, core.CreateEvent | core.RecreateEvent | core.UpdateEvent):
+            continue
+        outcome = results.get(index)
+        if isinstance(outcome, GoogleError) or outcome is REPLAN or getattr(action, "portal_id", None) \
+                in cycle.parked:
+            continue
+        try:
+            writes.extend(_exception_writes(cycle, index, action))
+        except (IntegrationError, UserError, TransientError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - one item that cannot be written must not stop the others
+            log.exception("preparing the occurrences of %s failed", type(action).__name__)
+            results[index] = error_for("event_refused",
+                                       detail=f"its occurrences could not be prepared: {exc!r}"[:300])
     deleted = {a.google_id for a in actions if isinstance(a, core.DeleteEvent)}
-    exception_writes.extend(orphan_writes(cycle.orphans, skip=deleted | cycle.failed_google))
-    if exception_writes:
-        for key, outcome in run_writes(exception_writes, cycle.client, batch_size=batch_size, backoff=backoff).items():
-            if not isinstance(outcome, GoogleError) or (outcome.status in (404, 410) and key[2] != "patch"):
-                continue  # an occurrence already gone is what a delete wanted
-            if key[0] == "orphan":
-                # Leftovers of a series whose time changed: a failure to tidy them up blocks nothing.
-                cycle.journal("error", google_event_id=key[1], side="google",
-                              message=f"An old occurrence ({key[2]}) could not be removed: {outcome.cause}")
-                continue
-            results[key[0]] = outcome
-    return results
+    writes.extend(orphan_writes(cycle.orphans, skip=deleted | cycle.failed_google))
+    return writes
 
 
 def _series_unread(cycle: Cycle, action) -> bool:
