@@ -73,7 +73,7 @@ def register_error_pages(app):
 
 
 def register_filters(app):
-    from portal.sync.recurrence import describe
+    from portal.sync.recurrence_text import describe
 
     @app.template_filter("describe_recurrence")
     def describe_recurrence(lines):

@@ -18,7 +18,6 @@ from dateutil import rrule as du
 
 __all__ = [
     "RecurrenceError",
-    "describe",
     "has_occurrence_after",
     "is_editable",
     "is_occurrence",
@@ -37,8 +36,6 @@ class RecurrenceError(ValueError):
 
 
 WEEKDAYS = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
-_WEEKDAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 # Sub-daily frequencies are valid RFC 5545 but neither Google's UI nor the portal's editor
 # offers them, and a calendar item every minute is almost certainly a mistake.
@@ -61,7 +58,7 @@ _INT_LISTS = {
 }
 _LINE_ORDER = {"RRULE": 0, "EXRULE": 1, "RDATE": 2, "EXDATE": 3}
 
-_BYDAY_RE = re.compile(r"^([+-]?\d{1,2})?(MO|TU|WE|TH|FR|SA|SU)$")
+BYDAY_RE = re.compile(r"^([+-]?\d{1,2})?(MO|TU|WE|TH|FR|SA|SU)$")
 _DATE_RE = re.compile(r"^(\d{4})(\d{2})(\d{2})$")
 _DATETIME_RE = re.compile(r"^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})(Z?)$")
 
@@ -102,7 +99,8 @@ def _name_of(line: str) -> str:
     return re.split(r"[;:]", line, maxsplit=1)[0].upper()
 
 
-def _parse(lines: Iterable[str], *, time_zone: str | None = None, all_day: bool = False) -> _Parsed:
+def parse_recurrence(lines: Iterable[str], *, time_zone: str | None = None, all_day: bool = False) -> _Parsed:
+    """The lines read and checked, each rule and date list as a value (raises RecurrenceError)."""
     if isinstance(lines, str):
         # A bare string would be iterated character by character: a classic silent bug.
         lines = [lines]
@@ -169,7 +167,7 @@ def _parse_rule(kind: str, value: str) -> _Rule:
                 continue  # the default: dropping it lets equivalent spellings compare equal
             parts[key] = str(n)
         elif key == "UNTIL":
-            parts[key] = _format_value(_parse_value(val, "UNTIL"))
+            parts[key] = _format_value(parse_value(val, "UNTIL"))
         elif key == "WKST":
             if val not in WEEKDAYS:
                 raise RecurrenceError(f"WKST={val} is not a weekday")
@@ -283,7 +281,7 @@ def _canonical_int_list(key: str, val: str, lo: int, hi: int, signed: bool) -> s
 def _canonical_byday(val: str, freq: str, *, has_byweekno: bool) -> str:
     days: set[tuple[int, int | None]] = set()
     for item in val.split(","):
-        m = _BYDAY_RE.match(item.strip())
+        m = BYDAY_RE.match(item.strip())
         if not m:
             raise RecurrenceError(f"BYDAY value {item!r} is not a weekday like MO or 2TU")
         ordinal = int(m.group(1)) if m.group(1) else None
@@ -317,7 +315,7 @@ def _parse_dates(kind: str, params: Sequence[str], value: str, time_zone: str | 
     default_zone = tzid or (_zone(time_zone) if time_zone else None)
     out: list[DateValue] = []
     for item in value.split(","):
-        parsed = _parse_value(item.strip().upper(), kind)
+        parsed = parse_value(item.strip().upper(), kind)
         if value_type == "DATE" and isinstance(parsed, datetime):
             raise RecurrenceError(f"{kind};VALUE=DATE holds a date-time: {item!r}")
         if value_type == "DATE-TIME" and not isinstance(parsed, datetime):
@@ -339,7 +337,7 @@ def _parse_dates(kind: str, params: Sequence[str], value: str, time_zone: str | 
 EARLIEST_YEAR, LATEST_YEAR = 1900, 2200
 
 
-def _parse_value(val: str, what: str) -> DateValue:
+def parse_value(val: str, what: str) -> DateValue:
     if (m := _DATE_RE.match(val) or _DATETIME_RE.match(val)) and not EARLIEST_YEAR <= int(m[1]) <= LATEST_YEAR:
         raise RecurrenceError(f"{what} {val!r} lies outside the years {EARLIEST_YEAR} to {LATEST_YEAR}")
     if m := _DATE_RE.match(val):
@@ -393,22 +391,22 @@ def normalize_recurrence(lines: Iterable[str], *, time_zone: str | None = None, 
     floating RDATE/EXDATE times are turned into UTC. Raises RecurrenceError on
     anything that is not a recurrence line.
     """
-    return _parse(lines, time_zone=time_zone, all_day=all_day).lines()
+    return parse_recurrence(lines, time_zone=time_zone, all_day=all_day).lines()
 
 
 def validate_recurrence(lines: Iterable[str], *, all_day: bool, time_zone: str | None = None) -> list[str]:
     """Canonical lines, or RecurrenceError with a message fit for the person who typed them."""
-    parsed = _parse(lines, time_zone=time_zone, all_day=all_day)
+    parsed = parse_recurrence(lines, time_zone=time_zone, all_day=all_day)
     rules = []
     for rule in parsed.rules:
         parts = dict(rule.parts)
         if all_day:
             if any(k in parts for k in ("BYHOUR", "BYMINUTE", "BYSECOND")):
                 raise RecurrenceError("An all-day series cannot repeat by hour, minute or second")
-            until = _parse_value(parts["UNTIL"], "UNTIL") if "UNTIL" in parts else None
+            until = parse_value(parts["UNTIL"], "UNTIL") if "UNTIL" in parts else None
             if isinstance(until, datetime):
                 # Clients disagree on how all-day series spell UNTIL; the date is what is meant.
-                parts["UNTIL"] = _format_value(_as_date(until))
+                parts["UNTIL"] = _format_value(as_date(until))
         rules.append(_Rule(rule.kind, tuple((k, parts[k]) for k in _PART_ORDER if k in parts)))
     if all_day:
         for item in parsed.dates:
@@ -420,7 +418,7 @@ def validate_recurrence(lines: Iterable[str], *, all_day: bool, time_zone: str |
 def is_editable(lines: Iterable[str]) -> tuple[bool, str | None]:
     """Whether the portal's editor can represent the rule; if not, why (shown on the item)."""
     try:
-        parsed = _parse(lines)
+        parsed = parse_recurrence(lines)
     except RecurrenceError as err:
         return False, str(err)
     rrules = [r for r in parsed.rules if r.kind == "RRULE"]
@@ -431,69 +429,6 @@ def is_editable(lines: Iterable[str]) -> tuple[bool, str | None]:
     if not rrules and any(d.kind == "RDATE" for d in parsed.dates):
         return False, "The series repeats on a list of dates (RDATE) only, which the portal cannot edit"
     return True, None
-
-
-def describe(lines: Iterable[str]) -> str:
-    """Short English text of a rule, e.g. ``Weekly on Mon, Wed, every 2 weeks, 10 times``."""
-    try:
-        parsed = _parse(lines)
-    except RecurrenceError:
-        return "Custom recurrence"
-    rrules = [r for r in parsed.rules if r.kind == "RRULE"]
-    if not rrules:
-        return "Custom dates" if parsed.dates else "Does not repeat"
-    if len(rrules) > 1 or any(r.kind == "EXRULE" for r in parsed.rules):
-        return "Custom recurrence"
-    rule = dict(rrules[0].parts)
-    freq = rule["FREQ"]
-    text = [freq.capitalize()]
-    if "BYDAY" in rule:
-        text[0] += " on " + ", ".join(_describe_day(d) for d in rule["BYDAY"].split(","))
-    if "BYMONTHDAY" in rule:
-        days = rule["BYMONTHDAY"].split(",")
-        text.append(("day " if len(days) == 1 else "days ") + ", ".join(_describe_monthday(d) for d in days))
-    if "BYMONTH" in rule:
-        text.append("in " + ", ".join(_MONTH_NAMES[int(m) - 1] for m in rule["BYMONTH"].split(",")))
-    if "BYSETPOS" in rule:
-        text.append("occurrence " + ", ".join(_describe_monthday(p) for p in rule["BYSETPOS"].split(",")))
-    if "INTERVAL" in rule:
-        unit = {"DAILY": "days", "WEEKLY": "weeks", "MONTHLY": "months", "YEARLY": "years"}[freq]
-        text.append(f"every {rule['INTERVAL']} {unit}")
-    if "COUNT" in rule:
-        text.append("once" if rule["COUNT"] == "1" else f"{rule['COUNT']} times")
-    if "UNTIL" in rule:
-        until = _parse_value(rule["UNTIL"], "UNTIL")
-        text.append(f"until {_as_date(until).isoformat()}")
-    excluded = sum(1 for d in parsed.dates if d.kind == "EXDATE")
-    added = sum(1 for d in parsed.dates if d.kind == "RDATE")
-    if added:
-        text.append(f"plus {added} extra date{'s' if added > 1 else ''}")
-    if excluded:
-        text.append(f"except {excluded} date{'s' if excluded > 1 else ''}")
-    return ", ".join(text)
-
-
-def _describe_day(item: str) -> str:
-    m = _BYDAY_RE.match(item)
-    assert m is not None  # canonical input
-    name = _WEEKDAY_NAMES[WEEKDAYS.index(m.group(2))]
-    if not m.group(1):
-        return name
-    return f"the {_ordinal_word(int(m.group(1)))} {name}"
-
-
-def _describe_monthday(item: str) -> str:
-    n = int(item)
-    return str(n) if n > 0 else ("last" if n == -1 else f"{-n} from the end")
-
-
-def _ordinal_word(n: int) -> str:
-    if n == -1:
-        return "last"
-    if n < 0:
-        return f"{_ordinal_word(-n)} to last"
-    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
-    return f"{n}{suffix}"
 
 
 # ---------------------------------------------------------------- public: expansion
@@ -526,10 +461,10 @@ def occurrences(
     The start itself is always the first occurrence (RFC 5545), even if the rule skips it.
     """
     zone = _zone(time_zone)
-    parsed = _parse(lines, time_zone=time_zone, all_day=all_day)
+    parsed = parse_recurrence(lines, time_zone=time_zone, all_day=all_day)
     duration = end - start
     if all_day:
-        first = datetime.combine(_as_date(start), time())
+        first = datetime.combine(as_date(start), time())
     else:
         first = _aware(start).astimezone(zone).replace(tzinfo=None)
 
@@ -586,9 +521,9 @@ def is_occurrence(
     all_day: bool,
 ) -> bool:
     """Whether ``key`` (see occurrence_key) names an occurrence of the series."""
-    value = _parse_value(key.upper(), "occurrence key")
+    value = parse_value(key.upper(), "occurrence key")
     if all_day:
-        moment = datetime.combine(_as_date(value), time(), tzinfo=_zone(time_zone)).astimezone(UTC)
+        moment = datetime.combine(as_date(value), time(), tzinfo=_zone(time_zone)).astimezone(UTC)
     elif isinstance(value, datetime) and value.tzinfo is not None:
         moment = value
     else:
@@ -641,7 +576,7 @@ def _rrule(rule: _Rule, first: datetime, zone: ZoneInfo, all_day: bool) -> du.rr
     if "COUNT" in parts:
         kwargs["count"] = int(parts["COUNT"])
     if "UNTIL" in parts:
-        until = _parse_value(parts["UNTIL"], "UNTIL")
+        until = parse_value(parts["UNTIL"], "UNTIL")
         if isinstance(until, datetime):
             kwargs["until"] = _local(until, first, zone, all_day)
         else:
@@ -652,7 +587,7 @@ def _rrule(rule: _Rule, first: datetime, zone: ZoneInfo, all_day: bool) -> du.rr
     if "BYDAY" in parts:
         days = []
         for item in parts["BYDAY"].split(","):
-            m = _BYDAY_RE.match(item)
+            m = BYDAY_RE.match(item)
             assert m is not None
             weekday = du.weekday(WEEKDAYS.index(m.group(2)))
             days.append(weekday(int(m.group(1))) if m.group(1) else weekday)
@@ -673,7 +608,7 @@ def google_reads_as_yearly(parts: dict[str, str]) -> bool:
             and not any(k in parts for k in ("BYMONTH", "BYWEEKNO", "BYYEARDAY")))
 
 
-def _as_date(value: DateValue) -> date:
+def as_date(value: DateValue) -> date:
     return value.astimezone(UTC).date() if isinstance(value, datetime) and value.tzinfo else (
         value.date() if isinstance(value, datetime) else value
     )
@@ -690,7 +625,7 @@ def occurrence_moment(key: str, time_zone: str, *, all_day: bool) -> date | date
 
     Raises RecurrenceError when the key does not have the shape the series needs.
     """
-    value = _parse_value(key.strip().upper(), "occurrence key")
+    value = parse_value(key.strip().upper(), "occurrence key")
     if all_day:
         if isinstance(value, datetime):
             raise RecurrenceError(f"Occurrence {key!r} of an all-day series must be a date")
@@ -755,11 +690,11 @@ def split_recurrence(
     editable, reason = is_editable(lines)
     if not editable:
         raise RecurrenceError(reason or "This series cannot be split")
-    parsed = _parse(lines, time_zone=None if all_day else time_zone, all_day=all_day)
+    parsed = parse_recurrence(lines, time_zone=None if all_day else time_zone, all_day=all_day)
     zone = _zone(time_zone)
     cut = occurrence_moment(key, time_zone, all_day=all_day)
     if all_day:
-        first = datetime.combine(_as_date(start), time())
+        first = datetime.combine(as_date(start), time())
         cut_local = datetime.combine(cut, time())  # type: ignore[arg-type]
         until_value = _format_value(cut - timedelta(days=1))  # type: ignore[operator]
     else:
@@ -796,7 +731,7 @@ def split_recurrence(
 
 
 def _until_local(value: str, zone: ZoneInfo, all_day: bool) -> datetime:
-    until = _parse_value(value, "UNTIL")
+    until = parse_value(value, "UNTIL")
     if isinstance(until, datetime):
         return _local(until, datetime.min, zone, all_day)
     return datetime.combine(until, time.max)

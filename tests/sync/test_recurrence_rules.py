@@ -8,7 +8,6 @@ import pytest
 
 from portal.sync.recurrence import (
     RecurrenceError,
-    describe,
     has_occurrence_after,
     is_editable,
     is_occurrence,
@@ -17,6 +16,7 @@ from portal.sync.recurrence import (
     occurrences,
     validate_recurrence,
 )
+from portal.sync.recurrence_text import describe
 
 AMS = ZoneInfo("Europe/Amsterdam")
 EPOCH = datetime(1900, 1, 1, tzinfo=UTC)
