@@ -9,12 +9,20 @@ from flask import current_app
 from flask.cli import with_appcontext
 from sqlalchemy import func, select
 
+from portal.accounts import (
+    AccountError,
+    add_organization,
+    add_user,
+    find_organization,
+    is_email_address,
+    organization_named,
+    rename_user,
+)
 from portal.activities import ValidationError, clean_activity, create_activity, is_time_zone
 from portal.changes import changed_by
 from portal.extensions import db
 from portal.models import (
     ROLES,
-    ActivityType,
     ApiToken,
     Organization,
     Project,
@@ -30,42 +38,17 @@ def init_app(app):
     for command in (create_organization, create_user, rename_user_command, create_api_token, seed_demo, serve,
                     sync_command):
         app.cli.add_command(command)
-    from portal.cli_google import configure_google  # imports find_organization from here
+    from portal.cli_google import configure_google  # imports chosen_organization from here
 
     app.cli.add_command(configure_google)
 
 
-def find_organization(name: str | None) -> Organization:
-    """The named organization, or the only one when no name is given."""
-    if name:
-        organization = db.session.scalar(select(Organization).where(Organization.name == name))
-        if organization is None:
-            raise click.ClickException(f"No organization named {name!r}.")
-        return organization
-    organizations = db.session.scalars(select(Organization)).all()
-    if len(organizations) != 1:
-        raise click.ClickException(
-            "There is no organization yet; run create-organization first."
-            if not organizations
-            else "There are several organizations; name one with --organization."
-        )
-    return organizations[0]
-
-
-def add_organization(name: str) -> Organization:
-    organization = Organization(name=name)
-    db.session.add(organization)
-    db.session.add_all(ActivityType.create_standard(organization))
-    return organization
-
-
-def add_user(organization: Organization, email: str, name: str, role: str, password: str,
-             time_zone: str = "Europe/Amsterdam") -> User:
-    user = User(organization=organization, email=normalize_email(email), name=name, role=role,
-                time_zone=time_zone)
-    user.set_password(password)
-    db.session.add(user)
-    return user
+def chosen_organization(name: str | None) -> Organization:
+    """The organization a command's `--organization` names, or the only one; a refusal ends the command."""
+    try:
+        return find_organization(name)
+    except AccountError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @click.command("create-organization")
@@ -76,7 +59,7 @@ def create_organization(name):
     name = name.strip()
     if not name:
         raise click.ClickException("The name may not be empty.")
-    if db.session.scalar(select(Organization).where(Organization.name == name)):
+    if organization_named(name):
         raise click.ClickException(f"An organization named {name!r} exists already.")
     add_organization(name)
     db.session.commit()
@@ -94,9 +77,9 @@ def create_organization(name):
 @click.option("--time-zone", default="Europe/Amsterdam", show_default=True)
 def create_user(email, name, role, password, organization_name, time_zone):
     """Create a user in an organization."""
-    organization = find_organization(organization_name)
+    organization = chosen_organization(organization_name)
     email = normalize_email(email)
-    if "@" not in email or len(email) > 254:
+    if not is_email_address(email):
         raise click.ClickException(f"{email!r} is not an e-mail address.")
     if len(password) < 8:
         raise click.ClickException("The password needs at least 8 characters.")
@@ -116,9 +99,7 @@ def create_user(email, name, role, password, organization_name, time_zone):
 @click.option("--organization", "organization_name")
 def rename_user_command(email, new_email, organization_name):
     """Give a user a new e-mail address (as the Google Workspace admin renamed them); the sync follows."""
-    from portal.accounts import AccountError, rename_user
-
-    organization = find_organization(organization_name)
+    organization = chosen_organization(organization_name)
     user = organization.user_by_email(normalize_email(email))
     if user is None:
         raise click.ClickException(f"No user {email} in {organization.name}.")
@@ -138,7 +119,7 @@ def create_api_token(email, organization_name):
     """Create an API token for a user and print it (it is shown only this once)."""
     email = normalize_email(email)
     if organization_name:
-        users = [find_organization(organization_name).user_by_email(email)]
+        users = [chosen_organization(organization_name).user_by_email(email)]
     else:
         users = db.session.scalars(select(User).where(User.email == email)).all()
     users = [u for u in users if u is not None]
@@ -172,7 +153,7 @@ def seed_demo(if_empty):
             click.echo("The database has data already; demo not seeded.")
             _print_logins()
             return
-        if db.session.scalar(select(Organization).where(Organization.name == DEMO_ORGANIZATION)):
+        if organization_named(DEMO_ORGANIZATION):
             raise click.ClickException("The demo organization exists already.")
     organization = add_organization(DEMO_ORGANIZATION)
     users = {email: add_user(organization, email, name, role, DEMO_PASSWORD) for email, name, role in DEMO_USERS}

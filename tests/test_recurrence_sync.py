@@ -484,7 +484,7 @@ def test_this_and_following_in_the_portal_splits_the_series_in_google(app, world
 
 
 def add_person(app, world, connected, key, email, zone):
-    from portal.cli import add_user
+    from portal.accounts import add_user
     from portal.models import Organization, User
 
     connected.add_user(email, time_zone=zone)

@@ -229,7 +229,7 @@ def test_user_outside_the_workspace_gets_their_own_banner(app, world, connected,
     from portal.models import User
 
     with app.app_context():
-        from portal.cli import add_user
+        from portal.accounts import add_user
         from portal.models import Organization
         add_user(db.session.get(Organization, world["acme"]), "stranger@acme.test", "Stranger", "user", "long-enough")
         db.session.commit()
