@@ -6,7 +6,7 @@ import click
 from flask.cli import with_appcontext
 from sqlalchemy import select
 
-from portal.cli import chosen_organization
+from portal.cli.accounts import chosen_organization
 from portal.extensions import db
 from portal.integration import (
     KEY_FILE_LIMIT,
