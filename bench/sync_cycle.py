@@ -24,8 +24,8 @@ from google.oauth2.credentials import Credentials  # noqa: E402
 from googleapiclient.discovery import build  # noqa: E402
 
 from portal import create_app  # noqa: E402
+from portal.accounts import add_organization, add_user  # noqa: E402
 from portal.activities import clean_activity, create_activity  # noqa: E402
-from portal.cli import add_organization, add_user  # noqa: E402
 from portal.emulator.server import EmulatorServer  # noqa: E402
 from portal.extensions import db  # noqa: E402
 from portal.integration import integration_for, save_account, set_enabled, upload_key  # noqa: E402

@@ -27,7 +27,7 @@ from sqlalchemy import select  # noqa: E402
 from werkzeug.serving import make_server  # noqa: E402
 
 from portal import create_app  # noqa: E402
-from portal.cli import add_organization, add_user  # noqa: E402
+from portal.accounts import add_organization, add_user  # noqa: E402
 from portal.emulator.server import EmulatorServer  # noqa: E402
 from portal.extensions import db  # noqa: E402
 from portal.models import Activity, ApiToken  # noqa: E402

@@ -1,15 +1,61 @@
-"""Operations on user accounts that reach beyond the users table."""
+"""Organizations and user accounts: creating, finding, and changes that reach beyond the users table."""
 
 from __future__ import annotations
 
 from sqlalchemy import or_, select
 
 from portal.extensions import db
-from portal.models import Activity, ActivityParticipant, User, normalize_email
+from portal.models import Activity, ActivityParticipant, ActivityType, Organization, User, normalize_email
+from portal.sync.google import TOKENS
+from portal.sync.models import SyncLink
 
 
 class AccountError(ValueError):
-    """A change to an account that cannot be made, with the reason."""
+    """An account operation that cannot be carried out, with the reason."""
+
+
+def is_email_address(email: str) -> bool:
+    """Whether a (normalized) address can be a user's: the address Google Workspace knows them by."""
+    return "@" in email and len(email) <= 254
+
+
+def organization_named(name: str) -> Organization | None:
+    return db.session.scalar(select(Organization).where(Organization.name == name))
+
+
+def find_organization(name: str | None) -> Organization:
+    """The named organization, or the only one when no name is given."""
+    if name:
+        organization = organization_named(name)
+        if organization is None:
+            raise AccountError(f"No organization named {name!r}.")
+        return organization
+    organizations = db.session.scalars(select(Organization)).all()
+    if len(organizations) != 1:
+        raise AccountError(
+            "There is no organization yet; run create-organization first."
+            if not organizations
+            else "There are several organizations; name one with --organization."
+        )
+    return organizations[0]
+
+
+def add_organization(name: str) -> Organization:
+    """A new organization with the standard activity types, added to the session (not committed)."""
+    organization = Organization(name=name)
+    db.session.add(organization)
+    db.session.add_all(ActivityType.create_standard(organization))
+    return organization
+
+
+def add_user(organization: Organization, email: str, name: str, role: str, password: str,
+             time_zone: str = "Europe/Amsterdam") -> User:
+    """A new user, added to the session (not committed); the caller has checked the values."""
+    user = User(organization=organization, email=normalize_email(email), name=name, role=role,
+                time_zone=time_zone)
+    user.set_password(password)
+    db.session.add(user)
+    return user
 
 
 def rename_user(user: User, new_email: str) -> None:
@@ -20,11 +66,8 @@ def rename_user(user: User, new_email: str) -> None:
     agreed states that name the user, so the rename is not taken for a change of participants on either
     side. Rename the user in Google Workspace too (in either order; the sync catches up).
     """
-    from portal.sync.google import TOKENS
-    from portal.sync.models import SyncLink
-
     old, new = user.email, normalize_email(new_email)
-    if "@" not in new or len(new) > 254:
+    if not is_email_address(new):
         raise AccountError(f"{new_email!r} is not an e-mail address.")
     if new == old:
         return

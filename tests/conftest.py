@@ -84,7 +84,7 @@ PASSWORD = "correct-horse-battery"
 @pytest.fixture
 def world(app):
     """Two organizations: Acme (admin, two users, helpdesk) and Globex (admin, one user)."""
-    from portal.cli import add_organization, add_user
+    from portal.accounts import add_organization, add_user
     from portal.models import Project, ProjectTask
 
     with app.app_context():

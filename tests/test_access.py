@@ -117,7 +117,7 @@ def test_logout_ends_the_session(login_as, client):
 
 class TestCsrf:
     def test_form_post_without_token_is_refused(self, csrf_app):
-        from portal.cli import add_organization, add_user
+        from portal.accounts import add_organization, add_user
         from portal.extensions import db
 
         with csrf_app.app_context():
@@ -132,7 +132,7 @@ class TestCsrf:
     def test_form_post_with_token_is_accepted(self, csrf_app):
         import re
 
-        from portal.cli import add_organization, add_user
+        from portal.accounts import add_organization, add_user
         from portal.extensions import db
         from portal.models import Activity
 

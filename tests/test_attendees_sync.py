@@ -192,7 +192,7 @@ def test_change_to_an_invitation_from_outside_is_not_pushed_or_retried(app, worl
 
 def add_freelancer(app, world):
     """A portal user whose address is not in the Google Workspace."""
-    from portal.cli import add_user
+    from portal.accounts import add_user
 
     with app.app_context():
         user = add_user(db.session.get(Organization, world["acme"]), "freelancer@acme.test", "Fay Freelancer",

@@ -484,15 +484,13 @@ def test_this_and_following_in_the_portal_splits_the_series_in_google(app, world
 
 
 def add_person(app, world, connected, key, email, zone):
-    from portal.cli import add_user
-    from portal.models import Organization, User
+    from portal.accounts import add_user
+    from portal.models import Organization
 
     connected.add_user(email, time_zone=zone)
     with app.app_context():
-        user = add_user(db.session.get(Organization, world["acme"]), email, key.title(), "user", "long-enough-pw")
-        db.session.commit()
-        user = db.session.scalars(select(User).where(User.email == email)).one()
-        user.time_zone = zone
+        user = add_user(db.session.get(Organization, world["acme"]), email, key.title(), "user", "long-enough-pw",
+                        zone)
         db.session.commit()
         world[key] = user.id
 

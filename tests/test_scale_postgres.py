@@ -66,7 +66,7 @@ class ScaleRun:
     def setup(self) -> None:
         from flask_migrate import upgrade
 
-        from portal.cli import add_organization
+        from portal.accounts import add_organization
         from portal.integration import integration_for, save_account, set_enabled, upload_key
         from portal.models import User
         from portal.sync.google import GOOGLE_SCOPES

@@ -13,7 +13,7 @@ from portal.sync.models import CalendarSync
 
 
 def test_the_demo_organization_is_connected_to_the_embedded_emulator_once(app, runner, tmp_path):
-    from portal.cli import DEMO_ORGANIZATION, DEMO_USERS
+    from portal.cli.demo import DEMO_ORGANIZATION, DEMO_USERS
     from portal.sync.engine import run_user_cycle
     from tests.conftest import GoogleUser
 
@@ -54,7 +54,7 @@ def test_the_demo_organization_is_connected_to_the_embedded_emulator_once(app, r
 
 
 def test_a_lost_emulator_state_is_set_up_again(app, runner):
-    from portal.cli import DEMO_ORGANIZATION
+    from portal.cli.demo import DEMO_ORGANIZATION
 
     assert runner.invoke(args=["seed-demo"]).exit_code == 0
     app.config["GOOGLE_EMULATOR_STATE"] = ""

@@ -131,7 +131,7 @@ def test_an_admin_of_another_organization_only_ever_changes_their_own(app, login
 
 class TestCsrf:
     def _login(self, csrf_app):
-        from portal.cli import add_organization, add_user
+        from portal.accounts import add_organization, add_user
 
         with csrf_app.app_context():
             org = add_organization("Acme")

@@ -226,14 +226,12 @@ def test_integration_error_pauses_the_organization(app, world, connected, sync_o
 
 
 def test_user_outside_the_workspace_gets_their_own_banner(app, world, connected, sync_on, run_sync):
-    from portal.models import User
-
     with app.app_context():
-        from portal.cli import add_user
+        from portal.accounts import add_user
         from portal.models import Organization
-        add_user(db.session.get(Organization, world["acme"]), "stranger@acme.test", "Stranger", "user", "long-enough")
+        stranger = add_user(db.session.get(Organization, world["acme"]), "stranger@acme.test", "Stranger", "user",
+                            "long-enough")
         db.session.commit()
-        stranger = db.session.scalars(select(User).where(User.email == "stranger@acme.test")).one()
         CalendarSync.for_user(stranger).switch(True)
         db.session.commit()
         world["stranger"] = stranger.id

@@ -270,7 +270,7 @@ class Chaos:
     # ------------------------------------------------------------------ set-up
 
     def setup(self) -> None:
-        from portal.cli import add_organization, add_user
+        from portal.accounts import add_organization, add_user
         from portal.integration import integration_for, save_account, set_enabled, upload_key
         from portal.models import ActivityType, ApiToken, Project, ProjectTask
         from portal.sync.google import GOOGLE_SCOPES, TOKENS

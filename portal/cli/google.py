@@ -6,7 +6,7 @@ import click
 from flask.cli import with_appcontext
 from sqlalchemy import select
 
-from portal.cli import find_organization
+from portal.cli.accounts import chosen_organization
 from portal.extensions import db
 from portal.integration import (
     KEY_FILE_LIMIT,
@@ -64,7 +64,7 @@ def configure_google(organization_name, service_account_email, key_file, key_pas
     Validates like the settings page; with any invalid value nothing is changed. Exits non-zero with the
     cause and the fix when the connection test fails.
     """
-    organization = find_organization(organization_name)
+    organization = chosen_organization(organization_name)
     row = integration_for(organization)
     data = key_file.read(KEY_FILE_LIMIT + 1)
     try:

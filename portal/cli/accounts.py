@@ -1,0 +1,110 @@
+"""Organizations, users and their API tokens, for operators."""
+
+from __future__ import annotations
+
+import click
+from flask.cli import with_appcontext
+from sqlalchemy import select
+
+from portal.accounts import (
+    AccountError,
+    add_organization,
+    add_user,
+    find_organization,
+    is_email_address,
+    organization_named,
+    rename_user,
+)
+from portal.activities import is_time_zone
+from portal.extensions import db
+from portal.models import ROLES, ApiToken, Organization, User, normalize_email
+
+
+def chosen_organization(name: str | None) -> Organization:
+    """The organization a command's `--organization` names, or the only one; a refusal ends the command."""
+    try:
+        return find_organization(name)
+    except AccountError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.command("create-organization")
+@with_appcontext
+@click.argument("name")
+def create_organization(name):
+    """Create an organization with the standard activity types."""
+    name = name.strip()
+    if not name:
+        raise click.ClickException("The name may not be empty.")
+    if organization_named(name):
+        raise click.ClickException(f"An organization named {name!r} exists already.")
+    add_organization(name)
+    db.session.commit()
+    click.echo(f"Created organization {name!r} with activity types Internal (default), Meeting, "
+               "Customer visit, Personal (personal).")
+
+
+@click.command("create-user")
+@with_appcontext
+@click.argument("email")
+@click.option("--name", required=True)
+@click.option("--role", type=click.Choice(ROLES), default="user", show_default=True)
+@click.option("--password", required=True)
+@click.option("--organization", "organization_name")
+@click.option("--time-zone", default="Europe/Amsterdam", show_default=True)
+def create_user(email, name, role, password, organization_name, time_zone):
+    """Create a user in an organization."""
+    organization = chosen_organization(organization_name)
+    email = normalize_email(email)
+    if not is_email_address(email):
+        raise click.ClickException(f"{email!r} is not an e-mail address.")
+    if len(password) < 8:
+        raise click.ClickException("The password needs at least 8 characters.")
+    if not is_time_zone(time_zone):
+        raise click.ClickException(f"Unknown time zone {time_zone!r}.")
+    if organization.user_by_email(email):
+        raise click.ClickException(f"{email} is already a user of {organization.name}.")
+    add_user(organization, email, name, role, password, time_zone)
+    db.session.commit()
+    click.echo(f"Created {role} {email} in {organization.name}.")
+
+
+@click.command("rename-user")
+@with_appcontext
+@click.argument("email")
+@click.argument("new_email")
+@click.option("--organization", "organization_name")
+def rename_user_command(email, new_email, organization_name):
+    """Give a user a new e-mail address (as the Google Workspace admin renamed them); the sync follows."""
+    organization = chosen_organization(organization_name)
+    user = organization.user_by_email(normalize_email(email))
+    if user is None:
+        raise click.ClickException(f"No user {email} in {organization.name}.")
+    try:
+        rename_user(user, new_email)
+    except AccountError as exc:
+        raise click.ClickException(str(exc)) from None
+    db.session.commit()
+    click.echo(f"{email} is now {user.email}.")
+
+
+@click.command("create-api-token")
+@with_appcontext
+@click.argument("email")
+@click.option("--organization", "organization_name")
+def create_api_token(email, organization_name):
+    """Create an API token for a user and print it (it is shown only this once)."""
+    email = normalize_email(email)
+    if organization_name:
+        users = [chosen_organization(organization_name).user_by_email(email)]
+    else:
+        users = db.session.scalars(select(User).where(User.email == email)).all()
+    users = [u for u in users if u is not None]
+    if not users:
+        raise click.ClickException(f"No user {email}.")
+    if len(users) > 1:
+        raise click.ClickException(f"{email} exists in several organizations; name one with --organization.")
+    row, token = ApiToken.issue(users[0])
+    db.session.add(row)
+    db.session.commit()
+    click.echo(token)
