@@ -33,7 +33,7 @@ from portal.forms import (
     occurrence_to_form,
 )
 from portal.models import Activity, Project, utcnow
-from portal.routes import is_htmx
+from portal.routes import render, wants_partial
 from portal.sync.models import SyncJournalEntry, SyncLink
 from portal.sync.recurrence import RecurrenceError, is_editable, split_recurrence
 from portal.sync.status import StatusReader
@@ -75,10 +75,7 @@ def parse_week(value: str | None) -> date:
 def week():
     """Show the week (Monday to Sunday) in the viewer's time zone."""
     monday = parse_week(request.args.get("week"))
-    context = week_context(monday)
-    if is_htmx() and request.headers.get("HX-Target") == "calendar-view":
-        return render_template("calendar/_week.html", **context)
-    return render_template("calendar/week.html", **context)
+    return render("calendar/week.html", "calendar/_week.html", week_context(monday), target="calendar-view")
 
 
 def week_context(monday: date) -> dict:
@@ -114,10 +111,7 @@ def week_context(monday: date) -> dict:
 @login_required
 def list_view():
     """List the viewer's current and upcoming activities; series appear once."""
-    context = list_context()
-    if is_htmx() and request.headers.get("HX-Target") == "calendar-view":
-        return render_template("calendar/_rows.html", **context)
-    return render_template("calendar/list.html", **context)
+    return render("calendar/list.html", "calendar/_rows.html", list_context(), target="calendar-view")
 
 
 def list_context() -> dict:
@@ -213,9 +207,8 @@ def form_context(fields: dict, errors: dict, activity: Activity | None, occurren
 
 
 def render_form(fields: dict, errors: dict, activity: Activity | None, status: int = 200, occurrence=None):
-    context = form_context(fields, errors, activity, occurrence)
-    template = "calendar/_form.html" if is_htmx() else "calendar/form.html"
-    return render_template(template, **context), status
+    return render("calendar/form.html", "calendar/_form.html", form_context(fields, errors, activity, occurrence),
+                  status=status)
 
 
 @bp.route("/activities/new")
@@ -456,7 +449,7 @@ def after_change(message: str):
     return_to = request.form.get("return_to") or url_for("calendar.week")
     if not return_to.startswith("/calendar"):
         return_to = url_for("calendar.week")
-    if not is_htmx():
+    if not wants_partial():
         flash(message)
         return redirect(return_to)
     view = "list" if return_to.startswith(url_for("calendar.list_view")) else "week"
@@ -467,7 +460,7 @@ def after_change(message: str):
         week_arg = return_to.split("week=", 1)[1][:10] if "week=" in return_to else None
         context = week_context(parse_week(week_arg))
         partial = "calendar/_week.html"
-    return render_template("calendar/_saved.html", message=message, partial=partial, **context)
+    return render(None, "calendar/_saved.html", {**context, "message": message, "partial": partial})
 
 
 RESTORABLE_FIELDS = ("subject", "description", "location")
