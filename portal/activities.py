@@ -16,8 +16,11 @@ from sqlalchemy import select
 
 from portal.extensions import db
 from portal.models import (
+    ACTIVITY_FIELDS,
+    ACTIVITY_TEXTS,
     DESCRIPTION_LIMIT,
     LOCATION_LIMIT,
+    OCCURRENCE_FIELDS,
     SUBJECT_LIMIT,
     Activity,
     ActivityType,
@@ -41,9 +44,6 @@ from portal.sync.recurrence import (
     validate_recurrence,
 )
 
-# What one occurrence of a series can have of its own.
-OCCURRENCE_FIELDS = ("subject", "description", "location", "start", "end")
-
 MAX_SUBJECT = SUBJECT_LIMIT
 MAX_LOCATION = LOCATION_LIMIT
 MAX_DESCRIPTION = DESCRIPTION_LIMIT
@@ -55,20 +55,7 @@ NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
 # Fields a client may send back unchanged after reading them; they are never written from input.
 READ_ONLY_FIELDS = {"id", "updated_at", "created_at", "google_event_id", "sync_status", "sync_error", "deleted",
                     "organization", "exceptions", "responses"}
-WRITABLE_FIELDS = {
-    "subject",
-    "description",
-    "location",
-    "start",
-    "end",
-    "all_day",
-    "time_zone",
-    "recurrence",
-    "activity_type",
-    "owner",
-    "participants",
-    "project_task",
-}
+WRITABLE_FIELDS = frozenset(ACTIVITY_FIELDS)
 
 
 class ValidationError(Exception):
@@ -113,11 +100,9 @@ def is_time_zone(name: object) -> bool:
 
 
 def activity_to_values(activity: Activity) -> dict:
-    """The activity as API-shaped input values: the base a partial update is merged onto."""
+    """The activity's `ACTIVITY_FIELDS` as the API shows them: also the base a partial update is merged onto."""
     return {
-        "subject": activity.subject,
-        "description": activity.description,
-        "location": activity.location,
+        **{name: getattr(activity, name) for name in ACTIVITY_TEXTS},
         "all_day": activity.all_day,
         "time_zone": activity.time_zone,
         "start": format_moment(activity, "start"),
@@ -613,7 +598,7 @@ def series_values(activity: Activity, occurrence: Occurrence, values: dict) -> d
     shown = {"subject": occurrence.subject, "location": occurrence.location,
              "description": shown_exception.description if shown_exception is not None
              and shown_exception.description is not None else activity.description}
-    for name in ("subject", "description", "location"):
+    for name in ACTIVITY_TEXTS:
         if (posted.get(name) or "").strip() == (shown[name] or "").strip():
             values[name] = getattr(activity, name)
     if posted.get("all_day") != activity.all_day:

@@ -33,7 +33,7 @@ from portal.forms import (
     form_with_posted,
     occurrence_to_form,
 )
-from portal.models import Activity, Project, utcnow
+from portal.models import ACTIVITY_TEXTS, Activity, Project, utcnow
 from portal.routes import render, wants_partial
 from portal.sync.models import SyncJournalEntry, SyncLink
 from portal.sync.recurrence import is_editable
@@ -360,7 +360,8 @@ def after_change(message: str):
     return render(None, "calendar/_saved.html", {**context, "message": message, "partial": partial})
 
 
-RESTORABLE_FIELDS = ("subject", "description", "location")
+# Only texts: a lost start or end alone would make a time slot nobody chose.
+RESTORABLE_FIELDS = tuple(ACTIVITY_TEXTS)
 TRASH_DAYS = 30
 
 
