@@ -10,7 +10,7 @@ from flask import Flask
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from portal.extensions import csrf, db, login_manager, migrate
+from portal.extensions import csrf, db, htmx, login_manager, migrate
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
@@ -43,6 +43,7 @@ def create_app(test_config=None):
     _tune_sqlite()
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True)
     csrf.init_app(app)
+    htmx.init_app(app)
     login_manager.init_app(app)
 
     from portal import changes, cli, models  # noqa: F401  (models register tables; changes hooks the session)

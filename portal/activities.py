@@ -16,11 +16,15 @@ from sqlalchemy import select
 
 from portal.extensions import db
 from portal.models import (
+    ACTIVITY_FIELDS,
+    ACTIVITY_TEXTS,
     DESCRIPTION_LIMIT,
     LOCATION_LIMIT,
+    OCCURRENCE_FIELDS,
     SUBJECT_LIMIT,
     Activity,
     ActivityType,
+    Occurrence,
     Organization,
     Project,
     ProjectTask,
@@ -36,6 +40,7 @@ from portal.sync.recurrence import (
     occurrence_key,
     occurrence_moment,
     occurrences,
+    split_recurrence,
     validate_recurrence,
 )
 
@@ -50,20 +55,7 @@ NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
 # Fields a client may send back unchanged after reading them; they are never written from input.
 READ_ONLY_FIELDS = {"id", "updated_at", "created_at", "google_event_id", "sync_status", "sync_error", "deleted",
                     "organization", "exceptions", "responses"}
-WRITABLE_FIELDS = {
-    "subject",
-    "description",
-    "location",
-    "start",
-    "end",
-    "all_day",
-    "time_zone",
-    "recurrence",
-    "activity_type",
-    "owner",
-    "participants",
-    "project_task",
-}
+WRITABLE_FIELDS = frozenset(ACTIVITY_FIELDS)
 
 
 class ValidationError(Exception):
@@ -108,11 +100,9 @@ def is_time_zone(name: object) -> bool:
 
 
 def activity_to_values(activity: Activity) -> dict:
-    """The activity as API-shaped input values: the base a partial update is merged onto."""
+    """The activity's `ACTIVITY_FIELDS` as the API shows them: also the base a partial update is merged onto."""
     return {
-        "subject": activity.subject,
-        "description": activity.description,
-        "location": activity.location,
+        **{name: getattr(activity, name) for name in ACTIVITY_TEXTS},
         "all_day": activity.all_day,
         "time_zone": activity.time_zone,
         "start": format_moment(activity, "start"),
@@ -492,6 +482,142 @@ def reanchor_exceptions(activity: Activity, before: SeriesAnchor) -> None:
 
 def delete_activity(activity: Activity) -> None:
     activity.mark_deleted()
+
+
+def edit_activity(activity: Activity, data: ActivityData) -> None:
+    """A change to the whole activity (every occurrence of a series) made in the calendar."""
+    update_activity(activity, data)
+    # Exceptions of occurrences the new time or rule no longer has go, as they do in Google.
+    activity.drop_orphan_exceptions()
+
+
+# ---------------------------------------------------------------- one occurrence of a series
+# As Google Calendar asks it, a change or a deletion made from one occurrence applies to "this" occurrence,
+# to it and the "following" ones, or to "all" of them.
+
+
+def edit_occurrence(activity: Activity, occurrence: Occurrence, scope: str, values: dict, *, actor: User,
+                    errors: dict[str, str] | None = None) -> tuple[str, Activity]:
+    """Change a series from one of its occurrences: "this" one alone takes its own texts and times, "following"
+    cuts the series there and starts a new one with the change, "all" changes the series, moved by as much
+    as the occurrence was.
+
+    `values` are API-shaped, with wall-clock times in the series' zone allowed; `errors` are what the caller
+    already found wrong in them (a form's recurrence picker), raised along with the rest (an occurrence of its
+    own has no rule, so "this" ignores them). Returns the scope applied ("following" from the first
+    occurrence is "all") and the series holding the change.
+    """
+    if scope == "following" and occurrence.key == first_occurrence_key(activity):
+        scope = "all"
+    if scope not in ("this", "following", "all"):
+        raise ValidationError({"scope": "Choose which occurrences to change."})
+    errors = dict(errors or {})
+    if scope == "all":
+        values = series_values(activity, occurrence, values)
+    elif scope == "this":
+        # An occurrence has its own times and texts; everything else stays the series'.
+        values = {**activity_to_values(activity), **{name: values[name] for name in OCCURRENCE_FIELDS},
+                  "all_day": activity.all_day}
+        errors = {}
+    try:
+        data = clean_activity(values, organization=actor.organization, actor=actor, existing=activity,
+                              allow_local_times=True)
+    except ValidationError as exc:
+        raise ValidationError({**exc.fields, **errors}) from None
+    if errors:
+        raise ValidationError(errors)
+    if scope == "all":
+        edit_activity(activity, data)
+        return scope, activity
+    if scope == "this":
+        activity.set_exception(occurrence.key, subject=data.subject, description=data.description,
+                               location=data.location, start=data.start_date if data.all_day else data.start_at,
+                               end=data.end_date if data.all_day else data.end_at)
+        return scope, activity
+    old_lines, new_lines = _split(activity, occurrence.key)
+    return scope, split_off(activity, occurrence.key, data, old_lines, new_lines)
+
+
+def delete_occurrence(activity: Activity, occurrence: Occurrence, scope: str) -> str:
+    """Delete "this" occurrence of a series (it is cancelled), or it and the "following" ones (the series ends
+    before it), or "all" (the activity goes). Returns the scope applied ("following" from the first
+    occurrence is "all")."""
+    if scope not in ("this", "following", "all"):
+        raise ValidationError({"scope": "Choose which occurrences to delete."})
+    if scope == "this":
+        activity.set_exception(occurrence.key, cancelled=True)
+        return scope
+    if scope == "all" or occurrence.key == first_occurrence_key(activity):
+        delete_activity(activity)
+        return "all"
+    activity.recurrence, _ = _split(activity, occurrence.key)
+    activity.drop_orphan_exceptions()
+    return scope
+
+
+def first_occurrence_key(activity: Activity) -> str:
+    start = activity.start_date if activity.all_day else activity.start_at
+    return occurrence_key(start, activity.all_day)
+
+
+def _split(activity: Activity, key: str) -> tuple[list[str], list[str]]:
+    try:
+        return split_recurrence(activity.recurrence, activity.start_date if activity.all_day else activity.start_at,
+                                activity.time_zone, key, all_day=activity.all_day)
+    except RecurrenceError as exc:
+        raise ValidationError({"recurrence": str(exc)}) from None
+
+
+def split_off(activity: Activity, key: str, data: ActivityData, old_lines: list[str], new_lines: list[str]) -> Activity:
+    """Google's "this and following": the series ends before occurrence ``key`` and a new series, with the
+    changes, starts there. Occurrences edited after the cut move to the new series."""
+    unchanged_rule = data.recurrence == activity.recurrence
+    successor = create_activity(activity.organization, data)
+    successor.recurrence = new_lines if unchanged_rule else data.recurrence
+    moved = [e for e in activity.exceptions if e.original_start >= key]
+    for exception in moved:
+        activity.exceptions.remove(exception)
+        successor.set_exception(exception.original_start, cancelled=exception.cancelled, subject=exception.subject,
+                                description=exception.description, location=exception.location,
+                                start=exception.start_at or exception.start_date,
+                                end=exception.end_at or exception.end_date)
+    successor.drop_orphan_exceptions()
+    activity.recurrence = old_lines
+    activity.drop_orphan_exceptions()
+    return successor
+
+
+def series_values(activity: Activity, occurrence: Occurrence, values: dict) -> dict:
+    """The series' values for an "all occurrences" change made from one occurrence.
+
+    Like Google: moving the occurrence by some time moves the series by the same; texts the person did
+    not change keep the series' own (an occurrence may have had its own title).
+    """
+    posted, values = values, dict(values)
+    shown_exception = activity.exception_for(occurrence.key)
+    shown = {"subject": occurrence.subject, "location": occurrence.location,
+             "description": shown_exception.description if shown_exception is not None
+             and shown_exception.description is not None else activity.description}
+    for name in ACTIVITY_TEXTS:
+        if (posted.get(name) or "").strip() == (shown[name] or "").strip():
+            values[name] = getattr(activity, name)
+    if posted.get("all_day") != activity.all_day:
+        return values  # switching between all-day and timed: the dates given are the series' new dates
+    try:
+        if activity.all_day:
+            new_start, new_end = date.fromisoformat(posted["start"]), date.fromisoformat(posted["end"])
+            shift = new_start - occurrence.start
+            start = activity.start_date + shift
+            values["start"], values["end"] = start.isoformat(), (start + (new_end - new_start)).isoformat()
+        else:
+            new_start, new_end = datetime.fromisoformat(posted["start"]), datetime.fromisoformat(posted["end"])
+            zone = activity.zone
+            shift = new_start.replace(tzinfo=None) - occurrence.start.astimezone(zone).replace(tzinfo=None)
+            start = activity.start_at.astimezone(zone).replace(tzinfo=None) + shift
+            values["start"], values["end"] = start.isoformat(), (start + (new_end - new_start)).isoformat()
+    except (KeyError, TypeError, ValueError):
+        pass  # clean_activity names what is wrong with the posted times
+    return values
 
 
 def default_times(user: User, day: date | None = None) -> tuple[datetime, datetime]:

@@ -10,7 +10,14 @@ from __future__ import annotations
 from sqlalchemy import event, inspect
 from sqlalchemy.orm import Session
 
-from portal.models import Activity, ActivityParticipant, ChangeRecord, RecurrenceException, utcnow
+from portal.models import (
+    ACTIVITY_TEXTS,
+    Activity,
+    ActivityParticipant,
+    ChangeRecord,
+    RecurrenceException,
+    utcnow,
+)
 
 ORIGIN_KEY = "change_origin"
 ACTOR_KEY = "change_actor_id"
@@ -46,7 +53,7 @@ def _owning_activity(session: Session, obj) -> Activity | None:
 
 # The synced fields (as the sync core names them) each column of an activity holds.
 SYNCED_COLUMNS = {
-    "subject": ("subject",), "description": ("description",), "location": ("location",),
+    **{name: (name,) for name in ACTIVITY_TEXTS},
     "start_at": ("all_day", "start", "end", "time_zone"), "end_at": ("all_day", "start", "end", "time_zone"),
     "start_date": ("all_day", "start", "end", "time_zone"), "end_date": ("all_day", "start", "end", "time_zone"),
     "all_day": ("all_day", "start", "end", "time_zone"), "time_zone": ("all_day", "start", "end", "time_zone"),

@@ -10,7 +10,7 @@ import re
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from portal.models import Activity, User
+from portal.models import ACTIVITY_TEXTS, Activity, User
 
 WEEKDAYS = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
 WEEKDAY_LABELS = dict(zip(WEEKDAYS, ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"), strict=True))
@@ -38,9 +38,7 @@ def form_to_values(form, *, all_day_default: bool = False) -> tuple[dict, dict[s
         start = _join(start_date, form.get("start_time", "").strip())
         end = _join(end_date or start_date, form.get("end_time", "").strip())
     values = {
-        "subject": form.get("subject", ""),
-        "description": form.get("description", ""),
-        "location": form.get("location", ""),
+        **{name: form.get(name, "") for name in ACTIVITY_TEXTS},
         "all_day": all_day,
         "time_zone": form.get("time_zone", "").strip(),
         "start": start,
@@ -184,7 +182,7 @@ def activity_to_form(activity: Activity | None, viewer: User, *, start=None, end
     """Field values to show for an activity (or a new one starting at `start`), in the viewer's zone."""
     if activity is None:
         return {
-            "subject": "", "description": "", "location": "", "all_day": False,
+            **dict.fromkeys(ACTIVITY_TEXTS, ""), "all_day": False,
             "time_zone": viewer.time_zone,
             "start_date": start.date().isoformat(), "start_time": start.strftime("%H:%M"),
             "end_date": end.date().isoformat(), "end_time": end.strftime("%H:%M"),
@@ -192,7 +190,7 @@ def activity_to_form(activity: Activity | None, viewer: User, *, start=None, end
             **picker_from_recurrence([]),
         }
     fields = {
-        "subject": activity.subject, "description": activity.description, "location": activity.location,
+        **{name: getattr(activity, name) for name in ACTIVITY_TEXTS},
         "all_day": activity.all_day, "time_zone": activity.time_zone,
         "activity_type": activity.activity_type_id, "owner": activity.owner.email,
         "participants": [u.email for u in activity.participants],
@@ -232,7 +230,7 @@ def occurrence_to_form(activity: Activity, occurrence, viewer: User) -> dict:
 def form_with_posted(form) -> dict:
     """Redisplay what the user posted after a validation error."""
     fields = {key: form.get(key, "") for key in (
-        "subject", "description", "location", "time_zone", "start_date", "start_time", "end_date",
+        *ACTIVITY_TEXTS, "time_zone", "start_date", "start_time", "end_date",
         "end_time", "activity_type", "owner", "project_task", "freq", "interval", "monthly_mode", "ends",
         "count", "until", "recurrence_lines", "occurrence", "scope")}
     fields["all_day"] = form.get("all_day") in ("on", "true", "1")

@@ -247,6 +247,17 @@ class ActivityParticipant(db.Model):
     user: Mapped[User] = relationship()
 
 
+# An activity's texts, each with the name Google's events give it. One occurrence of a series can have texts
+# of its own; those it has not follow the series'.
+ACTIVITY_TEXTS = {"subject": "summary", "description": "description", "location": "location"}
+# What one occurrence of a series can have of its own, as one of Google's changed occurrences can.
+OCCURRENCE_FIELDS = (*ACTIVITY_TEXTS, "start", "end")
+# An activity's fields as the API and the calendar form exchange them. The sync carries all but the owner
+# and the project task, and of the type only whether it is personal (private in Google).
+ACTIVITY_FIELDS = (*OCCURRENCE_FIELDS, "all_day", "time_zone", "recurrence", "participants", "activity_type",
+                   "owner", "project_task")
+
+
 class Activity(db.Model):
     """A calendar item. Timed items store UTC instants plus an IANA zone; all-day items store dates."""
 

@@ -74,6 +74,16 @@ def test_htmx_requests_get_partials_and_plain_requests_full_pages(login_as):
     assert "<html" not in week.get_data(as_text=True) and "Week of 02 Mar 2026" in week.get_data(as_text=True)
 
 
+def test_page_and_partial_of_one_address_tell_caches_they_differ(login_as):
+    client = login_as("user")
+    page = client.get("/calendar/?week=2026-03-02")
+    partial = client.get("/calendar/?week=2026-03-02", headers={**HX, "HX-Target": "calendar-view"})
+    restored = client.get("/calendar/?week=2026-03-02", headers={**HX, "HX-History-Restore-Request": "true"})
+    assert "<html" in page.get_data(as_text=True) and "<html" not in partial.get_data(as_text=True)
+    assert "<html" in restored.get_data(as_text=True)  # a history restore needs the whole page
+    assert all("HX-Request" in r.headers.get("Vary", "") for r in (page, partial, restored))
+
+
 @pytest.mark.parametrize(("change", "field", "message"), [
     ({"subject": "  "}, "subject", "required"),
     ({"end_time": "08:00"}, "end", "before the start"),

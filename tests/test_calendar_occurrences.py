@@ -5,10 +5,12 @@ import re
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
+import pytest
 from sqlalchemy import select
 
+from portal.activities import ValidationError, delete_occurrence, edit_occurrence
 from portal.extensions import db
-from portal.models import Activity
+from portal.models import Activity, User
 from tests.helpers import make_activity
 
 AMS = ZoneInfo("Europe/Amsterdam")
@@ -289,3 +291,24 @@ def test_moving_a_series_takes_its_changed_and_cancelled_occurrences_along(app, 
         assert cancelled.original_start == (first + timedelta(days=3, hours=2)).astimezone(UTC).strftime(
             "%Y%m%dT%H%M%SZ")
         assert (cancelled.start_at, cancelled.end_at, cancelled.start_date, cancelled.end_date) == (None,) * 4
+
+
+def test_occurrences_are_changed_from_plain_values_without_a_request(app, world):
+    activity_id = series(app, world)
+    with app.app_context():
+        activity = db.session.get(Activity, activity_id)
+        user = db.session.get(User, world["user"])
+        third = activity.occurrence(THIRD)
+        with pytest.raises(ValidationError) as refused:
+            delete_occurrence(activity, third, "some")
+        assert refused.value.fields == {"scope": "Choose which occurrences to delete."}
+        values = {"subject": "Retro", "description": "", "location": "", "start": "2027-01-18T11:00",
+                  "end": "2027-01-18T12:00"}
+        scope, changed = edit_occurrence(activity, third, "this", values, actor=user,
+                                         errors={"recurrence": "ignored: one occurrence has no rule"})
+        assert (scope, changed) == ("this", activity)
+        assert activity.occurrence(THIRD).subject == "Retro"
+        assert activity.occurrence(THIRD).start == datetime(2027, 1, 18, 10, tzinfo=UTC)
+        first = activity.occurrence("20270104T080000Z")
+        assert delete_occurrence(activity, first, "following") == "all" and activity.is_deleted
+        db.session.rollback()

@@ -2,8 +2,9 @@
 
 from functools import wraps
 
-from flask import abort, request
+from flask import Response, abort, render_template, request
 from flask_login import current_user, login_required
+from htmx_flask import make_response
 from werkzeug.routing import IntegerConverter
 
 
@@ -42,7 +43,7 @@ class DatabaseIdConverter(IntegerConverter):
 
 
 def register_error_pages(app):
-    from flask import jsonify, render_template
+    from flask import jsonify
     from flask_wtf.csrf import CSRFError
     from sqlalchemy.orm.exc import StaleDataError
     from werkzeug.exceptions import Conflict, HTTPException
@@ -96,5 +97,20 @@ def role_required(*roles):
     return decorator
 
 
-def is_htmx() -> bool:
-    return request.headers.get("HX-Request") == "true" and request.headers.get("HX-History-Restore-Request") != "true"
+def wants_partial(target: str | None = None) -> bool:
+    """Whether htmx asks for part of a page (with `target`, for the element of that id). Restoring history
+    after a cache miss needs the whole page again."""
+    htmx = request.htmx
+    return bool(htmx) and not htmx.history_restore_request and (target is None or htmx.target == target)
+
+
+def render(page: str | None, partial: str, context: dict, *, status: int = 200, target: str | None = None,
+           trigger: str | dict | None = None) -> Response:
+    """`partial` when htmx asks for it (see `wants_partial`), else `page`; no page: only htmx comes here,
+    the others were sent elsewhere. `trigger` fires events in the browser (HX-Trigger). The context is a
+    mapping of its own, as templates have variables named like these options (`status`, `partial`)."""
+    template = partial if page is None or wants_partial(target) else page
+    response = make_response(render_template(template, **context), status, trigger=trigger)
+    # One address, two answers: a cache must not hand the partial to a browser loading the page.
+    response.vary.add("HX-Request")
+    return response

@@ -13,17 +13,17 @@ from portal.activities import (
     EARLIEST_YEAR,
     LATEST_YEAR,
     ValidationError,
+    activity_to_values,
     clean_activity,
     create_activity,
     delete_activity,
-    format_moment,
     text_problem,
     update_activity,
     visible_activities_query,
 )
 from portal.changes import changed_by
 from portal.extensions import csrf, db
-from portal.models import Activity, ActivityType, ApiToken, Project, ProjectTask
+from portal.models import ACTIVITY_TEXTS, Activity, ActivityType, ApiToken, Project, ProjectTask
 from portal.sync.models import CalendarSync
 from portal.sync.policy import sync_allowed
 from portal.sync.status import StatusReader
@@ -95,21 +95,10 @@ def activity_json(activity: Activity, status_reader=None) -> dict:
     status = (status_reader or StatusReader(activity.organization))(activity)
     body = {
         "id": activity.id,
-        "subject": activity.subject,
-        "description": activity.description,
-        "location": activity.location,
-        "start": format_moment(activity, "start"),
-        "end": format_moment(activity, "end"),
-        "all_day": activity.all_day,
-        "time_zone": activity.time_zone,
-        "recurrence": activity.recurrence,
-        "activity_type": activity.activity_type.name,
-        "owner": activity.owner.email,
-        "participants": [u.email for u in activity.participants],
+        **activity_to_values(activity),
         # What each participant answered in Google: shown, never written from here.
         "responses": {link.user.email: link.response_status for link in activity.participant_links},
         "exceptions": [exception_json(activity, e) for e in activity.exceptions],
-        "project_task": activity.project_task_id,
         "updated_at": activity.updated_at.isoformat(),
         "google_event_id": status.google_event_id,
         "sync_status": status.status,
@@ -124,7 +113,7 @@ def activity_json(activity: Activity, status_reader=None) -> dict:
 def exception_json(activity: Activity, exception) -> dict:
     """One changed or cancelled occurrence, keyed by its original start (as Google's instance ids are)."""
     body = {"original_start": exception.original_start, "cancelled": exception.cancelled}
-    for name in ("subject", "description", "location"):
+    for name in ACTIVITY_TEXTS:
         if getattr(exception, name) is not None:
             body[name] = getattr(exception, name)
     for name in ("start", "end"):

@@ -12,12 +12,13 @@ from portal.activities import (
     EARLIEST_YEAR,
     LATEST_YEAR,
     ValidationError,
-    activity_to_values,
     clean_activity,
     create_activity,
     default_times,
     delete_activity,
-    update_activity,
+    delete_occurrence,
+    edit_activity,
+    edit_occurrence,
     visible_activities_query,
 )
 from portal.changes import changed_by
@@ -32,10 +33,10 @@ from portal.forms import (
     form_with_posted,
     occurrence_to_form,
 )
-from portal.models import Activity, Project, utcnow
-from portal.routes import is_htmx
+from portal.models import ACTIVITY_TEXTS, Activity, Project, utcnow
+from portal.routes import render, wants_partial
 from portal.sync.models import SyncJournalEntry, SyncLink
-from portal.sync.recurrence import RecurrenceError, is_editable, split_recurrence
+from portal.sync.recurrence import is_editable
 from portal.sync.status import StatusReader
 
 bp = Blueprint("calendar", __name__, url_prefix="/calendar")
@@ -75,10 +76,7 @@ def parse_week(value: str | None) -> date:
 def week():
     """Show the week (Monday to Sunday) in the viewer's time zone."""
     monday = parse_week(request.args.get("week"))
-    context = week_context(monday)
-    if is_htmx() and request.headers.get("HX-Target") == "calendar-view":
-        return render_template("calendar/_week.html", **context)
-    return render_template("calendar/week.html", **context)
+    return render("calendar/week.html", "calendar/_week.html", week_context(monday), target="calendar-view")
 
 
 def week_context(monday: date) -> dict:
@@ -114,10 +112,7 @@ def week_context(monday: date) -> dict:
 @login_required
 def list_view():
     """List the viewer's current and upcoming activities; series appear once."""
-    context = list_context()
-    if is_htmx() and request.headers.get("HX-Target") == "calendar-view":
-        return render_template("calendar/_rows.html", **context)
-    return render_template("calendar/list.html", **context)
+    return render("calendar/list.html", "calendar/_rows.html", list_context(), target="calendar-view")
 
 
 def list_context() -> dict:
@@ -213,9 +208,8 @@ def form_context(fields: dict, errors: dict, activity: Activity | None, occurren
 
 
 def render_form(fields: dict, errors: dict, activity: Activity | None, status: int = 200, occurrence=None):
-    context = form_context(fields, errors, activity, occurrence)
-    template = "calendar/_form.html" if is_htmx() else "calendar/form.html"
-    return render_template(template, **context), status
+    return render("calendar/form.html", "calendar/_form.html", form_context(fields, errors, activity, occurrence),
+                  status=status)
 
 
 @bp.route("/activities/new")
@@ -273,14 +267,25 @@ def update(activity_id: int):
     if locked:
         return render_form(form_with_posted(request.form), {"form": locked}, activity, status=422,
                            occurrence=occurrence)
-    if occurrence is not None:
-        return save_occurrence(activity, occurrence, request.form.get("scope", "all"))
-    return save_from_form(activity)
+    if occurrence is None:
+        return save_from_form(activity)
+    values, picker_errors = form_to_values(request.form)
+    changed_by(db.session, current_user.id)
+    try:
+        scope, series = edit_occurrence(activity, occurrence, request.form.get("scope", "all"), values,
+                                        actor=current_user, errors=picker_errors)
+    except ValidationError as exc:
+        return render_form(form_with_posted(request.form), exc.fields, activity, status=422, occurrence=occurrence)
+    db.session.commit()
+    if scope == "this":
+        return after_change(f"Saved this occurrence of “{activity.subject}”.")
+    if scope == "following":
+        return after_change(f"Saved “{series.subject}” from {occurrence_label(activity, occurrence)} on.")
+    return after_change(f"Saved “{series.subject}”.")
 
 
-def save_from_form(activity: Activity | None, values: dict | None = None, occurrence=None):
-    posted, picker_errors = form_to_values(request.form)
-    values = posted if values is None else values
+def save_from_form(activity: Activity | None):
+    values, picker_errors = form_to_values(request.form)
     organization = current_user.organization
     try:
         data = clean_activity(values, organization=organization, actor=current_user, existing=activity,
@@ -289,126 +294,21 @@ def save_from_form(activity: Activity | None, values: dict | None = None, occurr
             raise ValidationError(picker_errors)
     except ValidationError as exc:
         errors = {**exc.fields, **picker_errors}
-        return render_form(form_with_posted(request.form), errors, activity, status=422, occurrence=occurrence)
+        return render_form(form_with_posted(request.form), errors, activity, status=422)
     changed_by(db.session, current_user.id)
     if activity is None:
         activity = create_activity(organization, data)
         message = f"Created “{data.subject}”."
     else:
-        update_activity(activity, data)
-        # Exceptions of occurrences the new time or rule no longer has go, as they do in Google.
-        activity.drop_orphan_exceptions()
+        edit_activity(activity, data)
         message = f"Saved “{data.subject}”."
     db.session.commit()
     return after_change(message)
 
 
-def save_occurrence(activity: Activity, occurrence, scope: str):
-    if scope == "following" and occurrence.key == first_key(activity):
-        scope = "all"  # "this and following" from the first occurrence is the whole series
-    if scope == "all":
-        return save_from_form(activity, series_values_from_occurrence(activity, occurrence), occurrence)
-    if scope not in ("this", "following"):
-        return render_form(form_with_posted(request.form), {"scope": "Choose which occurrences to change."},
-                           activity, status=422, occurrence=occurrence)
-    posted, picker_errors = form_to_values(request.form)
-    values = posted
-    if scope == "this":
-        # An occurrence has its own times and texts; everything else stays the series'.
-        values = {**activity_to_values(activity), **{k: posted[k] for k in ("subject", "description", "location",
-                                                                            "start", "end")}}
-        values["all_day"] = activity.all_day
-        picker_errors = {}
-    try:
-        data = clean_activity(values, organization=current_user.organization, actor=current_user,
-                              existing=activity, allow_local_times=True)
-        if picker_errors:
-            raise ValidationError(picker_errors)
-        if scope == "following":
-            old_lines, new_lines = split_recurrence(activity.recurrence, activity.start_date if activity.all_day
-                                                    else activity.start_at, activity.time_zone, occurrence.key,
-                                                    all_day=activity.all_day)
-    except ValidationError as exc:
-        return render_form(form_with_posted(request.form), {**exc.fields, **picker_errors}, activity, status=422,
-                           occurrence=occurrence)
-    except RecurrenceError as exc:
-        return render_form(form_with_posted(request.form), {"recurrence": str(exc)}, activity, status=422,
-                           occurrence=occurrence)
-    changed_by(db.session, current_user.id)
-    if scope == "this":
-        activity.set_exception(occurrence.key, subject=data.subject, description=data.description,
-                               location=data.location, start=data.start_date if data.all_day else data.start_at,
-                               end=data.end_date if data.all_day else data.end_at)
-        db.session.commit()
-        return after_change(f"Saved this occurrence of “{activity.subject}”.")
-    split_off(activity, occurrence.key, data, old_lines, new_lines)
-    db.session.commit()
-    return after_change(f"Saved “{data.subject}” from {occurrence_label(activity, occurrence)} on.")
-
-
-def first_key(activity: Activity) -> str | None:
-    from portal.sync.recurrence import occurrence_key
-
-    start = activity.start_date if activity.all_day else activity.start_at
-    return occurrence_key(start, activity.all_day)
-
-
 def occurrence_label(activity: Activity, occurrence) -> str:
     start = occurrence.start if activity.all_day else occurrence.start.astimezone(activity.zone)
     return start.strftime("%a %d %b %Y")
-
-
-def split_off(activity: Activity, key: str, data, old_lines: list[str], new_lines: list[str]) -> Activity:
-    """Google's "this and following": the series ends before occurrence ``key`` and a new series, with the
-    changes, starts there. Occurrences edited after the cut move to the new series."""
-    unchanged_rule = data.recurrence == activity.recurrence
-    successor = create_activity(current_user.organization, data)
-    successor.recurrence = new_lines if unchanged_rule else data.recurrence
-    moved = [e for e in activity.exceptions if e.original_start >= key]
-    for exception in moved:
-        activity.exceptions.remove(exception)
-        successor.set_exception(exception.original_start, cancelled=exception.cancelled, subject=exception.subject,
-                                description=exception.description, location=exception.location,
-                                start=exception.start_at or exception.start_date,
-                                end=exception.end_at or exception.end_date)
-    successor.drop_orphan_exceptions()
-    activity.recurrence = old_lines
-    activity.drop_orphan_exceptions()
-    return successor
-
-
-def series_values_from_occurrence(activity: Activity, occurrence) -> dict:
-    """The series' values for an "all occurrences" change made from one occurrence's form.
-
-    Like Google: moving the occurrence by some time moves the series by the same; texts the person did
-    not change keep the series' own (an occurrence may have had its own title).
-    """
-    posted, _ = form_to_values(request.form)
-    values = dict(posted)
-    shown_exception = activity.exception_for(occurrence.key)
-    shown = {"subject": occurrence.subject, "location": occurrence.location,
-             "description": shown_exception.description if shown_exception is not None
-             and shown_exception.description is not None else activity.description}
-    for name in ("subject", "description", "location"):
-        if (posted.get(name) or "").strip() == (shown[name] or "").strip():
-            values[name] = getattr(activity, name)
-    if posted.get("all_day") != activity.all_day:
-        return values  # switching between all-day and timed: the dates given are the series' new dates
-    try:
-        if activity.all_day:
-            new_start, new_end = date.fromisoformat(posted["start"]), date.fromisoformat(posted["end"])
-            shift = new_start - occurrence.start
-            start = activity.start_date + shift
-            values["start"], values["end"] = start.isoformat(), (start + (new_end - new_start)).isoformat()
-        else:
-            new_start, new_end = datetime.fromisoformat(posted["start"]), datetime.fromisoformat(posted["end"])
-            zone = activity.zone
-            shift = new_start.replace(tzinfo=None) - occurrence.start.astimezone(zone).replace(tzinfo=None)
-            start = activity.start_at.astimezone(zone).replace(tzinfo=None) + shift
-            values["start"], values["end"] = start.isoformat(), (start + (new_end - new_start)).isoformat()
-    except (KeyError, TypeError, ValueError):
-        pass  # clean_activity names what is wrong with the posted times
-    return values
 
 
 @bp.route("/activities/<int:activity_id>/delete", methods=("POST",))
@@ -419,35 +319,25 @@ def delete(activity_id: int):
     activity = get_activity(activity_id, for_edit=True)
     key = request.form.get("occurrence", "").strip().upper()
     scope = request.form.get("scope", "all")
-    if key and activity.is_recurring and scope not in dict(SCOPES):
-        occurrence = get_occurrence(activity, key)
-        return render_form(occurrence_to_form(activity, occurrence, current_user),
-                           {"scope": "Choose which occurrences to delete."}, activity, status=422,
-                           occurrence=occurrence)
-    if key and activity.is_recurring and scope in ("this", "following") and locked_reason(activity) is None:
+    if key and activity.is_recurring and scope in ("this", "following") and locked_reason(activity):
+        scope = "all"  # only Google can change the occurrences of a locked series: here it goes whole
+    if key and activity.is_recurring and scope != "all":
         occurrence = get_occurrence(activity, key)
         changed_by(db.session, current_user.id)
-        if scope == "this":
-            activity.set_exception(key, cancelled=True)
-            db.session.commit()
-            return after_change(f"Deleted the occurrence of {occurrence_label(activity, occurrence)} of "
-                                f"“{activity.subject}”.")
-        if key != first_key(activity):
-            try:
-                old_lines, _ = split_recurrence(activity.recurrence, activity.start_date if activity.all_day
-                                                else activity.start_at, activity.time_zone, key,
-                                                all_day=activity.all_day)
-            except RecurrenceError as exc:
-                db.session.rollback()
-                return render_form(occurrence_to_form(activity, occurrence, current_user), {"recurrence": str(exc)},
-                                   activity, status=422, occurrence=occurrence)
-            activity.recurrence = old_lines
-            activity.drop_orphan_exceptions()
-            db.session.commit()
-            return after_change(f"Deleted “{activity.subject}” from {occurrence_label(activity, occurrence)} on.")
-    changed_by(db.session, current_user.id)
-    delete_activity(activity)
+        try:
+            scope = delete_occurrence(activity, occurrence, scope)
+        except ValidationError as exc:
+            return render_form(occurrence_to_form(activity, occurrence, current_user), exc.fields, activity,
+                               status=422, occurrence=occurrence)
+    else:
+        changed_by(db.session, current_user.id)
+        delete_activity(activity)
     db.session.commit()
+    if scope == "this":
+        return after_change(f"Deleted the occurrence of {occurrence_label(activity, occurrence)} of "
+                            f"“{activity.subject}”.")
+    if scope == "following":
+        return after_change(f"Deleted “{activity.subject}” from {occurrence_label(activity, occurrence)} on.")
     return after_change(f"Deleted “{activity.subject}”.")
 
 
@@ -456,7 +346,7 @@ def after_change(message: str):
     return_to = request.form.get("return_to") or url_for("calendar.week")
     if not return_to.startswith("/calendar"):
         return_to = url_for("calendar.week")
-    if not is_htmx():
+    if not wants_partial():
         flash(message)
         return redirect(return_to)
     view = "list" if return_to.startswith(url_for("calendar.list_view")) else "week"
@@ -467,10 +357,11 @@ def after_change(message: str):
         week_arg = return_to.split("week=", 1)[1][:10] if "week=" in return_to else None
         context = week_context(parse_week(week_arg))
         partial = "calendar/_week.html"
-    return render_template("calendar/_saved.html", message=message, partial=partial, **context)
+    return render(None, "calendar/_saved.html", {**context, "message": message, "partial": partial})
 
 
-RESTORABLE_FIELDS = ("subject", "description", "location")
+# Only texts: a lost start or end alone would make a time slot nobody chose.
+RESTORABLE_FIELDS = tuple(ACTIVITY_TEXTS)
 TRASH_DAYS = 30
 
 

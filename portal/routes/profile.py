@@ -7,7 +7,7 @@ from sqlalchemy import select
 from portal.activities import is_time_zone
 from portal.extensions import db
 from portal.models import ActivityType
-from portal.routes import is_htmx
+from portal.routes import render, wants_partial
 from portal.sync.models import CalendarSync, SyncCycle
 from portal.sync.policy import integration_of
 
@@ -41,10 +41,7 @@ def sync_context() -> dict:
 @login_required
 def calendar_sync():
     """Show the user's calendar preferences and their own sync switch."""
-    context = sync_context()
-    if is_htmx() and request.headers.get("HX-Target") == "calendar-sync":
-        return render_template("profile/_sync.html", **context)
-    return render_template("profile/calendar_sync.html", **context)
+    return render("profile/calendar_sync.html", "profile/_sync.html", sync_context(), target="calendar-sync")
 
 
 @bp.route("/calendar-sync", methods=("POST",))
@@ -56,12 +53,11 @@ def switch_calendar_sync():
     if enabled and not (context["organization_on"] and not context["organization_paused"]):
         context["errors"] = {"enabled": "Your organization's Google Calendar integration is not switched on "
                                         "(or is paused by an error); ask your admin."}
-        template = "profile/_sync.html" if is_htmx() else "profile/calendar_sync.html"
-        return render_template(template, **context), 422
+        return render("profile/calendar_sync.html", "profile/_sync.html", context, status=422)
     CalendarSync.for_user(current_user).switch(enabled)
     db.session.commit()
-    if is_htmx():
-        return render_template("profile/_sync.html", **sync_context())
+    if wants_partial():
+        return render(None, "profile/_sync.html", sync_context())
     flash("Calendar sync is on: your calendar syncs automatically." if enabled else "Calendar sync is off.")
     return redirect(url_for("profile.calendar_sync"))
 

@@ -8,12 +8,12 @@ Views only ever touch the current admin's own organization: no organization id t
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, redirect, request, url_for
 from flask_login import current_user
 
 from portal import integration
 from portal.integration import KEY_FILE_LIMIT, SettingsError, TestOutcome
-from portal.routes import is_htmx, role_required
+from portal.routes import render, role_required, wants_partial
 
 bp = Blueprint("settings", __name__, url_prefix="/settings")
 
@@ -56,13 +56,13 @@ def _context(row, *, errors=None, fields=None, outcome: TestOutcome | None = Non
 
 def _render(row, status=200, **context):
     """The page, or only its body for HTMX."""
-    template = "settings/_integration.html" if is_htmx() else "settings/google_calendar.html"
-    return render_template(template, **_context(row, **context)), status
+    return render("settings/google_calendar.html", "settings/_integration.html", _context(row, **context),
+                  status=status)
 
 
 def _done(row, message: str):
     """After a successful change: the refreshed body for HTMX, a redirect (and a flash) otherwise."""
-    if is_htmx():
+    if wants_partial():
         return _render(row, message=message)
     flash(message)
     return redirect(url_for("settings.google_calendar"))
@@ -109,18 +109,18 @@ def upload_key():
 @role_required("admin")
 def password():
     """The password row: set or not set (the password itself never leaves the server)."""
-    if not is_htmx():
+    if not wants_partial():
         return redirect(url_for("settings.google_calendar"))
-    return render_template("settings/_password.html", **_context(_row()))
+    return render(None, "settings/_password.html", _context(_row()))
 
 
 @bp.route(PAGE + "/password/edit")
 @role_required("admin")
 def edit_password():
     """The password row as an inline form."""
-    if not is_htmx():
+    if not wants_partial():
         return redirect(url_for("settings.google_calendar", edit="password") + "#key-password")
-    return render_template("settings/_password.html", **_context(_row(), editing_password=True))
+    return render(None, "settings/_password.html", _context(_row(), editing_password=True))
 
 
 @bp.route(PAGE + "/password", methods=("POST",))

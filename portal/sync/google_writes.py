@@ -15,16 +15,17 @@ from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from portal.models import ACTIVITY_TEXTS
 from portal.sync import core
 from portal.sync.mapping import event_body, instance_body, instance_id, instance_reset_body
 from portal.sync.recurrence import occurrence_keys_among
 
 # The event fields a series update may send; anything else Google holds (reminders, colour, conference
 # data, attachments) is left as Google has it, because a patch only replaces what it names.
-SERIES_FIELDS = ("summary", "description", "location", "start", "end", "recurrence", "attendees", "visibility")
+SERIES_FIELDS = (*ACTIVITY_TEXTS.values(), "start", "end", "recurrence", "attendees", "visibility")
 # The series fields an occurrence takes from its series unless it changed them itself: when one of them
 # changes on the series, every edited occurrence is written again with the new value.
-INHERITED_FIELDS = ("subject", "description", "location", "time_zone")
+INHERITED_FIELDS = (*ACTIVITY_TEXTS, "time_zone")
 
 
 @dataclass(frozen=True)

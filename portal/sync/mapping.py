@@ -11,7 +11,7 @@ from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from portal.models import DESCRIPTION_LIMIT, LOCATION_LIMIT, SUBJECT_LIMIT
+from portal.models import ACTIVITY_TEXTS, DESCRIPTION_LIMIT, LOCATION_LIMIT, SUBJECT_LIMIT
 from portal.sync.core import ExceptionState, FrozenMap, ItemState
 from portal.sync.recurrence import (
     EARLIEST_YEAR,
@@ -117,9 +117,7 @@ def activity_state(activity) -> ItemState:
     for exc in activity.exceptions:
         exceptions[exc.original_start] = ExceptionState(
             cancelled=exc.cancelled,
-            subject=exc.subject,
-            description=exc.description,
-            location=exc.location,
+            **{name: getattr(exc, name) for name in ACTIVITY_TEXTS},
             start=exc.start_at or exc.start_date,
             end=exc.end_at or exc.end_date,
         )
@@ -391,9 +389,7 @@ def event_body(
     attendees.extend({k: v for k, v in guest.items() if k != "responseStatus"} for guest in external or []
                      if isinstance(guest, Mapping) and guest.get("email"))
     body = {
-        "summary": state.subject,
-        "description": state.description,
-        "location": state.location,
+        **_texts_body(state),
         "start": _when_body(state.start, state.time_zone),
         "end": _when_body(state.end, state.time_zone),
         "recurrence": list(state.recurrence),
@@ -423,9 +419,7 @@ def instance_body(state: ItemState, key: str) -> dict:
     exc = state.exceptions[key]
     start, end = occurrence_times(state, key)
     return {
-        "summary": exc.subject if exc.subject is not None else state.subject,
-        "description": exc.description if exc.description is not None else state.description,
-        "location": exc.location if exc.location is not None else state.location,
+        **_texts_body(state, exc),
         "start": _when_body(exc.start if exc.start is not None else start, state.time_zone),
         "end": _when_body(exc.end if exc.end is not None else end, state.time_zone),
         "status": "confirmed",
@@ -436,13 +430,20 @@ def instance_reset_body(state: ItemState, key: str) -> dict:
     """The patch that makes an occurrence plain again (its exception was removed)."""
     start, end = occurrence_times(state, key)
     return {
-        "summary": state.subject,
-        "description": state.description,
-        "location": state.location,
+        **_texts_body(state),
         "start": _when_body(start, state.time_zone),
         "end": _when_body(end, state.time_zone),
         "status": "confirmed",
     }
+
+
+def _texts_body(state: ItemState, exc: ExceptionState | None = None) -> dict:
+    """The texts as Google's event fields: an occurrence's own where it has them, else the series'."""
+    body = {}
+    for name, google in ACTIVITY_TEXTS.items():
+        own = getattr(exc, name) if exc is not None else None
+        body[google] = own if own is not None else getattr(state, name)
+    return body
 
 
 def occurrence_times(state: ItemState, key: str):

@@ -7,6 +7,7 @@ from sqlalchemy import select
 
 from portal.extensions import db
 from portal.models import (
+    ACTIVITY_TEXTS,
     Activity,
     ActivityType,
     GoogleIntegration,
@@ -61,8 +62,7 @@ IGNORED_EVENT_TYPES = frozenset({"workingLocation", "birthday"})
 # be made to the main event fields summary, description, location, start, end or recurrence").
 FIXED_FIELDS = {  # kind of event -> (the error code Google's refusal is, the fields it refuses)
     "fromGmail": ("made_by_gmail", frozenset(core.SYNCED_FIELDS) - {"private"}),
-    "locked": ("locked_copy", frozenset({"subject", "description", "location", "all_day", "start", "end",
-                                         "time_zone", "recurrence"})),
+    "locked": ("locked_copy", frozenset({*ACTIVITY_TEXTS, "all_day", "start", "end", "time_zone", "recurrence"})),
 }
 # Refusals after which Google's version stays on both sides and the portal's values go to the journal, with
 # what the journal says ({organizer}: who organizes the event).

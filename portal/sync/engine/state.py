@@ -16,6 +16,7 @@ from sqlalchemy.orm.exc import ObjectDeletedError, StaleDataError
 
 from portal.extensions import db
 from portal.models import (
+    ACTIVITY_TEXTS,
     Activity,
     ChangeRecord,
     GoogleIntegration,
@@ -346,8 +347,8 @@ def jsonable(value):
     if hasattr(value, "isoformat"):
         return value.isoformat()
     if isinstance(value, core.ExceptionState):
-        return {"cancelled": value.cancelled, "subject": value.subject, "description": value.description,
-                "location": value.location, "start": jsonable(value.start), "end": jsonable(value.end)}
+        return {"cancelled": value.cancelled, **{name: getattr(value, name) for name in ACTIVITY_TEXTS},
+                "start": jsonable(value.start), "end": jsonable(value.end)}
     return str(value)
 
 

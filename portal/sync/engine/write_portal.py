@@ -13,6 +13,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from portal.changes import changed_by
 from portal.extensions import db
 from portal.models import (
+    ACTIVITY_TEXTS,
     Activity,
     ChangeRecord,
     RecurrenceException,
@@ -316,7 +317,8 @@ def _assign(cycle: Cycle, activity: Activity, state: core.ItemState) -> None:
     for key, exc_state in wanted.items():
         row = existing.get(key) or RecurrenceException(original_start=key)
         row.cancelled = exc_state.cancelled
-        row.subject, row.description, row.location = exc_state.subject, exc_state.description, exc_state.location
+        for name in ACTIVITY_TEXTS:
+            setattr(row, name, getattr(exc_state, name))
         timed = isinstance(exc_state.start, datetime)
         row.start_at = exc_state.start if timed else None
         row.end_at = exc_state.end if timed else None
