@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     from portal.integration import integration_for, save_account, set_enabled, upload_key
     from portal.sync.google import GOOGLE_SCOPES
     from portal.sync.models import CalendarSync
-    from portal.sync.scheduler import scheduling
+    from portal.sync.runtime import scheduling
     from tests.conftest import GoogleUser
 
     workdir = Path(tempfile.mkdtemp())

@@ -1,5 +1,6 @@
 """PSA portal: projects, users and activities, with two-way Google Calendar synchronization."""
 
+import copy
 import os
 import secrets
 import sqlite3
@@ -15,26 +16,49 @@ from portal.extensions import csrf, db, htmx, login_manager, migrate
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
 
+# Every setting's default but two, set in create_app: the database file (in the instance folder) and
+# SCHEDULER_ENABLED (off under TESTING). instance/config.py, PORTAL_* variables or a test's config override them.
+DEFAULTS = {
+    "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+    "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
+    "SESSION_COOKIE_HTTPONLY": True,
+    "SESSION_COOKIE_SAMESITE": "Lax",
+    "PERMANENT_SESSION_LIFETIME": 8 * 3600,
+    "WTF_CSRF_TIME_LIMIT": None,
+    "DEFAULT_TIME_ZONE": "Europe/Amsterdam",
+    # The sync's scheduling (portal.sync.scheduler)
+    "SYNC_INTERVAL_SECONDS": 30,  # a pull cycle per logged-in user this often
+    "SYNC_POLL_SECONDS": 1.0,  # how often a worker looks for due users (the latency of triggers)
+    "SYNC_WORKER_THREADS": 4,  # cycles run at once per process
+    "SYNC_PUSH_THREADS": 2,  # outbox pushes run at once per process, beside the cycles
+    # At most this many users claimed per look (SYNC_BATCH_SIZE is the engine's: writes per Google batch).
+    "SYNC_CLAIM_BATCH_SIZE": 50,
+    "SYNC_LEASE_SECONDS": 300,  # a dead worker's claims free up after this (as the engine's leases do)
+    "SYNC_BUSY_RETRY_SECONDS": 2,  # a user whose lease someone else holds is tried again this much later
+    "SYNC_BACKOFF_BASE_SECONDS": 30,
+    "SYNC_BACKOFF_CAP_SECONDS": 3600,
+    "SYNC_DEBOUNCE_SECONDS": 10,  # navigation makes a user due at most this often
+    "SYNC_PUSH_INLINE": False,  # without a scheduler in the process, push right after the commit, in-line
+    # Google's watch channels (portal.sync.channels)
+    "PUBLIC_BASE_URL": None,  # where Google can reach /webhooks/google/calendar; unset: no watch channels
+    "SYNC_CHANNEL_TTL_SECONDS": 7 * 24 * 3600,  # what the portal asks; Google may grant less
+    "SYNC_CHANNEL_RENEW_BEFORE_SECONDS": 24 * 3600,
+}
+
 
 def create_app(test_config=None):
     """Create and configure the portal application."""
     app = Flask(__name__, instance_relative_config=True)
     os.makedirs(app.instance_path, exist_ok=True)
-    app.config.from_mapping(
-        SQLALCHEMY_DATABASE_URI="sqlite:///" + os.path.join(app.instance_path, "portal.sqlite"),
-        SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
-        MAX_CONTENT_LENGTH=2 * 1024 * 1024,
-        SESSION_COOKIE_HTTPONLY=True,
-        SESSION_COOKIE_SAMESITE="Lax",
-        PERMANENT_SESSION_LIFETIME=8 * 3600,
-        WTF_CSRF_TIME_LIMIT=None,
-        DEFAULT_TIME_ZONE="Europe/Amsterdam",
-    )
+    database = "sqlite:///" + os.path.join(app.instance_path, "portal.sqlite")
+    app.config.from_mapping(copy.deepcopy(DEFAULTS), SQLALCHEMY_DATABASE_URI=database)
     if test_config is None:
         app.config.from_pyfile("config.py", silent=True)
         app.config.from_prefixed_env("PORTAL")
     else:
         app.config.from_mapping(test_config)
+    # Tests drive the sync's scheduling functions directly; a background thread there would race them.
+    app.config.setdefault("SCHEDULER_ENABLED", not app.config["TESTING"])
 
     _ensure_generated_secret(app, "SECRET_KEY", "secret_key", lambda: secrets.token_hex(32))
     _ensure_generated_secret(app, "ENCRYPTION_KEY", "encryption_key", lambda: Fernet.generate_key().decode())
@@ -46,16 +70,16 @@ def create_app(test_config=None):
     htmx.init_app(app)
     login_manager.init_app(app)
 
-    from portal import changes, cli, models  # noqa: F401  (models register tables; changes hooks the session)
+    # Imported when an app is made, not with the package: the Google emulator and the pure sync modules live
+    # in it too, and importing them should not load every model, page and Google's client libraries.
+    from portal import changes, cli, models, sync  # noqa: F401  (models register tables)
     from portal.routes import register_blueprints
     from portal.sync import models as sync_models  # noqa: F401
 
     changes.install(db)
     register_blueprints(app)
     cli.init_app(app)
-    from portal.sync import scheduler as sync_scheduling  # pull cycles, triggers, push channels, `worker`
-
-    sync_scheduling.init_app(app)
+    sync.init_app(app)
     return app
 
 

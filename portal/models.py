@@ -24,11 +24,19 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     select,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from portal.extensions import db
+from portal.sync.recurrence import (
+    RecurrenceError,
+    occurrence_key,
+    occurrence_keys_among,
+    occurrence_moment,
+    occurrences,
+)
 
 ROLES = ("admin", "user", "helpdesk")
 # How long an activity's texts may be, wherever they come from (the form, the API, Google).
@@ -343,8 +351,6 @@ class Activity(db.Model):
 
     def occurrences_between(self, after: datetime, before: datetime) -> list[Occurrence]:
         """The occurrences overlapping [after, before), exceptions applied (cancelled ones left out)."""
-        from portal.sync.recurrence import occurrence_key, occurrence_keys_among, occurrences
-
         if self.all_day:
             start, end = self.start_date, self.end_date
         else:
@@ -384,8 +390,6 @@ class Activity(db.Model):
 
     def rule_occurrence(self, key: str) -> tuple[datetime | date, datetime | date] | None:
         """The start and end the rule gives occurrence ``key``, or None when the series has no such one."""
-        from portal.sync.recurrence import RecurrenceError, occurrence_keys_among, occurrence_moment
-
         if not self.is_recurring:
             return None
         start, end = (self.start_date, self.end_date) if self.all_day else (self.start_at, self.end_at)
@@ -441,8 +445,6 @@ class Activity(db.Model):
 
     def drop_orphan_exceptions(self) -> list[str]:
         """Forget exceptions of occurrences the series no longer has; returns their keys."""
-        from portal.sync.recurrence import occurrence_keys_among
-
         if not self.exceptions:
             return []
         keys = [e.original_start for e in self.exceptions]
@@ -555,7 +557,13 @@ class ChangeRecord(db.Model):
     """
 
     __tablename__ = "change_records"
-    __table_args__ = (Index("ix_change_records_pending", "organization_id", "processed_at"),)
+    __table_args__ = (
+        Index("ix_change_records_pending", "organization_id", "processed_at"),
+        # Every sync worker asks each tick which organizations have unpushed changes: an index over just
+        # those rows keeps that cheap however long the outbox's history grows.
+        Index("ix_change_records_unpushed", "organization_id",
+              sqlite_where=text("processed_at IS NULL"), postgresql_where=text("processed_at IS NULL")),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))

@@ -237,7 +237,7 @@ def test_three_workers_share_300_users_and_survive_a_killed_worker(scale, google
     from portal.changes import changed_by
     from portal.models import Activity, ChangeRecord, User
     from portal.sync.models import Lease, SyncLink
-    from portal.sync.scheduler import make_due
+    from portal.sync.runtime import make_due
 
     started = time.monotonic()
     scale.start_workers(["w1", "w2", "w3"])

@@ -16,6 +16,7 @@ from sqlalchemy import func, select, update
 from portal.extensions import db
 from portal.models import ChangeRecord, GoogleIntegration, User
 from portal.sync.models import CalendarSync, Lease, SyncCycle
+from portal.sync.runtime import scheduling
 from portal.sync.scheduler import (
     Claim,
     SyncScheduler,
@@ -23,7 +24,6 @@ from portal.sync.scheduler import (
     finish_claim,
     next_due,
     run_claim,
-    scheduling,
 )
 from tests.conftest import EMAILS, PASSWORD
 from tests.helpers import make_activity

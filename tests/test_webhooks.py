@@ -16,9 +16,10 @@ from werkzeug.serving import make_server
 
 from portal.extensions import db
 from portal.models import GoogleIntegration
-from portal.sync.models import CalendarSync
-from portal.sync.push import PushChannel, ensure_channel, stop_unwanted_channels
-from portal.sync.scheduler import claim_due_users, run_claim, scheduling
+from portal.sync.channels import ensure_channel, stop_unwanted_channels
+from portal.sync.models import CalendarSync, WatchChannel
+from portal.sync.runtime import scheduling
+from portal.sync.scheduler import claim_due_users, run_claim
 from tests.conftest import EMAILS, PASSWORD
 
 HOOK = "/webhooks/google/calendar"
@@ -71,11 +72,11 @@ def sync_row(app, user_id) -> CalendarSync:
         return row
 
 
-def channels(app, user_id=None) -> list[PushChannel]:
+def channels(app, user_id=None) -> list[WatchChannel]:
     with app.app_context():
-        query = select(PushChannel).order_by(PushChannel.created_at, PushChannel.id)
+        query = select(WatchChannel).order_by(WatchChannel.created_at, WatchChannel.id)
         if user_id is not None:
-            query = query.where(PushChannel.user_id == user_id)
+            query = query.where(WatchChannel.user_id == user_id)
         rows = db.session.scalars(query).all()
         for row in rows:
             db.session.expunge(row)
@@ -134,10 +135,10 @@ def known_channel(app, world, connected, sync_on, clock):
     sync_on("user")
     with app.app_context():
         db.session.execute(update(CalendarSync).values(due_at=clock() + timedelta(minutes=5)))
-        db.session.add(PushChannel(id="c" * 32, organization_id=world["acme"], user_id=world["user"],
-                                   resource_id="resource-1", token_hash=PushChannel.hash("right-token"),
-                                   address="https://portal.example" + HOOK, created_at=clock(),
-                                   expires_at=clock() + timedelta(days=7)))
+        db.session.add(WatchChannel(id="c" * 32, organization_id=world["acme"], user_id=world["user"],
+                                    resource_id="resource-1", token_hash=WatchChannel.hash("right-token"),
+                                    address="https://portal.example" + HOOK, created_at=clock(),
+                                    expires_at=clock() + timedelta(days=7)))
         db.session.commit()
     return {"X-Goog-Channel-ID": "c" * 32, "X-Goog-Channel-Token": "right-token",
             "X-Goog-Resource-ID": "resource-1", "X-Goog-Resource-State": "exists"}
@@ -166,7 +167,7 @@ def test_stopped_and_expired_channels_are_not_ours_any_more(app, client, world, 
     assert client.post(HOOK, headers=known_channel).status_code == 404
     clock.advance(days=-8)
     with app.app_context():
-        db.session.execute(update(PushChannel).values(stopped_at=clock()))
+        db.session.execute(update(WatchChannel).values(stopped_at=clock()))
         db.session.commit()
     assert client.post(HOOK, headers=known_channel).status_code == 404
 

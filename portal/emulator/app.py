@@ -22,7 +22,7 @@ import uuid
 from werkzeug.datastructures import Headers, MultiDict
 from werkzeug.wrappers import Request, Response
 
-from portal.emulator import auth, calendar
+from portal.emulator import auth, calendar, ui
 from portal.emulator.errors import (
     STATUS_DEFAULT_REASON,
     ApiError,
@@ -32,12 +32,12 @@ from portal.emulator.errors import (
     invalid,
     not_found,
 )
+from portal.emulator.result import Result
 from portal.emulator.state import Calendar, Store, User
 from portal.emulator.timeutil import fmt_updated, http_date, to_ms
 
 log = logging.getLogger("portal.emulator")
 
-JSON = "application/json; charset=UTF-8"
 API_PREFIXES = ("/calendar/v3/", "/")
 STATUS_TEXT = {200: "OK", 204: "No Content", 304: "Not Modified", 400: "Bad Request", 401: "Unauthorized",
                403: "Forbidden", 404: "Not Found", 409: "Conflict", 410: "Gone", 412: "Precondition Failed",
@@ -63,22 +63,8 @@ def _abort_socket(environ):
         pass
 
 
-class _Result:
-    def __init__(self, status, body=None, headers=None, raw=None, content_type=JSON):
-        self.status = status
-        self.headers = list(headers or [])
-        if raw is not None:
-            self.data = raw
-        elif body is None:
-            self.data = b""
-        else:
-            self.data = json.dumps(body).encode()
-        if status != 204 and not any(h[0].lower() == "content-type" for h in self.headers):
-            self.headers.append(("Content-Type", content_type))
-
-
 def _json_result(status, body):
-    return _Result(status, body)
+    return Result(status, body)
 
 
 # Calendar API routes: (http method, regex over the path after the API prefix, method id)
@@ -216,7 +202,7 @@ class EmulatorApp:
         if path.startswith("/emulator/"):
             return self.control(method, path, args, body, base_url, form)
         if path == "/" and method == "GET":
-            return _Result(200, raw=b"Emulated Google APIs (OAuth token endpoint, Calendar API v3).\n",
+            return Result(200, raw=b"Emulated Google APIs (OAuth token endpoint, Calendar API v3).\n",
                            content_type="text/plain; charset=utf-8")
         if path in ("/batch/calendar/v3", "/batch") and method == "POST" and not in_batch:
             self._count("batch")
@@ -323,9 +309,9 @@ class EmulatorApp:
             try:
                 result = auth.token_grant(self.state, form)
             except OAuthError as err:
-                return _Result(err.code, err.body(), headers=[("Cache-Control", "no-store")])
+                return Result(err.code, err.body(), headers=[("Cache-Control", "no-store")])
             self.store.save()
-        return _Result(200, result, headers=[("Cache-Control", "no-cache, no-store, max-age=0, must-revalidate"),
+        return Result(200, result, headers=[("Cache-Control", "no-cache, no-store, max-age=0, must-revalidate"),
                                              ("Pragma", "no-cache")])
 
     # -- Calendar API ----------------------------------------------------------------------------
@@ -360,12 +346,12 @@ class EmulatorApp:
                 return _json_result(err.code, err.body())
             if status == 200 and isinstance(out, dict) and out.get("etag") and name == "calendar.events.get":
                 if headers.get("If-None-Match") == out["etag"]:
-                    return _Result(304, raw=b"", headers=[("ETag", out["etag"])])
+                    return Result(304, raw=b"", headers=[("ETag", out["etag"])])
             self._notify(dirty, base_url)
             if name == "calendar.events.watch" and status == 200:
                 self._notify_sync(out["id"])
         extra = [("ETag", out["etag"])] if isinstance(out, dict) and out.get("etag") else []
-        return _Result(status, out, headers=extra)
+        return Result(status, out, headers=extra)
 
     def as_user(self, email, fn, write=True):
         """Run `fn(ctx)` as the Workspace user `email` (used by the demo UI), with push and persistence."""
@@ -464,7 +450,7 @@ class EmulatorApp:
             lines.append(result.data.decode("utf-8"))
             out.append("\r\n".join(lines))
         text = "\r\n".join(out) + f"\r\n--{boundary}--\r\n"
-        return _Result(200, raw=text.encode("utf-8"), content_type=f"multipart/mixed; boundary={boundary}")
+        return Result(200, raw=text.encode("utf-8"), content_type=f"multipart/mixed; boundary={boundary}")
 
     def _batch_part(self, raw, base_url):
         text = raw.replace("\r\n", "\n")
@@ -490,8 +476,6 @@ class EmulatorApp:
     # -- control API -----------------------------------------------------------------------------
     def control(self, method, path, args, body, base_url, form):
         if path.startswith("/emulator/ui/"):
-            from portal.emulator import ui
-
             return ui.handle(self, method, path, args, body, form)
         try:
             payload = json.loads(body) if body else {}

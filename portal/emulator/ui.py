@@ -10,6 +10,7 @@ import urllib.parse
 
 from portal.emulator import calendar
 from portal.emulator.errors import ApiError
+from portal.emulator.result import Result
 from portal.emulator.timeutil import UTC, parse_rfc3339, zone
 
 PAGE = """<!doctype html>
@@ -61,17 +62,13 @@ def _body(form, tz):
 
 
 def _redirect(location):
-    from portal.emulator.app import _Result
-
-    return _Result(303, raw=b"", headers=[("Location", location)], content_type="text/plain")
+    return Result(303, raw=b"", headers=[("Location", location)], content_type="text/plain")
 
 
 def handle(app, method, path, args, body, form):
-    from portal.emulator.app import _Result
-
     m = re.match(r"^/emulator/ui/([^/]+)(?:/(create|update|delete)(?:/([^/]+))?)?$", path)
     if not m or m.group(1).lower() not in app.state.users:
-        return _Result(404, raw=b"Unknown user", content_type="text/plain; charset=utf-8")
+        return Result(404, raw=b"Unknown user", content_type="text/plain; charset=utf-8")
     email = m.group(1).lower()
     base = "/emulator/ui/" + urllib.parse.quote(email)
     user = app.state.users[email]
@@ -121,7 +118,7 @@ def handle(app, method, path, args, body, form):
                        last=f"{last - dt.timedelta(days=1):%Y-%m-%d}", rows="\n".join(rows) or
                        "<tr><td colspan=3>No events this week.</td></tr>", base=base,
                        fields=_fields(date=f"{now:%Y-%m-%d}"), error=error)
-    return _Result(200 if not error else 400, raw=page.encode(), content_type="text/html; charset=utf-8")
+    return Result(200 if not error else 400, raw=page.encode(), content_type="text/html; charset=utf-8")
 
 
 class _Params(dict):

@@ -1,4 +1,4 @@
-"""Google's push notifications: `POST /webhooks/google/calendar`.
+"""Notifications on Google's watch channels: `POST /webhooks/google/calendar`.
 
 Google signs nothing; what proves a notification is ours is the channel id we chose plus the secret token
 we gave Google when opening the channel. Anything else gets a bare 404 and changes nothing, so the
@@ -9,6 +9,8 @@ no data: it only makes the calendar's user due, and their next cycle reads the c
 from flask import Blueprint, request
 
 from portal.extensions import csrf, db
+from portal.sync.channels import channel_for_notification
+from portal.sync.runtime import make_due, scheduling, wake
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 csrf.exempt(bp)  # Google cannot send a CSRF token; the channel token authenticates instead
@@ -16,9 +18,6 @@ csrf.exempt(bp)  # Google cannot send a CSRF token; the channel token authentica
 
 @bp.route("/google/calendar", methods=("POST",))
 def google_calendar():
-    from portal.sync.push import channel_for_notification
-    from portal.sync.scheduler import make_due, scheduling
-
     state = scheduling()
     now = state.clock()
     channel = channel_for_notification(request.headers.get("X-Goog-Channel-ID", ""),
@@ -32,6 +31,6 @@ def google_calendar():
         channel.notifications = (channel.notifications or 0) + 1
         channel.last_notified_at = now
         db.session.commit()
-        if make_due([channel.user_id], now=now) and state.scheduler is not None:
-            state.scheduler.wake()
+        if make_due([channel.user_id], now=now):
+            wake(state)
     return "", 204

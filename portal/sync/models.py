@@ -1,7 +1,10 @@
-"""What the sync remembers: each user's switch and calendar position, the links, cycles and the journal."""
+"""What the sync remembers: each user's switch and calendar position, the links, cycles and the journal,
+leases, and the watch channels Google opened."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from datetime import datetime, timedelta
 
 from sqlalchemy import (
@@ -17,6 +20,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.extensions import db
@@ -217,8 +221,6 @@ class Lease(db.Model):
         SQLite runs one writer at a time, so no two callers ever take the same name. Sorted, so two callers
         taking overlapping sets lock in the same order and never wait on each other in a circle.
         """
-        from sqlalchemy.dialects import postgresql, sqlite
-
         names = sorted(set(names))
         if not names:
             return set()
@@ -253,3 +255,33 @@ class Lease(db.Model):
     def holder(cls, name: str) -> str | None:
         row = db.session.scalar(select(cls).where(cls.name == name, cls.expires_at > utcnow()))
         return row.owner if row else None
+
+
+class WatchChannel(db.Model):
+    """A notification channel (`events.watch`) Google opened for one user's primary calendar."""
+
+    __tablename__ = "sync_push_channels"  # the name migration 0004 gave it
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # chosen by the portal, sent to Google
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    resource_id: Mapped[str | None] = mapped_column(String(255))  # Google's id of the watched calendar
+    # Google echoes the token in every notification; only its hash is kept, so the table cannot forge one.
+    token_hash: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    notifications: Mapped[int] = mapped_column(Integer, default=0)
+    last_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    error_message: Mapped[str | None] = mapped_column(Text)  # why Google refused to open it
+
+    @staticmethod
+    def hash(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    def token_matches(self, token: str) -> bool:
+        return hmac.compare_digest(self.token_hash, self.hash(token or ""))
+
+    def is_open(self, now: datetime) -> bool:
+        return self.stopped_at is None and self.expires_at is not None and self.expires_at > now

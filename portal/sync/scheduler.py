@@ -18,7 +18,6 @@ worker never sits on users another worker could sync. Every job builds its own a
 
 from __future__ import annotations
 
-import atexit
 import itertools
 import logging
 import os
@@ -31,48 +30,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from flask import Flask, current_app
-from sqlalchemy import Index, case, func, or_, select, update
+from sqlalchemy import case, func, or_, select, update
 
 from portal.extensions import db
-from portal.models import ChangeRecord, GoogleIntegration, User, utcnow
+from portal.models import ChangeRecord, User, utcnow
+from portal.sync.channels import ensure_channel, stop_unwanted_channels
+from portal.sync.engine import push_pending, run_user_cycle
+from portal.sync.models import CalendarSync, Lease
+from portal.sync.runtime import allowed_organization_ids, organization_allowed, scheduling, seconds
 
 log = logging.getLogger(__name__)
-
-EXTENSION = "sync_scheduling"
-
-# Every worker asks each tick which organizations have unpushed changes: an index over just those rows
-# keeps that cheap however long the outbox's history grows.
-Index("ix_change_records_unpushed", ChangeRecord.organization_id,
-      sqlite_where=ChangeRecord.processed_at.is_(None), postgresql_where=ChangeRecord.processed_at.is_(None))
-
-DEFAULTS = {
-    "SYNC_INTERVAL_SECONDS": 30,  # a pull cycle per logged-in user this often
-    "SYNC_POLL_SECONDS": 1.0,  # how often a worker looks for due users (the latency of triggers)
-    "SYNC_WORKER_THREADS": 4,  # cycles run at once per process
-    "SYNC_PUSH_THREADS": 2,  # outbox pushes run at once per process, beside the cycles
-    # At most this many users claimed per look (SYNC_BATCH_SIZE is the engine's: writes per Google batch).
-    "SYNC_CLAIM_BATCH_SIZE": 50,
-    "SYNC_LEASE_SECONDS": 300,  # a dead worker's claims free up after this (as the engine's leases do)
-    "SYNC_BUSY_RETRY_SECONDS": 2,  # a user whose lease someone else holds is tried again this much later
-    "SYNC_BACKOFF_BASE_SECONDS": 30,
-    "SYNC_BACKOFF_CAP_SECONDS": 3600,
-    "SYNC_DEBOUNCE_SECONDS": 10,  # navigation makes a user due at most this often
-    "SYNC_PUSH_INLINE": False,  # without a scheduler in the process, push right after the commit, in-line
-    "PUBLIC_BASE_URL": None,  # where Google can reach /webhooks/google/calendar; unset: no push channels
-    "SYNC_CHANNEL_TTL_SECONDS": 7 * 24 * 3600,  # what the portal asks; Google may grant less
-    "SYNC_CHANNEL_RENEW_BEFORE_SECONDS": 24 * 3600,
-}
-
-
-def configure(app: Flask) -> None:
-    for key, value in DEFAULTS.items():
-        app.config.setdefault(key, value)
-    # Tests drive the scheduling functions directly; a background thread there would race them.
-    app.config.setdefault("SCHEDULER_ENABLED", not app.config.get("TESTING", False))
-
-
-def seconds(key: str) -> timedelta:
-    return timedelta(seconds=float(current_app.config[key]))
 
 
 def session_lifetime() -> timedelta:
@@ -99,20 +66,7 @@ class Claim:
     until: datetime  # the due_at the claim wrote: while it is still there, the claim is ours
 
 
-def allowed_organization_ids() -> list[int]:
-    """Organizations whose sync may run: one query, the same rule as the engine's `sync_allowed`."""
-    rows = db.session.scalars(select(GoogleIntegration).where(GoogleIntegration.enabled.is_(True))).all()
-    return [row.organization_id for row in rows if row.sync_allowed]
-
-
-def organization_allowed(organization_id: int) -> bool:
-    row = db.session.scalar(select(GoogleIntegration).where(GoogleIntegration.organization_id == organization_id))
-    return row is not None and row.sync_allowed
-
-
 def due_users_query(now: datetime, organization_ids: list[int]):
-    from portal.sync.models import CalendarSync
-
     return (
         select(CalendarSync.user_id, CalendarSync.due_at)
         .join(User, User.id == CalendarSync.user_id)
@@ -131,8 +85,6 @@ def due_users_query(now: datetime, organization_ids: list[int]):
 def claim_due_users(limit: int, *, now: datetime | None = None,
                     organization_ids: list[int] | None = None) -> list[Claim]:
     """Claim up to `limit` due users (longest-waiting first) and commit; no two callers get the same user."""
-    from portal.sync.models import CalendarSync
-
     now = now or utcnow()
     if limit <= 0:
         return []
@@ -177,8 +129,6 @@ def finish_claim(claim: Claim, outcome: str | None, *, now: datetime | None = No
     `outcome`: the cycle's status, "busy" (someone else held the user's lease) or "failed". A trigger that
     arrived during the cycle moved `due_at` away from the claim's value; it is then left alone.
     """
-    from portal.sync.models import CalendarSync
-
     now = now or utcnow()
     ours = CalendarSync.due_at == claim.until
     values: dict = {}
@@ -200,13 +150,9 @@ def finish_claim(claim: Claim, outcome: str | None, *, now: datetime | None = No
 
 
 def run_claim(claim: Claim, *, owner: str, clock: Callable[[], datetime] = utcnow):
-    """Run one claimed user's cycle, record the outcome, and keep their push channel open."""
-    from portal.sync import engine
-    from portal.sync.models import Lease
-    from portal.sync.push import ensure_channel
-
+    """Run one claimed user's cycle, record the outcome, and keep their watch channel open."""
     try:
-        cycle = engine.run_user_cycle(claim.user_id, trigger="scheduler", owner=owner)
+        cycle = run_user_cycle(claim.user_id, trigger="scheduler", owner=owner)
         outcome = "busy" if cycle is None else cycle.status
     except Exception:  # a bug in one user's cycle must not take the worker down
         log.exception("Sync cycle of user %s crashed", claim.user_id)
@@ -224,25 +170,6 @@ def run_claim(claim: Claim, *, owner: str, clock: Callable[[], datetime] = utcno
             finally:
                 Lease.release(name, owner)
     return cycle
-
-
-def make_due(user_ids, *, now: datetime | None = None, connection=None) -> int:
-    """Make these users (those with sync on) due now; a user due earlier already stays as is."""
-    from portal.sync.models import CalendarSync
-
-    user_ids = sorted(set(user_ids))
-    if not user_ids:
-        return 0
-    now = now or utcnow()
-    statement = (update(CalendarSync)
-                 .where(CalendarSync.user_id.in_(user_ids), CalendarSync.enabled.is_(True),
-                        or_(CalendarSync.due_at.is_(None), CalendarSync.due_at > now))
-                 .values(due_at=now))
-    if connection is not None:
-        return connection.execute(statement).rowcount
-    result = db.session.execute(statement)
-    db.session.commit()
-    return result.rowcount
 
 
 def pending_outbox() -> dict[int, int]:
@@ -263,6 +190,7 @@ class SyncScheduler:
     """Runs the sync in this process: ticks from APScheduler, cycles and pushes in thread pools."""
 
     def __init__(self, app: Flask, *, worker_id: str | None = None, clock: Callable[[], datetime] = utcnow):
+        # Only a process that runs a scheduler loads APScheduler, not every `flask` command or web process.
         from apscheduler.executors.pool import ThreadPoolExecutor as TickExecutor
         from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -402,8 +330,6 @@ class SyncScheduler:
         db.session.commit()
 
     def maintain(self) -> None:
-        from portal.sync.push import stop_unwanted_channels
-
         with self.app.app_context():
             try:
                 if self.app.config.get("PUBLIC_BASE_URL"):
@@ -432,15 +358,13 @@ class SyncScheduler:
                 self._push_state.pop(organization_id, None)
 
     def _push(self, organization_id: int, trigger: str) -> None:
-        from portal.sync import engine
-
         while True:
             busy = False
             try:
                 with self.app.app_context():
                     # A switched-off organization's edits are not even journaled as skipped pushes.
                     if organization_allowed(organization_id):
-                        busy = engine.push_pending(organization_id, trigger=trigger, owner=self._owner()) is None
+                        busy = push_pending(organization_id, trigger=trigger, owner=self._owner()) is None
             except Exception:
                 log.exception("Pushing the outbox of organization %s failed", organization_id)
             with self._lock:
@@ -478,67 +402,5 @@ class SyncScheduler:
                 db.session.rollback()
 
 
-# ---------------------------------------------------------------------------------------------------
-# Per-app state and start-up
-
-
-class Scheduling:
-    """What the triggers need per app: the scheduler of this process (if any), presence debounce, clock."""
-
-    def __init__(self, app: Flask):
-        self.app = app
-        self.scheduler: SyncScheduler | None = None
-        self.clock: Callable[[], datetime] = utcnow
-        self.presence: dict[int, datetime] = {}
-        self.lock = threading.Lock()
-
-    def start(self, *, worker_id: str | None = None) -> SyncScheduler:
-        with self.lock:
-            if self.scheduler is None or not self.scheduler.running:
-                self.scheduler = SyncScheduler(self.app, worker_id=worker_id, clock=self.clock).start()
-                atexit.register(self.scheduler.shutdown, False)
-            return self.scheduler
-
-    def stop(self, wait: bool = True) -> None:
-        with self.lock:
-            scheduler, self.scheduler = self.scheduler, None
-        if scheduler is not None:
-            scheduler.shutdown(wait=wait)
-
-
-def scheduling(app: Flask | None = None) -> Scheduling | None:
-    return (app or current_app).extensions.get(EXTENSION)
-
-
 def start_scheduler(app: Flask, *, worker_id: str | None = None) -> SyncScheduler:
-    return app.extensions[EXTENSION].start(worker_id=worker_id)
-
-
-def _start_on_first_request(app: Flask) -> None:
-    """The web process's scheduler starts with the first request, not in create_app: every `flask`
-    command builds the app too, and only a serving process should sync. Under the reloader only the
-    child serves (WERKZEUG_RUN_MAIN), so the watching parent never starts one."""
-    state = app.extensions[EXTENSION]
-    started = threading.Event()
-
-    @app.before_request
-    def start_scheduler_once():
-        if started.is_set():
-            return
-        started.set()
-        if app.config.get("SCHEDULER_ENABLED"):
-            state.start()
-
-
-def init_app(app: Flask) -> None:
-    """Register the sync's scheduling with the app: config, triggers, webhook, `flask worker`."""
-    from portal.routes import webhooks
-    from portal.sync import push, triggers  # noqa: F401  (push registers its table)
-    from portal.sync.cli_worker import worker
-
-    configure(app)
-    app.extensions[EXTENSION] = Scheduling(app)
-    triggers.install(app)
-    app.register_blueprint(webhooks.bp)
-    app.cli.add_command(worker)
-    _start_on_first_request(app)
+    return scheduling(app).start(worker_id=worker_id)

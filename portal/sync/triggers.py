@@ -8,7 +8,7 @@
   organization's outbox right after the commit, whoever is logged in, and makes the activity's owner and
   participants due. The outbox row was written in the same transaction, so a push that never happens
   (the process died) is made up by the next worker's outbox sweep.
-- Switching sync off stops the user's push channels.
+- Switching sync off stops the user's watch channels.
 
 The session listeners only collect ids while flushing and act after the commit: nothing is pushed that
 could still be rolled back.
@@ -28,6 +28,10 @@ from sqlalchemy.orm import Session
 
 from portal.extensions import db
 from portal.models import Activity, ActivityParticipant, ApiToken, ChangeRecord, User
+from portal.sync.channels import stop_channels
+from portal.sync.engine import push_pending
+from portal.sync.models import CalendarSync
+from portal.sync.runtime import make_due, organization_allowed, scheduling, seconds, wake
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +60,6 @@ def install(app) -> None:
 
 
 def _state():
-    from portal.sync.scheduler import scheduling
-
     return scheduling() if has_app_context() else None
 
 
@@ -88,9 +90,6 @@ def _request_user_id() -> int | None:
 
 def note_presence(user_id: int) -> bool:
     """Record that the user is active now and make them due; False when debounced."""
-    from portal.sync.models import CalendarSync
-    from portal.sync.scheduler import seconds
-
     state = _state()
     if state is None:
         return False
@@ -108,14 +107,12 @@ def note_presence(user_id: int) -> bool:
         .values(last_seen_at=now, due_at=case((due_now, now), else_=CalendarSync.due_at))
     )
     db.session.commit()
-    if result.rowcount and state.scheduler is not None:
-        state.scheduler.wake()
+    if result.rowcount:
+        wake(state)
     return bool(result.rowcount)
 
 
 def _on_logout(sender, user=None, **extra) -> None:
-    from portal.sync.models import CalendarSync
-
     state = _state()
     if state is None or user is None or not getattr(user, "id", None):
         return
@@ -126,8 +123,6 @@ def _on_logout(sender, user=None, **extra) -> None:
 
 def _presence_on_switch(session: Session, flush_context, instances) -> None:
     """Switching sync on is itself a request by a logged-in user: sync them now, not after the debounce."""
-    from portal.sync.models import CalendarSync
-
     if not has_request_context():
         return
     actor_id = getattr(g.get("api_user"), "id", None) or getattr(g.get("_login_user"), "id", None)
@@ -150,8 +145,6 @@ def _presence_on_switch(session: Session, flush_context, instances) -> None:
 
 
 def _collect(session: Session, flush_context) -> None:
-    from portal.sync.models import CalendarSync
-
     pending = session.info.get(PENDING_KEY)
     for obj in session.new:
         if isinstance(obj, ChangeRecord) and obj.origin != "google":
@@ -190,7 +183,7 @@ def _dispatch(session: Session) -> None:
         for organization_id in others:
             scheduler.request_push(organization_id)
         for user_id in pending.switched_off:
-            scheduler.submit(_stop_channels, user_id)
+            scheduler.submit(stop_channels, user_id)
         return
     if app.config.get("SYNC_PUSH_INLINE") and not getattr(_local, "active", False):
         _run_inline(app, pending)
@@ -212,40 +205,27 @@ def _involved_users(pending: Pending, connection=None) -> set[int]:
 
 
 def _make_involved_due(pending: Pending, now, connection=None) -> None:
-    from portal.sync.scheduler import make_due
-
     users = _involved_users(pending, connection)
-    count = make_due(users, now=now, connection=connection)
-    state = _state()
-    if count and state is not None and state.scheduler is not None:
-        state.scheduler.wake()
-
-
-def _stop_channels(user_id: int) -> None:
-    from portal.sync.push import stop_channels
-
-    stop_channels(user_id)
+    if make_due(users, now=now, connection=connection):
+        wake(_state())
 
 
 def _run_inline(app, pending: Pending) -> None:
     """Push now, in this thread, with a session of its own (the committing one is finishing)."""
-    from portal.sync import engine
-    from portal.sync.scheduler import organization_allowed
-
     _local.active = True
     try:
         for organization_id in sorted(pending.organizations):
             with app.app_context():
                 try:
                     if organization_allowed(organization_id):
-                        engine.push_pending(organization_id, trigger="change")
+                        push_pending(organization_id, trigger="change")
                 except Exception:
                     log.exception("In-line push of organization %s failed", organization_id)
         if app.config.get("PUBLIC_BASE_URL"):
             for user_id in sorted(pending.switched_off):
                 with app.app_context():
                     try:
-                        _stop_channels(user_id)
+                        stop_channels(user_id)
                     except Exception:
                         log.exception("Stopping the push channels of user %s failed", user_id)
     finally:

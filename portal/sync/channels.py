@@ -1,4 +1,4 @@
-"""Google push channels: Google tells the portal that a calendar changed, so the next pull runs now.
+"""Google's watch channels: Google tells the portal that a calendar changed, so the next pull runs now.
 
 One `events.watch` channel per synced calendar, opened after a successful cycle when the portal has a
 public address (`PUBLIC_BASE_URL`): Google can only notify an address it can reach. A notification carries
@@ -12,7 +12,6 @@ allowed; its channels simply expire.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import secrets
@@ -20,11 +19,14 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import ForeignKey, Integer, String, Text, select
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import select
 
 from portal.extensions import db
-from portal.models import User, UTCDateTime, utcnow
+from portal.integration import calendar_client, integration_for
+from portal.models import User, utcnow
+from portal.sync.google import GoogleError
+from portal.sync.models import CalendarSync, WatchChannel
+from portal.sync.policy import sync_allowed
 
 log = logging.getLogger(__name__)
 
@@ -34,58 +36,24 @@ WEBHOOK_PATH = "/webhooks/google/calendar"
 RETRY_AFTER_FAILURE = timedelta(hours=1)
 
 
-class PushChannel(db.Model):
-    """A notification channel Google opened for one user's primary calendar."""
-
-    __tablename__ = "sync_push_channels"
-
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # chosen by the portal, sent to Google
-    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
-    resource_id: Mapped[str | None] = mapped_column(String(255))  # Google's id of the watched calendar
-    # Google echoes the token in every notification; only its hash is kept, so the table cannot forge one.
-    token_hash: Mapped[str] = mapped_column(String(64))
-    address: Mapped[str] = mapped_column(String(500))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    notifications: Mapped[int] = mapped_column(Integer, default=0)
-    last_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    error_message: Mapped[str | None] = mapped_column(Text)  # why Google refused to open it
-
-    @staticmethod
-    def hash(token: str) -> str:
-        return hashlib.sha256(token.encode()).hexdigest()
-
-    def token_matches(self, token: str) -> bool:
-        return hmac.compare_digest(self.token_hash, self.hash(token or ""))
-
-    def is_open(self, now: datetime) -> bool:
-        return self.stopped_at is None and self.expires_at is not None and self.expires_at > now
-
-
 def webhook_address() -> str | None:
     base = (current_app.config.get("PUBLIC_BASE_URL") or "").strip().rstrip("/")
     return base + WEBHOOK_PATH if base else None
 
 
-def open_channels(user_id: int, now: datetime) -> list[PushChannel]:
+def open_channels(user_id: int, now: datetime) -> list[WatchChannel]:
     return list(db.session.scalars(
-        select(PushChannel).where(PushChannel.user_id == user_id, PushChannel.stopped_at.is_(None),
-                                  PushChannel.expires_at > now)
-        .order_by(PushChannel.expires_at.desc())
+        select(WatchChannel).where(WatchChannel.user_id == user_id, WatchChannel.stopped_at.is_(None),
+                                   WatchChannel.expires_at > now)
+        .order_by(WatchChannel.expires_at.desc())
     ))
 
 
-def ensure_channel(user_id: int, *, now: datetime | None = None) -> PushChannel | None:
-    """Make sure the user's calendar has a channel that does not expire soon; returns it (None: no push).
+def ensure_channel(user_id: int, *, now: datetime | None = None) -> WatchChannel | None:
+    """Make sure the user's calendar has a channel that does not expire soon; returns it (None: no channel).
 
     Call with the user's sync lease held or under `Lease("channel:<id>")`: two callers would open two.
     """
-    from portal.integration import calendar_client, integration_for
-    from portal.sync.google import GoogleError
-    from portal.sync.policy import sync_allowed
-
     address = webhook_address()
     if address is None:
         return None
@@ -108,9 +76,9 @@ def ensure_channel(user_id: int, *, now: datetime | None = None) -> PushChannel 
             "params": {"ttl": str(int(config["SYNC_CHANNEL_TTL_SECONDS"]))}}
     # Stored before asking Google: Google confirms a new channel with a first notification, which may
     # arrive before its answer does.
-    channel = PushChannel(id=channel_id, organization_id=user.organization_id, user_id=user_id,
-                          token_hash=PushChannel.hash(token), address=address, created_at=now,
-                          expires_at=now + timedelta(seconds=float(config["SYNC_CHANNEL_TTL_SECONDS"])))
+    channel = WatchChannel(id=channel_id, organization_id=user.organization_id, user_id=user_id,
+                           token_hash=WatchChannel.hash(token), address=address, created_at=now,
+                           expires_at=now + timedelta(seconds=float(config["SYNC_CHANNEL_TTL_SECONDS"])))
     db.session.add(channel)
     db.session.commit()
     try:
@@ -133,7 +101,8 @@ def ensure_channel(user_id: int, *, now: datetime | None = None) -> PushChannel 
 
 def _recently_refused(user_id: int, now: datetime) -> bool:
     last = db.session.scalar(
-        select(PushChannel).where(PushChannel.user_id == user_id).order_by(PushChannel.created_at.desc()).limit(1)
+        select(WatchChannel).where(WatchChannel.user_id == user_id)
+        .order_by(WatchChannel.created_at.desc()).limit(1)
     )
     return last is not None and last.error_message is not None and last.created_at > now - RETRY_AFTER_FAILURE
 
@@ -145,11 +114,8 @@ def _expiration(answer: dict, now: datetime, ttl: float) -> datetime:
         return now + timedelta(seconds=ttl)
 
 
-def _stop(channel: PushChannel, integration, email: str, now: datetime) -> bool:
+def _stop(channel: WatchChannel, integration, email: str, now: datetime) -> bool:
     """Ask Google to stop a channel; True once it is stopped (or Google no longer knows it)."""
-    from portal.integration import calendar_client
-    from portal.sync.google import GoogleError
-
     try:
         client = calendar_client(integration, email)
         client.stop_channel(channel.id, channel.resource_id)
@@ -164,9 +130,6 @@ def _stop(channel: PushChannel, integration, email: str, now: datetime) -> bool:
 
 def stop_channels(user_id: int, *, now: datetime | None = None) -> int:
     """Stop the user's open channels (sync switched off); returns how many were stopped."""
-    from portal.integration import integration_for
-    from portal.sync.policy import sync_allowed
-
     now = now or utcnow()
     channels = open_channels(user_id, now)
     if not channels:
@@ -180,25 +143,23 @@ def stop_channels(user_id: int, *, now: datetime | None = None) -> int:
 
 def stop_unwanted_channels(*, now: datetime | None = None, limit: int = 100) -> int:
     """Stop open channels whose user no longer syncs (switched off, or deactivated)."""
-    from portal.sync.models import CalendarSync
-
     now = now or utcnow()
     wanted = select(CalendarSync.user_id).join(User, User.id == CalendarSync.user_id).where(
         CalendarSync.enabled.is_(True), User.active.is_(True))
     user_ids = db.session.scalars(
-        select(PushChannel.user_id).where(PushChannel.stopped_at.is_(None), PushChannel.expires_at > now,
-                                          PushChannel.user_id.not_in(wanted))
+        select(WatchChannel.user_id).where(WatchChannel.stopped_at.is_(None), WatchChannel.expires_at > now,
+                                           WatchChannel.user_id.not_in(wanted))
         .distinct().limit(limit)
     ).all()
     return sum(stop_channels(user_id, now=now) for user_id in user_ids)
 
 
 def channel_for_notification(channel_id: str, token: str, resource_id: str | None,
-                             now: datetime) -> PushChannel | None:
+                             now: datetime) -> WatchChannel | None:
     """The open channel a notification names, when its token (and resource, if sent) match; else None."""
     if not channel_id or len(channel_id) > 64:
         return None
-    channel = db.session.get(PushChannel, channel_id)
+    channel = db.session.get(WatchChannel, channel_id)
     if channel is None or not channel.is_open(now) or not channel.token_matches(token):
         return None
     if resource_id and channel.resource_id and not hmac.compare_digest(resource_id, channel.resource_id):

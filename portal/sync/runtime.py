@@ -1,0 +1,92 @@
+"""The sync's state in a running app, shared by the scheduler, the triggers, the web hook and `flask worker`.
+
+Per app: this process's scheduler (if it runs one), the clock the scheduling code reads (tests replace it)
+and when each user was last seen. Beside it, what every trigger ends with: make users due, and wake this
+process's scheduler so it looks for them now rather than at its next tick.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from flask import Flask, current_app
+from sqlalchemy import or_, select, update
+
+from portal.extensions import db
+from portal.models import GoogleIntegration, utcnow
+from portal.sync.models import CalendarSync
+
+EXTENSION = "sync_scheduling"
+
+
+class Scheduling:
+    """What the triggers need per app: the scheduler of this process (if any), presence debounce, clock.
+
+    `make_scheduler(app, worker_id=..., clock=...)` builds the scheduler; `portal.sync.init_app` passes it in.
+    """
+
+    def __init__(self, app: Flask, make_scheduler: Callable):
+        self.app = app
+        self.make_scheduler = make_scheduler
+        self.scheduler = None  # this process's `SyncScheduler`, once started
+        self.clock: Callable[[], datetime] = utcnow
+        self.presence: dict[int, datetime] = {}
+        self.lock = threading.Lock()
+
+    def start(self, *, worker_id: str | None = None):
+        with self.lock:
+            if self.scheduler is None or not self.scheduler.running:
+                self.scheduler = self.make_scheduler(self.app, worker_id=worker_id, clock=self.clock).start()
+                atexit.register(self.scheduler.shutdown, False)
+            return self.scheduler
+
+    def stop(self, wait: bool = True) -> None:
+        with self.lock:
+            scheduler, self.scheduler = self.scheduler, None
+        if scheduler is not None:
+            scheduler.shutdown(wait=wait)
+
+
+def scheduling(app: Flask | None = None) -> Scheduling | None:
+    return (app or current_app).extensions.get(EXTENSION)
+
+
+def seconds(key: str) -> timedelta:
+    return timedelta(seconds=float(current_app.config[key]))
+
+
+def make_due(user_ids, *, now: datetime | None = None, connection=None) -> int:
+    """Make these users (those with sync on) due now; a user due earlier already stays as is."""
+    user_ids = sorted(set(user_ids))
+    if not user_ids:
+        return 0
+    now = now or utcnow()
+    statement = (update(CalendarSync)
+                 .where(CalendarSync.user_id.in_(user_ids), CalendarSync.enabled.is_(True),
+                        or_(CalendarSync.due_at.is_(None), CalendarSync.due_at > now))
+                 .values(due_at=now))
+    if connection is not None:
+        return connection.execute(statement).rowcount
+    result = db.session.execute(statement)
+    db.session.commit()
+    return result.rowcount
+
+
+def wake(state: Scheduling | None) -> None:
+    """Have this process's scheduler look for due users now; nothing without one (workers elsewhere poll)."""
+    if state is not None and state.scheduler is not None:
+        state.scheduler.wake()
+
+
+def allowed_organization_ids() -> list[int]:
+    """Organizations whose sync may run: one query, the same rule as `portal.sync.policy.sync_allowed`."""
+    rows = db.session.scalars(select(GoogleIntegration).where(GoogleIntegration.enabled.is_(True))).all()
+    return [row.organization_id for row in rows if row.sync_allowed]
+
+
+def organization_allowed(organization_id: int) -> bool:
+    row = db.session.scalar(select(GoogleIntegration).where(GoogleIntegration.organization_id == organization_id))
+    return row is not None and row.sync_allowed
