@@ -39,6 +39,12 @@ DEFAULTS = {
     "SYNC_BACKOFF_CAP_SECONDS": 3600,
     "SYNC_DEBOUNCE_SECONDS": 10,  # navigation makes a user due at most this often
     "SYNC_PUSH_INLINE": False,  # without a scheduler in the process, push right after the commit, in-line
+    # The sync engine (portal.sync.engine)
+    "SYNC_PAGE_SIZE": 2500,  # events per page of a pull: Google's largest
+    "SYNC_BATCH_SIZE": 50,  # writes per Google batch request (Google takes up to 1,000; 50 is its advice)
+    "SYNC_RETRY_ATTEMPTS": 4,  # a write Google rate-limits or fails with a 5xx is tried this often per cycle
+    "SYNC_RETRY_BASE_SECONDS": 0.5,
+    "SYNC_RETRY_CAP_SECONDS": 8.0,
     # Google's watch channels (portal.sync.channels)
     "PUBLIC_BASE_URL": None,  # where Google can reach /webhooks/google/calendar; unset: no watch channels
     "SYNC_CHANNEL_TTL_SECONDS": 7 * 24 * 3600,  # what the portal asks; Google may grant less

@@ -311,7 +311,7 @@ def test_three_workers_share_300_users_and_survive_a_killed_worker(scale, google
     held = lease_holders()
     scale.kill(victim_worker)
     killed_at = datetime.now(UTC)
-    # The dead worker's leases would run out after the engine's LEASE_SECONDS; age them instead of waiting.
+    # The dead worker's leases would run out after SYNC_LEASE_SECONDS; age them instead of waiting.
     with scale.app.app_context():
         db.session.execute(update(Lease).where(Lease.owner.like(f"{victim_worker}#%"))
                            .values(expires_at=datetime.now(UTC)))

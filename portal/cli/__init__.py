@@ -1,12 +1,12 @@
-"""Operator commands: `flask --app portal <command>`."""
+"""Operator commands: `flask --app portal <command>` (the sync's own, `sync` and `worker`, come with
+`portal.sync.init_app`)."""
 
 from portal.cli.accounts import create_api_token, create_organization, create_user, rename_user_command
 from portal.cli.demo import seed_demo, serve
 from portal.cli.google import configure_google
-from portal.sync.cli import sync_command
 
 
 def init_app(app):
     for command in (create_organization, create_user, rename_user_command, create_api_token, seed_demo, serve,
-                    sync_command, configure_google):
+                    configure_google):
         app.cli.add_command(command)

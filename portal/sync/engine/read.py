@@ -23,7 +23,6 @@ from portal.models import (
 from portal.sync import core
 from portal.sync.engine.state import (
     FIRST_SYNC_DAYS,
-    LEASE_SECONDS,
     PARKED_SECONDS,
     Cycle,
     EventInfo,
@@ -196,7 +195,7 @@ def _list_events(client: CalendarClient, sync_token: str | None):
     are dropped and the caller lists the calendar again from the start, without a token."""
     from flask import current_app
 
-    page_size = int(current_app.config.get("SYNC_PAGE_SIZE", 2500))  # Google's largest page
+    page_size = int(current_app.config["SYNC_PAGE_SIZE"])
     time_min = None if sync_token else (utcnow() - timedelta(days=FIRST_SYNC_DAYS)).isoformat().replace("+00:00", "Z")
     events, page_token, zone = [], None, "UTC"
     while True:
@@ -345,7 +344,7 @@ def claim_links(cycle: Cycle, portal_items, google_items) -> None:
         link.activity_id in portal_items or link.google_event_id in google_items or link.id in cycle.unsettled)}
     if not wanted:
         return
-    seconds = float(current_app.config.get("SYNC_LEASE_SECONDS", LEASE_SECONDS))
+    seconds = float(current_app.config["SYNC_LEASE_SECONDS"])
     versions = {link.id: cycle.loaded_versions.get(link.id, link.version) for link in wanted.values()}
     taken = Lease.acquire_many(wanted, cycle.owner or worker_name(), seconds)
     cycle.claims.update(taken)

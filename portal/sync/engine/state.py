@@ -35,7 +35,6 @@ from portal.sync.mapping import state_from_json
 from portal.sync.models import Lease, SyncCycle, SyncJournalEntry, SyncLink
 
 FIRST_SYNC_DAYS = 30
-LEASE_SECONDS = 300
 IN_CLAUSE_CHUNK = 500
 # An item that has no calendar to go to (its owner is not in the Workspace and no participant syncs) is
 # tried again when it changes, on a first sync, or after this long: never once per cycle.
@@ -213,7 +212,7 @@ class Cycle:
 def lease_seconds() -> float:
     from flask import current_app
 
-    return float(current_app.config.get("SYNC_LEASE_SECONDS", LEASE_SECONDS))
+    return float(current_app.config["SYNC_LEASE_SECONDS"])
 
 
 class Raced(Exception):
@@ -228,7 +227,7 @@ def claim_new(cycle: Cycle, link: SyncLink) -> None:
     """A link this cycle creates is this cycle's: its lease is written in the same transaction."""
     from flask import current_app
 
-    seconds = float(current_app.config.get("SYNC_LEASE_SECONDS", LEASE_SECONDS))
+    seconds = float(current_app.config["SYNC_LEASE_SECONDS"])
     name = f"link:{link.id}"
     db.session.add(Lease(name=name, owner=cycle.owner or worker_name(), expires_at=utcnow() + timedelta(
         seconds=seconds)))

@@ -204,10 +204,10 @@ def write_to_google(cycle: Cycle, actions: list) -> dict:
     from flask import current_app
 
     config = current_app.config
-    backoff = Backoff(attempts=int(config.get("SYNC_RETRY_ATTEMPTS", 4)),
-                      base_seconds=float(config.get("SYNC_RETRY_BASE_SECONDS", 0.5)),
-                      cap_seconds=float(config.get("SYNC_RETRY_CAP_SECONDS", 8.0)))
-    batch_size = int(config.get("SYNC_BATCH_SIZE", 50))
+    backoff = Backoff(attempts=int(config["SYNC_RETRY_ATTEMPTS"]),
+                      base_seconds=float(config["SYNC_RETRY_BASE_SECONDS"]),
+                      cap_seconds=float(config["SYNC_RETRY_CAP_SECONDS"]))
+    batch_size = int(config["SYNC_BATCH_SIZE"])
     writes, refused = _series_writes(cycle, actions)
     results = run_writes(writes, cycle.client, batch_size=batch_size, backoff=backoff)
     results.update(refused)
