@@ -24,8 +24,18 @@ def integration_of(organization: Organization) -> GoogleIntegration | None:
 
 def sync_allowed(organization: Organization) -> bool:
     """Integration switched on, configured, and not paused by an integration-level error."""
-    row = integration_of(organization)
+    return organization_allowed(organization.id)
+
+
+def organization_allowed(organization_id: int) -> bool:
+    row = db.session.scalar(select(GoogleIntegration).where(GoogleIntegration.organization_id == organization_id))
     return row is not None and row.sync_allowed
+
+
+def allowed_organization_ids() -> list[int]:
+    """The organizations whose sync may run (as `sync_allowed` says), in one query."""
+    rows = db.session.scalars(select(GoogleIntegration).where(GoogleIntegration.enabled.is_(True))).all()
+    return [row.organization_id for row in rows if row.sync_allowed]
 
 
 def syncing_users(organization_id: int) -> dict[int, str]:

@@ -13,10 +13,10 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from flask import Flask, current_app
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, update
 
 from portal.extensions import db
-from portal.models import GoogleIntegration, utcnow
+from portal.models import utcnow
 from portal.sync.models import CalendarSync
 
 EXTENSION = "sync_scheduling"
@@ -79,14 +79,3 @@ def wake(state: Scheduling | None) -> None:
     """Have this process's scheduler look for due users now; nothing without one (workers elsewhere poll)."""
     if state is not None and state.scheduler is not None:
         state.scheduler.wake()
-
-
-def allowed_organization_ids() -> list[int]:
-    """Organizations whose sync may run: one query, the same rule as `portal.sync.policy.sync_allowed`."""
-    rows = db.session.scalars(select(GoogleIntegration).where(GoogleIntegration.enabled.is_(True))).all()
-    return [row.organization_id for row in rows if row.sync_allowed]
-
-
-def organization_allowed(organization_id: int) -> bool:
-    row = db.session.scalar(select(GoogleIntegration).where(GoogleIntegration.organization_id == organization_id))
-    return row is not None and row.sync_allowed

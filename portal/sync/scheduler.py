@@ -37,7 +37,8 @@ from portal.models import ChangeRecord, User, utcnow
 from portal.sync.channels import ensure_channel, stop_unwanted_channels
 from portal.sync.engine import push_pending, run_user_cycle
 from portal.sync.models import CalendarSync, Lease
-from portal.sync.runtime import allowed_organization_ids, organization_allowed, scheduling, seconds
+from portal.sync.policy import allowed_organization_ids, organization_allowed
+from portal.sync.runtime import scheduling, seconds
 
 log = logging.getLogger(__name__)
 

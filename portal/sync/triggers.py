@@ -31,7 +31,8 @@ from portal.models import Activity, ActivityParticipant, ApiToken, ChangeRecord,
 from portal.sync.channels import stop_channels
 from portal.sync.engine import push_pending
 from portal.sync.models import CalendarSync
-from portal.sync.runtime import make_due, organization_allowed, scheduling, seconds, wake
+from portal.sync.policy import organization_allowed
+from portal.sync.runtime import make_due, scheduling, seconds, wake
 
 log = logging.getLogger(__name__)
 
