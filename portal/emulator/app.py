@@ -493,120 +493,189 @@ class EmulatorApp:
         return _json_result(status, out)
 
     def _control(self, method, path, args, payload, base_url):
+        handler, ids = self._CONTROL_PATHS.get((method, path)), ()
+        if handler is None:
+            for route_method, pattern, route_handler in self._CONTROL_PATTERNS:
+                m = pattern.match(path)
+                if m and route_method == method:
+                    handler, ids = route_handler, m.groups()
+                    break
+        if handler is None:
+            return 404, {"error": f"unknown control endpoint {method} {path}"}
+        return handler(self, payload, args, base_url, *ids)
+
+    def _ctl_add_user(self, payload, args, base_url):
         state = self.state
-        if path == "/users" and method == "POST":
-            email_addr = payload["email"].strip().lower()
-            tz = payload.get("time_zone") or payload.get("timeZone") or "UTC"
-            if email_addr not in state.users:
-                state.users[email_addr] = User(email_addr, tz, payload.get("name"))
-                state.calendars[email_addr] = Calendar(email_addr, tz)
-            return 200, self._user_json(state.users[email_addr])
-        if path == "/users" and method == "GET":
-            return 200, {"users": [self._user_json(u) for u in state.users.values()]}
-        m = re.match(r"^/users/([^/]+)/rename$", path)
-        if m and method == "POST":
-            return self._rename_user(m.group(1).lower(), str(payload.get("email") or "").strip().lower())
-        m = re.match(r"^/users/([^/]+)/events$", path)
-        if m and method == "POST":
-            # What only Google itself makes: events of type fromGmail, locked copies.
-            email_addr = m.group(1).lower()
-            if email_addr not in state.calendars:
-                return 404, {"error": "no such user"}
-            ctx = calendar.Ctx(state, email_addr, base_url, calendar.WRITE_SCOPES)
-            try:
-                status, out = calendar.events_insert(ctx, "primary", args, payload, trusted=True)
-            except ApiError as err:
-                return err.code, err.body()
-            self.store.save()
-            self._notify(ctx.dirty, base_url)
-            return status, out
-        if m and method == "GET":
-            cal = state.calendars.get(m.group(1).lower())
-            if cal is None:
-                return 404, {"error": "no such user"}
-            items = []
-            for entry in cal.entries.values():
-                item = calendar.render(state, entry)
-                item["_seq"] = entry.seq
-                items.append(item)
-            return 200, {"calendar": cal.id, "seq": cal.seq, "sync_epoch": cal.sync_epoch, "items": items}
-        if path == "/service-accounts" and method == "POST":
-            client_id = str(payload.get("client_id") or random.randint(10**20, 10**21 - 1))
-            sa_email = (payload.get("email") or f"sa-{client_id[-6:]}@{auth.PROJECT_ID}.iam.gserviceaccount.com")
-            account, p12, json_key = auth.mint_service_account(sa_email.lower(), client_id, base_url + "/token")
-            state.service_accounts[account.email] = account
-            return 200, {"email": account.email, "client_id": client_id,
-                         "p12_base64": base64.b64encode(p12).decode(), "password": auth.P12_PASSWORD,
-                         "json_key": json_key}
-        if path == "/delegations" and method in ("POST", "DELETE"):
-            # Google: "changes ... can take up to 24 hours" (domain-wide delegation help); `delay_seconds` makes
-            # a change take effect that much later on the emulator clock.
-            client_id = str(payload.get("client_id") or args.get("client_id"))
-            scopes = payload.get("scopes")
-            if method == "POST" and not isinstance(scopes, list):
-                raise ValueError("scopes must be a list")
-            change = (method == "POST", client_id, list(scopes) if scopes else None)
-            delay = float(payload.get("delay_seconds") or 0)
-            if delay > 0:
-                state.pending_delegations.append((state.now() + dt.timedelta(seconds=delay), change))
-            else:
-                auth.apply_delegation(state, change)
-            return 200, {"client_id": client_id, "scopes": sorted(state.delegations.get(client_id, ())),
-                         "pending": len(state.pending_delegations)}
-        if path == "/quotas" and method == "POST":
-            # Request budgets per minute on the emulator clock, as Google's per-user and per-project quotas.
-            for key in ("per_user_per_minute", "per_project_per_minute"):
-                if key in payload:
-                    value = payload[key]
-                    state.quotas[key] = int(value) if value else None
-            return 200, dict(state.quotas)
-        if path == "/quotas" and method == "GET":
-            return 200, dict(state.quotas)
-        if path == "/delegations" and method == "GET":
-            return 200, {"delegations": {k: sorted(v) for k, v in state.delegations.items()}}
-        if path == "/tokens" and method == "POST":
-            user = payload["user"].strip().lower()
-            if user not in state.users:
-                return 404, {"error": "no such user"}
-            scopes = payload.get("scopes") or [calendar.SCOPE + "calendar"]
-            return 200, auth.new_access_token(state, user, scopes)
-        if path == "/faults" and method == "POST":
-            return 200, self._add_fault(payload)
-        if path == "/faults" and method == "GET":
-            return 200, {"faults": state.faults}
-        if path == "/faults" and method == "DELETE":
-            state.faults = []
-            return 200, {"faults": []}
-        m = re.match(r"^/faults/([^/]+)$", path)
-        if m and method == "DELETE":
-            state.faults = [f for f in state.faults if f["id"] != m.group(1)]
-            return 200, {"faults": state.faults}
-        if path == "/stats" and method == "GET":
-            return 200, self._stats()
-        if path == "/stats" and method == "DELETE":
-            state.stats.clear()
-            state.statuses.clear()
-            state.emails_sent = state.notifications_sent = state.faults_triggered = 0
-            return 200, self._stats()
-        if path == "/clock" and method == "POST":
-            if "advance_seconds" in payload:
-                state.clock_offset += float(payload["advance_seconds"])
-            if "offset_seconds" in payload:
-                state.clock_offset = float(payload["offset_seconds"])
-            return 200, self._clock()
-        if path == "/clock" and method == "GET":
-            return 200, self._clock()
-        if path == "/channels" and method == "GET":
-            return 200, {"channels": [self._channel_json(c) for c in state.channels.values()]}
-        if path == "/reset" and method == "POST":
-            self.store.state = type(state)()
-            # A seed makes the faults given as fractions strike the same requests in every run.
-            seed = (payload or {}).get("seed") if isinstance(payload, dict) else None
-            self.random = random.Random(seed)
-            if seed is not None:
-                self.store.state.ids = random.Random(f"ids-{seed}")
-            return 200, {"reset": True}
-        return 404, {"error": f"unknown control endpoint {method} {path}"}
+        email_addr = payload["email"].strip().lower()
+        tz = payload.get("time_zone") or payload.get("timeZone") or "UTC"
+        if email_addr not in state.users:
+            state.users[email_addr] = User(email_addr, tz, payload.get("name"))
+            state.calendars[email_addr] = Calendar(email_addr, tz)
+        return 200, self._user_json(state.users[email_addr])
+
+    def _ctl_users(self, payload, args, base_url):
+        return 200, {"users": [self._user_json(u) for u in self.state.users.values()]}
+
+    def _ctl_rename_user(self, payload, args, base_url, user):
+        return self._rename_user(user.lower(), str(payload.get("email") or "").strip().lower())
+
+    def _ctl_add_event(self, payload, args, base_url, user):
+        # What only Google itself makes: events of type fromGmail, locked copies.
+        state = self.state
+        email_addr = user.lower()
+        if email_addr not in state.calendars:
+            return 404, {"error": "no such user"}
+        ctx = calendar.Ctx(state, email_addr, base_url, calendar.WRITE_SCOPES)
+        try:
+            status, out = calendar.events_insert(ctx, "primary", args, payload, trusted=True)
+        except ApiError as err:
+            return err.code, err.body()
+        self.store.save()
+        self._notify(ctx.dirty, base_url)
+        return status, out
+
+    def _ctl_events(self, payload, args, base_url, user):
+        state = self.state
+        cal = state.calendars.get(user.lower())
+        if cal is None:
+            return 404, {"error": "no such user"}
+        items = []
+        for entry in cal.entries.values():
+            item = calendar.render(state, entry)
+            item["_seq"] = entry.seq
+            items.append(item)
+        return 200, {"calendar": cal.id, "seq": cal.seq, "sync_epoch": cal.sync_epoch, "items": items}
+
+    def _ctl_add_service_account(self, payload, args, base_url):
+        client_id = str(payload.get("client_id") or random.randint(10**20, 10**21 - 1))
+        sa_email = (payload.get("email") or f"sa-{client_id[-6:]}@{auth.PROJECT_ID}.iam.gserviceaccount.com")
+        account, p12, json_key = auth.mint_service_account(sa_email.lower(), client_id, base_url + "/token")
+        self.state.service_accounts[account.email] = account
+        return 200, {"email": account.email, "client_id": client_id,
+                     "p12_base64": base64.b64encode(p12).decode(), "password": auth.P12_PASSWORD,
+                     "json_key": json_key}
+
+    def _ctl_grant_delegation(self, payload, args, base_url):
+        return self._change_delegation(True, payload, args)
+
+    def _ctl_revoke_delegation(self, payload, args, base_url):
+        return self._change_delegation(False, payload, args)
+
+    def _change_delegation(self, grant, payload, args):
+        # Google: "changes ... can take up to 24 hours" (domain-wide delegation help); `delay_seconds` makes
+        # a change take effect that much later on the emulator clock.
+        state = self.state
+        client_id = str(payload.get("client_id") or args.get("client_id"))
+        scopes = payload.get("scopes")
+        if grant and not isinstance(scopes, list):
+            raise ValueError("scopes must be a list")
+        change = (grant, client_id, list(scopes) if scopes else None)
+        delay = float(payload.get("delay_seconds") or 0)
+        if delay > 0:
+            state.pending_delegations.append((state.now() + dt.timedelta(seconds=delay), change))
+        else:
+            auth.apply_delegation(state, change)
+        return 200, {"client_id": client_id, "scopes": sorted(state.delegations.get(client_id, ())),
+                     "pending": len(state.pending_delegations)}
+
+    def _ctl_delegations(self, payload, args, base_url):
+        return 200, {"delegations": {k: sorted(v) for k, v in self.state.delegations.items()}}
+
+    def _ctl_set_quotas(self, payload, args, base_url):
+        # Request budgets per minute on the emulator clock, as Google's per-user and per-project quotas.
+        quotas = self.state.quotas
+        for key in ("per_user_per_minute", "per_project_per_minute"):
+            if key in payload:
+                value = payload[key]
+                quotas[key] = int(value) if value else None
+        return 200, dict(quotas)
+
+    def _ctl_quotas(self, payload, args, base_url):
+        return 200, dict(self.state.quotas)
+
+    def _ctl_add_token(self, payload, args, base_url):
+        state = self.state
+        user = payload["user"].strip().lower()
+        if user not in state.users:
+            return 404, {"error": "no such user"}
+        scopes = payload.get("scopes") or [calendar.SCOPE + "calendar"]
+        return 200, auth.new_access_token(state, user, scopes)
+
+    def _ctl_add_fault(self, payload, args, base_url):
+        return 200, self._add_fault(payload)
+
+    def _ctl_faults(self, payload, args, base_url):
+        return 200, {"faults": self.state.faults}
+
+    def _ctl_clear_faults(self, payload, args, base_url):
+        self.state.faults = []
+        return 200, {"faults": []}
+
+    def _ctl_remove_fault(self, payload, args, base_url, fault_id):
+        state = self.state
+        state.faults = [f for f in state.faults if f["id"] != fault_id]
+        return 200, {"faults": state.faults}
+
+    def _ctl_stats(self, payload, args, base_url):
+        return 200, self._stats()
+
+    def _ctl_clear_stats(self, payload, args, base_url):
+        state = self.state
+        state.stats.clear()
+        state.statuses.clear()
+        state.emails_sent = state.notifications_sent = state.faults_triggered = 0
+        return 200, self._stats()
+
+    def _ctl_set_clock(self, payload, args, base_url):
+        state = self.state
+        if "advance_seconds" in payload:
+            state.clock_offset += float(payload["advance_seconds"])
+        if "offset_seconds" in payload:
+            state.clock_offset = float(payload["offset_seconds"])
+        return 200, self._clock()
+
+    def _ctl_clock(self, payload, args, base_url):
+        return 200, self._clock()
+
+    def _ctl_channels(self, payload, args, base_url):
+        return 200, {"channels": [self._channel_json(c) for c in self.state.channels.values()]}
+
+    def _ctl_reset(self, payload, args, base_url):
+        self.store.state = type(self.state)()
+        # A seed makes the faults given as fractions strike the same requests in every run.
+        seed = (payload or {}).get("seed") if isinstance(payload, dict) else None
+        self.random = random.Random(seed)
+        if seed is not None:
+            self.store.state.ids = random.Random(f"ids-{seed}")
+        return 200, {"reset": True}
+
+    # Control API routes: each handler takes (payload, args, base_url) and what the path names.
+    _CONTROL_PATHS = {
+        ("POST", "/users"): _ctl_add_user,
+        ("GET", "/users"): _ctl_users,
+        ("POST", "/service-accounts"): _ctl_add_service_account,
+        ("POST", "/delegations"): _ctl_grant_delegation,
+        ("DELETE", "/delegations"): _ctl_revoke_delegation,
+        ("GET", "/delegations"): _ctl_delegations,
+        ("POST", "/quotas"): _ctl_set_quotas,
+        ("GET", "/quotas"): _ctl_quotas,
+        ("POST", "/tokens"): _ctl_add_token,
+        ("POST", "/faults"): _ctl_add_fault,
+        ("GET", "/faults"): _ctl_faults,
+        ("DELETE", "/faults"): _ctl_clear_faults,
+        ("GET", "/stats"): _ctl_stats,
+        ("DELETE", "/stats"): _ctl_clear_stats,
+        ("POST", "/clock"): _ctl_set_clock,
+        ("GET", "/clock"): _ctl_clock,
+        ("GET", "/channels"): _ctl_channels,
+        ("POST", "/reset"): _ctl_reset,
+    }
+    _CONTROL_PATTERNS = [
+        ("POST", re.compile(r"^/users/([^/]+)/rename$"), _ctl_rename_user),
+        ("POST", re.compile(r"^/users/([^/]+)/events$"), _ctl_add_event),
+        ("GET", re.compile(r"^/users/([^/]+)/events$"), _ctl_events),
+        ("DELETE", re.compile(r"^/faults/([^/]+)$"), _ctl_remove_fault),
+    ]
 
     def _rename_user(self, old, new):
         """A Workspace admin renames a user: their calendar, and every event naming them, take the new

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -396,6 +397,34 @@ def normalize(body, cal_tz, organizer, previous_attendees=(), params=None, previ
     if not isinstance(body, dict):
         raise invalid("Invalid resource.")
     p = Proposal()
+    _normalize_simple_fields(body, p)
+    status = body.get("status")
+    if status is not None:
+        if status not in ENUMS["status"]:
+            raise invalid("Invalid status value.")
+        p.status = status
+    _normalize_times(body, p, cal_tz)
+    attendees = normalize_attendees(body.get("attendees"), organizer, previous_attendees)
+    if attendees:
+        p.fields["attendees"] = attendees
+    ext = body.get("extendedProperties")
+    if ext is not None:
+        if not isinstance(ext, dict):
+            raise invalid("Invalid extendedProperties.")
+        p.private_props = _string_map(ext.get("private"), "private extended property")
+        p.shared_props = _string_map(ext.get("shared"), "shared extended property")
+    p.reminders = _normalize_reminders(body.get("reminders"))
+    seq = body.get("sequence")
+    if seq is not None:
+        if not isinstance(seq, int) or seq < 0:
+            raise invalid("Invalid sequence value.")
+        p.sequence = seq
+    _normalize_kept_fields(body, p, params or {}, previous)
+    return p
+
+
+def _normalize_simple_fields(body, p):
+    """The strings, booleans and enums, and the source; an enum's default value is not stored."""
     for key in SHARED_SIMPLE:
         value = body.get(key)
         if value is None:
@@ -416,11 +445,10 @@ def normalize(body, cal_tz, organizer, previous_attendees=(), params=None, previ
         if not isinstance(body["source"], dict):
             raise invalid("Invalid value for: source")
         p.fields["source"] = {k: str(body["source"][k]) for k in ("url", "title") if k in body["source"]}
-    status = body.get("status")
-    if status is not None:
-        if status not in ENUMS["status"]:
-            raise invalid("Invalid status value.")
-        p.status = status
+
+
+def _normalize_times(body, p, cal_tz):
+    """Start, end and recurrence: a recurring event's start needs a time zone for its occurrences."""
     p.start = parse_when(body.get("start"), "start", cal_tz)
     p.end = parse_when(body.get("end"), "end", cal_tz)
     if p.start.all_day != p.end.all_day:
@@ -433,16 +461,10 @@ def normalize(body, cal_tz, organizer, previous_attendees=(), params=None, previ
         if not p.start.all_day and not p.start.tz_name:
             raise ApiError(400, "required", "Missing time zone definition for start time.")
         p.fields["recurrence"] = list(rec)
-    attendees = normalize_attendees(body.get("attendees"), organizer, previous_attendees)
-    if attendees:
-        p.fields["attendees"] = attendees
-    ext = body.get("extendedProperties")
-    if ext is not None:
-        if not isinstance(ext, dict):
-            raise invalid("Invalid extendedProperties.")
-        p.private_props = _string_map(ext.get("private"), "private extended property")
-        p.shared_props = _string_map(ext.get("shared"), "shared extended property")
-    rem = body.get("reminders")
+
+
+def _normalize_reminders(rem):
+    """The reminders to store: None keeps the calendar's default ones."""
     if rem is not None and not isinstance(rem, dict):
         raise invalid("Invalid reminders.")
     if rem and rem.get("overrides"):
@@ -452,23 +474,17 @@ def normalize(body, cal_tz, organizer, previous_attendees=(), params=None, previ
                            "Cannot specify both default reminders and overrides at the same time.")
         if not isinstance(rem["overrides"], list) or len(rem["overrides"]) > 5:
             raise ApiError(400, "tooManyReminders", "The maximum number of override reminders is 5.")
-    if isinstance(rem, dict) and rem.get("useDefault") is False:
-        overrides = []
-        for o in rem.get("overrides") or []:
-            if not isinstance(o, dict) or o.get("method") not in ("email", "popup"):
-                raise invalid("Invalid reminder method.")
-            minutes = o.get("minutes", 10)
-            if not isinstance(minutes, int) or isinstance(minutes, bool) or not 0 <= minutes <= 40320:
-                raise invalid("Invalid reminder minutes.")
-            overrides.append({"method": o["method"], "minutes": minutes})
-        p.reminders = {"useDefault": False, "overrides": overrides} if overrides else {"useDefault": False}
-    seq = body.get("sequence")
-    if seq is not None:
-        if not isinstance(seq, int) or seq < 0:
-            raise invalid("Invalid sequence value.")
-        p.sequence = seq
-    _normalize_kept_fields(body, p, params or {}, previous)
-    return p
+    if not isinstance(rem, dict) or rem.get("useDefault") is not False:
+        return None
+    overrides = []
+    for o in rem.get("overrides") or []:
+        if not isinstance(o, dict) or o.get("method") not in ("email", "popup"):
+            raise invalid("Invalid reminder method.")
+        minutes = o.get("minutes", 10)
+        if not isinstance(minutes, int) or isinstance(minutes, bool) or not 0 <= minutes <= 40320:
+            raise invalid("Invalid reminder minutes.")
+        overrides.append({"method": o["method"], "minutes": minutes})
+    return {"useDefault": False, "overrides": overrides} if overrides else {"useDefault": False}
 
 
 def _normalize_kept_fields(body, p, params, previous):
@@ -1050,12 +1066,39 @@ def _overlaps(start, end, time_min, time_max):
     return True
 
 
+@dataclasses.dataclass
+class _ListQuery:
+    """The checked parameters of an events.list request, with where its page starts."""
+
+    max_results: int
+    single: bool
+    show_deleted: bool
+    order_by: str | None
+    since: int | None  # a sync: only entries changed after this sequence number
+    snap: int  # the calendar's sequence number when the first page was read
+    after_key: list | None  # the sort key of the previous page's last row
+    time_min: dt.datetime | None
+    time_max: dt.datetime | None
+    updated_min: dt.datetime | None
+    private_f: list
+    shared_f: list
+    q: str | None
+    ical_uid: str | None
+    event_types: set
+
+
 def events_list(ctx, calendar_id, params):
     require_scope(ctx, False)
     cal = resolve_calendar(ctx, calendar_id)
-    state = ctx.state
-    sync_token = params.get("syncToken")
-    page_token = params.get("pageToken")
+    query = _list_query(cal, params)
+    rows = []  # (sort key, item)
+    for entry in list(cal.entries.values()):
+        if _listed(cal, entry, query):
+            rows.extend(_list_rows(ctx, cal, entry, query))
+    return 200, _list_page(ctx, cal, params, query, rows)
+
+
+def _list_query(cal, params):
     max_results = _max_results(params)
     single = _bool(params, "singleEvents")
     show_deleted = _bool(params, "showDeleted")
@@ -1064,29 +1107,10 @@ def events_list(ctx, calendar_id, params):
         raise invalid(location="orderBy")
     if order_by == "startTime" and not single:
         raise invalid("The requested ordering is not available for the particular query.", location="orderBy")
-
-    since = None
-    snap = cal.seq
-    after_key = None
-    if page_token:
-        try:
-            pt = unb64(page_token)
-            after_key, snap, since = pt["k"], int(pt["s"]), pt.get("since")
-            if pt.get("e") != cal.sync_epoch and since is not None:
-                raise ApiError(410, "fullSyncRequired")
-        except ApiError:
-            raise
-        except Exception:  # noqa: BLE001
-            raise invalid("Invalid page token.", location="pageToken") from None
+    after_key, snap, since = _page_start(cal, params.get("pageToken"))
+    sync_token = params.get("syncToken")
     if sync_token:
-        for name in SYNC_FORBIDDEN:
-            if params.get(name) is not None:
-                raise invalid(f"Sync token cannot be combined with the {name} parameter.", location=name)
-        # calendar.v3.json, events.list syncToken: "All events deleted since the previous list request will
-        # always be in the result set and it is not allowed to set showDeleted to False."
-        if params.get("showDeleted") == "false":
-            raise invalid("Sync token cannot be combined with showDeleted=false.", location="showDeleted")
-        token_since = _read_sync_token(cal, sync_token)
+        token_since = _sync_start(cal, sync_token, params)
         if since is None:
             since = token_since
 
@@ -1102,78 +1126,124 @@ def events_list(ctx, calendar_id, params):
     event_types = set(params.getlist("eventTypes")) if hasattr(params, "getlist") else set()
     if event_types - set(EVENT_TYPES):
         raise invalid("Invalid event type.", location="eventTypes")
+    return _ListQuery(max_results=max_results, single=single, show_deleted=show_deleted, order_by=order_by,
+                      since=since, snap=snap, after_key=after_key, time_min=time_min, time_max=time_max,
+                      updated_min=updated_min, private_f=private_f, shared_f=shared_f, q=q, ical_uid=ical_uid,
+                      event_types=event_types)
 
-    rows = []  # (sort key, item)
-    for entry in list(cal.entries.values()):
-        core = entry.core
-        if event_types and getattr(core, "event_type", "default") not in event_types:
-            continue
-        if since is not None:
-            if entry.seq <= since:
-                continue
-        else:
-            deleted_visible = show_deleted or (updated_min is not None)
-            # calendar.v3.json, events.list showDeleted: "Cancelled instances of recurring events (but not
-            # the underlying recurring event) will still be included if showDeleted and singleEvents are
-            # both False."
-            cancelled_instance = (core.recurring_event_id is not None and not single
-                                  and not _series_cancelled(cal, core))
-            if entry.cancelled and not deleted_visible and not cancelled_instance:
-                continue
-            if updated_min is not None and entry.updated < updated_min:
-                continue
-            if ical_uid and core.ical_uid != ical_uid:
-                continue
-            if q and not _text_match(core, q):
-                continue
-            if any(entry.private_props.get(k) != v for k, v in private_f):
-                continue
-            if any(core.shared_props.get(k) != v for k, v in shared_f):
-                continue
-        recurring = bool(core.fields.get("recurrence"))
-        if entry.cancelled:
-            if since is None and not recurring and not _overlaps(core.start, core.end, time_min, time_max):
-                continue
-            rows.append(((f"{entry.seq:012d}" if since is not None else _start_key(core.start, entry),
-                          core.id), render_cancelled(state, entry)))
-            continue
-        if recurring and single:
+
+def _page_start(cal, page_token):
+    """(after_key, snap, since): where the page token says the listing goes on; a first page lists the
+    calendar as it is now."""
+    if not page_token:
+        return None, cal.seq, None
+    try:
+        pt = unb64(page_token)
+        after_key, snap, since = pt["k"], int(pt["s"]), pt.get("since")
+        if pt.get("e") != cal.sync_epoch and since is not None:
+            raise ApiError(410, "fullSyncRequired")
+    except ApiError:
+        raise
+    except Exception:  # noqa: BLE001
+        raise invalid("Invalid page token.", location="pageToken") from None
+    return after_key, snap, since
+
+
+def _sync_start(cal, sync_token, params):
+    for name in SYNC_FORBIDDEN:
+        if params.get(name) is not None:
+            raise invalid(f"Sync token cannot be combined with the {name} parameter.", location=name)
+    # calendar.v3.json, events.list syncToken: "All events deleted since the previous list request will
+    # always be in the result set and it is not allowed to set showDeleted to False."
+    if params.get("showDeleted") == "false":
+        raise invalid("Sync token cannot be combined with showDeleted=false.", location="showDeleted")
+    return _read_sync_token(cal, sync_token)
+
+
+def _listed(cal, entry, query):
+    """Whether the request's filters keep an entry; a sync keeps whatever changed since."""
+    core = entry.core
+    if query.event_types and getattr(core, "event_type", "default") not in query.event_types:
+        return False
+    if query.since is not None:
+        return entry.seq > query.since
+    deleted_visible = query.show_deleted or (query.updated_min is not None)
+    # calendar.v3.json, events.list showDeleted: "Cancelled instances of recurring events (but not
+    # the underlying recurring event) will still be included if showDeleted and singleEvents are
+    # both False."
+    cancelled_instance = (core.recurring_event_id is not None and not query.single
+                          and not _series_cancelled(cal, core))
+    if entry.cancelled and not deleted_visible and not cancelled_instance:
+        return False
+    if query.updated_min is not None and entry.updated < query.updated_min:
+        return False
+    if query.ical_uid and core.ical_uid != query.ical_uid:
+        return False
+    if query.q and not _text_match(core, query.q):
+        return False
+    if any(entry.private_props.get(k) != v for k, v in query.private_f):
+        return False
+    return not any(core.shared_props.get(k) != v for k, v in query.shared_f)
+
+
+def _list_rows(ctx, cal, entry, query):
+    """The rows (sort key, item) of a kept entry: the entry, or with singleEvents a series' occurrences; none
+    when it is outside the time range."""
+    core, since = entry.core, query.since
+    recurring = bool(core.fields.get("recurrence"))
+    if entry.cancelled:
+        if since is None and not recurring and not _overlaps(core.start, core.end, query.time_min,
+                                                             query.time_max):
+            return []
+        return [((f"{entry.seq:012d}" if since is not None else _start_key(core.start, entry), core.id),
+                 render_cancelled(ctx.state, entry))]
+    if recurring and query.single:
+        return _occurrence_rows(ctx, cal, entry, query)
+    if recurring:
+        if since is None and (query.time_min or query.time_max):
             exp = expansion(core)
-            for local in occurrence_locals(core, exp, time_min, time_max, ctx.now):
-                inst_id = instance_id(core, exp, local)
-                if inst_id in cal.entries:
-                    continue  # exceptions are listed as their own entries
-                item = render_instance(state, entry, exp, local)
-                start = instance_times(core, exp, local)[0]
-                key = _row_key(since, order_by, entry, start, inst_id)
-                rows.append((key, item))
-            continue
-        if recurring:
-            if since is None and (time_min or time_max):
-                exp = expansion(core)
-                if not occurrence_locals(core, exp, time_min, time_max, ctx.now):
-                    continue
-        elif since is None and not _overlaps(core.start, core.end, time_min, time_max):
-            continue
-        if single and core.recurring_event_id and since is None and core.status == "cancelled":
-            continue
-        rows.append((_row_key(since, order_by, entry, core.start, core.id), render(state, entry)))
+            if not occurrence_locals(core, exp, query.time_min, query.time_max, ctx.now):
+                return []
+    elif since is None and not _overlaps(core.start, core.end, query.time_min, query.time_max):
+        return []
+    if query.single and core.recurring_event_id and since is None and core.status == "cancelled":
+        return []
+    return [(_row_key(since, query.order_by, entry, core.start, core.id), render(ctx.state, entry))]
 
+
+def _occurrence_rows(ctx, cal, entry, query):
+    core = entry.core
+    exp = expansion(core)
+    rows = []
+    for local in occurrence_locals(core, exp, query.time_min, query.time_max, ctx.now):
+        inst_id = instance_id(core, exp, local)
+        if inst_id in cal.entries:
+            continue  # exceptions are listed as their own entries
+        item = render_instance(ctx.state, entry, exp, local)
+        start = instance_times(core, exp, local)[0]
+        key = _row_key(query.since, query.order_by, entry, start, inst_id)
+        rows.append((key, item))
+    return rows
+
+
+def _list_page(ctx, cal, params, query, rows):
+    """The response body: the page of the sorted rows, and the token for the next page or the next sync."""
     rows.sort(key=lambda r: r[0])
+    after_key = query.after_key
     if after_key is not None:
         after = tuple(after_key)
         rows = [r for r in rows if r[0] > after]
-    limit = _page_limit(ctx, max_results, len(rows))
+    limit = _page_limit(ctx, query.max_results, len(rows))
     page = rows[:limit]
     body = _list_envelope(cal, ctx.now)
     body["items"] = [item for _, item in page]
     if len(rows) > limit:
         last = list(page[-1][0]) if page else (list(after_key) if after_key is not None else None)
-        body["nextPageToken"] = b64({"k": last, "s": snap, "since": since, "e": cal.sync_epoch,
+        body["nextPageToken"] = b64({"k": last, "s": query.snap, "since": query.since, "e": cal.sync_epoch,
                                      "f": _fingerprint(params)})
     else:
-        body["nextSyncToken"] = make_sync_token(cal, snap)
-    return 200, body
+        body["nextSyncToken"] = make_sync_token(cal, query.snap)
+    return body
 
 
 def _series_cancelled(cal, core):

@@ -39,51 +39,73 @@ ERROR_ENVELOPE = {  # Google's JSON error body (not part of the discovery docume
 def schema_errors(schema, value, where="$"):
     """Walk `value` against a discovery-document schema: types, formats, enums, properties, $ref,
     items and additionalProperties. Unknown properties are errors. Returns a list of messages."""
-    errors = []
     if "$ref" in schema:
         return schema_errors(DISCOVERY["schemas"][schema["$ref"]], value, where)
     kind = schema.get("type")
-    if kind == "object":
-        if not isinstance(value, dict):
-            return [f"{where}: expected object, got {type(value).__name__}"]
-        props = schema.get("properties", {})
-        extra = schema.get("additionalProperties")
-        for key, item in value.items():
-            if key in props:
-                errors += schema_errors(props[key], item, f"{where}.{key}")
-            elif extra is not None:
-                errors += schema_errors(extra, item, f"{where}[{key!r}]")
-            else:
-                errors.append(f"{where}: unknown property {key!r}")
-    elif kind == "array":
-        if not isinstance(value, list):
-            return [f"{where}: expected array, got {type(value).__name__}"]
-        for i, item in enumerate(value):
-            errors += schema_errors(schema.get("items", {}), item, f"{where}[{i}]")
-    elif kind == "string":
-        if not isinstance(value, str):
-            return [f"{where}: expected string, got {type(value).__name__}"]
-        fmt = schema.get("format")
-        if fmt == "date-time" and not _DATE_TIME.match(value):
-            errors.append(f"{where}: not an RFC 3339 date-time: {value!r}")
-        if fmt == "date" and not _DATE.match(value):
-            errors.append(f"{where}: not a date: {value!r}")
-        if fmt in ("int64", "uint64") and not re.match(r"^-?\d+$", value):
-            errors.append(f"{where}: not an int64 string: {value!r}")
-        if "enum" in schema and value not in schema["enum"]:
-            errors.append(f"{where}: {value!r} not in {schema['enum']}")
-    elif kind == "integer":
-        if not isinstance(value, int) or isinstance(value, bool):
-            errors.append(f"{where}: expected integer, got {value!r}")
-    elif kind == "number":
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            errors.append(f"{where}: expected number, got {value!r}")
-    elif kind == "boolean":
-        if not isinstance(value, bool):
-            errors.append(f"{where}: expected boolean, got {value!r}")
-    elif kind not in (None, "any"):
-        errors.append(f"{where}: unsupported schema type {kind}")
+    check = _TYPE_CHECKS.get(kind)
+    if check is not None:
+        return check(schema, value, where)
+    if kind not in (None, "any"):
+        return [f"{where}: unsupported schema type {kind}"]
+    return []
+
+
+def _object_errors(schema, value, where):
+    if not isinstance(value, dict):
+        return [f"{where}: expected object, got {type(value).__name__}"]
+    errors = []
+    props = schema.get("properties", {})
+    extra = schema.get("additionalProperties")
+    for key, item in value.items():
+        if key in props:
+            errors += schema_errors(props[key], item, f"{where}.{key}")
+        elif extra is not None:
+            errors += schema_errors(extra, item, f"{where}[{key!r}]")
+        else:
+            errors.append(f"{where}: unknown property {key!r}")
     return errors
+
+
+def _array_errors(schema, value, where):
+    if not isinstance(value, list):
+        return [f"{where}: expected array, got {type(value).__name__}"]
+    errors = []
+    for i, item in enumerate(value):
+        errors += schema_errors(schema.get("items", {}), item, f"{where}[{i}]")
+    return errors
+
+
+def _string_errors(schema, value, where):
+    if not isinstance(value, str):
+        return [f"{where}: expected string, got {type(value).__name__}"]
+    errors = []
+    fmt = schema.get("format")
+    if fmt == "date-time" and not _DATE_TIME.match(value):
+        errors.append(f"{where}: not an RFC 3339 date-time: {value!r}")
+    if fmt == "date" and not _DATE.match(value):
+        errors.append(f"{where}: not a date: {value!r}")
+    if fmt in ("int64", "uint64") and not re.match(r"^-?\d+$", value):
+        errors.append(f"{where}: not an int64 string: {value!r}")
+    if "enum" in schema and value not in schema["enum"]:
+        errors.append(f"{where}: {value!r} not in {schema['enum']}")
+    return errors
+
+
+# Python's bool is an int, but JSON's true and false are neither integers nor numbers.
+_SCALAR_TYPES = {
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "boolean": lambda v: isinstance(v, bool),
+}
+
+
+def _scalar_errors(schema, value, where):
+    kind = schema["type"]
+    return [] if _SCALAR_TYPES[kind](value) else [f"{where}: expected {kind}, got {value!r}"]
+
+
+_TYPE_CHECKS = {"object": _object_errors, "array": _array_errors, "string": _string_errors,
+                "integer": _scalar_errors, "number": _scalar_errors, "boolean": _scalar_errors}
 
 
 def _discovery_methods():

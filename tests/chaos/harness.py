@@ -1081,7 +1081,20 @@ class Chaos:
                 self._problem("mismatches", item, f"deleted in {item.deleted_on}, but the event is back")
             return
 
-        # Where the item belongs, by the rules of the mission.
+        in_portal, in_google = self._check_placement(item, activity, event)
+        values = self._final_values(item, activity, event, in_portal, in_google)
+        if "portal" in values and "google" in values:
+            for name in FIELDS:
+                if values["portal"][name] != values["google"][name]:
+                    self._problem("mismatches", item, f"{name}: portal {values['portal'][name]!r}, "
+                                                      f"google {values['google'][name]!r}")
+            if activity.recurrence:
+                self._check_occurrences(item, activity, event)
+        self._check_edits(item, values, journal_model)
+
+    def _check_placement(self, item: Item, activity, event) -> tuple[bool, bool]:
+        """Whether the item belongs in the portal and in Google by the rules of the mission; a problem for
+        each side where it is not as it belongs."""
         if item.origin == "portal":
             in_portal = True
             in_google = activity is not None and self._eligible(activity)
@@ -1098,7 +1111,10 @@ class Chaos:
         if not in_google and event is not None:
             why = self._ineligible_reason(activity) if activity is not None else "no activity"
             self._problem("mismatches", item, f"is in Google although it must not be ({why})")
+        return in_portal, in_google
 
+    def _final_values(self, item: Item, activity, event, in_portal: bool, in_google: bool) -> dict:
+        """The item's fields and occurrences as each side where it belongs ends up with them."""
         values = {}
         if activity is not None and in_portal:
             values["portal"] = self.activity_values(activity) | {
@@ -1107,13 +1123,10 @@ class Chaos:
             values["google"] = self.event_values(event) | {
                 f"occ:{k}": v for k, v in (self.event_exceptions(item, event) if event.get("recurrence")
                                            else {}).items()}
-        if "portal" in values and "google" in values:
-            for name in FIELDS:
-                if values["portal"][name] != values["google"][name]:
-                    self._problem("mismatches", item, f"{name}: portal {values['portal'][name]!r}, "
-                                                      f"google {values['google'][name]!r}")
-            if activity.recurrence:
-                self._check_occurrences(item, activity, event)
+        return values
+
+    def _check_edits(self, item: Item, values: dict, journal_model) -> None:
+        """Every edit made on either side is the final value, or the loser of a conflict kept in the journal."""
         journal = self._losers(item, journal_model)
         agreed = self._agreed(item, journal_model)
         for name, edits in item.live.items():
