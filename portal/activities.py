@@ -23,6 +23,7 @@ from portal.models import (
     OCCURRENCE_FIELDS,
     SUBJECT_LIMIT,
     Activity,
+    ActivityParticipant,
     ActivityType,
     Occurrence,
     Organization,
@@ -635,7 +636,6 @@ def visible_activities_query(
     user: User, *, owner: User | None = None, updated_since: datetime | None = None, include_deleted: bool = False
 ):
     """Activities the user may see: their own and those they take part in; admins see the organization's."""
-    from portal.models import ActivityParticipant
 
     query = select(Activity).where(Activity.organization_id == user.organization_id)
     if not include_deleted:

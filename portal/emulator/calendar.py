@@ -13,7 +13,7 @@ import re
 import secrets
 
 from portal.emulator import recurrence
-from portal.emulator.errors import ApiError, invalid, not_found
+from portal.emulator.errors import ApiError, insufficient_scopes, invalid, not_found
 from portal.emulator.state import Channel, Core, Entry
 from portal.emulator.timeutil import (
     UTC,
@@ -97,7 +97,6 @@ def new_event_id(state):
 def require_scope(ctx, write):
     allowed = WRITE_SCOPES if write else READ_SCOPES | {SCOPE + "calendar.calendars.readonly"}
     if ctx.scopes is not None and not (ctx.scopes & allowed):
-        from portal.emulator.errors import insufficient_scopes
 
         raise insufficient_scopes()
 

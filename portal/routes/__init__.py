@@ -2,13 +2,20 @@
 
 from functools import wraps
 
-from flask import Response, abort, render_template, request
+from flask import Response, abort, jsonify, render_template, request
 from flask_login import current_user, login_required
+from flask_wtf.csrf import CSRFError
 from htmx_flask import make_response
+from sqlalchemy.orm.exc import StaleDataError
+from werkzeug.exceptions import Conflict, HTTPException
 from werkzeug.routing import IntegerConverter
+
+from portal.extensions import db
+from portal.sync.recurrence_text import describe
 
 
 def register_blueprints(app):
+    # Here, not at the top: each page area imports `render` and the access helpers from this package.
     from portal.routes import api, auth, calendar, helpdesk, profile, settings
 
     # Before any rule is added: an id no database integer can hold matches no page (404), not a 500.
@@ -43,10 +50,6 @@ class DatabaseIdConverter(IntegerConverter):
 
 
 def register_error_pages(app):
-    from flask import jsonify
-    from flask_wtf.csrf import CSRFError
-    from sqlalchemy.orm.exc import StaleDataError
-    from werkzeug.exceptions import Conflict, HTTPException
 
     def render_error(exc):
         code = getattr(exc, "code", 500) or 500
@@ -60,8 +63,6 @@ def register_error_pages(app):
     def changed_meanwhile(exc):
         # Someone (a colleague, the calendar sync) saved the same activity while this request was saving it:
         # nothing of this request was stored, so nothing is overwritten unseen.
-        from portal.extensions import db
-
         db.session.rollback()
         return render_error(Conflict("It changed while you were saving it; nothing was saved. "
                                      "Reload it and make your change again."))
@@ -74,8 +75,6 @@ def register_error_pages(app):
 
 
 def register_filters(app):
-    from portal.sync.recurrence_text import describe
-
     @app.template_filter("describe_recurrence")
     def describe_recurrence(lines):
         return describe(lines) if lines else ""

@@ -16,8 +16,12 @@ from pathlib import Path
 from flask import Flask
 from sqlalchemy import select
 
+from portal.emulator.server import EmulatorServer
 from portal.extensions import db
+from portal.integration import integration_for, save_account, set_enabled, upload_key
 from portal.models import Organization, User
+from portal.sync.google import GOOGLE_SCOPES
+from portal.sync.models import CalendarSync
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +34,6 @@ def start_embedded_google(app: Flask, host: str, port: int):
 
     Its state is kept in `GOOGLE_EMULATOR_STATE` (default: instance/google-emulator.sqlite; empty: memory).
     """
-    from portal.emulator.server import EmulatorServer
-
     state_path = app.config.get("GOOGLE_EMULATOR_STATE", str(Path(app.instance_path) / STATE_FILE)) or None
     # The demo's portal listens on plain HTTP on this machine, which Google itself would refuse.
     server = EmulatorServer(host=host, port=port, state_path=state_path, allow_http_webhooks=True).start()
@@ -47,10 +49,6 @@ def connect_demo_organization(server, organization_name: str, emails: list[str])
     the users' own choices; otherwise a new service account is set up and the demo users' sync switched
     on. Returns what was done, for the console. Call inside an app context.
     """
-    from portal.integration import integration_for, save_account, set_enabled, upload_key
-    from portal.sync.google import GOOGLE_SCOPES
-    from portal.sync.models import CalendarSync
-
     organization = db.session.scalar(select(Organization).where(Organization.name == organization_name))
     if organization is None:
         return [f"No organization {organization_name!r}: nothing connected to the emulated Google."]

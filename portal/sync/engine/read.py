@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from flask import current_app
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 
@@ -193,8 +194,6 @@ def _list_events(client: CalendarClient, sync_token: str | None):
 
     A 410 on any page (the token expired while paging) raises SyncTokenExpired: the pages read so far
     are dropped and the caller lists the calendar again from the start, without a token."""
-    from flask import current_app
-
     page_size = int(current_app.config["SYNC_PAGE_SIZE"])
     time_min = None if sync_token else (utcnow() - timedelta(days=FIRST_SYNC_DAYS)).isoformat().replace("+00:00", "Z")
     events, page_token, zone = [], None, "UTC"
@@ -338,8 +337,6 @@ def claim_links(cycle: Cycle, portal_items, google_items) -> None:
     a lease. A left item's portal changes stay pending; when Google listed a change of it, the user's sync
     token stays where it was, so the next cycle lists that change again.
     """
-    from flask import current_app
-
     wanted = {f"link:{link.id}": link for link in cycle.links.values() if link.id is not None and (
         link.activity_id in portal_items or link.google_event_id in google_items or link.id in cycle.unsettled)}
     if not wanted:

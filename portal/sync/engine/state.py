@@ -11,10 +11,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from flask import current_app
 from sqlalchemy import select, update
 from sqlalchemy.orm.exc import ObjectDeletedError, StaleDataError
 
 from portal.extensions import db
+from portal.integration import endpoints, signing_key
 from portal.models import (
     ACTIVITY_TEXTS,
     Activity,
@@ -185,8 +187,6 @@ class Cycle:
     def client(self, email: str) -> CalendarClient:
         email = email.lower()
         if email not in self.clients:
-            from portal.integration import endpoints, signing_key
-
             if self.key is None:
                 self.key = signing_key(self.integration)
             self.clients[email] = CalendarClient(self.key, email, endpoints())
@@ -210,8 +210,6 @@ class Cycle:
 
 
 def lease_seconds() -> float:
-    from flask import current_app
-
     return float(current_app.config["SYNC_LEASE_SECONDS"])
 
 
@@ -225,8 +223,6 @@ RACES = (StaleDataError, ObjectDeletedError, Raced)
 
 def claim_new(cycle: Cycle, link: SyncLink) -> None:
     """A link this cycle creates is this cycle's: its lease is written in the same transaction."""
-    from flask import current_app
-
     seconds = float(current_app.config["SYNC_LEASE_SECONDS"])
     name = f"link:{link.id}"
     db.session.add(Lease(name=name, owner=cycle.owner or worker_name(), expires_at=utcnow() + timedelta(

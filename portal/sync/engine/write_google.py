@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
+from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
 from portal.extensions import db
@@ -201,8 +202,6 @@ def _park(cycle: Cycle, link: SyncLink, activity: Activity, reason: str) -> None
 def write_to_google(cycle: Cycle, actions: list) -> dict:
     """Send the plan's Google writes: series first, then their occurrences and the clean-up of occurrences
     a moved series left behind. Returns {action index: Google's answer | GoogleError | REPLAN}."""
-    from flask import current_app
-
     config = current_app.config
     backoff = Backoff(attempts=int(config["SYNC_RETRY_ATTEMPTS"]),
                       base_seconds=float(config["SYNC_RETRY_BASE_SECONDS"]),
