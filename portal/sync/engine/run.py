@@ -65,17 +65,7 @@ def run_user_cycle(user_id: int, *, trigger: str = "scheduler", owner: str | Non
     state = db.session.get(CalendarSync, user_id)
     if state is None or not state.enabled:
         return None
-    owner = owner or worker_name()
-    lease = f"user:{user_id}"
-    if not Lease.acquire(lease, owner, lease_seconds()):
-        return None
-    claims: set[str] = set()
-    try:
-        return _run(user.organization, trigger, puller=user, owner=owner, claims=claims)
-    finally:
-        db.session.rollback()
-        Lease.release_many(claims, owner)
-        Lease.release(lease, owner)
+    return _leased(f"user:{user_id}", user.organization, trigger, puller=user, owner=owner)
 
 
 def push_pending(organization_id: int, *, trigger: str = "change", owner: str | None = None) -> SyncCycle | None:
@@ -83,13 +73,18 @@ def push_pending(organization_id: int, *, trigger: str = "change", owner: str | 
     organization = db.session.get(Organization, organization_id)
     if organization is None:
         return None
+    return _leased(f"outbox:{organization_id}", organization, trigger, puller=None, owner=owner)
+
+
+def _leased(lease: str, organization: Organization, trigger: str, *, puller: User | None,
+            owner: str | None) -> SyncCycle | None:
+    """Run a cycle under `lease` (None when another worker holds it); the link claims it takes go with it."""
     owner = owner or worker_name()
-    lease = f"outbox:{organization_id}"
     if not Lease.acquire(lease, owner, lease_seconds()):
         return None
     claims: set[str] = set()
     try:
-        return _run(organization, trigger, puller=None, owner=owner, claims=claims)
+        return _run(organization, trigger, puller=puller, owner=owner, claims=claims)
     finally:
         db.session.rollback()
         Lease.release_many(claims, owner)
