@@ -3,7 +3,6 @@
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -224,9 +223,3 @@ def test_writing_what_google_holds_plans_nothing(edit, exceptions):
     state = _state(edit, exceptions)
     assert update_write(0, PLACE, state, state) is None
     assert exception_writes(0, PLACE, state, state) == []
-
-
-@pytest.mark.parametrize("method", ["insert", "patch", "delete"])
-def test_writes_are_plain_data(method):
-    write = EventWrite("k", method, "ann@acme.test", "evt1", {"summary": "x"} if method != "delete" else None)
-    assert write == EventWrite("k", method, "ann@acme.test", "evt1", write.body)
