@@ -11,6 +11,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import Conflict, HTTPException
 from werkzeug.routing import IntegerConverter
 
+from portal import security
 from portal.extensions import db
 from portal.sync.recurrence_text import describe
 
@@ -30,6 +31,7 @@ def register_blueprints(app):
     app.add_url_rule("/", endpoint="index", view_func=calendar.index)
     register_error_pages(app)
     register_filters(app)
+    security.init_app(app)
 
 
 ERROR_TEXTS = {
