@@ -24,6 +24,9 @@ DEFAULTS = {
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_SAMESITE": "Lax",
     "PERMANENT_SESSION_LIFETIME": 8 * 3600,
+    # Browser-facing protection (portal.security)
+    "TRUSTED_PROXIES": 0,  # reverse proxies in front whose X-Forwarded-For/-Proto/-Host/-Port are believed
+    "HSTS_SECONDS": 365 * 24 * 3600,  # Strict-Transport-Security on answers over HTTPS; 0 sends none
     "WTF_CSRF_TIME_LIMIT": None,
     "DEFAULT_TIME_ZONE": "Europe/Amsterdam",
     # The sync's scheduling (portal.sync.scheduler)

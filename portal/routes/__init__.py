@@ -1,6 +1,7 @@
 """One blueprint per page area."""
 
 from functools import wraps
+from urllib.parse import urlsplit
 
 from flask import Response, abort, jsonify, render_template, request
 from flask_login import current_user, login_required
@@ -10,6 +11,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import Conflict, HTTPException
 from werkzeug.routing import IntegerConverter
 
+from portal import security
 from portal.extensions import db
 from portal.sync.recurrence_text import describe
 
@@ -29,6 +31,7 @@ def register_blueprints(app):
     app.add_url_rule("/", endpoint="index", view_func=calendar.index)
     register_error_pages(app)
     register_filters(app)
+    security.init_app(app)
 
 
 ERROR_TEXTS = {
@@ -94,6 +97,22 @@ def role_required(*roles):
         return wrapped
 
     return decorator
+
+
+def local_address(value: str | None, default: str) -> str:
+    """`value` when it is a path on this site, else `default`: every return address a request brings (a form's
+    `return_to`, login's `next`) is printed as a link or followed by a redirect, so anything a browser could
+    read as another host (`//host`, `/\\host`, a scheme) or as script (`javascript:`) must not pass. Browsers
+    drop tabs and line breaks inside URLs and read a backslash as a slash; only visible ASCII without
+    backslashes is kept, so what is checked here is what the browser sees."""
+    if not value or not isinstance(value, str):
+        return default
+    if "\\" in value or any(not "!" <= c <= "~" for c in value):
+        return default
+    parts = urlsplit(value)
+    if not value.startswith("/") or value.startswith("//") or parts.scheme or parts.netloc:
+        return default
+    return value
 
 
 def wants_partial(target: str | None = None) -> bool:

@@ -1,13 +1,12 @@
 """Logging in and out."""
 
-from urllib.parse import urlsplit
-
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_user, logout_user
 from sqlalchemy import select
 
 from portal.extensions import db, login_manager
 from portal.models import User, normalize_email
+from portal.routes import local_address
 
 bp = Blueprint("auth", __name__)
 
@@ -38,17 +37,9 @@ def login():
             error = "This account is disabled. Ask your admin."
         else:
             login_user(user)
-            next_url = request.args.get("next", "")
-            if not _is_local(next_url):
-                next_url = url_for("index")
-            return redirect(next_url)
+            return redirect(local_address(request.args.get("next"), url_for("index")))
     status = 400 if error else 200
     return render_template("auth/login.html", error=error, email=email), status
-
-
-def _is_local(url: str) -> bool:
-    parts = urlsplit(url)
-    return bool(url) and not parts.scheme and not parts.netloc and url.startswith("/") and not url.startswith("//")
 
 
 @bp.route("/logout", methods=("POST",))

@@ -34,7 +34,7 @@ from portal.forms import (
     occurrence_to_form,
 )
 from portal.models import ACTIVITY_TEXTS, Activity, Project, utcnow
-from portal.routes import render, wants_partial
+from portal.routes import local_address, render, wants_partial
 from portal.sync.models import SyncJournalEntry, SyncLink
 from portal.sync.recurrence import is_editable
 from portal.sync.status import StatusReader
@@ -203,7 +203,7 @@ def form_context(fields: dict, errors: dict, activity: Activity | None, occurren
         "frequencies": FREQUENCIES,
         "weekdays": WEEKDAYS,
         "weekday_labels": WEEKDAY_LABELS,
-        "return_to": request.values.get("return_to") or url_for("calendar.week"),
+        "return_to": local_address(request.values.get("return_to"), url_for("calendar.week")),
     }
 
 
@@ -343,7 +343,7 @@ def delete(activity_id: int):
 
 def after_change(message: str):
     """Back to the calendar: a redirect for plain forms, the refreshed view in place for HTMX."""
-    return_to = request.form.get("return_to") or url_for("calendar.week")
+    return_to = local_address(request.form.get("return_to"), url_for("calendar.week"))
     if not return_to.startswith("/calendar"):
         return_to = url_for("calendar.week")
     if not wants_partial():

@@ -66,6 +66,7 @@ def _driver_session():
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, for CSP reports
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
                  "--no-first-run", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--window-size=1400,1000"):
@@ -76,8 +77,18 @@ def _driver_session():
     driver.quit()
 
 
+def csp_violations(driver) -> list[str]:
+    """What the browser refused under the Content-Security-Policy since last asked (reading empties the log)."""
+    return [entry["message"] for entry in driver.get_log("browser")
+            if "Content Security Policy" in entry["message"]]
+
+
 @pytest.fixture
 def browser(_driver_session):
     _driver_session.delete_all_cookies()
+    csp_violations(_driver_session)
     yield _driver_session
+    # Every walk doubles as a check of the policy: a refused script or style would break the page quietly.
+    violations = csp_violations(_driver_session)
     _driver_session.delete_all_cookies()
+    assert violations == []

@@ -89,3 +89,23 @@ def test_pages_work_without_javascript_links(browser, live_server):
     browser.get(href)
     assert "week=" in browser.current_url
     assert browser.find_element(By.ID, "week-grid")
+
+
+def test_pages_run_under_the_content_security_policy(browser, live_server):
+    """No inline script or style: the type colours come from data attributes through portal.js, also in what
+    htmx swaps in, and the browser reports nothing refused (the `browser` fixture checks its console)."""
+    from tests.browser.conftest import csp_violations
+
+    log_in(browser, live_server)  # the demo has items in the current week
+    wait(browser, EC.presence_of_element_located((By.CSS_SELECTOR, "#week-grid .item[data-colour]")))
+    for label in ("Next week", "Previous week"):  # back to this week, swapped in by htmx
+        grid = browser.find_element(By.ID, "week-grid")
+        browser.find_element(By.PARTIAL_LINK_TEXT, label).click()
+        wait(browser, EC.staleness_of(grid))
+    item = wait(browser, EC.presence_of_element_located((By.CSS_SELECTOR, "#week-grid .item[data-colour]")))
+    painted = browser.execute_script(
+        "const probe = document.createElement('i'); probe.style.color = arguments[0].dataset.colour;"
+        "document.body.append(probe); const want = getComputedStyle(probe).color; probe.remove();"
+        "return [getComputedStyle(arguments[0]).borderLeftColor, want];", item)
+    assert painted[0] == painted[1], painted
+    assert csp_violations(browser) == []

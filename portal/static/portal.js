@@ -1,0 +1,38 @@
+// The pages' few behaviours, here rather than in the markup: the Content-Security-Policy runs no inline script
+// and applies no inline style.
+(function () {
+  "use strict";
+
+  // An activity type's colour is data, so it comes as data-colour and is applied through the DOM, which the
+  // policy allows (a style attribute it would drop).
+  function paint(root) {
+    var elements = Array.prototype.slice.call(root.querySelectorAll("[data-colour]"));
+    if (root.matches && root.matches("[data-colour]")) {
+      elements.push(root);
+    }
+    elements.forEach(function (element) {
+      var colour = element.getAttribute("data-colour");
+      if (element.classList.contains("swatch")) {
+        element.style.backgroundColor = colour;
+      } else {
+        element.style.borderLeftColor = colour;
+      }
+    });
+  }
+
+  // htmx.onLoad runs for the page and again for every piece htmx swaps in.
+  htmx.onLoad(function (root) {
+    paint(root.querySelectorAll ? root : document);
+  });
+
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest("button[data-copy]");
+    if (!button || !navigator.clipboard) {
+      return;
+    }
+    var source = document.getElementById(button.getAttribute("data-copy"));
+    navigator.clipboard.writeText(source ? source.textContent : "").then(function () {
+      button.textContent = "Copied";
+    });
+  });
+})();
