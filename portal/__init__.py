@@ -29,6 +29,12 @@ DEFAULTS = {
     "HSTS_SECONDS": 365 * 24 * 3600,  # Strict-Transport-Security on answers over HTTPS; 0 sends none
     "WTF_CSRF_TIME_LIMIT": None,
     "DEFAULT_TIME_ZONE": "Europe/Amsterdam",
+    # Logins (portal.accounts): a login also ends on the server PERMANENT_SESSION_LIFETIME after it began.
+    "LOGIN_THROTTLE_WINDOW_SECONDS": 15 * 60,  # refused logins count this long
+    "LOGIN_MAX_FAILURES_PER_ACCOUNT": 5,  # then every login of that e-mail is refused until older ones age out
+    "LOGIN_MAX_FAILURES_PER_ADDRESS": 30,  # the same for one client address, whatever e-mails it tries
+    "PASSWORD_MIN_LENGTH": 12,
+    "PASSWORD_MAX_LENGTH": 256,  # bounds the hashing work one request can ask for
     # The sync's scheduling (portal.sync.scheduler)
     "SYNC_INTERVAL_SECONDS": 30,  # a pull cycle per logged-in user this often
     "SYNC_POLL_SECONDS": 1.0,  # how often a worker looks for due users (the latency of triggers)

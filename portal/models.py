@@ -112,10 +112,15 @@ class User(UserMixin, db.Model):
 
     organization: Mapped[Organization] = relationship(back_populates="users")
 
+    # The token of the login session this object was loaded for (not a column): Flask-Login keeps what
+    # get_id() returns in the signed cookie, so the cookie names a session the server can end, not the user.
+    session_token = None
+
+    def get_id(self) -> str | None:
+        return self.session_token
+
     def set_password(self, password: str) -> None:
-        # Tests lower the work factor through config; production keeps werkzeug's default (scrypt).
-        method = current_app.config.get("PASSWORD_HASH_METHOD") if has_app_context() else None
-        self.password_hash = generate_password_hash(password, method=method or "scrypt")
+        self.password_hash = generate_password_hash(password, method=password_hash_method())
 
     def check_password(self, password: str) -> bool:
         return check_password_hash(self.password_hash, password)
@@ -142,6 +147,42 @@ class User(UserMixin, db.Model):
 
     def __repr__(self) -> str:
         return f"<User {self.email}>"
+
+
+def password_hash_method() -> str:
+    # Tests lower the work factor through config; production keeps werkzeug's default (scrypt).
+    method = current_app.config.get("PASSWORD_HASH_METHOD") if has_app_context() else None
+    return method or "scrypt"
+
+
+class LoginSession(db.Model):
+    """A browser's login. The cookie holds only its token (the row keeps a SHA-256 of it), so deleting the
+    row ends the session wherever a copy of the cookie is."""
+
+    __tablename__ = "login_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    user: Mapped[User] = relationship()
+
+    @staticmethod
+    def hash(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+
+
+class LoginFailure(db.Model):
+    """A refused login, kept for the throttle's window; in the database so every process sees them."""
+
+    __tablename__ = "login_failures"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account: Mapped[str] = mapped_column(String(254), index=True)  # the e-mail as typed, known or not
+    address: Mapped[str] = mapped_column(String(64), index=True)
+    failed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
 class ApiToken(db.Model):

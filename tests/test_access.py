@@ -220,14 +220,15 @@ def test_disabled_user_cannot_log_in_or_use_tokens(app, client, auth, api, world
         db.session.commit()
     response = auth.login("user@acme.test")
     assert response.status_code == 400
-    assert b"disabled" in response.data
+    # The same answer as a wrong password: a guesser does not learn that the account exists but is disabled.
+    assert b"disabled" not in response.data and b"Logging in failed" in response.data
     assert token_client.get("/api/v1/activities").status_code == 401
 
 
 def test_wrong_password_is_refused(auth, world):
     response = auth.login("user@acme.test", "wrong")
     assert response.status_code == 400
-    assert b"wrong password" in response.data
+    assert b"Check your e-mail address and password" in response.data
 
 
 def test_login_redirect_stays_on_site(client, world):

@@ -5,6 +5,9 @@ from sqlalchemy import select
 from portal.extensions import db
 from portal.models import Activity, ActivityType, ApiToken, ChangeRecord, Organization, User
 
+NEW_PASSWORD = "long-enough-passphrase"
+TYPED = NEW_PASSWORD + "\n"
+
 
 def test_create_organization_with_standard_types(app, runner):
     result = runner.invoke(args=["create-organization", "Initech"])
@@ -20,35 +23,35 @@ def test_create_organization_with_standard_types(app, runner):
 
 def test_create_user_needs_organization_when_several(app, runner):
     runner.invoke(args=["create-organization", "One"])
-    result = runner.invoke(args=["create-user", "a@one.test", "--name", "A", "--password", "long-enough"])
+    result = runner.invoke(args=["create-user", "a@one.test", "--name", "A", "--password-stdin"], input=TYPED)
     assert result.exit_code == 0, result.output  # the only organization is implied
     runner.invoke(args=["create-organization", "Two"])
-    ambiguous = runner.invoke(args=["create-user", "b@two.test", "--name", "B", "--password", "long-enough"])
+    ambiguous = runner.invoke(args=["create-user", "b@two.test", "--name", "B", "--password-stdin"], input=TYPED)
     assert ambiguous.exit_code != 0 and "--organization" in ambiguous.output
-    ok = runner.invoke(args=["create-user", "B@Two.test", "--name", "B", "--role", "admin", "--password",
-                             "long-enough", "--organization", "Two"])
+    ok = runner.invoke(args=["create-user", "B@Two.test", "--name", "B", "--role", "admin", "--password-stdin", "--organization", "Two"],
+                       input=TYPED)
     assert ok.exit_code == 0, ok.output
     with app.app_context():
         user = db.session.scalar(select(User).where(User.email == "b@two.test"))
-        assert user.role == "admin" and user.organization.name == "Two" and user.check_password("long-enough")
-        assert user.password_hash != "long-enough"
+        assert user.role == "admin" and user.organization.name == "Two" and user.check_password(NEW_PASSWORD)
+        assert user.password_hash != NEW_PASSWORD
 
 
 def test_create_user_validates(runner):
     runner.invoke(args=["create-organization", "One"])
-    bad_role = runner.invoke(args=["create-user", "a@one.test", "--name", "A", "--password", "long-enough",
+    bad_role = runner.invoke(args=["create-user", "a@one.test", "--name", "A", "--password-stdin",
                                    "--role", "owner"])
     assert bad_role.exit_code != 0
-    short = runner.invoke(args=["create-user", "a@one.test", "--name", "A", "--password", "short"])
-    assert short.exit_code != 0 and "8 characters" in short.output
-    runner.invoke(args=["create-user", "a@one.test", "--name", "A", "--password", "long-enough"])
-    duplicate = runner.invoke(args=["create-user", "A@one.test", "--name", "A", "--password", "long-enough"])
+    short = runner.invoke(args=["create-user", "a@one.test", "--name", "A", "--password-stdin"], input="short\n")
+    assert short.exit_code != 0 and "12 characters" in short.output
+    runner.invoke(args=["create-user", "a@one.test", "--name", "A", "--password-stdin"], input=TYPED)
+    duplicate = runner.invoke(args=["create-user", "A@one.test", "--name", "A", "--password-stdin"], input=TYPED)
     assert duplicate.exit_code != 0 and "already" in duplicate.output
 
 
 def test_create_api_token_prints_it_once_and_stores_a_hash(app, runner):
     runner.invoke(args=["create-organization", "One"])
-    runner.invoke(args=["create-user", "a@one.test", "--name", "A", "--password", "long-enough"])
+    runner.invoke(args=["create-user", "a@one.test", "--name", "A", "--password-stdin"], input=TYPED)
     result = runner.invoke(args=["create-api-token", "a@one.test"])
     token = result.output.strip()
     assert result.exit_code == 0 and token.startswith("psa_")

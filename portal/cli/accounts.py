@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 from flask.cli import with_appcontext
 from sqlalchemy import select
@@ -10,6 +12,7 @@ from portal.accounts import (
     AccountError,
     add_organization,
     add_user,
+    check_new_password,
     find_organization,
     is_email_address,
     organization_named,
@@ -49,21 +52,29 @@ def create_organization(name):
 @click.argument("email")
 @click.option("--name", required=True)
 @click.option("--role", type=click.Choice(ROLES), default="user", show_default=True)
-@click.option("--password", required=True)
+@click.option("--password-stdin", is_flag=True,
+              help="Read the password from the first line of standard input (for scripts) instead of asking.")
 @click.option("--organization", "organization_name")
 @click.option("--time-zone", default="Europe/Amsterdam", show_default=True)
-def create_user(email, name, role, password, organization_name, time_zone):
-    """Create a user in an organization."""
+def create_user(email, name, role, password_stdin, organization_name, time_zone):
+    """Create a user in an organization. The password is asked for (twice, not shown), never taken from the
+    command line, where other users of the machine and the shell's history would see it."""
     organization = chosen_organization(organization_name)
     email = normalize_email(email)
     if not is_email_address(email):
         raise click.ClickException(f"{email!r} is not an e-mail address.")
-    if len(password) < 8:
-        raise click.ClickException("The password needs at least 8 characters.")
     if not is_time_zone(time_zone):
         raise click.ClickException(f"Unknown time zone {time_zone!r}.")
     if organization.user_by_email(email):
         raise click.ClickException(f"{email} is already a user of {organization.name}.")
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        check_new_password(password, email)
+    except AccountError as exc:
+        raise click.ClickException(str(exc)) from None
     add_user(organization, email, name, role, password, time_zone)
     db.session.commit()
     click.echo(f"Created {role} {email} in {organization.name}.")

@@ -1,12 +1,13 @@
-"""My profile > Calendar and activities > Calendar sync."""
+"""My profile: Calendar and activities > Calendar sync; Sign-in and security."""
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
-from flask_login import current_user, login_required
+from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
+from flask_login import current_user, login_required, logout_user
 from sqlalchemy import select
 
+from portal.accounts import AccountError, change_password, end_sessions, live_sessions
 from portal.activities import is_time_zone
 from portal.extensions import db
-from portal.models import ActivityType
+from portal.models import ActivityType, LoginSession
 from portal.routes import render, wants_partial
 from portal.sync.models import CalendarSync, SyncCycle
 from portal.sync.policy import integration_of
@@ -75,3 +76,48 @@ def update_time_zone():
     db.session.commit()
     flash(f"Your calendar is now shown in {zone}.")
     return redirect(url_for("profile.calendar_sync"))
+
+
+def security_context(errors: dict | None = None) -> dict:
+    return {"login_sessions": live_sessions(current_user),
+            "current_token_hash": LoginSession.hash(current_user.session_token),
+            "lifetime_hours": round(current_app.permanent_session_lifetime.total_seconds() / 3600, 1),
+            "errors": errors or {}}
+
+
+@bp.route("/security")
+@login_required
+def security():
+    """Change the password; see the sessions and log out everywhere."""
+    return render_template("profile/security.html", **security_context())
+
+
+@bp.route("/password", methods=("POST",))
+@login_required
+def update_password():
+    """Change the user's password; their other sessions end, this one goes on."""
+    new = request.form.get("new_password", "")
+    if new != request.form.get("confirm_password", ""):
+        errors = {"confirm_password": "The new password and its repetition do not match."}
+        return render_template("profile/security.html", **security_context(errors)), 422
+    try:
+        change_password(current_user, request.form.get("current_password", ""), new, request.remote_addr)
+    except AccountError as exc:
+        db.session.commit()  # a wrong current password is noted for the throttle
+        field = "current_password" if "current password" in str(exc) else "new_password"
+        return render_template("profile/security.html", **security_context({field: str(exc)})), 422
+    db.session.commit()
+    flash("Your password has been changed; your other sessions have been logged out.")
+    return redirect(url_for("profile.security"))
+
+
+@bp.route("/sessions/end-all", methods=("POST",))
+@login_required
+def end_all_sessions():
+    """Log out everywhere: every session of the user ends, this one too."""
+    end_sessions(current_user)
+    db.session.commit()
+    logout_user()
+    session.clear()
+    flash("You have been logged out everywhere.")
+    return redirect(url_for("auth.login"))
