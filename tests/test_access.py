@@ -50,6 +50,10 @@ RULES = {
     ("GET", "/profile/calendar-sync"): expect(302, 200, 200, 200, 200, 200, 200, 200),
     ("POST", "/profile/calendar-sync"): expect(302, 302, 302, 302, 302, 302, 302, 302),
     ("POST", "/profile/time-zone"): expect(302, 302, 302, 302, 302, 302, 302, 302),
+    # my sign-in: every logged-in visitor has their own (a wrong current password: 422, nothing changes)
+    ("GET", "/profile/security"): expect(302, 200, 200, 200, 200, 200, 200, 200),
+    ("POST", "/profile/password"): expect(302, 422, 422, 422, 422, 422, 422, 422),
+    ("POST", "/profile/sessions/end-all"): expect(302, 302, 302, 302, 302, 302, 302, 302),
     # settings (admins of their own organization); the password parts are htmx pieces: a plain GET goes to the page
     ("GET", GOOGLE): expect(302, 403, 403, 403, 200, 403, 403, 200),
     ("POST", GOOGLE + "/account"): expect(302, 403, 403, 403, 302, 403, 403, 302),
@@ -90,6 +94,8 @@ BODIES = {
     ("POST", f"/calendar/activities/{ACTIVITY}"): ACTIVITY_FORM,
     ("POST", "/profile/calendar-sync"): {"enabled": "off"},
     ("POST", "/profile/time-zone"): {"time_zone": "Europe/London"},
+    ("POST", "/profile/password"): {"current_password": "not the password", "new_password": "x" * 20,
+                                    "confirm_password": "x" * 20},
     ("POST", GOOGLE + "/account"): {"service_account_email": "sync@acme-project.iam.gserviceaccount.com",
                                     "client_id": "104857600000000000099"},
     ("POST", GOOGLE + "/password"): {"key_password": "notasecret"},
