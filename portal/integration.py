@@ -313,8 +313,15 @@ def _fingerprint(private_key: rsa.RSAPrivateKey) -> str:
 # Secrets at rest
 
 
-def _fernet() -> Fernet:
-    return Fernet(current_app.config["ENCRYPTION_KEY"])
+def encryption_keys(value: str | None = None) -> list[str]:
+    """ENCRYPTION_KEY as a list: the first key encrypts; every key listed decrypts (the old ones during a
+    rotation)."""
+    value = current_app.config["ENCRYPTION_KEY"] if value is None else value
+    return [key for key in value.replace("\n", ",").split(",") if key.strip()] if value else []
+
+
+def _fernet(value: str | None = None) -> MultiFernet:
+    return MultiFernet([Fernet(key.strip()) for key in encryption_keys(value)])
 
 
 def encrypt(secret: bytes) -> str:
@@ -322,8 +329,39 @@ def encrypt(secret: bytes) -> str:
 
 
 def decrypt(token: str) -> bytes:
-    """The secret; a token from another ENCRYPTION_KEY (or a tampered one) raises InvalidToken."""
+    """The secret; a token from none of ENCRYPTION_KEY's keys (or a tampered one) raises InvalidToken."""
     return _fernet().decrypt(token.encode("ascii"))
+
+
+class RotationError(RuntimeError):
+    """A stored secret that none of the configured keys decrypts: the rotation stops, nothing changed."""
+
+
+SECRET_COLUMNS = ("key_ciphertext", "password_ciphertext")  # every Fernet token the portal stores
+
+
+def rotate_secrets(keys: list[str]) -> int:
+    """Re-encrypt every stored secret under keys[0] (any listed key may decrypt it); returns how many.
+
+    Changes the session only: the caller commits once, so either every secret moves or none does.
+    """
+    multi = MultiFernet([Fernet(key) for key in keys])
+    count = 0
+    rows = db.session.scalars(select(GoogleIntegration).order_by(GoogleIntegration.id).with_for_update())
+    for row in rows:
+        for column in SECRET_COLUMNS:
+            token = getattr(row, column)
+            if token is None:
+                continue
+            try:
+                setattr(row, column, multi.rotate(token.encode("ascii")).decode("ascii"))
+            except InvalidToken:
+                what = "private key" if column == "key_ciphertext" else "key password"
+                raise RotationError(f"The Google {what} stored for {row.organization.name} is encrypted with a "
+                                    "key that is not in ENCRYPTION_KEY. List that key too, or have that "
+                                    "organization's admin upload its key again.") from None
+            count += 1
+    return count
 
 
 def _stored_password(row: GoogleIntegration) -> str | None:
@@ -352,7 +390,7 @@ def signing_key(row: GoogleIntegration) -> SigningKey:
 @functools.lru_cache(maxsize=64)
 def _opened_key(key_ciphertext: str, password_ciphertext: str | None, encryption_key: str) -> KeyFile:
     """Decrypt and open a stored key once per process, not once per sync cycle (opening a P12 is slow)."""
-    fernet = Fernet(encryption_key)
+    fernet = _fernet(encryption_key)
     try:
         data = fernet.decrypt(key_ciphertext.encode("ascii"))
         password = fernet.decrypt(password_ciphertext.encode("ascii")).decode("utf-8") if password_ciphertext else None
@@ -469,8 +507,8 @@ def upload_key(row: GoogleIntegration, actor: User | None, data: bytes, password
     else:
         row.client_id = row.client_id or key.client_id
         row.project_id = ""
-        if key.password is not None:
-            row.password_ciphertext = encrypt(key.password.encode("utf-8"))
+        # Written with the key, always: a password left from before could be under another encryption key.
+        row.password_ciphertext = encrypt(key.password.encode("utf-8")) if key.password is not None else None
         details["password_set"] = row.has_password
     old_fingerprint = row.key_fingerprint
     row.key_kind = key.kind
@@ -499,15 +537,17 @@ def set_password(row: GoogleIntegration, actor: User | None, password: str | Non
         try:
             data = decrypt(row.key_ciphertext)
         except InvalidToken:
-            data = None
-        if data is not None:
-            try:
-                _load_p12(data, password or DEFAULT_P12_PASSWORD)
-            except ValueError:
-                raise SettingsError({"key_password": (
-                    "This password does not open the stored key file." if password else
-                    f"The stored key file needs a password; Google's default “{DEFAULT_P12_PASSWORD}” does "
-                    "not open it.")}) from None
+            # A password stored now would sit under another key than the key file it belongs to.
+            raise SettingsError({"key_password": "The stored key file cannot be decrypted with the portal's "
+                                                 "encryption key (ENCRYPTION_KEY changed since it was stored). "
+                                                 "Upload the key file again, with its password."}) from None
+        try:
+            _load_p12(data, password or DEFAULT_P12_PASSWORD)
+        except ValueError:
+            raise SettingsError({"key_password": (
+                "This password does not open the stored key file." if password else
+                f"The stored key file needs a password; Google's default “{DEFAULT_P12_PASSWORD}” does "
+                "not open it.")}) from None
     was_set = row.has_password
     row.password_ciphertext = encrypt(password.encode("utf-8")) if password else None
     row.settings_changed()

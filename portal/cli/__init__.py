@@ -4,9 +4,10 @@
 from portal.cli.accounts import create_api_token, create_organization, create_user, rename_user_command
 from portal.cli.demo import seed_demo, serve
 from portal.cli.google import configure_google
+from portal.cli.keys import rotate_encryption_key
 
 
 def init_app(app):
     for command in (create_organization, create_user, rename_user_command, create_api_token, seed_demo, serve,
-                    configure_google):
+                    configure_google, rotate_encryption_key):
         app.cli.add_command(command)
