@@ -27,6 +27,10 @@ DEFAULTS = {
     "PERMANENT_SESSION_LIFETIME": 8 * 3600,
     "WTF_CSRF_TIME_LIMIT": None,
     "DEFAULT_TIME_ZONE": "Europe/Amsterdam",
+    # API tokens (portal.models.ApiToken)
+    "API_TOKEN_DAYS": 90,  # a new token's lifetime unless its maker chooses
+    "API_TOKEN_MAX_DAYS": 365,
+    "API_TOKEN_LIMIT": 20,  # valid tokens per user
     # The sync's scheduling (portal.sync.scheduler)
     "SYNC_INTERVAL_SECONDS": 30,  # a pull cycle per logged-in user this often
     "SYNC_POLL_SECONDS": 1.0,  # how often a worker looks for due users (the latency of triggers)
