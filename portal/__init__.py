@@ -9,7 +9,8 @@ from pathlib import Path
 from cryptography.fernet import Fernet
 from flask import Flask
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError
 
 from portal.extensions import csrf, db, htmx, login_manager, migrate
 
@@ -35,6 +36,10 @@ DEFAULTS = {
     "LOGIN_MAX_FAILURES_PER_ADDRESS": 30,  # the same for one client address, whatever e-mails it tries
     "PASSWORD_MIN_LENGTH": 12,
     "PASSWORD_MAX_LENGTH": 256,  # bounds the hashing work one request can ask for
+    # API tokens (portal.models.ApiToken)
+    "API_TOKEN_DAYS": 90,  # a new token's lifetime unless its maker chooses
+    "API_TOKEN_MAX_DAYS": 365,
+    "API_TOKEN_LIMIT": 20,  # valid tokens per user
     # The sync's scheduling (portal.sync.scheduler)
     "SYNC_INTERVAL_SECONDS": 30,  # a pull cycle per logged-in user this often
     "SYNC_POLL_SECONDS": 1.0,  # how often a worker looks for due users (the latency of triggers)
@@ -61,10 +66,12 @@ DEFAULTS = {
 }
 
 
-def create_app(test_config=None):
+def create_app(test_config=None, instance_path=None):
     """Create and configure the portal application."""
-    app = Flask(__name__, instance_relative_config=True)
-    os.makedirs(app.instance_path, exist_ok=True)
+    app = Flask(__name__, instance_relative_config=True, instance_path=instance_path)
+    # instance/ holds the keys, the database and the emulator's state: nobody but the owner reads it.
+    os.makedirs(app.instance_path, mode=0o700, exist_ok=True)
+    owner_only(app.instance_path, 0o700)
     database = "sqlite:///" + os.path.join(app.instance_path, "portal.sqlite")
     app.config.from_mapping(copy.deepcopy(DEFAULTS), SQLALCHEMY_DATABASE_URI=database)
     if test_config is None:
@@ -78,6 +85,7 @@ def create_app(test_config=None):
     _ensure_generated_secret(app, "SECRET_KEY", "secret_key", lambda: secrets.token_hex(32))
     _ensure_generated_secret(app, "ENCRYPTION_KEY", "encryption_key", lambda: Fernet.generate_key().decode())
 
+    _create_sqlite_file(app.config["SQLALCHEMY_DATABASE_URI"])
     db.init_app(app)
     _tune_sqlite()
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True)
@@ -115,19 +123,76 @@ def _tune_sqlite():
         event.listen(Engine, "connect", _sqlite_pragmas)
 
 
+def owner_only(path, mode=0o600) -> None:
+    """Take group and other permissions away from a file or folder the portal made, if it has any."""
+    try:
+        current = os.stat(path).st_mode & 0o777
+        if current & 0o077:
+            os.chmod(path, current & mode)
+    except PermissionError:  # not ours to change (a mounted volume): the operator's choice stands
+        pass
+
+
+def create_owner_only_file(path) -> bool:
+    """Create an empty file only its owner may read, unless it exists; returns whether it was created.
+
+    SQLite gives its -wal and -shm files the database file's permissions, so this covers them too."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        return False
+    return True
+
+
+def write_owner_only(path, text: str) -> None:
+    """Replace a file's content at once (a reader sees the old or the new, never half), readable by its owner."""
+    temporary = f"{path}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _create_sqlite_file(uri: str) -> None:
+    try:
+        url = make_url(uri)
+    except ArgumentError:
+        return
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:" \
+            or url.database.startswith("file:"):
+        return
+    if os.path.isdir(os.path.dirname(os.path.abspath(url.database))):
+        create_owner_only_file(url.database)
+
+
+def encryption_key_file(app) -> Path | None:
+    """The instance file the encryption key was read from; None when the configuration sets it."""
+    return app.extensions.get("portal_encryption_key_file")
+
+
 def _ensure_generated_secret(app, config_key, file_name, generate):
-    """Use the configured value, else the one in instance/, else generate it there (never committed)."""
+    """Use the configured value, else the one in instance/, else generate it there (never committed).
+
+    A file may hold several lines (the encryption key during a rotation): they become one comma-separated value."""
     if app.config.get(config_key):
         return
     path = Path(app.instance_path) / file_name
+    app.extensions[f"portal_{config_key.lower()}_file"] = path
     if path.exists():
-        app.config[config_key] = path.read_text().strip()
+        owner_only(path)
+        app.config[config_key] = ",".join(path.read_text().split())
         return
     value = generate()
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:  # another process of the same instance generated it first
-        app.config[config_key] = path.read_text().strip()
+        app.config[config_key] = ",".join(path.read_text().split())
         return
     with os.fdopen(fd, "w") as handle:
         handle.write(value)

@@ -20,12 +20,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 from flask import current_app
+from pyasn1.codec.ber import decoder as ber_decoder
+from pyasn1.error import PyAsn1Error
+from pyasn1.type import univ
+from pyasn1_modules import rfc5652, rfc7292, rfc8018
 from sqlalchemy import select
 
 from portal.extensions import db
@@ -59,6 +63,13 @@ _CLIENT_ID = re.compile(r"^\d{6,30}$")
 # PFX ::= SEQUENCE { version INTEGER (3), authSafe ContentInfo { contentType pkcs7-data ... } }
 _PKCS12_VERSION = b"\x02\x01\x03"
 _PKCS7_DATA_OID = b"\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x07\x01"
+# Every password tried costs each of a P12's key derivations, and its file states their iteration counts:
+# a 1.5 KB file asking for 2^31 rounds would hold a worker for minutes. Google's keys, like OpenSSL's default
+# (PKCS12_DEFAULT_ITER), use 2048 per derivation; tools that choose more stay far below this total.
+P12_MAX_ROUNDS = 600_000
+_P12_MAX_NESTING = 4
+# PKCS#5 v1.5 schemes and PKCS#12's own: both carry (salt, iterations)
+_PBE_V1 = tuple(univ.ObjectIdentifier(f"1.2.840.113549.1.5.{n}") for n in (1, 3, 4, 6, 10, 11))
 
 
 class SettingsError(ValueError):
@@ -119,11 +130,104 @@ def _looks_like_pkcs12(data: bytes) -> bool:
     return _PKCS12_VERSION in data[:12] and _PKCS7_DATA_OID in data[:48]
 
 
+class _Unreadable(ValueError):
+    """The file's structure is not a PKCS#12 one the portal can read before opening it."""
+
+
+def _p12_rounds(data: bytes) -> int:
+    """The key-derivation rounds opening this P12 costs per password, read from its ASN.1 before any of it
+    is derived. Raises _Unreadable for what is not PKCS#12 or uses a derivation whose cost cannot be read."""
+    try:
+        pfx, _ = ber_decoder.decode(data, asn1Spec=rfc7292.PFX())
+        rounds = _mac_rounds(pfx["macData"]) if pfx["macData"].isValue else 0
+        if pfx["authSafe"]["contentType"] != rfc5652.id_data:
+            raise _Unreadable("a signed (public-key) PKCS#12 file")
+        safes, _ = ber_decoder.decode(_octets(pfx["authSafe"]["content"]), asn1Spec=rfc7292.AuthenticatedSafe())
+        for info in safes:
+            if info["contentType"] == rfc5652.id_data:
+                rounds += _bag_rounds(_octets(info["content"]), 0)
+            elif info["contentType"] == rfc5652.id_encryptedData:
+                encrypted, _ = ber_decoder.decode(info["content"], asn1Spec=rfc5652.EncryptedData())
+                rounds += _pbe_rounds(encrypted["encryptedContentInfo"]["contentEncryptionAlgorithm"])
+            else:
+                raise _Unreadable("contents encrypted to a recipient")
+    except (PyAsn1Error, TypeError, ValueError) as exc:
+        raise _Unreadable(str(exc)) from None
+    return rounds
+
+
+def _octets(value) -> bytes:
+    octets, _ = ber_decoder.decode(value, asn1Spec=univ.OctetString())
+    return bytes(octets)
+
+
+def _bag_rounds(data: bytes, depth: int) -> int:
+    if depth > _P12_MAX_NESTING:
+        raise _Unreadable("safe contents nested too deep")
+    bags, _ = ber_decoder.decode(data, asn1Spec=rfc7292.SafeContents())
+    rounds = 0
+    for bag in bags:
+        if bag["bagId"] == rfc7292.id_pkcs8ShroudedKeyBag:
+            shrouded, _ = ber_decoder.decode(bag["bagValue"], asn1Spec=rfc7292.EncryptedPrivateKeyInfo())
+            rounds += _pbe_rounds(shrouded["encryptionAlgorithm"])
+        elif bag["bagId"] == rfc7292.id_safeContentsBag:
+            rounds += _bag_rounds(bytes(bag["bagValue"]), depth + 1)
+    return rounds
+
+
+def _pbe_rounds(algorithm) -> int:
+    oid = algorithm["algorithm"]
+    if oid in _PBE_V1 or rfc7292.pkcs_12PbeIds.isPrefixOf(oid):
+        params, _ = ber_decoder.decode(algorithm["parameters"], asn1Spec=rfc8018.PBEParameter())
+        return int(params["iterationCount"])
+    if oid == rfc8018.id_PBES2:
+        params, _ = ber_decoder.decode(algorithm["parameters"], asn1Spec=rfc8018.PBES2_params())
+        return _pbkdf2_rounds(params["keyDerivationFunc"])
+    raise _Unreadable(f"encryption scheme {oid}")
+
+
+def _pbkdf2_rounds(kdf) -> int:
+    if kdf["algorithm"] != rfc8018.id_PBKDF2:  # scrypt and others: a cost the portal does not weigh
+        raise _Unreadable(f"key derivation {kdf['algorithm']}")
+    params, _ = ber_decoder.decode(kdf["parameters"], asn1Spec=rfc8018.PBKDF2_params())
+    return int(params["iterationCount"])
+
+
+def _mac_rounds(mac_data) -> int:
+    algorithm = mac_data["mac"]["digestAlgorithm"]
+    if algorithm["algorithm"] == rfc8018.id_PBMAC1:  # RFC 9579: the count is in its PBKDF2, not in MacData
+        params, _ = ber_decoder.decode(algorithm["parameters"], asn1Spec=rfc8018.PBMAC1_params())
+        return _pbkdf2_rounds(params["keyDerivationFunc"])
+    return int(mac_data["iterations"])
+
+
+def _check_p12_cost(data: bytes) -> None:
+    try:
+        rounds = _p12_rounds(data)
+    except _Unreadable:
+        raise SettingsError({"key_file": "This file is not a PKCS#12 key file (or it is damaged or uses an "
+                                         "encryption Google's keys never use). Upload the .p12 file Google "
+                                         "Cloud downloaded, unchanged."}) from None
+    if rounds > P12_MAX_ROUNDS:
+        raise SettingsError({"key_file": f"This P12 file asks for {rounds:,} key-derivation iterations to "
+                                         f"open; at most {P12_MAX_ROUNDS:,} are accepted (Google's keys use a "
+                                         "few thousand). Upload the .p12 file Google Cloud downloaded, "
+                                         "unchanged, or its JSON key."})
+
+
+def _load_p12(data: bytes, password: str):
+    """cryptography's loader, only once the file's cost per password is known to be reasonable."""
+    _check_p12_cost(data)
+    return pkcs12.load_key_and_certificates(data, password.encode())
+
+
 def _parse_p12(data: bytes, password: str | None, stored_password: str | None) -> KeyFile:
     if password:
         candidates = [password]
     else:
         candidates = [p for p in (stored_password, DEFAULT_P12_PASSWORD) if p]
+    if _looks_like_pkcs12(data):
+        _check_p12_cost(data)
     for candidate in candidates:
         try:
             private_key, certificate, _ = pkcs12.load_key_and_certificates(data, candidate.encode())
@@ -209,8 +313,15 @@ def _fingerprint(private_key: rsa.RSAPrivateKey) -> str:
 # Secrets at rest
 
 
-def _fernet() -> Fernet:
-    return Fernet(current_app.config["ENCRYPTION_KEY"])
+def encryption_keys(value: str | None = None) -> list[str]:
+    """ENCRYPTION_KEY as a list: the first key encrypts; every key listed decrypts (the old ones during a
+    rotation)."""
+    value = current_app.config["ENCRYPTION_KEY"] if value is None else value
+    return [key for key in value.replace("\n", ",").split(",") if key.strip()] if value else []
+
+
+def _fernet(value: str | None = None) -> MultiFernet:
+    return MultiFernet([Fernet(key.strip()) for key in encryption_keys(value)])
 
 
 def encrypt(secret: bytes) -> str:
@@ -218,8 +329,39 @@ def encrypt(secret: bytes) -> str:
 
 
 def decrypt(token: str) -> bytes:
-    """The secret; a token from another ENCRYPTION_KEY (or a tampered one) raises InvalidToken."""
+    """The secret; a token from none of ENCRYPTION_KEY's keys (or a tampered one) raises InvalidToken."""
     return _fernet().decrypt(token.encode("ascii"))
+
+
+class RotationError(RuntimeError):
+    """A stored secret that none of the configured keys decrypts: the rotation stops, nothing changed."""
+
+
+SECRET_COLUMNS = ("key_ciphertext", "password_ciphertext")  # every Fernet token the portal stores
+
+
+def rotate_secrets(keys: list[str]) -> int:
+    """Re-encrypt every stored secret under keys[0] (any listed key may decrypt it); returns how many.
+
+    Changes the session only: the caller commits once, so either every secret moves or none does.
+    """
+    multi = MultiFernet([Fernet(key) for key in keys])
+    count = 0
+    rows = db.session.scalars(select(GoogleIntegration).order_by(GoogleIntegration.id).with_for_update())
+    for row in rows:
+        for column in SECRET_COLUMNS:
+            token = getattr(row, column)
+            if token is None:
+                continue
+            try:
+                setattr(row, column, multi.rotate(token.encode("ascii")).decode("ascii"))
+            except InvalidToken:
+                what = "private key" if column == "key_ciphertext" else "key password"
+                raise RotationError(f"The Google {what} stored for {row.organization.name} is encrypted with a "
+                                    "key that is not in ENCRYPTION_KEY. List that key too, or have that "
+                                    "organization's admin upload its key again.") from None
+            count += 1
+    return count
 
 
 def _stored_password(row: GoogleIntegration) -> str | None:
@@ -248,7 +390,7 @@ def signing_key(row: GoogleIntegration) -> SigningKey:
 @functools.lru_cache(maxsize=64)
 def _opened_key(key_ciphertext: str, password_ciphertext: str | None, encryption_key: str) -> KeyFile:
     """Decrypt and open a stored key once per process, not once per sync cycle (opening a P12 is slow)."""
-    fernet = Fernet(encryption_key)
+    fernet = _fernet(encryption_key)
     try:
         data = fernet.decrypt(key_ciphertext.encode("ascii"))
         password = fernet.decrypt(password_ciphertext.encode("ascii")).decode("utf-8") if password_ciphertext else None
@@ -365,8 +507,8 @@ def upload_key(row: GoogleIntegration, actor: User | None, data: bytes, password
     else:
         row.client_id = row.client_id or key.client_id
         row.project_id = ""
-        if key.password is not None:
-            row.password_ciphertext = encrypt(key.password.encode("utf-8"))
+        # Written with the key, always: a password left from before could be under another encryption key.
+        row.password_ciphertext = encrypt(key.password.encode("utf-8")) if key.password is not None else None
         details["password_set"] = row.has_password
     old_fingerprint = row.key_fingerprint
     row.key_kind = key.kind
@@ -395,15 +537,17 @@ def set_password(row: GoogleIntegration, actor: User | None, password: str | Non
         try:
             data = decrypt(row.key_ciphertext)
         except InvalidToken:
-            data = None
-        if data is not None:
-            try:
-                pkcs12.load_key_and_certificates(data, (password or DEFAULT_P12_PASSWORD).encode())
-            except ValueError:
-                raise SettingsError({"key_password": (
-                    "This password does not open the stored key file." if password else
-                    f"The stored key file needs a password; Google's default “{DEFAULT_P12_PASSWORD}” does "
-                    "not open it.")}) from None
+            # A password stored now would sit under another key than the key file it belongs to.
+            raise SettingsError({"key_password": "The stored key file cannot be decrypted with the portal's "
+                                                 "encryption key (ENCRYPTION_KEY changed since it was stored). "
+                                                 "Upload the key file again, with its password."}) from None
+        try:
+            _load_p12(data, password or DEFAULT_P12_PASSWORD)
+        except ValueError:
+            raise SettingsError({"key_password": (
+                "This password does not open the stored key file." if password else
+                f"The stored key file needs a password; Google's default “{DEFAULT_P12_PASSWORD}” does "
+                "not open it.")}) from None
     was_set = row.has_password
     row.password_ciphertext = encrypt(password.encode("utf-8")) if password else None
     row.settings_changed()

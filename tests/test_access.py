@@ -54,6 +54,10 @@ RULES = {
     ("GET", "/profile/security"): expect(302, 200, 200, 200, 200, 200, 200, 200),
     ("POST", "/profile/password"): expect(302, 422, 422, 422, 422, 422, 422, 422),
     ("POST", "/profile/sessions/end-all"): expect(302, 302, 302, 302, 302, 302, 302, 302),
+    # my API tokens: each visitor sees and revokes only their own ("user"'s token is the one revoked here)
+    ("GET", "/profile/api-tokens"): expect(302, 200, 200, 200, 200, 200, 200, 200),
+    ("POST", "/profile/api-tokens"): expect(302, 200, 200, 200, 200, 200, 200, 200),
+    ("POST", "/profile/api-tokens/<int:token_id>/revoke"): expect(302, 302, 404, 404, 404, 404, 404, 404),
     # settings (admins of their own organization); the password parts are htmx pieces: a plain GET goes to the page
     ("GET", GOOGLE): expect(302, 403, 403, 403, 200, 403, 403, 200),
     ("POST", GOOGLE + "/account"): expect(302, 403, 403, 403, 302, 403, 403, 302),
@@ -106,6 +110,7 @@ BODIES = {
     ("PATCH", f"/api/v1/activities/{ACTIVITY}"): {"subject": "Renamed"},
     ("POST", "/api/v1/projects"): {"name": "New project", "tasks": [{"name": "One"}]},
     ("PUT", "/api/v1/me/calendar-sync"): {"enabled": False},
+    ("POST", "/profile/api-tokens"): {"name": "Reports", "expires_days": "30"},
 }
 # Routes that act on a deleted activity get one.
 NEEDS_DELETED_ACTIVITY = {("POST", f"/calendar/trash/{ACTIVITY}/restore")}
@@ -133,7 +138,7 @@ def test_every_route_is_declared():
 def scene(app, world):
     """The world of conftest plus a participant, and "user"'s activity with them in it."""
     from portal.accounts import add_user
-    from portal.models import Organization
+    from portal.models import ApiToken, Organization, User
     from portal.sync.models import SyncJournalEntry
 
     with app.app_context():
@@ -147,7 +152,10 @@ def scene(app, world):
                                  side="portal", field="subject", before="Planning (old)", after="Planning")
         db.session.add(entry)
         db.session.commit()
-        ids.update(activity_id=activity_id, entry_id=entry.id, organization_id=world["globex"])
+        token, _secret = ApiToken.issue(db.session.get(User, world[USER]), name="Scripts")
+        db.session.add(token)
+        db.session.commit()
+        ids.update(activity_id=activity_id, entry_id=entry.id, organization_id=world["globex"], token_id=token.id)
     return ids
 
 
@@ -181,7 +189,7 @@ def client_for(app, scene, visitor, api: bool):
 
 def fill(rule: str, values: dict) -> str:
     path = rule
-    for name in ("activity_id", "entry_id", "organization_id"):
+    for name in ("activity_id", "entry_id", "organization_id", "token_id"):
         path = path.replace(f"<int:{name}>", str(values[name]))
     assert "<" not in path, f"no value for a part of {rule}: add it to the scene"
     return path

@@ -1,6 +1,6 @@
 """Login sessions the server can end, and the refused logins the throttle counts
 
-Revision ID: 0008_sessions_and_throttle
+Revision ID: 0008
 Revises: 0007
 Create Date: 2026-12-01 09:00:00.000000
 
@@ -10,8 +10,8 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = "0008_sessions_and_throttle"
-down_revision = "0007"  # the id 0007_link_event_type.py declares
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

@@ -1,4 +1,4 @@
-"""Organizations, users and their API tokens, for operators."""
+"""Organizations and users, for operators."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import sys
 
 import click
 from flask.cli import with_appcontext
-from sqlalchemy import select
 
 from portal.accounts import (
     AccountError,
@@ -20,7 +19,7 @@ from portal.accounts import (
 )
 from portal.activities import is_time_zone
 from portal.extensions import db
-from portal.models import ROLES, ApiToken, Organization, User, normalize_email
+from portal.models import ROLES, Organization, normalize_email
 
 
 def chosen_organization(name: str | None) -> Organization:
@@ -97,25 +96,3 @@ def rename_user_command(email, new_email, organization_name):
         raise click.ClickException(str(exc)) from None
     db.session.commit()
     click.echo(f"{email} is now {user.email}.")
-
-
-@click.command("create-api-token")
-@with_appcontext
-@click.argument("email")
-@click.option("--organization", "organization_name")
-def create_api_token(email, organization_name):
-    """Create an API token for a user and print it (it is shown only this once)."""
-    email = normalize_email(email)
-    if organization_name:
-        users = [chosen_organization(organization_name).user_by_email(email)]
-    else:
-        users = db.session.scalars(select(User).where(User.email == email)).all()
-    users = [u for u in users if u is not None]
-    if not users:
-        raise click.ClickException(f"No user {email}.")
-    if len(users) > 1:
-        raise click.ClickException(f"{email} exists in several organizations; name one with --organization.")
-    row, token = ApiToken.issue(users[0])
-    db.session.add(row)
-    db.session.commit()
-    click.echo(token)

@@ -64,11 +64,12 @@ def token_required(view):
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             abort(401, description="Send an API token: Authorization: Bearer <token>.")
-        user = ApiToken.find_user(token.strip())
+        user, refusal = ApiToken.authenticate(token.strip())
         if user is None:
-            abort(401, description="Unknown or revoked API token.")
+            abort(401, description=refusal)
         g.api_user = user
-        db.session.commit()  # last_used_at
+        if db.session.dirty:  # last_used_at, at most once a minute
+            db.session.commit()
         return view(*args, **kwargs)
 
     return wrapped

@@ -1,13 +1,24 @@
-"""My profile: Calendar and activities > Calendar sync; Sign-in and security."""
+"""My profile: Calendar and activities > Calendar sync; Sign-in and security; API tokens."""
 
-from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_login import current_user, login_required, logout_user
 from sqlalchemy import select
 
 from portal.accounts import AccountError, change_password, end_sessions, live_sessions
 from portal.activities import is_time_zone
 from portal.extensions import db
-from portal.models import ActivityType, LoginSession
+from portal.models import ActivityType, ApiToken, LoginSession, TokenError
 from portal.routes import render, wants_partial
 from portal.sync.models import CalendarSync, SyncCycle
 from portal.sync.policy import integration_of
@@ -121,3 +132,49 @@ def end_all_sessions():
     session.clear()
     flash("You have been logged out everywhere.")
     return redirect(url_for("auth.login"))
+
+# --- My profile > API tokens -----------------------------------------------------------------------
+
+
+def _tokens_page(status: int = 200, *, new_token: str | None = None, errors: dict | None = None):
+    response = make_response(render_template("profile/api_tokens.html", tokens=ApiToken.of_user(current_user),
+                                             new_token=new_token, errors=errors or {},
+                                             default_days=current_app.config["API_TOKEN_DAYS"],
+                                             max_days=current_app.config["API_TOKEN_MAX_DAYS"]), status)
+    if new_token:  # the secret is on this page only: no cache may keep it
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.route("/api-tokens")
+@login_required
+def api_tokens():
+    """The user's API tokens: name and dates, never the secret."""
+    return _tokens_page()
+
+
+@bp.route("/api-tokens", methods=("POST",))
+@login_required
+def create_api_token():
+    """Create an API token and show its secret this once."""
+    try:
+        row, token = ApiToken.issue(current_user, name=request.form.get("name", ""),
+                                    expires_days=request.form.get("expires_days", "").strip() or None)
+    except TokenError as exc:
+        return _tokens_page(422, errors=exc.errors)
+    db.session.add(row)
+    db.session.commit()
+    return _tokens_page(new_token=token)
+
+
+@bp.route("/api-tokens/<int:token_id>/revoke", methods=("POST",))
+@login_required
+def revoke_api_token(token_id):
+    """Revoke one of the user's own API tokens; it stops working at once."""
+    row = db.session.get(ApiToken, token_id)
+    if row is None or row.user_id != current_user.id:
+        abort(404)
+    row.revoke()
+    db.session.commit()
+    flash(f"The token “{row.name}” is revoked.")
+    return redirect(url_for("profile.api_tokens"))

@@ -16,6 +16,7 @@ from pathlib import Path
 from flask import Flask
 from sqlalchemy import select
 
+from portal import create_owner_only_file
 from portal.emulator.server import EmulatorServer
 from portal.extensions import db
 from portal.integration import integration_for, save_account, set_enabled, upload_key
@@ -35,6 +36,8 @@ def start_embedded_google(app: Flask, host: str, port: int):
     Its state is kept in `GOOGLE_EMULATOR_STATE` (default: instance/google-emulator.sqlite; empty: memory).
     """
     state_path = app.config.get("GOOGLE_EMULATOR_STATE", str(Path(app.instance_path) / STATE_FILE)) or None
+    if state_path:  # it holds the emulated service accounts' private keys
+        create_owner_only_file(state_path)
     # The demo's portal listens on plain HTTP on this machine, which Google itself would refuse.
     server = EmulatorServer(host=host, port=port, state_path=state_path, allow_http_webhooks=True).start()
     app.config.update(GOOGLE_TOKEN_URI=server.token_uri, GOOGLE_API_ENDPOINT=server.api_endpoint,
