@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from sqlalchemy import select
 
+from portal import models
 from portal.extensions import db
 from portal.models import (
     ACTIVITY_FIELDS,
@@ -21,6 +22,7 @@ from portal.models import (
     DESCRIPTION_LIMIT,
     LOCATION_LIMIT,
     OCCURRENCE_FIELDS,
+    PARTICIPANTS_LIMIT,
     SUBJECT_LIMIT,
     Activity,
     ActivityParticipant,
@@ -41,6 +43,7 @@ from portal.sync.recurrence import (
     occurrence_key,
     occurrence_moment,
     occurrences,
+    refuse_oversized,
     split_recurrence,
     validate_recurrence,
 )
@@ -48,7 +51,6 @@ from portal.sync.recurrence import (
 MAX_SUBJECT = SUBJECT_LIMIT
 MAX_LOCATION = LOCATION_LIMIT
 MAX_DESCRIPTION = DESCRIPTION_LIMIT
-MAX_PARTICIPANTS = 500
 MAX_DATABASE_ID = 2**63 - 1
 # Names in the zone database that are not zones: they mean whatever the server is set to.
 NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
@@ -179,6 +181,12 @@ def clean_activity(
     if not isinstance(recurrence, list) or not all(isinstance(line, str) for line in recurrence):
         errors["recurrence"] = "Must be a list of RFC 5545 lines such as RRULE:FREQ=WEEKLY;BYDAY=MO."
         recurrence = []
+    elif kept_rule:
+        try:
+            # Stored before the caps (or behind the portal's back): kept as it is, it would stay unreadable.
+            refuse_oversized(recurrence)
+        except RecurrenceError as exc:
+            errors["recurrence"] = f"{exc}; send a shorter rule along with this change."
     elif recurrence and not kept_rule:
         try:
             recurrence = validate_recurrence(recurrence, all_day=all_day)
@@ -351,8 +359,8 @@ def _clean_participants(value, organization, errors) -> list[User]:
     if not isinstance(value, list) or not all(isinstance(v, str) and not text_problem(v) for v in value):
         errors["participants"] = "Must be a list of e-mail addresses."
         return []
-    if len(value) > MAX_PARTICIPANTS:
-        errors["participants"] = f"At most {MAX_PARTICIPANTS} participants."
+    if len(value) > PARTICIPANTS_LIMIT:
+        errors["participants"] = f"At most {PARTICIPANTS_LIMIT} participants."
         return []
     users, unknown = [], []
     for email in dict.fromkeys(normalize_email(v) for v in value if v.strip()):
@@ -513,6 +521,8 @@ def edit_occurrence(activity: Activity, occurrence: Occurrence, scope: str, valu
     if scope not in ("this", "following", "all"):
         raise ValidationError({"scope": "Choose which occurrences to change."})
     errors = dict(errors or {})
+    if scope == "this":
+        refuse_more_exceptions(activity, occurrence.key)
     if scope == "all":
         values = series_values(activity, occurrence, values)
     elif scope == "this":
@@ -546,6 +556,7 @@ def delete_occurrence(activity: Activity, occurrence: Occurrence, scope: str) ->
     if scope not in ("this", "following", "all"):
         raise ValidationError({"scope": "Choose which occurrences to delete."})
     if scope == "this":
+        refuse_more_exceptions(activity, occurrence.key)
         activity.set_exception(occurrence.key, cancelled=True)
         return scope
     if scope == "all" or occurrence.key == first_occurrence_key(activity):
@@ -554,6 +565,13 @@ def delete_occurrence(activity: Activity, occurrence: Occurrence, scope: str) ->
     activity.recurrence, _ = _split(activity, occurrence.key)
     activity.drop_orphan_exceptions()
     return scope
+
+
+def refuse_more_exceptions(activity: Activity, key: str) -> None:
+    limit = models.EXCEPTIONS_PER_SERIES_LIMIT
+    if activity.exception_for(key) is None and len(activity.exceptions) >= limit:
+        raise ValidationError({"scope": f"At most {limit} changed or cancelled occurrences in one series: change "
+                                        "this one with the following ones, or all of them."})
 
 
 def first_occurrence_key(activity: Activity) -> str:

@@ -41,6 +41,22 @@ from portal.sync.recurrence import (
 ROLES = ("admin", "user", "helpdesk")
 # How long an activity's texts may be, wherever they come from (the form, the API, Google).
 SUBJECT_LIMIT, LOCATION_LIMIT, DESCRIPTION_LIMIT = 255, 255, 20_000
+# How many of each collection one thing may hold; more is refused with a 400/422 naming the field. A series'
+# own lines are capped where they are read (MAX_RULES, MAX_DATES in portal/sync/recurrence.py), so that
+# Google's items meet the same caps.
+PARTICIPANTS_LIMIT = 500
+PROJECT_NAME_LIMIT = TASK_NAME_LIMIT = 200
+TASKS_PER_PROJECT_LIMIT = 200
+PROJECTS_PER_ORGANIZATION_LIMIT = 1000
+# Google keeps at most 730 instances of a series; changing or cancelling more of them one by one is a script.
+EXCEPTIONS_PER_SERIES_LIMIT = 730
+# What one page works out: the week of the densest rule allowed (24 a day) fits one item's share, a busy
+# organization's week fits the whole; past either the page shows what fits and says more exists.
+OCCURRENCES_PER_ITEM_LIMIT = 200
+OCCURRENCES_PER_VIEW_LIMIT = 2000
+# Steps of working one series out for a page (dateutil walks from the series' start): about 0.1 s. A daily
+# series reaches this week from the 1800s within it; 24 a day, from about eleven years back.
+EXPANSION_STEPS_LIMIT = 100_000
 
 
 def utcnow() -> datetime:
@@ -455,42 +471,78 @@ class Activity(db.Model):
 
     def occurrences_between(self, after: datetime, before: datetime) -> list[Occurrence]:
         """The occurrences overlapping [after, before), exceptions applied (cancelled ones left out)."""
+        return self.occurrences_shown(after, before)[0]
+
+    def occurrences_shown(self, after: datetime, before: datetime, *, limit: int | None = None,
+                          budget: int | None = None) -> tuple[list[Occurrence], bool]:
+        """The first ``limit`` occurrences overlapping [after, before), and whether there are more than it gives.
+
+        With ``budget`` (steps of working the rule out, see `occurrences`) a series too large or too old to work
+        out in full, or one stored with more lines than a series may have, gives what was found by then and
+        says there is more: a page stays small and quick whatever is stored.
+        """
         if self.all_day:
             start, end = self.start_date, self.end_date
         else:
             start, end = self.start_at, self.end_at
+        more = False
         if self.is_recurring:
             # All-day occurrences are dates, not instants: a viewer 25 hours away from the series' zone
             # must still see Monday's item on Monday, so the scan is widened and dates decide below.
             slack = timedelta(days=2) if self.all_day else timedelta(0)
-            pairs = list(
-                occurrences(start, end, self.time_zone, self.recurrence, after=after - slack,
-                            before=before + slack, all_day=self.all_day)
-            )
+            pairs = occurrences(start, end, self.time_zone, self.recurrence, after=after - slack,
+                                before=before + slack, all_day=self.all_day, budget=budget)
         else:
-            pairs = [(start, end)]
+            pairs = iter([(start, end)])
         exceptions = {e.original_start: e for e in self.exceptions}
-        result = []
-        for occ_start, occ_end in pairs:
-            key = occurrence_key(occ_start, self.all_day) if self.is_recurring else ""
-            exception = exceptions.pop(key, None)
-            if exception is not None and exception.cancelled:
-                continue
-            occurrence = Occurrence.of(self, key, occ_start, occ_end, exception)
-            if occurrence.overlaps(after, before):
-                result.append(occurrence)
+        result: list[Occurrence] = []
+        try:
+            for occ_start, occ_end in pairs:
+                key = occurrence_key(occ_start, self.all_day) if self.is_recurring else ""
+                exception = exceptions.pop(key, None)
+                if exception is not None and exception.cancelled:
+                    continue
+                occurrence = Occurrence.of(self, key, occ_start, occ_end, exception)
+                if occurrence.overlaps(after, before):
+                    if limit is not None and len(result) >= limit:
+                        more = True
+                        break
+                    result.append(occurrence)
+        except RecurrenceError:
+            if budget is None:
+                raise
+            more = True
+            if not result and (limit is None or limit > 0):
+                result = self._start_only(start, end, after, before)
         # A moved occurrence can land in the window even when its original slot is outside it. One whose
         # original slot the series no longer has (its time changed) is gone, as in Google.
         moved = {k: e for k, e in exceptions.items() if not e.cancelled and (e.start_at or e.start_date)}
-        alive = occurrence_keys_among(start, end, self.time_zone, self.recurrence, moved,
-                                      all_day=self.all_day) if moved and self.is_recurring else set()
+        try:
+            alive = occurrence_keys_among(start, end, self.time_zone, self.recurrence, moved,
+                                          all_day=self.all_day, budget=budget) if moved and self.is_recurring else set()
+        except RecurrenceError:
+            if budget is None:
+                raise
+            alive, more = set(), True
         for key, exception in moved.items():
             if key not in alive:
                 continue
             occurrence = Occurrence.of(self, key, None, None, exception)
             if occurrence.overlaps(after, before):
+                if limit is not None and len(result) >= limit:
+                    more = True
+                    break
                 result.append(occurrence)
-        return sorted(result, key=lambda o: o.sort_key)
+        return sorted(result, key=lambda o: o.sort_key), more
+
+    def _start_only(self, start, end, after: datetime, before: datetime) -> list[Occurrence]:
+        """The start is an occurrence whatever the rule says (RFC 5545): a series too large to work out shows
+        at least that one."""
+        key = occurrence_key(start, self.all_day)
+        exception = self.exception_for(key)
+        occurrence = Occurrence.of(self, key, start, end, exception)
+        cancelled = exception is not None and exception.cancelled
+        return [occurrence] if not cancelled and occurrence.overlaps(after, before) else []
 
     def rule_occurrence(self, key: str) -> tuple[datetime | date, datetime | date] | None:
         """The start and end the rule gives occurrence ``key``, or None when the series has no such one."""

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from functools import wraps
 
 from flask import Blueprint, abort, g, jsonify, request
-from sqlalchemy import select
+from sqlalchemy import func, select
 from werkzeug.exceptions import HTTPException
 
 from portal.activities import (
@@ -23,7 +23,18 @@ from portal.activities import (
 )
 from portal.changes import changed_by
 from portal.extensions import csrf, db
-from portal.models import ACTIVITY_TEXTS, Activity, ActivityType, ApiToken, Project, ProjectTask
+from portal.models import (
+    ACTIVITY_TEXTS,
+    PROJECT_NAME_LIMIT,
+    PROJECTS_PER_ORGANIZATION_LIMIT,
+    TASK_NAME_LIMIT,
+    TASKS_PER_PROJECT_LIMIT,
+    Activity,
+    ActivityType,
+    ApiToken,
+    Project,
+    ProjectTask,
+)
 from portal.sync.models import CalendarSync
 from portal.sync.policy import sync_allowed
 from portal.sync.status import StatusReader
@@ -273,22 +284,27 @@ def create_project():
     name = body.get("name")
     if not isinstance(name, str) or not name.strip():
         errors["name"] = "This field is required."
-    elif len(name.strip()) > 200:
-        errors["name"] = "At most 200 characters."
+    elif len(name.strip()) > PROJECT_NAME_LIMIT:
+        errors["name"] = f"At most {PROJECT_NAME_LIMIT} characters."
     elif problem := text_problem(name):
         errors["name"] = problem
     elif db.session.scalar(select(Project).where(Project.organization_id == user.organization_id,
                                                  Project.name == name.strip())):
         errors["name"] = "A project with this name exists."
+    elif db.session.scalar(select(func.count(Project.id)).where(
+            Project.organization_id == user.organization_id)) >= PROJECTS_PER_ORGANIZATION_LIMIT:
+        errors["name"] = f"An organization may have at most {PROJECTS_PER_ORGANIZATION_LIMIT} projects."
     tasks = body.get("tasks", [])
     task_names = []
     if not isinstance(tasks, list):
         errors["tasks"] = "Must be a list of {\"name\": ...} objects."
+    elif len(tasks) > TASKS_PER_PROJECT_LIMIT:
+        errors["tasks"] = f"At most {TASKS_PER_PROJECT_LIMIT} tasks in one project."
     else:
         for index, task in enumerate(tasks):
             task_name = task.get("name") if isinstance(task, dict) else None
-            if not isinstance(task_name, str) or not task_name.strip() or len(task_name.strip()) > 200:
-                errors[f"tasks[{index}].name"] = "Each task needs a name of 1 to 200 characters."
+            if not isinstance(task_name, str) or not task_name.strip() or len(task_name.strip()) > TASK_NAME_LIMIT:
+                errors[f"tasks[{index}].name"] = f"Each task needs a name of 1 to {TASK_NAME_LIMIT} characters."
             elif problem := text_problem(task_name):
                 errors[f"tasks[{index}].name"] = problem
             else:

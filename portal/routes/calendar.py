@@ -8,6 +8,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from flask_login import current_user, login_required
 from sqlalchemy import select
 
+from portal import models
 from portal.activities import (
     EARLIEST_YEAR,
     LATEST_YEAR,
@@ -84,8 +85,17 @@ def week_context(monday: date) -> dict:
     after = datetime.combine(monday, time.min, tzinfo=zone)
     before = after + timedelta(days=7)
     days = {monday + timedelta(days=i): [] for i in range(7)}
-    for activity in db.session.scalars(visible_activities_query(current_user)):
-        for occurrence in activity.occurrences_between(after, before):
+    shown, cut, view_full = 0, [], False
+    for activity in db.session.scalars(visible_activities_query(current_user).order_by(Activity.id)):
+        room = models.OCCURRENCES_PER_VIEW_LIMIT - shown
+        found, more = activity.occurrences_shown(after, before, limit=min(models.OCCURRENCES_PER_ITEM_LIMIT, room),
+                                                 budget=models.EXPANSION_STEPS_LIMIT)
+        shown += len(found)
+        if more and room <= models.OCCURRENCES_PER_ITEM_LIMIT and len(found) == room:
+            view_full = True
+        elif more:
+            cut.append(activity)
+        for occurrence in found:
             first = occurrence.local_start(zone)
             first_day = first if isinstance(first, date) and not isinstance(first, datetime) else first.date()
             last = occurrence.local_end(zone)
@@ -105,7 +115,17 @@ def week_context(monday: date) -> dict:
         "previous_week": monday - timedelta(days=7),
         "next_week": monday + timedelta(days=7),
         "today": datetime.now(zone).date(),
+        # Said on the page rather than left out silently: which items show only part, and whether the week
+        # held more than a page shows.
+        "cut": cut[:CUT_NAMED],
+        "cut_unnamed": max(0, len(cut) - CUT_NAMED),
+        "view_full": view_full,
+        "item_limit": models.OCCURRENCES_PER_ITEM_LIMIT,
+        "view_limit": models.OCCURRENCES_PER_VIEW_LIMIT,
     }
+
+
+CUT_NAMED = 5  # a notice naming hundreds of items would be the flood it warns about
 
 
 @bp.route("/list")

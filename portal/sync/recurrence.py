@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from dateutil import rrule as du
 
 __all__ = [
+    "ExpansionLimit",
     "RecurrenceError",
     "has_occurrence_after",
     "is_editable",
@@ -26,6 +27,7 @@ __all__ = [
     "occurrence_keys_among",
     "occurrence_moment",
     "occurrences",
+    "refuse_oversized",
     "split_recurrence",
     "validate_recurrence",
 ]
@@ -33,6 +35,10 @@ __all__ = [
 
 class RecurrenceError(ValueError):
     """A recurrence line the portal cannot accept; ``str(err)`` is meant for people."""
+
+
+class ExpansionLimit(RecurrenceError):
+    """Working a series out took more steps than the caller allowed: what was yielded is all there is."""
 
 
 WEEKDAYS = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
@@ -104,6 +110,8 @@ def parse_recurrence(lines: Iterable[str], *, time_zone: str | None = None, all_
     if isinstance(lines, str):
         # A bare string would be iterated character by character: a classic silent bug.
         lines = [lines]
+    lines = list(lines)
+    refuse_oversized(lines)
     rules: list[_Rule] = []
     dates: list[_Dates] = []
     for raw in lines:
@@ -200,6 +208,26 @@ def _refuse_impossible_monthdays(parts: dict[str, str]) -> None:
 
 MAX_COUNT = 10_000
 MAX_PER_DAY = 24
+# Google documents no limit on an event's recurrence lines. Its editor writes one RRULE, and it expands a series
+# to at most 730 instances, so a longer list of dates can never all show there. Thousands of lines, each
+# harmless, multiply the work of every page showing the week: counted before anything is parsed.
+MAX_RULES = 10  # RRULE and EXRULE lines together
+MAX_DATES = 730  # RDATE and EXDATE values together, however they are spread over lines
+
+
+def refuse_oversized(lines: list[str]) -> None:
+    """RecurrenceError when the lines hold more rules or dates than a series may have."""
+    rules = dates = 0
+    for line in lines:
+        name = _name_of(line.strip())
+        if name in ("RRULE", "EXRULE"):
+            rules += 1
+        elif name in ("RDATE", "EXDATE"):
+            dates += line.partition(":")[2].count(",") + 1
+    if rules > MAX_RULES:
+        raise RecurrenceError(f"A series may have at most {MAX_RULES} RRULE and EXRULE lines, not {rules}")
+    if dates > MAX_DATES:
+        raise RecurrenceError(f"A series may list at most {MAX_DATES} RDATE and EXDATE dates, not {dates}")
 # The most candidates one period of each frequency can hold before BYSETPOS picks among them.
 _DAYS_PER_PERIOD = {"DAILY": 1, "WEEKLY": 7, "MONTHLY": 31, "YEARLY": 366}
 
@@ -452,6 +480,7 @@ def occurrences(
     after: datetime,
     before: datetime | None,
     all_day: bool,
+    budget: int | None = None,
 ) -> Iterator[tuple[date | datetime, date | datetime]]:
     """Occurrences overlapping ``[after, before)`` in start order.
 
@@ -459,6 +488,8 @@ def occurrences(
     The rule runs on the series' wall clock in ``time_zone``, so a 09:00 meeting stays at
     09:00 local across DST; all-day series never go through UTC and so never shift a day.
     The start itself is always the first occurrence (RFC 5545), even if the rule skips it.
+    With ``budget``, ExpansionLimit ends the iteration once that many candidates were looked at: a page
+    shows what came before and says more exists. Without one (the sync, which must be exact) it runs on.
     """
     zone = _zone(time_zone)
     parsed = parse_recurrence(lines, time_zone=time_zone, all_day=all_day)
@@ -481,6 +512,29 @@ def occurrences(
 
     excluded_times, excluded_dates = _exclusions(parsed, zone, all_day)
     rset = _ruleset(parsed, first, zone, all_day)
+    # EXRULEs are walked here, not by dateutil: inside an rruleset a rule that excludes every occurrence
+    # makes it search silently up to the year 9999, past any budget.
+    exrules = []
+    for rule in parsed.rules:
+        if rule.kind == "EXRULE":
+            walk = iter(_rrule(rule, first, zone, all_day))
+            exrules.append([next(walk, None), walk])
+    steps = 0
+
+    def step() -> None:
+        # dateutil cannot skip ahead: reaching this week walks every occurrence since the start.
+        nonlocal steps
+        steps += 1
+        if budget is not None and steps > budget:
+            raise ExpansionLimit(f"The series has more occurrences than {budget} steps can work out")
+
+    def excluded_by_rule(naive: datetime) -> bool:
+        for cursor in exrules:
+            while cursor[0] is not None and cursor[0] < naive:
+                step()
+                cursor[0] = next(cursor[1], None)
+        return any(cursor[0] == naive for cursor in exrules)
+
     # Start the scan a little before ``after`` in local wall-clock terms; the slack covers
     # the occurrence length and any UTC offset, the exact overlap test is done in UTC.
     slack = abs(duration) + timedelta(days=2)
@@ -488,8 +542,11 @@ def occurrences(
         scan_from = (_aware(after) - slack).astimezone(zone).replace(tzinfo=None)
     except OverflowError:  # ``after`` at the dawn of time: simply start at the first occurrence
         scan_from = first
-    for naive in rset.xafter(scan_from, inc=True) if scan_from > first else iter(rset):
-        if naive in excluded_times or naive.date() in excluded_dates:
+    for naive in rset:
+        step()
+        if naive < scan_from:
+            continue
+        if naive in excluded_times or naive.date() in excluded_dates or excluded_by_rule(naive):
             continue
         occ = emit(naive)
         if before is not None and occ[2] >= _aware(before):
@@ -537,8 +594,8 @@ def _ruleset(parsed: _Parsed, first: datetime, zone: ZoneInfo, all_day: bool) ->
     rset = du.rruleset()
     rset.rdate(first)
     for rule in parsed.rules:
-        built = _rrule(rule, first, zone, all_day)
-        (rset.rrule if rule.kind == "RRULE" else rset.exrule)(built)
+        if rule.kind == "RRULE":
+            rset.rrule(_rrule(rule, first, zone, all_day))
     for item in parsed.dates:
         if item.kind == "RDATE":
             rset.rdate(_local(item.value, first, zone, all_day))
@@ -643,6 +700,7 @@ def occurrence_keys_among(
     keys: Iterable[str],
     *,
     all_day: bool,
+    budget: int | None = None,
 ) -> set[str]:
     """Which of ``keys`` still name occurrences of the series, in one scan of the rule.
 
@@ -665,7 +723,8 @@ def occurrence_keys_among(
     tick = timedelta(microseconds=1)
     low, high = min(wanted.values()) - tick, max(wanted.values()) + tick
     found = set()
-    for occ_start, _ in occurrences(start, end, time_zone, lines, after=low, before=high, all_day=all_day):
+    for occ_start, _ in occurrences(start, end, time_zone, lines, after=low, before=high, all_day=all_day,
+                                    budget=budget):
         key = occurrence_key(occ_start, all_day)
         if key in wanted:
             found.add(key)
