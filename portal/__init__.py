@@ -51,6 +51,8 @@ DEFAULTS = {
     "PUBLIC_BASE_URL": None,  # where Google can reach /webhooks/google/calendar; unset: no watch channels
     "SYNC_CHANNEL_TTL_SECONDS": 7 * 24 * 3600,  # what the portal asks; Google may grant less
     "SYNC_CHANNEL_RENEW_BEFORE_SECONDS": 24 * 3600,
+    # Notifications per channel and minute that bring a cycle forward; the rest wait for the minute's end.
+    "WEBHOOK_NOTIFICATIONS_PER_MINUTE": 30,
 }
 
 

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     ForeignKey,
     Index,
@@ -275,6 +276,11 @@ class WatchChannel(db.Model):
     notifications: Mapped[int] = mapped_column(Integer, default=0)
     last_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     error_message: Mapped[str | None] = mapped_column(Text)  # why Google refused to open it
+    # Google's message numbers increase per channel: one not above the highest seen is a replay.
+    last_message_number: Mapped[int | None] = mapped_column(BigInteger)
+    # Notifications acted on in the current minute of this channel (the rate limit's fixed window).
+    window_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    window_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     @staticmethod
     def hash(token: str) -> str:
