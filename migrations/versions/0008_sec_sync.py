@@ -1,4 +1,4 @@
-"""Web hook replays and floods: the highest message number seen per channel and a per-minute count
+"""Participants' answers and the organization's "participants may edit"; web hook replays and floods
 
 Revision ID: 0008_sec_sync
 Revises: 0007
@@ -17,6 +17,11 @@ depends_on = None
 
 
 def upgrade():
+    with op.batch_alter_table("organizations", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("participants_can_edit", sa.Boolean(), server_default=sa.false(),
+                                      nullable=False))
+    with op.batch_alter_table("activity_participants", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("response_pending", sa.Boolean(), server_default=sa.false(), nullable=False))
     with op.batch_alter_table("sync_push_channels", schema=None) as batch_op:
         batch_op.add_column(sa.Column("last_message_number", sa.BigInteger(), nullable=True))
         batch_op.add_column(sa.Column("window_started_at", sa.DateTime(), nullable=True))
@@ -28,3 +33,7 @@ def downgrade():
         batch_op.drop_column("window_count")
         batch_op.drop_column("window_started_at")
         batch_op.drop_column("last_message_number")
+    with op.batch_alter_table("activity_participants", schema=None) as batch_op:
+        batch_op.drop_column("response_pending")
+    with op.batch_alter_table("organizations", schema=None) as batch_op:
+        batch_op.drop_column("participants_can_edit")
