@@ -177,7 +177,7 @@ class SyncJournalEntry(db.Model):
     cycle_id: Mapped[int | None] = mapped_column(ForeignKey("sync_cycles.id"), index=True)
     activity_id: Mapped[int | None] = mapped_column(ForeignKey("activities.id"))
     google_event_id: Mapped[str | None] = mapped_column(String(1024))
-    kind: Mapped[str] = mapped_column(String(20))  # created | updated | deleted | restored | linked | conflict | error
+    kind: Mapped[str] = mapped_column(String(20))  # created | updated | deleted | restored | linked | conflict | error | answered
     side: Mapped[str | None] = mapped_column(String(10))  # the side that was written (or lost, for conflicts)
     field: Mapped[str | None] = mapped_column(String(100))
     before: Mapped[dict | list | str | None] = mapped_column(JSON)
