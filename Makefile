@@ -17,7 +17,7 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/flask --app portal db upgrade
 	$(BIN)/flask --app portal seed-demo --if-empty
-	$(BIN)/flask --app portal serve --host 127.0.0.1 --port 5000
+	$(BIN)/flask --app portal serve --demo --host 127.0.0.1 --port 5000
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q

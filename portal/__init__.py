@@ -59,10 +59,14 @@ DEFAULTS = {
     "SYNC_RETRY_ATTEMPTS": 4,  # a write Google rate-limits or fails with a 5xx is tried this often per cycle
     "SYNC_RETRY_BASE_SECONDS": 0.5,
     "SYNC_RETRY_CAP_SECONDS": 8.0,
+    # `serve` starts an embedded Google emulator on loopback and connects the demo organization (`serve --demo`)
+    "DEMO_GOOGLE": False,
     # Google's watch channels (portal.sync.channels)
     "PUBLIC_BASE_URL": None,  # where Google can reach /webhooks/google/calendar; unset: no watch channels
     "SYNC_CHANNEL_TTL_SECONDS": 7 * 24 * 3600,  # what the portal asks; Google may grant less
     "SYNC_CHANNEL_RENEW_BEFORE_SECONDS": 24 * 3600,
+    # Notifications per channel and minute that bring a cycle forward; the rest wait for the minute's end.
+    "WEBHOOK_NOTIFICATIONS_PER_MINUTE": 30,
 }
 
 

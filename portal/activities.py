@@ -493,6 +493,59 @@ def delete_activity(activity: Activity) -> None:
     activity.mark_deleted()
 
 
+# ---------------------------------------------------------------- who may do what
+# As in Google Calendar: the owner (the organizer there) and the organization's admins change and delete
+# an activity; participants see it and answer it. An organization may let participants change it too (then
+# its Google events say `guestsCanModify`), never delete it: a guest deleting an event in Google only
+# removes their own copy, which here is answering "declined".
+
+ANSWERS = ("accepted", "tentative", "declined")
+
+
+def participation(user: User, activity: Activity) -> ActivityParticipant | None:
+    return next((link for link in activity.participant_links if link.user_id == user.id), None)
+
+
+def can_delete(user: User, activity: Activity) -> bool:
+    return (activity.visible_to(user) and user.can_edit_activities
+            and (user.is_admin or activity.owner_id == user.id))
+
+
+def can_edit(user: User, activity: Activity) -> bool:
+    if can_delete(user, activity):
+        return True
+    return (activity.visible_to(user) and user.can_edit_activities and activity.organization.participants_can_edit
+            and participation(user, activity) is not None)
+
+
+def refusal(user: User, activity: Activity, *, deleting: bool = False,
+            how_to_answer: str = "answer it instead (accepted, tentative or declined)") -> str | None:
+    """Why the user may not change (or delete) the activity they can see, in words for them; None if they may."""
+    if not user.can_edit_activities:
+        return "Your role may not change activities."
+    if can_delete(user, activity) or (not deleting and can_edit(user, activity)):
+        return None
+    what = "delete" if deleting else "change"
+    answer = f" As a participant, {how_to_answer}." if participation(user, activity) else ""
+    return f"Only the owner of this activity ({activity.owner.email}) and admins can {what} it.{answer}"
+
+
+def answer_activity(activity: Activity, user: User, response: object) -> ActivityParticipant:
+    """The participant's answer, sent to their own Google copy by their next sync cycle.
+
+    Raises PermissionError for someone who does not take part, ValidationError for an unknown answer.
+    """
+    link = participation(user, activity)
+    if link is None:
+        raise PermissionError("Only participants answer an activity; the owner organizes it.")
+    if response not in ANSWERS:
+        raise ValidationError({"response": f"Must be one of {', '.join(ANSWERS)}."})
+    if link.response_status != response:
+        link.response_status = response
+        link.response_pending = True
+    return link
+
+
 def edit_activity(activity: Activity, data: ActivityData) -> None:
     """A change to the whole activity (every occurrence of a series) made in the calendar."""
     update_activity(activity, data)

@@ -95,8 +95,18 @@ def _record_changes(session: Session, flush_context, instances) -> None:
         session.add(record)
 
 
+# A participant's own columns that are no synced field: an answer must never count as a change of the guest
+# list, or it would compete with (and could undo) one made in Google at the same time.
+PARTICIPANT_OWN_COLUMNS = ("response_status", "response_pending")
+
+
 def _touched_fields(obj, activity: Activity) -> set[str]:
     if isinstance(obj, ActivityParticipant):
+        state = inspect(obj)
+        session = state.session
+        if obj not in session.new and obj not in session.deleted and not any(
+                attr.history.has_changes() for attr in state.attrs if attr.key not in PARTICIPANT_OWN_COLUMNS):
+            return set()
         return {"participants"}
     if isinstance(obj, RecurrenceException):
         return {"exceptions"}

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
     select,
     text,
 )
@@ -88,6 +89,9 @@ class Organization(db.Model):
     # Namespaces the ids this organization's items get in Google, so two installations never collide.
     uid: Mapped[str] = mapped_column(String(32), unique=True, default=lambda: uuid.uuid4().hex)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Participants may change (not delete) the activities they take part in, as Google's "guests can
+    # modify"; off, only the owner and admins change them (`portal.activities.can_edit`).
+    participants_can_edit: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     users: Mapped[list[User]] = relationship(back_populates="organization", order_by="User.name")
     activity_types: Mapped[list[ActivityType]] = relationship(
@@ -368,8 +372,11 @@ class ActivityParticipant(db.Model):
 
     activity_id: Mapped[int] = mapped_column(ForeignKey("activities.id"), primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True, index=True)
-    # The participant's answer as Google reports it; shown, never pushed.
+    # The participant's answer: given in the portal or in Google, whichever came last.
     response_status: Mapped[str] = mapped_column(String(20), default="needsAction")
+    # Given in the portal and not yet in the participant's own Google copy: their next cycle sends it, and
+    # until then what Google still reports does not overwrite it.
+    response_pending: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     activity: Mapped[Activity] = relationship(back_populates="participant_links")
     user: Mapped[User] = relationship()
@@ -619,9 +626,6 @@ class Activity(db.Model):
         if user.organization_id != self.organization_id:
             return False
         return user.is_admin or self.involves(user)
-
-    def editable_by(self, user: User) -> bool:
-        return self.visible_to(user) and user.can_edit_activities
 
     def mark_deleted(self) -> None:
         self.deleted_at = utcnow()

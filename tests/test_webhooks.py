@@ -141,7 +141,7 @@ def known_channel(app, world, connected, sync_on, clock):
                                     expires_at=clock() + timedelta(days=7)))
         db.session.commit()
     return {"X-Goog-Channel-ID": "c" * 32, "X-Goog-Channel-Token": "right-token",
-            "X-Goog-Resource-ID": "resource-1", "X-Goog-Resource-State": "exists"}
+            "X-Goog-Resource-ID": "resource-1", "X-Goog-Resource-State": "exists", "X-Goog-Message-Number": "7"}
 
 
 @pytest.mark.parametrize("change", [
@@ -174,14 +174,76 @@ def test_stopped_and_expired_channels_are_not_ours_any_more(app, client, world, 
 
 def test_a_genuine_notification_makes_the_user_due_now(app, client, world, known_channel, clock):
     assert client.get(HOOK, headers=known_channel).status_code == 405
-    assert client.post(HOOK, headers={**known_channel, "X-Goog-Resource-State": "sync"}).status_code == 204
+    assert client.post(HOOK, headers={**known_channel, "X-Goog-Resource-State": "sync",
+                                      "X-Goog-Message-Number": "1"}).status_code == 204
     assert sync_row(app, world["user"]).due_at == clock() + timedelta(minutes=5)
     assert client.post(HOOK, headers=known_channel).status_code == 204
     assert sync_row(app, world["user"]).due_at == clock()
 
 
+@pytest.mark.parametrize("change", [
+    {"X-Goog-Resource-ID": "resource-\u00e9"},
+    {"X-Goog-Channel-ID": "c" * 31 + "\u00e9"},
+    {"X-Goog-Channel-Token": "right-token\u00e9"},
+    {"X-Goog-Resource-State": "exists\u00e9"},
+    {"X-Goog-Message-Number": "8\u00e9"},
+    {"X-Goog-Message-Number": "eight"},
+    {"X-Goog-Message-Number": "-8"},
+    {"X-Goog-Message-Number": "9" * 40},
+    {"X-Goog-Message-Number": None},
+])
+def test_a_malformed_notification_gets_400_and_changes_nothing(app, client, world, known_channel, clock, change):
+    headers = {k: v for k, v in {**known_channel, **change}.items() if v is not None}
+    before = sync_row(app, world["user"]).due_at
+    response = client.post(HOOK, headers=headers)
+    assert response.status_code == 400
+    assert sync_row(app, world["user"]).due_at == before
+    assert channels(app)[0].notifications == 0
+
+
+def postpone(app, clock):
+    """Move the user's next cycle away, so a test sees whether a notification brought it forward."""
+    with app.app_context():
+        db.session.execute(update(CalendarSync).values(due_at=clock() + timedelta(minutes=5)))
+        db.session.commit()
+
+
+def test_a_replayed_or_older_message_number_is_acknowledged_and_ignored(app, client, world, known_channel,
+                                                                        clock):
+    assert client.post(HOOK, headers=known_channel).status_code == 204  # number 7
+    assert sync_row(app, world["user"]).due_at == clock()
+    for number in ("7", "3"):
+        postpone(app, clock)
+        # Acknowledged: Google retries what is not 2xx, and a replay needs nothing more from it.
+        assert client.post(HOOK, headers={**known_channel, "X-Goog-Message-Number": number}).status_code == 204
+        assert sync_row(app, world["user"]).due_at == clock() + timedelta(minutes=5)
+    assert channels(app)[0].notifications == 1
+    # Google's numbers increase but are not consecutive.
+    assert client.post(HOOK, headers={**known_channel, "X-Goog-Message-Number": "1000"}).status_code == 204
+    assert sync_row(app, world["user"]).due_at == clock()
+    assert channels(app)[0].notifications == 2
+
+
+def test_a_flood_on_one_channel_makes_its_user_due_at_most_so_often(app, client, world, known_channel, clock):
+    app.config["WEBHOOK_NOTIFICATIONS_PER_MINUTE"] = 3
+    for number in range(10, 13):
+        postpone(app, clock)
+        assert client.post(HOOK, headers={**known_channel, "X-Goog-Message-Number": str(number)}).status_code == 204
+        assert sync_row(app, world["user"]).due_at == clock()
+    clock.advance(seconds=20)
+    for number in range(13, 30):
+        postpone(app, clock)
+        assert client.post(HOOK, headers={**known_channel, "X-Goog-Message-Number": str(number)}).status_code == 204
+        # Not now, but no change is lost: a cycle at the end of the minute reads whatever they announced.
+        assert sync_row(app, world["user"]).due_at == clock() + timedelta(seconds=40)
+    clock.advance(seconds=41)
+    postpone(app, clock)
+    assert client.post(HOOK, headers={**known_channel, "X-Goog-Message-Number": "30"}).status_code == 204
+    assert sync_row(app, world["user"]).due_at == clock()
+
+
 def test_the_webhook_needs_no_csrf_token(csrf_app):
-    response = csrf_app.test_client().post(HOOK, headers={"X-Goog-Channel-ID": "nope"})
+    response = csrf_app.test_client().post(HOOK, headers={"X-Goog-Channel-ID": "nope", "X-Goog-Message-Number": "1"})
     assert response.status_code == 404  # refused as unknown, not as a form without a CSRF token
 
 

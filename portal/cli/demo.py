@@ -20,6 +20,7 @@ from portal.sync.scheduler import start_scheduler
 
 DEMO_ORGANIZATION = "Demo Consulting"
 DEMO_PASSWORD = "demo-password"
+LOOPBACK = "127.0.0.1"
 DEMO_USERS = (
     ("admin@demo.example", "Ada Admin", "admin"),
     ("anna@demo.example", "Anna de Vries", "user"),
@@ -91,21 +92,30 @@ def _print_logins():
 @with_appcontext
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--demo", is_flag=True,
+              help="Start an embedded Google emulator on 127.0.0.1 and connect the demo organization to it "
+                   "(also DEMO_GOOGLE=True). Never for production: the emulator's control API has no login.")
 @click.option("--emulator-port", default=8765, show_default=True, type=int,
-              help="Port of the embedded Google emulator (used when no GOOGLE_API_ENDPOINT is configured).")
-@click.option("--no-emulator", is_flag=True, help="Do not start the embedded Google emulator.")
-def serve(host, port, emulator_port, no_emulator):
+              help="Port of the embedded Google emulator (with --demo).")
+def serve(host, port, demo, emulator_port):
     """Serve the portal with its sync scheduler (threaded, without the reloader).
 
-    Without a configured Google (GOOGLE_API_ENDPOINT), an embedded Google emulator is started and the demo
-    organization connected to it, its state kept in instance/, so the two-way sync can be seen at work.
+    With --demo, an embedded Google emulator is started on loopback and the demo organization connected to
+    it, its state kept in instance/, so the two-way sync can be seen at work.
     """
     app = current_app._get_current_object()
     emulator = None
-    if not no_emulator and not app.config.get("GOOGLE_API_ENDPOINT"):
-        emulator = start_embedded_google(app, host, emulator_port)
-        # The emulator delivers push notifications to this very server.
-        app.config["PUBLIC_BASE_URL"] = app.config["PUBLIC_BASE_URL"] or f"http://{host}:{port}"
+    if demo or app.config.get("DEMO_GOOGLE"):
+        # Pointing a portal configured for a real Google at the emulator would send its users' calendars
+        # to a stand-in nobody logs into: refuse rather than guess which one was meant.
+        if app.config.get("GOOGLE_API_ENDPOINT") or app.config.get("GOOGLE_TOKEN_URI"):
+            raise click.ClickException("The demo's emulated Google cannot start: GOOGLE_API_ENDPOINT or "
+                                       "GOOGLE_TOKEN_URI is configured (a real Google). Unset them for a demo.")
+        # Loopback whatever the portal's host: the emulator's control API has no authentication.
+        emulator = start_embedded_google(app, LOOPBACK, emulator_port)
+        app.config["DEMO_GOOGLE"] = True
+        # The emulator delivers push notifications to this very server, over loopback too.
+        app.config["PUBLIC_BASE_URL"] = app.config["PUBLIC_BASE_URL"] or f"http://{LOOPBACK}:{port}"
         for line in connect_demo_organization(emulator, DEMO_ORGANIZATION, [email for email, *_ in DEMO_USERS]):
             click.echo(line)
     if app.config.get("SCHEDULER_ENABLED"):

@@ -14,9 +14,11 @@ from portal.activities import (
     LATEST_YEAR,
     ValidationError,
     activity_to_values,
+    answer_activity,
     clean_activity,
     create_activity,
     delete_activity,
+    refusal,
     text_problem,
     update_activity,
     visible_activities_query,
@@ -108,7 +110,7 @@ def activity_json(activity: Activity, status_reader=None) -> dict:
     body = {
         "id": activity.id,
         **activity_to_values(activity),
-        # What each participant answered in Google: shown, never written from here.
+        # Each participant's answer (in the portal or in Google); changed by POST .../response only.
         "responses": {link.user.email: link.response_status for link in activity.participant_links},
         "exceptions": [exception_json(activity, e) for e in activity.exceptions],
         "updated_at": activity.updated_at.isoformat(),
@@ -144,12 +146,17 @@ def activity_response(activity: Activity, status: int = 200):
     return response
 
 
-def get_activity(activity_id: int, *, for_edit: bool = False) -> Activity:
+def get_activity(activity_id: int, *, for_edit: bool = False, for_delete: bool = False) -> Activity:
     activity = db.session.get(Activity, activity_id)
     if activity is None or activity.is_deleted or not activity.visible_to(g.api_user):
         raise ApiError(404, f"No activity {activity_id}.")
-    if for_edit:
+    if for_edit or for_delete:
         writer_required()
+        refused = refusal(g.api_user, activity, deleting=for_delete, how_to_answer=(
+            f'answer it instead: POST /api/v1/activities/{activity_id}/response {{"response": "declined"}} '
+            "(or accepted, tentative)"))
+        if refused:
+            raise ApiError(403, refused)
     return activity
 
 
@@ -236,12 +243,32 @@ def update_activity_view(activity_id: int):
 @token_required
 def delete_activity_view(activity_id: int):
     """Delete an activity."""
-    activity = get_activity(activity_id, for_edit=True)
+    activity = get_activity(activity_id, for_delete=True)
     check_if_match(activity)
     changed_by(db.session, g.api_user.id)
     delete_activity(activity)
     db.session.commit()
     return "", 204
+
+
+@bp.post("/activities/<int:activity_id>/response")
+@token_required
+def answer_activity_view(activity_id: int):
+    """A participant's answer (accepted, tentative, declined); it reaches their Google copy with their sync."""
+    activity = get_activity(activity_id)
+    body = json_body()
+    unknown = sorted(set(body) - {"response"})
+    if unknown:
+        raise ApiError(400, "The answer is not valid.", {name[:60]: "Unknown field." for name in unknown[:20]})
+    changed_by(db.session, g.api_user.id)
+    try:
+        answer_activity(activity, g.api_user, body.get("response"))
+    except PermissionError as exc:
+        raise ApiError(403, str(exc)) from None
+    except ValidationError as exc:
+        raise ApiError(400, "The answer is not valid.", exc.fields) from None
+    db.session.commit()
+    return activity_response(activity)
 
 
 @bp.get("/activity-types")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, make_response, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import select
 
@@ -13,6 +13,9 @@ from portal.activities import (
     EARLIEST_YEAR,
     LATEST_YEAR,
     ValidationError,
+    answer_activity,
+    can_delete,
+    can_edit,
     clean_activity,
     create_activity,
     default_times,
@@ -20,6 +23,8 @@ from portal.activities import (
     delete_occurrence,
     edit_activity,
     edit_occurrence,
+    participation,
+    refusal,
     visible_activities_query,
 )
 from portal.changes import changed_by
@@ -51,14 +56,22 @@ def index():
     return redirect(url_for("calendar.week"))
 
 
-def get_activity(activity_id: int, *, for_edit: bool = False) -> Activity:
-    """The activity if the current user may see it (or edit it), else 404/403."""
+def get_activity(activity_id: int, *, for_edit: bool = False, for_delete: bool = False) -> Activity:
+    """The activity if the current user may see it (or edit, or delete it), else 404/403."""
     activity = db.session.get(Activity, activity_id)
     if activity is None or activity.is_deleted or not activity.visible_to(current_user):
         abort(404)
-    if for_edit and not activity.editable_by(current_user):
-        abort(403)
+    if for_edit or for_delete:
+        refuse(activity, deleting=for_delete)
     return activity
+
+
+def refuse(activity: Activity, *, deleting: bool = False) -> None:
+    """403 with the reason in words (the owner's and admins' to change; a participant answers instead)."""
+    reason = refusal(current_user, activity, deleting=deleting,
+                     how_to_answer="answer it instead with the buttons on its page")
+    if reason:
+        abort(make_response(render_template("errors.html", code=403, title="Forbidden", message=reason), 403))
 
 
 def parse_week(value: str | None) -> date:
@@ -191,7 +204,7 @@ def google_details(activity: Activity | None) -> dict:
             SyncJournalEntry.activity_id == activity.id, SyncJournalEntry.kind == "created",
             SyncJournalEntry.message.like("%is not a user of the Google Workspace%")).limit(1))
         note += f": the owner {activity.owner.email} is not a user of the Google Workspace." if placed else "."
-    return {"answers": answers if linked else [], "guests": guests, "organizer_note": note,
+    return {"answers": answers, "guests": guests, "organizer_note": note,
             "answer_labels": ANSWERS}
 
 
@@ -201,7 +214,7 @@ def form_context(fields: dict, errors: dict, activity: Activity | None, occurren
         select(Project).where(Project.organization_id == organization.id).order_by(Project.name)
     ).all()
     users = [u for u in organization.users if u.active]
-    readonly = activity is not None and not activity.editable_by(current_user)
+    readonly = activity is not None and not can_edit(current_user, activity)
     locked = locked_reason(activity)
     sync_status = StatusReader(organization)(activity) if activity is not None else None
     conflicts = lost_values(activity) if activity is not None else []
@@ -215,7 +228,8 @@ def form_context(fields: dict, errors: dict, activity: Activity | None, occurren
         "scopes": SCOPES,
         "locked": locked,
         "google": google_details(activity),
-        "can_delete": activity is not None and not readonly and current_user.can_edit_activities,
+        "can_delete": activity is not None and can_delete(current_user, activity),
+        "my_answer": participation(current_user, activity) if activity is not None else None,
         "readonly": readonly or not current_user.can_edit_activities or locked is not None,
         "activity_types": organization.activity_types,
         "users": users,
@@ -336,7 +350,7 @@ def occurrence_label(activity: Activity, occurrence) -> str:
 def delete(activity_id: int):
     """Delete an activity (kept as a tombstone so the sync sees the deletion), or with ``occurrence`` one
     occurrence of a series (``scope=this``) or it and all after it (``scope=following``)."""
-    activity = get_activity(activity_id, for_edit=True)
+    activity = get_activity(activity_id, for_delete=True)
     key = request.form.get("occurrence", "").strip().upper()
     scope = request.form.get("scope", "all")
     if key and activity.is_recurring and scope in ("this", "following") and locked_reason(activity):
@@ -380,6 +394,23 @@ def after_change(message: str):
     return render(None, "calendar/_saved.html", {**context, "message": message, "partial": partial})
 
 
+@bp.route("/activities/<int:activity_id>/response", methods=("POST",))
+@login_required
+def answer(activity_id: int):
+    """A participant's answer to an activity (a series as a whole); it reaches their Google copy with their sync."""
+    activity = get_activity(activity_id)
+    changed_by(db.session, current_user.id)
+    try:
+        answer_activity(activity, current_user, request.form.get("response"))
+    except PermissionError as exc:
+        abort(make_response(render_template("errors.html", code=403, title="Forbidden", message=str(exc)), 403))
+    except ValidationError as exc:
+        abort(make_response(render_template("errors.html", code=400, title="Bad request",
+                                            message=exc.fields["response"]), 400))
+    db.session.commit()
+    return after_change(f"Answered “{activity.subject}”: {ANSWERS[request.form['response']]}.")
+
+
 # Only texts: a lost start or end alone would make a time slot nobody chose.
 RESTORABLE_FIELDS = tuple(ACTIVITY_TEXTS)
 TRASH_DAYS = 30
@@ -417,7 +448,9 @@ def trash():
     since = utcnow() - timedelta(days=TRASH_DAYS)
     query = visible_activities_query(current_user, include_deleted=True).where(Activity.deleted_at >= since)
     items = db.session.scalars(query.order_by(Activity.deleted_at.desc())).all()
-    return render_template("calendar/trash.html", items=items, zone=current_user.zone, view="trash")
+    restorable = {a.id for a in items if can_delete(current_user, a)}
+    return render_template("calendar/trash.html", items=items, restorable=restorable, zone=current_user.zone,
+                           view="trash")
 
 
 @bp.route("/trash/<int:activity_id>/restore", methods=("POST",))
@@ -427,8 +460,7 @@ def restore(activity_id: int):
     activity = db.session.get(Activity, activity_id)
     if activity is None or not activity.is_deleted or not activity.visible_to(current_user):
         abort(404)
-    if not activity.editable_by(current_user):
-        abort(403)
+    refuse(activity, deleting=True)
     if activity.deleted_at < utcnow() - timedelta(days=TRASH_DAYS):
         abort(410, description="Deleted more than 30 days ago: it can no longer be restored.")
     changed_by(db.session, current_user.id)

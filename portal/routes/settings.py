@@ -12,6 +12,7 @@ from flask import Blueprint, abort, flash, redirect, request, url_for
 from flask_login import current_user
 
 from portal import integration
+from portal.extensions import db
 from portal.integration import KEY_FILE_LIMIT, SettingsError, TestOutcome
 from portal.routes import render, role_required, wants_partial
 
@@ -28,6 +29,7 @@ ACTION_LABELS = {
     "integration_enabled": "Integration switched on",
     "integration_disabled": "Integration switched off",
     "integration_enable_refused": "Switching on refused (connection test failed)",
+    "participants_can_edit_changed": "Participants' permission to change activities changed",
 }
 
 
@@ -146,6 +148,22 @@ def save_activity_types():
     except SettingsError as exc:
         return _render(row, 422, errors=exc.errors)
     return _done(row, "Activity types saved." if changed else "Nothing changed.")
+
+
+@bp.route(PAGE + "/participants", methods=("POST",))
+@role_required("admin")
+def save_participants():
+    """Whether participants may change (never delete) the activities they take part in."""
+    row = _row()
+    organization = current_user.organization
+    value = request.form.get("participants_can_edit") in ("on", "true", "1")
+    if organization.participants_can_edit == value:
+        return _done(row, "Nothing changed.")
+    organization.participants_can_edit = value
+    integration.audit(organization, current_user, "participants_can_edit_changed", participants_can_edit=value)
+    db.session.commit()
+    return _done(row, "Participants may now change the activities they take part in." if value
+                 else "Only owners and admins change activities now.")
 
 
 @bp.route(PAGE + "/enabled", methods=("POST",))

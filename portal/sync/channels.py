@@ -19,7 +19,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import case, or_, select, update
 
 from portal.extensions import db
 from portal.integration import calendar_client, integration_for
@@ -156,7 +156,10 @@ def stop_unwanted_channels(*, now: datetime | None = None, limit: int = 100) -> 
 
 def channel_for_notification(channel_id: str, token: str, resource_id: str | None,
                              now: datetime) -> WatchChannel | None:
-    """The open channel a notification names, when its token (and resource, if sent) match; else None."""
+    """The open channel a notification names, when its token (and resource, if sent) match; else None.
+
+    The values must be ASCII (`malformed_notification` says so first): hmac refuses to compare others.
+    """
     if not channel_id or len(channel_id) > 64:
         return None
     channel = db.session.get(WatchChannel, channel_id)
@@ -165,3 +168,60 @@ def channel_for_notification(channel_id: str, token: str, resource_id: str | Non
     if resource_id and channel.resource_id and not hmac.compare_digest(resource_id, channel.resource_id):
         return None
     return channel
+
+
+# Google's message numbers are 64-bit integers (its push guide: they increase, not consecutively).
+MESSAGE_NUMBER_DIGITS = 19
+NOTIFICATION_HEADERS = ("X-Goog-Channel-ID", "X-Goog-Channel-Token", "X-Goog-Resource-ID",
+                        "X-Goog-Resource-State", "X-Goog-Message-Number")
+RATE_WINDOW = timedelta(minutes=1)
+
+
+def malformed_notification(headers) -> str | None:
+    """Why these headers cannot come from Google (a message for the 400), or None when they could."""
+    for name in NOTIFICATION_HEADERS:
+        value = headers.get(name)
+        if value is not None and not (value.isascii() and value.isprintable()):
+            return f"{name} must be printable ASCII."
+    number = headers.get("X-Goog-Message-Number")
+    if number is None:
+        return "X-Goog-Message-Number is missing."
+    if not (number.isdigit() and len(number) <= MESSAGE_NUMBER_DIGITS and int(number) < 2 ** 63):
+        return "X-Goog-Message-Number must be a whole number."
+    return None
+
+
+def record_notification(channel: WatchChannel, message_number: int, now: datetime, *,
+                        counted: bool) -> datetime | None:
+    """Note a notification on its channel; returns when its user should be due (None: ignore it).
+
+    One conditional update, so two processes receiving the same message never both act on it. A number not
+    above the highest seen is a replay, or arrived after a later one: a cycle started for the later one reads
+    its change too, so either way there is nothing to do. Past `WEBHOOK_NOTIFICATIONS_PER_MINUTE` within a
+    channel's minute, the user is made due at the end of that minute instead of now: one cycle reads every
+    change the flood announced, and none is lost. `counted=False` (Google's "sync" message) only notes the
+    number.
+    """
+    new_window = or_(WatchChannel.window_started_at.is_(None), WatchChannel.window_started_at <= now - RATE_WINDOW)
+    values = {"last_message_number": message_number}
+    if counted:
+        values |= {
+            "notifications": WatchChannel.notifications + 1,
+            "last_notified_at": now,
+            "window_started_at": case((new_window, now), else_=WatchChannel.window_started_at),
+            "window_count": case((new_window, 1), else_=WatchChannel.window_count + 1),
+        }
+    result = db.session.execute(
+        update(WatchChannel)
+        .where(WatchChannel.id == channel.id,
+               or_(WatchChannel.last_message_number.is_(None), WatchChannel.last_message_number < message_number))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1 or not counted:
+        return None
+    # Our update holds the row until the commit, so what it reads back is its own window.
+    db.session.refresh(channel)
+    if channel.window_count <= int(current_app.config["WEBHOOK_NOTIFICATIONS_PER_MINUTE"]):
+        return now
+    return channel.window_started_at + RATE_WINDOW

@@ -1,7 +1,8 @@
 """The demo's Google side: an embedded emulator, and the demo organization connected to it.
 
-`flask --app portal serve` (what `make run` starts) uses this when no real Google is configured
-(`GOOGLE_API_ENDPOINT` unset): a newcomer sees the two-way sync at work without a Workspace account.
+`flask --app portal serve --demo` (what `make run` starts; or `DEMO_GOOGLE = True`) uses this: a newcomer
+sees the two-way sync at work without a Workspace account. Only that explicit switch starts it, always on
+loopback: its control API has no authentication, and an unset `GOOGLE_API_ENDPOINT` means the real Google.
 Everything goes the way an admin's set-up would: the emulator mints a service account and its P12 key,
 grants domain-wide delegation for the portal's scopes, and the key is uploaded and encrypted through
 `portal.integration`, then the integration is switched on after a connection test.

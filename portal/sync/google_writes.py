@@ -56,11 +56,17 @@ class EventPlace:
     external: list = field(default_factory=list)  # guests from outside the organization, sent back as they are
     known_guests: Mapping | None = None  # the guests as Google has them (what they set themselves stays)
     etag: str | None = None
+    # The organization's "participants may edit" (None: leave Google's as it is): sent with every write of
+    # the series, so Google lets the guests change the event exactly when the portal lets participants.
+    guests_can_modify: bool | None = None
 
     def body(self, state: core.ItemState, *, with_id: bool = False) -> dict:
-        return event_body(state, organizer_email=self.calendar, activity_id=self.activity_id,
+        body = event_body(state, organizer_email=self.calendar, activity_id=self.activity_id,
                           organization_uid=self.organization_uid, external=self.external,
                           event_id=self.event_id if with_id else None, known_guests=self.known_guests)
+        if self.guests_can_modify is not None:
+            body["guestsCanModify"] = self.guests_can_modify
+        return body
 
 
 def insert_write(key: Hashable, place: EventPlace, state: core.ItemState) -> EventWrite:
@@ -74,9 +80,12 @@ def series_patch(place: EventPlace, target: core.ItemState, current: core.ItemSt
     the occurrences edited there, alone. Without a known current state, every series field goes."""
     wanted = place.body(target)
     if current is None:
-        return {name: wanted[name] for name in SERIES_FIELDS}
+        return {name: wanted[name] for name in (*SERIES_FIELDS, "guestsCanModify") if name in wanted}
     had = place.body(current)
-    return {name: wanted[name] for name in SERIES_FIELDS if wanted[name] != had[name]}
+    patch = {name: wanted[name] for name in SERIES_FIELDS if wanted[name] != had[name]}
+    if patch and place.guests_can_modify is not None:
+        patch["guestsCanModify"] = place.guests_can_modify
+    return patch
 
 
 def update_write(key: Hashable, place: EventPlace, target: core.ItemState,
@@ -154,3 +163,17 @@ def orphan_writes(orphans: Mapping[str, Orphans], *, skip: Iterable[str] = ()) -
     return [EventWrite(("orphan", event_id, key), "delete", found.calendar, instance_id(event_id, key))
             for event_id, found in orphans.items() if event_id not in skip
             for key, exc in found.exceptions.items() if not exc.cancelled]
+
+
+def answer_write(key: Hashable, calendar: str, copy: Mapping, response: str) -> EventWrite | None:
+    """A participant's answer, as Google lets an attendee give it: a patch of their own copy of the event
+    whose attendee list is the one Google holds with only their own `responseStatus` changed (Events:
+    patch; an attendee may change nothing else: "forbiddenForNonOrganizer"), conditional on the copy's etag.
+    None when Google has that answer already or does not list them as a guest.
+    """
+    attendees = [dict(a) for a in copy.get("attendees") or [] if isinstance(a, Mapping)]
+    mine = next((a for a in attendees if str(a.get("email", "")).lower() == calendar.lower()), None)
+    if mine is None or mine.get("responseStatus") == response:
+        return None
+    mine["responseStatus"] = response
+    return EventWrite(key, "patch", calendar, str(copy["id"]), {"attendees": attendees}, copy.get("etag"))

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     ForeignKey,
     Index,
@@ -176,7 +177,7 @@ class SyncJournalEntry(db.Model):
     cycle_id: Mapped[int | None] = mapped_column(ForeignKey("sync_cycles.id"), index=True)
     activity_id: Mapped[int | None] = mapped_column(ForeignKey("activities.id"))
     google_event_id: Mapped[str | None] = mapped_column(String(1024))
-    kind: Mapped[str] = mapped_column(String(20))  # created | updated | deleted | restored | linked | conflict | error
+    kind: Mapped[str] = mapped_column(String(20))  # created | updated | deleted | restored | linked | conflict | error | answered
     side: Mapped[str | None] = mapped_column(String(10))  # the side that was written (or lost, for conflicts)
     field: Mapped[str | None] = mapped_column(String(100))
     before: Mapped[dict | list | str | None] = mapped_column(JSON)
@@ -275,6 +276,11 @@ class WatchChannel(db.Model):
     notifications: Mapped[int] = mapped_column(Integer, default=0)
     last_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     error_message: Mapped[str | None] = mapped_column(Text)  # why Google refused to open it
+    # Google's message numbers increase per channel: one not above the highest seen is a replay.
+    last_message_number: Mapped[int | None] = mapped_column(BigInteger)
+    # Notifications acted on in the current minute of this channel (the rate limit's fixed window).
+    window_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    window_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     @staticmethod
     def hash(token: str) -> str:

@@ -174,6 +174,7 @@ def _pulled_item(cycle: Cycle, event_id: str, event: dict, link: SyncLink | None
         responses=attendee_responses(event),
         event_type=event_type_of(event),
         guests=guests_of(event),
+        guests_can_modify=event.get("guestsCanModify") is True,
     )
     cycle.google_states[event_id] = state_now
     return core.GoogleItem(state_now, modified, cycle.events[event_id].etag)
@@ -472,7 +473,7 @@ def item_of_event(cycle: Cycle, link: SyncLink, event: dict, instances: list[dic
         organizer=organizer, external=external_attendees(event, cycle.users_by_email),
         activity_property=None, from_organizer_copy=True, etag=event.get("etag"),
         responses=attendee_responses(event), event_type=event_type_of(event),
-        guests=guests_of(event))
+        guests=guests_of(event), guests_can_modify=event.get("guestsCanModify") is True)
     cycle.google_states[link.google_event_id] = state
     return core.GoogleItem(state, modified, event.get("etag"))
 

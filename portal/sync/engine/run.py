@@ -41,7 +41,12 @@ from portal.sync.engine.state import (
     mark_link_failed,
     worker_name,
 )
-from portal.sync.engine.write_google import hold_failed_links, reserve_event_ids, write_to_google
+from portal.sync.engine.write_google import (
+    hold_failed_links,
+    reserve_event_ids,
+    send_answers,
+    write_to_google,
+)
 from portal.sync.engine.write_portal import apply, mark_outbox, refresh_attendees
 from portal.sync.google import (
     GoogleError,
@@ -201,6 +206,7 @@ def _cycle(cycle: Cycle) -> None:
         _replan_refetched(cycle)
         db.session.commit()
     refresh_attendees(cycle)
+    send_answers(cycle)
     checkpoint("outbox")
     mark_outbox(cycle)
     if state is not None and not cycle.held_back:

@@ -95,6 +95,7 @@ class EventInfo:
     responses: dict = field(default_factory=dict)
     event_type: str = "default"
     guests: dict = field(default_factory=dict)  # e-mail -> the attendee as Google has it
+    guests_can_modify: bool = False
 
 
 class OrganizationUsers(Mapping):

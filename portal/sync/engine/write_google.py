@@ -7,11 +7,13 @@ import logging
 from dataclasses import replace
 
 from flask import current_app
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from portal.extensions import db
 from portal.models import (
     Activity,
+    ActivityParticipant,
     utcnow,
 )
 from portal.sync import core
@@ -38,6 +40,7 @@ from portal.sync.google import (
 from portal.sync.google_writes import (
     EventPlace,
     EventWrite,
+    answer_write,
     exception_writes,
     insert_write,
     orphan_writes,
@@ -349,7 +352,18 @@ def _place(cycle: Cycle, link: SyncLink, *, calendar: str | None = None, etag: s
     external = info.external if info is not None else (link.external_attendees or [])
     return EventPlace(calendar=calendar or link.calendar_email, event_id=link.google_event_id,
                       activity_id=link.activity_id or 0, organization_uid=cycle.organization.uid,
-                      external=external, known_guests=info.guests if info is not None else None, etag=etag)
+                      external=external, known_guests=info.guests if info is not None else None, etag=etag,
+                      guests_can_modify=_guests_can_modify(cycle, info))
+
+
+def _guests_can_modify(cycle: Cycle, info) -> bool | None:
+    """What the event's `guestsCanModify` must become (None: leave it): the organization's "participants may
+    edit", sent only where Google holds something else, so an event written for another reason keeps its
+    other fields as they are. Unread (an insert), only a True needs saying: False is Google's default."""
+    wanted = bool(cycle.organization.participants_can_edit)
+    if info is None:
+        return True if wanted else None
+    return wanted if info.guests_can_modify != wanted else None
 
 
 def _write_for(cycle: Cycle, index: int, action) -> EventWrite | None:
@@ -419,3 +433,48 @@ def _fixed_by_google(cycle: Cycle, action: core.UpdateEvent) -> str | None:
         return None
     changed = {name for name in core.SYNCED_FIELDS if getattr(current, name) != getattr(action.state, name)}
     return code if changed & fixed or current.exceptions != action.state.exceptions else None
+
+
+def send_answers(cycle: Cycle) -> None:
+    """The puller's answers given in the portal, written to their own Google copy of each event.
+
+    Runs after `refresh_attendees`, which leaves pending answers alone, so the answer this cycle read from
+    Google before sending never overwrites the one it sends. An answer given again meanwhile stays pending
+    (the flag is cleared only for the answer sent). An item not in Google yet keeps its answer pending.
+    """
+    user = cycle.puller
+    if user is None:
+        return
+    pending = db.session.execute(
+        select(ActivityParticipant.activity_id, ActivityParticipant.response_status, SyncLink.google_event_id)
+        .join(SyncLink, SyncLink.activity_id == ActivityParticipant.activity_id)
+        .where(ActivityParticipant.user_id == user.id, ActivityParticipant.response_pending.is_(True),
+               SyncLink.confirmed.is_(True), SyncLink.google_event_id.is_not(None))
+    ).all()
+    for activity_id, response, event_id in pending:
+        client = cycle.client(user.email)
+        try:
+            write = answer_write(("answer", activity_id), user.email, client.get_event(event_id), response)
+            if write is not None:
+                client.execute(client.request_for(write), item=True)
+        except (IntegrationError, UserError):
+            raise
+        except TransientError as exc:  # tried again in the next cycle
+            log.info("answer of user %s to %s not sent: %s", user.id, event_id, exc.code)
+            continue
+        except GoogleError as exc:
+            if exc.status == 412:  # the copy changed between reading and writing: the next cycle reads it again
+                continue
+            cycle.row.errors += 1
+            cycle.journal("error", activity_id=activity_id, google_event_id=event_id, side="google",
+                          message=f"Your answer could not be sent to Google Calendar: {exc.cause}")
+        else:
+            cycle.journal("answered", activity_id=activity_id, google_event_id=event_id, side="google",
+                          after=response, message=f"{user.email} answered {response} in their Google calendar.")
+        db.session.execute(
+            update(ActivityParticipant)
+            .where(ActivityParticipant.activity_id == activity_id, ActivityParticipant.user_id == user.id,
+                   ActivityParticipant.response_status == response)
+            .values(response_pending=False)
+        )
+        db.session.commit()

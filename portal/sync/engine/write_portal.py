@@ -389,7 +389,7 @@ def _update_activity(cycle: Cycle, action: core.UpdateActivity | core.RestoreAct
 def refresh_attendees(cycle: Cycle) -> None:
     """Keep each activity's view of its Google event current: every participant's answer, the guests from
     outside the organization, and who organizes it. None of these are synced fields, so they change without
-    the item changing, and none of them is ever written to Google."""
+    the item changing. An answer given in the portal and not sent yet (`send_answers`) stays as it is."""
     by_event = {link.google_event_id: link for link in cycle.links.values()
                 if link.google_event_id and link.activity_id and link.confirmed}
     for event_id, info in cycle.events.items():
@@ -404,7 +404,7 @@ def refresh_attendees(cycle: Cycle) -> None:
                 changed_by(db.session, None, origin="google")
                 for participant in activity.participant_links:
                     answer = info.responses.get(participant.user.email.lower())
-                    if answer and participant.response_status != answer:
+                    if answer and participant.response_status != answer and not participant.response_pending:
                         participant.response_status = answer
                 if link.external_attendees != info.external:
                     link.external_attendees = info.external
