@@ -1,7 +1,7 @@
 """Participants' answers and the organization's "participants may edit"; web hook replays and floods
 
-Revision ID: 0008_sec_sync
-Revises: 0007
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-11-30 05:00:00.000000
 
 """
@@ -10,8 +10,8 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = "0008_sec_sync"
-down_revision = "0007"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
