@@ -35,16 +35,18 @@ from portal.models import (
     normalize_email,
     utcnow,
 )
-from portal.sync.recurrence import (
-    EARLIEST_YEAR,
-    LATEST_YEAR,
-    RecurrenceError,
+from portal.sync.occurrences import (
     is_occurrence,
     occurrence_key,
     occurrence_moment,
     occurrences,
-    refuse_oversized,
     split_recurrence,
+)
+from portal.sync.recurrence import (
+    EARLIEST_YEAR,
+    LATEST_YEAR,
+    RecurrenceError,
+    refuse_oversized,
     validate_recurrence,
 )
 

@@ -31,13 +31,8 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from portal.extensions import db
-from portal.sync.recurrence import (
-    RecurrenceError,
-    occurrence_key,
-    occurrence_keys_among,
-    occurrence_moment,
-    occurrences,
-)
+from portal.sync.occurrences import occurrence_key, occurrence_keys_among, occurrence_moment, occurrences
+from portal.sync.recurrence import RecurrenceError
 
 ROLES = ("admin", "user", "helpdesk")
 # How long an activity's texts may be, wherever they come from (the form, the API, Google).

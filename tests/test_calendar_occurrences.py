@@ -224,12 +224,21 @@ def test_read_only_series_offers_no_occurrence_changes(app, world, login_as):
     assert load(app, activity_id).is_deleted  # only the whole item can go
 
 
-def test_participant_may_edit_an_occurrence_but_not_others(app, world, login_as):
+def test_participant_edits_an_occurrence_only_where_the_organization_lets_participants_edit(app, world, login_as):
+    from portal.extensions import db
+    from portal.models import Organization
+
     activity_id = series(app, world, participants=["colleague@acme.test"])
-    assert login_as("colleague").post(f"/calendar/activities/{activity_id}",
-                                      data=occurrence_form(subject="Mine too")).status_code == 302
+    colleague = login_as("colleague")
+    refused = colleague.post(f"/calendar/activities/{activity_id}", data=occurrence_form(subject="Mine too"))
+    assert refused.status_code == 403 and load(app, activity_id).exceptions == []
+    with app.app_context():
+        db.session.get(Organization, world["acme"]).participants_can_edit = True
+        db.session.commit()
+    assert colleague.post(f"/calendar/activities/{activity_id}",
+                          data=occurrence_form(subject="Mine too")).status_code == 302
     assert [e.subject for e in load(app, activity_id).exceptions] == ["Mine too"]
-    login_as("colleague").post("/logout")
+    colleague.post("/logout")
     other = login_as("other")
     assert other.post(f"/calendar/activities/{activity_id}", data=occurrence_form()).status_code == 404
     assert other.post(f"/calendar/activities/{activity_id}/delete", data={"occurrence": THIRD,

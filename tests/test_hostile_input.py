@@ -10,7 +10,8 @@ from sqlalchemy import func, select
 from portal.extensions import db
 from portal.models import Activity, Project
 from portal.sync.models import SyncJournalEntry
-from portal.sync.recurrence import occurrences, validate_recurrence
+from portal.sync.occurrences import occurrences
+from portal.sync.recurrence import validate_recurrence
 from tests.helpers import make_activity
 
 TIMED = {"subject": "Review", "start": "2026-03-02T09:00:00+01:00", "end": "2026-03-02T10:00:00+01:00",

@@ -12,14 +12,8 @@ from portal import models
 from portal.extensions import db
 from portal.models import Activity, Project
 from portal.sync.models import SyncJournalEntry
-from portal.sync.recurrence import (
-    MAX_DATES,
-    MAX_RULES,
-    ExpansionLimit,
-    RecurrenceError,
-    occurrences,
-    validate_recurrence,
-)
+from portal.sync.occurrences import occurrences
+from portal.sync.recurrence import MAX_DATES, MAX_RULES, ExpansionLimit, RecurrenceError, validate_recurrence
 from tests.helpers import make_activity
 
 TIMED = {"subject": "Review", "start": "2026-03-02T09:00:00+01:00", "end": "2026-03-02T10:00:00+01:00",

@@ -7,7 +7,8 @@ import pytest
 
 from portal.sync.core import ExceptionState, FrozenMap, ItemState
 from portal.sync.mapping import MappingError, event_body, event_state, instance_body, instance_reset_body
-from portal.sync.recurrence import RecurrenceError, occurrence_keys_among, split_recurrence
+from portal.sync.occurrences import occurrence_keys_among, split_recurrence
+from portal.sync.recurrence import RecurrenceError
 
 NINE = datetime(2027, 1, 4, 8, 0, tzinfo=UTC)  # Monday 09:00 in Amsterdam
 

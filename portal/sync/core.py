@@ -29,7 +29,7 @@ from portal.sync.items import (
     Side,
     zone_info,
 )
-from portal.sync.recurrence import has_occurrence_after, is_occurrence
+from portal.sync.occurrences import has_occurrence_after, is_occurrence
 
 __all__ = [
     "MERGE_GROUPS",

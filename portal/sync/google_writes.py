@@ -18,7 +18,7 @@ from typing import Literal
 from portal.models import ACTIVITY_TEXTS
 from portal.sync import core
 from portal.sync.mapping import event_body, instance_body, instance_id, instance_reset_body
-from portal.sync.recurrence import occurrence_keys_among
+from portal.sync.occurrences import occurrence_keys_among
 
 # The event fields a series update may send; anything else Google holds (reminders, colour, conference
 # data, attachments) is left as Google has it, because a patch only replaces what it names.

@@ -13,14 +13,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from portal.models import ACTIVITY_TEXTS, DESCRIPTION_LIMIT, LOCATION_LIMIT, SUBJECT_LIMIT
 from portal.sync.core import ExceptionState, FrozenMap, ItemState
-from portal.sync.recurrence import (
-    EARLIEST_YEAR,
-    LATEST_YEAR,
-    occurrence_key,
-    occurrence_keys_among,
-    occurrence_moment,
-    occurrences,
-)
+from portal.sync.occurrences import occurrence_key, occurrence_keys_among, occurrence_moment, occurrences
+from portal.sync.recurrence import EARLIEST_YEAR, LATEST_YEAR
 
 PRIVATE_VISIBILITIES = ("private", "confidential")
 ACTIVITY_ID_PROPERTY = "psaActivityId"

@@ -9,9 +9,9 @@ event itself.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dateutil import rrule as du
@@ -19,16 +19,9 @@ from dateutil import rrule as du
 __all__ = [
     "ExpansionLimit",
     "RecurrenceError",
-    "has_occurrence_after",
     "is_editable",
-    "is_occurrence",
     "normalize_recurrence",
-    "occurrence_key",
-    "occurrence_keys_among",
-    "occurrence_moment",
-    "occurrences",
     "refuse_oversized",
-    "split_recurrence",
     "validate_recurrence",
 ]
 
@@ -45,10 +38,10 @@ WEEKDAYS = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
 
 # Sub-daily frequencies are valid RFC 5545 but neither Google's UI nor the portal's editor
 # offers them, and a calendar item every minute is almost certainly a mistake.
-_FREQS = {"DAILY": du.DAILY, "WEEKLY": du.WEEKLY, "MONTHLY": du.MONTHLY, "YEARLY": du.YEARLY}
+FREQS = {"DAILY": du.DAILY, "WEEKLY": du.WEEKLY, "MONTHLY": du.MONTHLY, "YEARLY": du.YEARLY}
 
 # Canonical part order; it decides the spelling two equivalent rules share.
-_PART_ORDER = (
+PART_ORDER = (
     "FREQ", "COUNT", "UNTIL", "INTERVAL", "BYSECOND", "BYMINUTE", "BYHOUR", "BYDAY",
     "BYMONTHDAY", "BYYEARDAY", "BYWEEKNO", "BYMONTH", "BYSETPOS", "WKST",
 )  # fmt: skip
@@ -74,9 +67,9 @@ DateValue = date | datetime
 
 
 @dataclass(frozen=True)
-class _Rule:
+class Rule:
     kind: str  # RRULE or EXRULE
-    parts: tuple[tuple[str, str], ...]  # canonical, in _PART_ORDER
+    parts: tuple[tuple[str, str], ...]  # canonical, in PART_ORDER
 
     def get(self, key: str) -> str | None:
         return dict(self.parts).get(key)
@@ -89,8 +82,8 @@ class _Dates:
 
 
 @dataclass(frozen=True)
-class _Parsed:
-    rules: tuple[_Rule, ...]
+class Parsed:
+    rules: tuple[Rule, ...]
     dates: tuple[_Dates, ...]
 
     def lines(self) -> tuple[str, ...]:
@@ -105,14 +98,14 @@ def _name_of(line: str) -> str:
     return re.split(r"[;:]", line, maxsplit=1)[0].upper()
 
 
-def parse_recurrence(lines: Iterable[str], *, time_zone: str | None = None, all_day: bool = False) -> _Parsed:
+def parse_recurrence(lines: Iterable[str], *, time_zone: str | None = None, all_day: bool = False) -> Parsed:
     """The lines read and checked, each rule and date list as a value (raises RecurrenceError)."""
     if isinstance(lines, str):
         # A bare string would be iterated character by character: a classic silent bug.
         lines = [lines]
     lines = list(lines)
     refuse_oversized(lines)
-    rules: list[_Rule] = []
+    rules: list[Rule] = []
     dates: list[_Dates] = []
     for raw in lines:
         line = raw.strip()
@@ -135,10 +128,10 @@ def parse_recurrence(lines: Iterable[str], *, time_zone: str | None = None, all_
             dates.extend(_Dates(name, v) for v in _parse_dates(name, params, value, time_zone, all_day))
         else:
             raise RecurrenceError(f"Unknown recurrence property {name or raw!r}; expected RRULE, EXRULE, RDATE or EXDATE")
-    return _Parsed(tuple(rules), tuple(dates))
+    return Parsed(tuple(rules), tuple(dates))
 
 
-def _parse_rule(kind: str, value: str) -> _Rule:
+def _parse_rule(kind: str, value: str) -> Rule:
     raw_parts: dict[str, str] = {}
     for chunk in value.split(";"):
         if not chunk.strip():
@@ -147,7 +140,7 @@ def _parse_rule(kind: str, value: str) -> _Rule:
         key, val = key.strip().upper(), val.strip().upper()
         if not sep or not val:
             raise RecurrenceError(f"{kind} part {chunk!r} has no value")
-        if key not in _PART_ORDER:
+        if key not in PART_ORDER:
             raise RecurrenceError(f"Unknown {kind} part {key!r}")
         if key in raw_parts:
             raise RecurrenceError(f"{kind} part {key} appears twice")
@@ -156,7 +149,7 @@ def _parse_rule(kind: str, value: str) -> _Rule:
     freq = raw_parts.get("FREQ")
     if freq is None:
         raise RecurrenceError(f"{kind} needs a FREQ")
-    if freq not in _FREQS:
+    if freq not in FREQS:
         raise RecurrenceError(f"FREQ={freq} is not supported; use DAILY, WEEKLY, MONTHLY or YEARLY")
     if "COUNT" in raw_parts and "UNTIL" in raw_parts:
         raise RecurrenceError(f"{kind} cannot have both COUNT and UNTIL")
@@ -175,7 +168,7 @@ def _parse_rule(kind: str, value: str) -> _Rule:
                 continue  # the default: dropping it lets equivalent spellings compare equal
             parts[key] = str(n)
         elif key == "UNTIL":
-            parts[key] = _format_value(parse_value(val, "UNTIL"))
+            parts[key] = format_value(parse_value(val, "UNTIL"))
         elif key == "WKST":
             if val not in WEEKDAYS:
                 raise RecurrenceError(f"WKST={val} is not a weekday")
@@ -188,8 +181,8 @@ def _parse_rule(kind: str, value: str) -> _Rule:
             parts[key] = _canonical_int_list(key, val, lo, hi, signed)
     _refuse_impossible_monthdays(parts)
     _refuse_runaway_rules(parts)
-    ordered = tuple((k, parts[k]) for k in _PART_ORDER if k in parts)
-    return _Rule(kind, ordered)
+    ordered = tuple((k, parts[k]) for k in PART_ORDER if k in parts)
+    return Rule(kind, ordered)
 
 
 _MONTH_LENGTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
@@ -331,7 +324,7 @@ def _parse_dates(kind: str, params: Sequence[str], value: str, time_zone: str | 
         key, _, val = param.partition("=")
         key = key.strip().upper()
         if key == "TZID":
-            tzid = _zone(val.strip().strip('"'))
+            tzid = zone_info(val.strip().strip('"'))
         elif key == "VALUE":
             value_type = val.strip().upper()
             if value_type == "PERIOD":
@@ -340,7 +333,7 @@ def _parse_dates(kind: str, params: Sequence[str], value: str, time_zone: str | 
                 raise RecurrenceError(f"{kind} VALUE={val} is not DATE or DATE-TIME")
         else:
             raise RecurrenceError(f"Unknown {kind} parameter {key!r}")
-    default_zone = tzid or (_zone(time_zone) if time_zone else None)
+    default_zone = tzid or (zone_info(time_zone) if time_zone else None)
     out: list[DateValue] = []
     for item in value.split(","):
         parsed = parse_value(item.strip().upper(), kind)
@@ -382,14 +375,14 @@ def parse_value(val: str, what: str) -> DateValue:
     raise RecurrenceError(f"{what} {val!r} is not a date (YYYYMMDD) or date-time (YYYYMMDDTHHMMSSZ)")
 
 
-def _zone(name: str) -> ZoneInfo:
+def zone_info(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as err:
         raise RecurrenceError(f"Unknown time zone {name!r}") from err
 
 
-def _format_value(value: DateValue) -> str:
+def format_value(value: DateValue) -> str:
     # Built by hand: strftime writes years before 1000 with fewer than four digits.
     day = f"{value.year:04d}{value.month:02d}{value.day:02d}"
     if isinstance(value, datetime):
@@ -397,14 +390,14 @@ def _format_value(value: DateValue) -> str:
     return day
 
 
-def _render_rule(rule: _Rule) -> str:
+def _render_rule(rule: Rule) -> str:
     return f"{rule.kind}:" + ";".join(f"{k}={v}" for k, v in rule.parts)
 
 
 def _render_date(item: _Dates) -> str:
     if isinstance(item.value, datetime):
-        return f"{item.kind}:{_format_value(item.value)}"
-    return f"{item.kind};VALUE=DATE:{_format_value(item.value)}"
+        return f"{item.kind}:{format_value(item.value)}"
+    return f"{item.kind};VALUE=DATE:{format_value(item.value)}"
 
 
 # ---------------------------------------------------------------- public: spelling
@@ -434,13 +427,13 @@ def validate_recurrence(lines: Iterable[str], *, all_day: bool, time_zone: str |
             until = parse_value(parts["UNTIL"], "UNTIL") if "UNTIL" in parts else None
             if isinstance(until, datetime):
                 # Clients disagree on how all-day series spell UNTIL; the date is what is meant.
-                parts["UNTIL"] = _format_value(as_date(until))
-        rules.append(_Rule(rule.kind, tuple((k, parts[k]) for k in _PART_ORDER if k in parts)))
+                parts["UNTIL"] = format_value(as_date(until))
+        rules.append(Rule(rule.kind, tuple((k, parts[k]) for k in PART_ORDER if k in parts)))
     if all_day:
         for item in parsed.dates:
             if isinstance(item.value, datetime):
                 raise RecurrenceError(f"{item.kind} of an all-day series must be a date, not a time")
-    return list(_Parsed(tuple(rules), parsed.dates).lines())
+    return list(Parsed(tuple(rules), parsed.dates).lines())
 
 
 def is_editable(lines: Iterable[str]) -> tuple[bool, str | None]:
@@ -461,343 +454,7 @@ def is_editable(lines: Iterable[str]) -> tuple[bool, str | None]:
 
 # ---------------------------------------------------------------- public: expansion
 
-
-def occurrence_key(occ_start: date | datetime, all_day: bool) -> str:
-    """The key of one occurrence: Google's instance-id suffix (``<seriesId>_<key>``)."""
-    if all_day:
-        return (occ_start.date() if isinstance(occ_start, datetime) else occ_start).strftime("%Y%m%d")
-    if not isinstance(occ_start, datetime) or occ_start.tzinfo is None:
-        raise ValueError("a timed occurrence key needs an aware datetime")
-    return occ_start.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-
-
-def occurrences(
-    start: date | datetime,
-    end: date | datetime,
-    time_zone: str,
-    lines: Iterable[str],
-    *,
-    after: datetime,
-    before: datetime | None,
-    all_day: bool,
-    budget: int | None = None,
-) -> Iterator[tuple[date | datetime, date | datetime]]:
-    """Occurrences overlapping ``[after, before)`` in start order.
-
-    Timed series yield aware UTC datetimes, all-day series yield dates (end exclusive).
-    The rule runs on the series' wall clock in ``time_zone``, so a 09:00 meeting stays at
-    09:00 local across DST; all-day series never go through UTC and so never shift a day.
-    The start itself is always the first occurrence (RFC 5545), even if the rule skips it.
-    With ``budget``, ExpansionLimit ends the iteration once that many candidates were looked at: a page
-    shows what came before and says more exists. Without one (the sync, which must be exact) it runs on.
-    """
-    zone = _zone(time_zone)
-    parsed = parse_recurrence(lines, time_zone=time_zone, all_day=all_day)
-    duration = end - start
-    if all_day:
-        first = datetime.combine(as_date(start), time())
-    else:
-        first = _aware(start).astimezone(zone).replace(tzinfo=None)
-
-    def instant(naive: datetime) -> datetime:
-        return naive.replace(tzinfo=zone).astimezone(UTC)
-
-    def emit(naive: datetime) -> tuple[date | datetime, date | datetime, datetime, datetime]:
-        if all_day:
-            s_date = naive.date()
-            e_date = s_date + duration
-            return s_date, e_date, instant(naive), instant(datetime.combine(e_date, time()))
-        s = instant(naive)
-        return s, s + duration, s, s + duration
-
-    excluded_times, excluded_dates = _exclusions(parsed, zone, all_day)
-    rset = _ruleset(parsed, first, zone, all_day)
-    # EXRULEs are walked here, not by dateutil: inside an rruleset a rule that excludes every occurrence
-    # makes it search silently up to the year 9999, past any budget.
-    exrules = []
-    for rule in parsed.rules:
-        if rule.kind == "EXRULE":
-            walk = iter(_rrule(rule, first, zone, all_day))
-            exrules.append([next(walk, None), walk])
-    steps = 0
-
-    def step() -> None:
-        # dateutil cannot skip ahead: reaching this week walks every occurrence since the start.
-        nonlocal steps
-        steps += 1
-        if budget is not None and steps > budget:
-            raise ExpansionLimit(f"The series has more occurrences than {budget} steps can work out")
-
-    def excluded_by_rule(naive: datetime) -> bool:
-        for cursor in exrules:
-            while cursor[0] is not None and cursor[0] < naive:
-                step()
-                cursor[0] = next(cursor[1], None)
-        return any(cursor[0] == naive for cursor in exrules)
-
-    # Start the scan a little before ``after`` in local wall-clock terms; the slack covers
-    # the occurrence length and any UTC offset, the exact overlap test is done in UTC.
-    slack = abs(duration) + timedelta(days=2)
-    try:
-        scan_from = (_aware(after) - slack).astimezone(zone).replace(tzinfo=None)
-    except OverflowError:  # ``after`` at the dawn of time: simply start at the first occurrence
-        scan_from = first
-    for naive in rset:
-        step()
-        if naive < scan_from:
-            continue
-        if naive in excluded_times or naive.date() in excluded_dates or excluded_by_rule(naive):
-            continue
-        occ = emit(naive)
-        if before is not None and occ[2] >= _aware(before):
-            return
-        if occ[3] > _aware(after) or (occ[3] == occ[2] == _aware(after)):
-            yield occ[0], occ[1]
-
-
-def has_occurrence_after(
-    start: date | datetime,
-    end: date | datetime,
-    time_zone: str,
-    lines: Iterable[str],
-    moment: datetime,
-    *,
-    all_day: bool,
-) -> bool:
-    """Whether any occurrence (the start included) ends after ``moment``."""
-    return next(occurrences(start, end, time_zone, lines, after=moment, before=None, all_day=all_day), None) is not None
-
-
-def is_occurrence(
-    start: date | datetime,
-    end: date | datetime,
-    time_zone: str,
-    lines: Iterable[str],
-    key: str,
-    *,
-    all_day: bool,
-) -> bool:
-    """Whether ``key`` (see occurrence_key) names an occurrence of the series."""
-    value = parse_value(key.upper(), "occurrence key")
-    if all_day:
-        moment = datetime.combine(as_date(value), time(), tzinfo=_zone(time_zone)).astimezone(UTC)
-    elif isinstance(value, datetime) and value.tzinfo is not None:
-        moment = value
-    else:
-        return False
-    tick = timedelta(microseconds=1)
-    window = occurrences(start, end, time_zone, lines, after=moment - tick, before=moment + tick, all_day=all_day)
-    return any(occurrence_key(s, all_day) == key.upper() for s, _ in window)
-
-
-def _ruleset(parsed: _Parsed, first: datetime, zone: ZoneInfo, all_day: bool) -> du.rruleset:
-    rset = du.rruleset()
-    rset.rdate(first)
-    for rule in parsed.rules:
-        if rule.kind == "RRULE":
-            rset.rrule(_rrule(rule, first, zone, all_day))
-    for item in parsed.dates:
-        if item.kind == "RDATE":
-            rset.rdate(_local(item.value, first, zone, all_day))
-    return rset
-
-
-def _exclusions(parsed: _Parsed, zone: ZoneInfo, all_day: bool) -> tuple[set[datetime], set[date]]:
-    times: set[datetime] = set()
-    dates: set[date] = set()
-    for item in parsed.dates:
-        if item.kind != "EXDATE":
-            continue
-        value = item.value
-        if isinstance(value, datetime) and not all_day:
-            times.add(value.astimezone(zone).replace(tzinfo=None) if value.tzinfo else value)
-        else:
-            # A date excludes the whole local day, which is how clients use EXDATE;VALUE=DATE.
-            dates.add(_local(value, datetime.min, zone, True).date())
-    return times, dates
-
-
-def _local(value: DateValue, first: datetime, zone: ZoneInfo, all_day: bool) -> datetime:
-    """An RDATE/EXDATE/UNTIL value on the series' naive wall clock."""
-    if isinstance(value, datetime):
-        naive = value.astimezone(zone).replace(tzinfo=None) if value.tzinfo else value
-        return datetime.combine(naive.date(), time()) if all_day else naive
-    return datetime.combine(value, time() if all_day else first.time())
-
-
-def _rrule(rule: _Rule, first: datetime, zone: ZoneInfo, all_day: bool) -> du.rrule:
-    parts = dict(rule.parts)
-    kwargs: dict[str, object] = {"dtstart": first, "freq": _FREQS[parts["FREQ"]]}
-    if "INTERVAL" in parts:
-        kwargs["interval"] = int(parts["INTERVAL"])
-    if "COUNT" in parts:
-        kwargs["count"] = int(parts["COUNT"])
-    if "UNTIL" in parts:
-        until = parse_value(parts["UNTIL"], "UNTIL")
-        if isinstance(until, datetime):
-            kwargs["until"] = _local(until, first, zone, all_day)
-        else:
-            # A date UNTIL includes that whole local day (Google reads it that way).
-            kwargs["until"] = datetime.combine(until, time.max)
-    if "WKST" in parts:
-        kwargs["wkst"] = WEEKDAYS.index(parts["WKST"])
-    if "BYDAY" in parts:
-        days = []
-        for item in parts["BYDAY"].split(","):
-            m = BYDAY_RE.match(item)
-            assert m is not None
-            weekday = du.weekday(WEEKDAYS.index(m.group(2)))
-            days.append(weekday(int(m.group(1))) if m.group(1) else weekday)
-        kwargs["byweekday"] = days
-    for key in ("BYMONTHDAY", "BYYEARDAY", "BYWEEKNO", "BYMONTH", "BYSETPOS", "BYHOUR", "BYMINUTE", "BYSECOND"):
-        if key in parts:
-            kwargs[key.lower()] = [int(n) for n in parts[key].split(",")]
-    if google_reads_as_yearly(parts):
-        kwargs["bymonth"] = [first.month]
-    return du.rrule(**kwargs)  # type: ignore[arg-type]
-
-
-def google_reads_as_yearly(parts: dict[str, str]) -> bool:
-    """Google writes a yearly event as FREQ=YEARLY;BYMONTHDAY=n and means once a year, in the start's month
-    (rules as the API returns them: allenporter/gcal_sync, tests/test_timeline.py); RFC 5545 alone would
-    repeat it every month."""
-    return (parts.get("FREQ") == "YEARLY" and "BYMONTHDAY" in parts
-            and not any(k in parts for k in ("BYMONTH", "BYWEEKNO", "BYYEARDAY")))
-
-
 def as_date(value: DateValue) -> date:
     return value.astimezone(UTC).date() if isinstance(value, datetime) and value.tzinfo else (
         value.date() if isinstance(value, datetime) else value
     )
-
-
-def _aware(value: datetime) -> datetime:
-    if value.tzinfo is None:
-        raise ValueError("expected an aware datetime")
-    return value
-
-
-def occurrence_moment(key: str, time_zone: str, *, all_day: bool) -> date | datetime:
-    """The original start an occurrence key names: a date (all-day) or an aware UTC datetime.
-
-    Raises RecurrenceError when the key does not have the shape the series needs.
-    """
-    value = parse_value(key.strip().upper(), "occurrence key")
-    if all_day:
-        if isinstance(value, datetime):
-            raise RecurrenceError(f"Occurrence {key!r} of an all-day series must be a date")
-        return value
-    if not isinstance(value, datetime) or value.tzinfo is None:
-        raise RecurrenceError(f"Occurrence {key!r} of a timed series must be a UTC date-time (…Z)")
-    return value
-
-
-def occurrence_keys_among(
-    start: date | datetime,
-    end: date | datetime,
-    time_zone: str,
-    lines: Iterable[str],
-    keys: Iterable[str],
-    *,
-    all_day: bool,
-    budget: int | None = None,
-) -> set[str]:
-    """Which of ``keys`` still name occurrences of the series, in one scan of the rule.
-
-    A series whose time or rule changed leaves exceptions behind at starts it no longer has;
-    callers drop those instead of showing a moved occurrence next to its replacement.
-    """
-    wanted: dict[str, datetime] = {}
-    zone = _zone(time_zone)
-    for key in keys:
-        try:
-            moment = occurrence_moment(key, time_zone, all_day=all_day)
-        except RecurrenceError:
-            continue
-        if isinstance(moment, datetime):
-            wanted[key.strip().upper()] = moment
-        else:
-            wanted[key.strip().upper()] = datetime.combine(moment, time(), tzinfo=zone).astimezone(UTC)
-    if not wanted:
-        return set()
-    tick = timedelta(microseconds=1)
-    low, high = min(wanted.values()) - tick, max(wanted.values()) + tick
-    found = set()
-    for occ_start, _ in occurrences(start, end, time_zone, lines, after=low, before=high, all_day=all_day,
-                                    budget=budget):
-        key = occurrence_key(occ_start, all_day)
-        if key in wanted:
-            found.add(key)
-    return found
-
-
-def split_recurrence(
-    lines: Iterable[str],
-    start: date | datetime,
-    time_zone: str,
-    key: str,
-    *,
-    all_day: bool,
-) -> tuple[list[str], list[str]]:
-    """A series cut at occurrence ``key``: (the lines up to it, the lines from it on).
-
-    This is Google's "this and following": the old series ends just before the occurrence
-    (UNTIL, which replaces COUNT), the new one starts at it and keeps what is left of a COUNT.
-    Dates listed with RDATE/EXDATE go to the side of the cut they fall on. Only rules the
-    editor can represent (one RRULE) can be cut.
-    """
-    editable, reason = is_editable(lines)
-    if not editable:
-        raise RecurrenceError(reason or "This series cannot be split")
-    parsed = parse_recurrence(lines, time_zone=None if all_day else time_zone, all_day=all_day)
-    zone = _zone(time_zone)
-    cut = occurrence_moment(key, time_zone, all_day=all_day)
-    if all_day:
-        first = datetime.combine(as_date(start), time())
-        cut_local = datetime.combine(cut, time())  # type: ignore[arg-type]
-        until_value = _format_value(cut - timedelta(days=1))  # type: ignore[operator]
-    else:
-        first = _aware(start).astimezone(zone).replace(tzinfo=None)  # type: ignore[arg-type]
-        cut_local = cut.astimezone(zone).replace(tzinfo=None)  # type: ignore[union-attr]
-        until_value = _format_value(cut - timedelta(seconds=1))  # type: ignore[operator]
-    if cut_local <= first:
-        raise RecurrenceError("The first occurrence cannot be split off: change the whole series instead")
-
-    before_rules, after_rules = [], []
-    for rule in parsed.rules:
-        parts = dict(rule.parts)
-        if rule.kind == "RRULE":
-            earlier = {k: v for k, v in parts.items() if k != "COUNT"}
-            earlier["UNTIL"] = until_value
-            if "UNTIL" in parts and _until_local(parts["UNTIL"], zone, all_day) < cut_local:
-                earlier["UNTIL"] = parts["UNTIL"]
-            later = dict(parts)
-            if "COUNT" in parts:
-                used = sum(1 for _ in _rule_before(rule, first, zone, all_day, cut_local))
-                later["COUNT"] = str(max(1, int(parts["COUNT"]) - used))
-            before_rules.append(_Rule(rule.kind, tuple((k, earlier[k]) for k in _PART_ORDER if k in earlier)))
-            after_rules.append(_Rule(rule.kind, tuple((k, later[k]) for k in _PART_ORDER if k in later)))
-        else:
-            before_rules.append(rule)
-            after_rules.append(rule)
-    before_dates, after_dates = [], []
-    for item in parsed.dates:
-        local = _local(item.value, first, zone, all_day)
-        (before_dates if local < cut_local else after_dates).append(item)
-    old = _Parsed(tuple(before_rules), tuple(before_dates)).lines()
-    new = _Parsed(tuple(after_rules), tuple(after_dates)).lines()
-    return list(old), list(new)
-
-
-def _until_local(value: str, zone: ZoneInfo, all_day: bool) -> datetime:
-    until = parse_value(value, "UNTIL")
-    if isinstance(until, datetime):
-        return _local(until, datetime.min, zone, all_day)
-    return datetime.combine(until, time.max)
-
-
-def _rule_before(rule: _Rule, first: datetime, zone: ZoneInfo, all_day: bool, cut_local: datetime) -> Iterator[datetime]:
-    for naive in _rrule(rule, first, zone, all_day):
-        if naive >= cut_local:
-            return
-        yield naive

@@ -40,7 +40,7 @@ from portal.sync.core import (
     event_id_for,
     plan_cycle,
 )
-from portal.sync.recurrence import is_occurrence, occurrence_key, occurrences
+from portal.sync.occurrences import is_occurrence, occurrence_key, occurrences
 
 NAMESPACE = "statemachine"
 FIRST_DAY = datetime(2025, 1, 6, tzinfo=UTC)

@@ -21,7 +21,7 @@ from portal.sync.google_writes import (
     update_write,
 )
 from portal.sync.mapping import ACTIVITY_ID_PROPERTY, ORGANIZATION_PROPERTY
-from portal.sync.recurrence import occurrence_key
+from portal.sync.occurrences import occurrence_key
 
 START = datetime(2025, 6, 2, 8, tzinfo=UTC)  # a Monday, 10:00 in Amsterdam
 WEEKLY = ItemState(subject="Stand-up", start=START, end=START + timedelta(minutes=30),

@@ -6,16 +6,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from portal.sync.recurrence import (
-    RecurrenceError,
-    has_occurrence_after,
-    is_editable,
-    is_occurrence,
-    normalize_recurrence,
-    occurrence_key,
-    occurrences,
-    validate_recurrence,
-)
+from portal.sync.occurrences import has_occurrence_after, is_occurrence, occurrence_key, occurrences
+from portal.sync.recurrence import RecurrenceError, is_editable, normalize_recurrence, validate_recurrence
 from portal.sync.recurrence_text import describe
 
 AMS = ZoneInfo("Europe/Amsterdam")

@@ -44,8 +44,8 @@ from portal.sync.mapping import (
     state_to_json,
 )
 from portal.sync.models import SyncLink
+from portal.sync.occurrences import is_occurrence
 from portal.sync.policy import KEEP_GOOGLES_VERSION, type_for
-from portal.sync.recurrence import is_occurrence
 
 log = logging.getLogger(__name__)
 
