@@ -30,7 +30,8 @@ from portal import create_app  # noqa: E402
 from portal.accounts import add_organization, add_user  # noqa: E402
 from portal.emulator.server import EmulatorServer  # noqa: E402
 from portal.extensions import db  # noqa: E402
-from portal.models import Activity, ApiToken  # noqa: E402
+from portal.models import Activity  # noqa: E402
+from portal.signin_models import ApiToken
 
 
 def wait(predicate, timeout=30.0):

@@ -99,7 +99,7 @@ def create_app(test_config=None, instance_path=None):
 
     # Imported when an app is made, not with the package: the Google emulator and the pure sync modules live
     # in it too, and importing them should not load every model, page and Google's client libraries.
-    from portal import changes, cli, models, sync  # noqa: F401  (models register tables)
+    from portal import changes, cli, models, signin_models, sync  # noqa: F401  (models register tables)
     from portal.routes import register_blueprints
     from portal.sync import models as sync_models  # noqa: F401
 

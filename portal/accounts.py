@@ -16,14 +16,13 @@ from portal.models import (
     Activity,
     ActivityParticipant,
     ActivityType,
-    LoginFailure,
-    LoginSession,
     Organization,
     User,
     normalize_email,
     password_hash_method,
     utcnow,
 )
+from portal.signin_models import LoginFailure, LoginSession
 from portal.sync.google import TOKENS
 from portal.sync.models import SyncLink
 

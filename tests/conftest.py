@@ -12,7 +12,7 @@ from sqlalchemy import create_engine, text
 
 from portal import create_app
 from portal.extensions import db
-from portal.models import ApiToken
+from portal.signin_models import ApiToken
 
 
 def _postgres_database(base_url: str) -> str:

@@ -146,7 +146,8 @@ def test_every_route_is_declared():
 def scene(app, world):
     """The world of conftest plus a participant, and "user"'s activity with them in it."""
     from portal.accounts import add_user
-    from portal.models import ApiToken, Organization, User
+    from portal.models import Organization, User
+    from portal.signin_models import ApiToken
     from portal.sync.models import SyncJournalEntry
 
     with app.app_context():
@@ -178,7 +179,8 @@ def delete_activity_now(app, activity_id):
 
 def client_for(app, scene, visitor, api: bool):
     """A test client acting as `visitor`: logged in (pages) or carrying their bearer token (/api/)."""
-    from portal.models import ApiToken, User
+    from portal.models import User
+    from portal.signin_models import ApiToken
 
     client = app.test_client()
     if visitor == ANON:

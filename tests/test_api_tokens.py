@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import select
 
 from portal.extensions import db
-from portal.models import ApiToken, User, utcnow
+from portal.models import User, utcnow
+from portal.signin_models import ApiToken
 
 PAGE = "/profile/api-tokens"
 

@@ -10,7 +10,8 @@ from sqlalchemy import select, update
 
 from portal import accounts, create_app
 from portal.extensions import db
-from portal.models import LoginFailure, LoginSession, User, utcnow
+from portal.models import User, utcnow
+from portal.signin_models import LoginFailure, LoginSession
 from tests.conftest import EMAILS, PASSWORD
 
 GOOD_NEW_PASSWORD = "plum-orbit-cadence-47"

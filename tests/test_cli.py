@@ -3,7 +3,8 @@
 from sqlalchemy import select
 
 from portal.extensions import db
-from portal.models import Activity, ActivityType, ApiToken, ChangeRecord, Organization, User
+from portal.models import Activity, ActivityType, ChangeRecord, Organization, User
+from portal.signin_models import ApiToken
 
 NEW_PASSWORD = "long-enough-passphrase"
 TYPED = NEW_PASSWORD + "\n"

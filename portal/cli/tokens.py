@@ -8,7 +8,8 @@ from sqlalchemy import select
 
 from portal.cli.accounts import chosen_organization
 from portal.extensions import db
-from portal.models import ApiToken, TokenError, User, normalize_email
+from portal.models import User, normalize_email
+from portal.signin_models import ApiToken, TokenError
 
 
 def _the_user(email: str, organization_name: str | None) -> User:

@@ -33,10 +33,10 @@ from portal.models import (
     TASKS_PER_PROJECT_LIMIT,
     Activity,
     ActivityType,
-    ApiToken,
     Project,
     ProjectTask,
 )
+from portal.signin_models import ApiToken
 from portal.sync.models import CalendarSync
 from portal.sync.policy import sync_allowed
 from portal.sync.status import StatusReader

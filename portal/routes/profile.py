@@ -18,8 +18,9 @@ from sqlalchemy import select
 from portal.accounts import AccountError, change_password, end_sessions, live_sessions
 from portal.activities import is_time_zone
 from portal.extensions import db
-from portal.models import ActivityType, ApiToken, LoginSession, TokenError
+from portal.models import ActivityType
 from portal.routes import render, wants_partial
+from portal.signin_models import ApiToken, LoginSession, TokenError
 from portal.sync.models import CalendarSync, SyncCycle
 from portal.sync.policy import integration_of
 

@@ -27,7 +27,8 @@ from sqlalchemy import case, event, inspect, or_, select, update
 from sqlalchemy.orm import Session
 
 from portal.extensions import db
-from portal.models import Activity, ActivityParticipant, ApiToken, ChangeRecord, User
+from portal.models import Activity, ActivityParticipant, ChangeRecord, User
+from portal.signin_models import ApiToken
 from portal.sync.channels import stop_channels
 from portal.sync.engine import push_pending
 from portal.sync.models import CalendarSync

@@ -272,7 +272,8 @@ class Chaos:
     def setup(self) -> None:
         from portal.accounts import add_organization, add_user
         from portal.integration import integration_for, save_account, set_enabled, upload_key
-        from portal.models import ActivityType, ApiToken, Project, ProjectTask
+        from portal.models import ActivityType, Project, ProjectTask
+        from portal.signin_models import ApiToken
         from portal.sync.google import GOOGLE_SCOPES, TOKENS
         from portal.sync.models import CalendarSync
 
