@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from portal.activities import ValidationError, delete_occurrence, edit_occurrence
 from portal.extensions import db
-from portal.models import Activity, User
+from portal.models import Activity, Organization, User
 from tests.helpers import make_activity
 
 AMS = ZoneInfo("Europe/Amsterdam")
@@ -224,8 +224,15 @@ def test_read_only_series_offers_no_occurrence_changes(app, world, login_as):
     assert load(app, activity_id).is_deleted  # only the whole item can go
 
 
-def test_participant_may_edit_an_occurrence_but_not_others(app, world, login_as):
+def test_participant_edits_an_occurrence_only_where_the_organization_allows_it_and_others_never(app, world,
+                                                                                              login_as):
     activity_id = series(app, world, participants=["colleague@acme.test"])
+    assert login_as("colleague").post(f"/calendar/activities/{activity_id}",
+                                      data=occurrence_form(subject="Mine too")).status_code == 403
+    assert load(app, activity_id).exceptions == []
+    with app.app_context():
+        db.session.get(Organization, world["acme"]).participants_can_edit = True
+        db.session.commit()
     assert login_as("colleague").post(f"/calendar/activities/{activity_id}",
                                       data=occurrence_form(subject="Mine too")).status_code == 302
     assert [e.subject for e in load(app, activity_id).exceptions] == ["Mine too"]
