@@ -36,6 +36,7 @@ DEFAULTS = {
     "LOGIN_MAX_FAILURES_PER_ADDRESS": 30,  # the same for one client address, whatever e-mails it tries
     "PASSWORD_MIN_LENGTH": 12,
     "PASSWORD_MAX_LENGTH": 256,  # bounds the hashing work one request can ask for
+    "P12_OPEN_SECONDS": 10,  # an uploaded P12 that takes longer to open is refused (portal.integration)
     # API tokens (portal.models.ApiToken)
     "API_TOKEN_DAYS": 90,  # a new token's lifetime unless its maker chooses
     "API_TOKEN_MAX_DAYS": 365,

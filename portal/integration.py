@@ -16,22 +16,25 @@ import hashlib
 import json
 import logging
 import re
+import subprocess
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from cryptography import x509
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
-from flask import current_app
+from flask import current_app, has_app_context
 from pyasn1.codec.ber import decoder as ber_decoder
 from pyasn1.error import PyAsn1Error
 from pyasn1.type import univ
 from pyasn1_modules import rfc5652, rfc7292, rfc8018
 from sqlalchemy import select
 
+from portal import DEFAULTS
 from portal.extensions import db
 from portal.models import (
     AuditEntry,
@@ -218,7 +221,47 @@ def _check_p12_cost(data: bytes) -> None:
 def _load_p12(data: bytes, password: str):
     """cryptography's loader, only once the file's cost per password is known to be reasonable."""
     _check_p12_cost(data)
-    return pkcs12.load_key_and_certificates(data, password.encode())
+    return _open_p12(data, password)
+
+
+# Opening a P12 runs in a child process that is stopped after P12_OPEN_SECONDS: the rounds read beforehand
+# cannot include a key bag inside an encrypted safe (it is only readable once decrypted), so the time spent
+# is bounded here, whatever the file holds. The child loads nothing of the portal.
+_P12_CHILD = """
+import sys
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs12
+data = sys.stdin.buffer.read()
+size = int.from_bytes(data[:4], "big")
+try:
+    key, cert, _ = pkcs12.load_key_and_certificates(data[4:4 + size], data[4 + size:])
+except ValueError:
+    sys.exit(3)
+key_der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()) if key is not None else b""
+cert_der = cert.public_bytes(serialization.Encoding.DER) if cert is not None else b""
+sys.stdout.buffer.write(len(key_der).to_bytes(4, "big") + key_der + cert_der)
+"""
+
+
+def _open_p12(data: bytes, password: str):
+    """(private key, certificate) of a P12; ValueError when the password does not open it (or it is damaged),
+    SettingsError when opening it takes longer than P12_OPEN_SECONDS."""
+    seconds = float((current_app.config if has_app_context() else DEFAULTS)["P12_OPEN_SECONDS"])
+    try:
+        done = subprocess.run([sys.executable, "-I", "-c", _P12_CHILD], capture_output=True, timeout=seconds,
+                              input=len(data).to_bytes(4, "big") + data + password.encode(), check=False)
+    except subprocess.TimeoutExpired:
+        raise SettingsError({"key_file": f"This key file takes more than {seconds:g} seconds to open; Google's "
+                                         "keys open at once. Upload the .p12 file Google Cloud downloaded, "
+                                         "unchanged, or its JSON key."}) from None
+    if done.returncode != 0:
+        raise ValueError("the password does not open this file, or it is damaged")
+    size = int.from_bytes(done.stdout[:4], "big")
+    key_der, cert_der = done.stdout[4:4 + size], done.stdout[4 + size:]
+    private_key = serialization.load_der_private_key(key_der, None) if key_der else None
+    certificate = x509.load_der_x509_certificate(cert_der) if cert_der else None
+    return private_key, certificate, []
 
 
 def _parse_p12(data: bytes, password: str | None, stored_password: str | None) -> KeyFile:
@@ -230,7 +273,9 @@ def _parse_p12(data: bytes, password: str | None, stored_password: str | None) -
         _check_p12_cost(data)
     for candidate in candidates:
         try:
-            private_key, certificate, _ = pkcs12.load_key_and_certificates(data, candidate.encode())
+            private_key, certificate, _ = _open_p12(data, candidate)
+        except SettingsError:
+            raise  # too slow to open: no other password would be any quicker
         except ValueError:
             continue
         break

@@ -96,6 +96,17 @@ def test_a_crafted_p12_upload_answers_422_and_keeps_nothing(app, login_as, world
         assert row.key_ciphertext is None
 
 
+def test_opening_a_p12_is_cut_off_after_its_time_limit(app):
+    """Whatever the rounds read beforehand missed (a key bag inside an encrypted safe), opening stops in time."""
+    app.config["P12_OPEN_SECONDS"] = 0.001
+    with app.app_context(), pytest.raises(SettingsError) as refused:
+        parse_key_file(make_p12())
+    assert "takes more than" in refused.value.errors["key_file"]
+    app.config["P12_OPEN_SECONDS"] = 10
+    with app.app_context():
+        assert parse_key_file(make_p12()).kind == "p12"
+
+
 def test_ordinary_iteration_counts_still_open():
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.serialization import pkcs12
