@@ -158,6 +158,28 @@ def test_anonymous_and_static_requests_are_not_presence(app, world, connected, s
     assert sync_row(app, world["user"]).last_seen_at is None
 
 
+def test_a_revoked_or_expired_token_is_no_presence(app, world, connected, sync_on, clock):
+    from datetime import UTC, datetime
+
+    from portal.extensions import db
+    from portal.models import User
+    from portal.signin_models import ApiToken
+
+    sync_on("user")
+    with app.app_context():
+        user = db.session.get(User, world["user"])
+        revoked, revoked_secret = ApiToken.issue(user, name="Old script")
+        expired, expired_secret = ApiToken.issue(user, name="Older script")
+        revoked.revoked_at = datetime.now(UTC)
+        expired.expires_at = datetime(2020, 1, 1, tzinfo=UTC)
+        db.session.add_all([revoked, expired])
+        db.session.commit()
+    for secret in (revoked_secret, expired_secret):
+        answer = app.test_client().get("/api/v1/activities", headers={"Authorization": f"Bearer {secret}"})
+        assert answer.status_code == 401
+    assert sync_row(app, world["user"]).last_seen_at is None
+
+
 # --- claims ---------------------------------------------------------------------------------------------
 
 

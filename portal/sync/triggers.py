@@ -27,7 +27,7 @@ from sqlalchemy import case, event, inspect, or_, select, update
 from sqlalchemy.orm import Session
 
 from portal.extensions import db
-from portal.models import Activity, ActivityParticipant, ChangeRecord, User
+from portal.models import Activity, ActivityParticipant, ChangeRecord, User, utcnow
 from portal.signin_models import ApiToken
 from portal.sync.channels import stop_channels
 from portal.sync.engine import push_pending
@@ -86,7 +86,8 @@ def _request_user_id() -> int | None:
     # Read-only look-up: the API's own check (which also records last use) runs in the view.
     return db.session.scalar(
         select(ApiToken.user_id).join(User, User.id == ApiToken.user_id)
-        .where(ApiToken.token_hash == ApiToken.hash(token.strip()), User.active.is_(True))
+        .where(ApiToken.token_hash == ApiToken.hash(token.strip()), User.active.is_(True),
+               ApiToken.revoked_at.is_(None), or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > utcnow()))
     )
 
 
