@@ -377,18 +377,25 @@ class Activity(db.Model):
             pairs = iter([(start, end)])
         exceptions = {e.original_start: e for e in self.exceptions}
         result: list[Occurrence] = []
+
+        def take(occurrence: Occurrence) -> bool:
+            """Keep an occurrence in the window; False once the limit is reached (and it is left out)."""
+            if not occurrence.overlaps(after, before):
+                return True
+            if limit is not None and len(result) >= limit:
+                return False
+            result.append(occurrence)
+            return True
+
         try:
             for occ_start, occ_end in pairs:
                 key = occurrence_key(occ_start, self.all_day) if self.is_recurring else ""
                 exception = exceptions.pop(key, None)
                 if exception is not None and exception.cancelled:
                     continue
-                occurrence = Occurrence.of(self, key, occ_start, occ_end, exception)
-                if occurrence.overlaps(after, before):
-                    if limit is not None and len(result) >= limit:
-                        more = True
-                        break
-                    result.append(occurrence)
+                if not take(Occurrence.of(self, key, occ_start, occ_end, exception)):
+                    more = True
+                    break
         except RecurrenceError:
             if budget is None:
                 raise
@@ -408,12 +415,9 @@ class Activity(db.Model):
         for key, exception in moved.items():
             if key not in alive:
                 continue
-            occurrence = Occurrence.of(self, key, None, None, exception)
-            if occurrence.overlaps(after, before):
-                if limit is not None and len(result) >= limit:
-                    more = True
-                    break
-                result.append(occurrence)
+            if not take(Occurrence.of(self, key, None, None, exception)):
+                more = True
+                break
         return sorted(result, key=lambda o: o.sort_key), more
 
     def _start_only(self, start, end, after: datetime, before: datetime) -> list[Occurrence]:
