@@ -56,6 +56,22 @@ def only_event(person):
     return event
 
 
+def synced_weekly_series(app, world, run_sync, google_user, subject):
+    """A four-week series of "user"'s, synced to Google: (activity id, their Google calendar, its event, the
+    key of its second occurrence)."""
+    activity_id = make_activity(app, world["user"], subject=subject, start=wall(FIRST).isoformat(),
+                                end=wall(FIRST, 10).isoformat(), time_zone=AMS,
+                                recurrence=["RRULE:FREQ=WEEKLY;COUNT=4"])
+    run_sync("user")
+    person = google_user("user@acme.test")
+    return activity_id, person, only_event(person), utc_key(FIRST + timedelta(days=7))
+
+
+def utc_key(day: date, hour=9) -> str:
+    """The key Google names an occurrence starting at that Amsterdam wall time by."""
+    return wall(day, hour).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
 def edit(app, activity_id, change):
     """Change an activity the way a person in the portal does (their change is pushed)."""
     with app.app_context():
@@ -174,7 +190,7 @@ def test_occurrence_edited_and_cancelled_in_google_become_exceptions(app, world,
     series = person.insert(summary="Standup", start=google_when(wall(FIRST)), end=google_when(wall(FIRST, 10)),
                            recurrence=["RRULE:FREQ=DAILY;COUNT=5"])
     run_sync("user")
-    second, third = (wall(FIRST + timedelta(days=n)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ") for n in (1, 2))
+    second, third = (utc_key(FIRST + timedelta(days=n)) for n in (1, 2))
     person.patch(f"{series['id']}_{second}", summary="Standup (late)",
                  start=google_when(wall(FIRST + timedelta(days=1), 11)),
                  end=google_when(wall(FIRST + timedelta(days=1), 12)))
@@ -201,7 +217,7 @@ def test_occurrence_edited_and_cancelled_in_the_portal_reach_google(app, world, 
                                 end=wall(FIRST, 10).isoformat(), time_zone=AMS,
                                 recurrence=["RRULE:FREQ=DAILY;COUNT=5"])
     run_sync("user")
-    second, third = (wall(FIRST + timedelta(days=n)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ") for n in (1, 2))
+    second, third = (utc_key(FIRST + timedelta(days=n)) for n in (1, 2))
     moved = wall(FIRST + timedelta(days=1), 14)
 
     def change(activity):
@@ -227,13 +243,7 @@ def test_occurrence_edited_and_cancelled_in_the_portal_reach_google(app, world, 
 def test_exception_survives_a_series_title_change_on_either_side(app, world, connected, sync_on, run_sync,
                                                                   google_user):
     sync_on("user")
-    activity_id = make_activity(app, world["user"], subject="Weekly", start=wall(FIRST).isoformat(),
-                                end=wall(FIRST, 10).isoformat(), time_zone=AMS,
-                                recurrence=["RRULE:FREQ=WEEKLY;COUNT=4"])
-    run_sync("user")
-    person = google_user("user@acme.test")
-    event = only_event(person)
-    key = wall(FIRST + timedelta(days=7)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    activity_id, person, event, key = synced_weekly_series(app, world, run_sync, google_user, "Weekly")
     moved = wall(FIRST + timedelta(days=8), 15)  # a day later, in the afternoon
     person.patch(f"{event['id']}_{key}", start=google_when(moved), end=google_when(moved + timedelta(hours=1)))
     run_sync("user")
@@ -275,14 +285,8 @@ def test_series_time_change_takes_its_exceptions_along_without_duplicates(app, w
     # Google re-anchors a series' changed occurrences on its new start: one moved on its own keeps its time,
     # and no day ends up with two (before, the emulator kept the old exception beside the new occurrence).
     sync_on("user")
-    activity_id = make_activity(app, world["user"], subject="Review", start=wall(FIRST).isoformat(),
-                                end=wall(FIRST, 10).isoformat(), time_zone=AMS,
-                                recurrence=["RRULE:FREQ=WEEKLY;COUNT=4"])
-    run_sync("user")
-    person = google_user("user@acme.test")
-    event = only_event(person)
-    key = wall(FIRST + timedelta(days=7)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-    cancelled = wall(FIRST + timedelta(days=14)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    activity_id, person, event, key = synced_weekly_series(app, world, run_sync, google_user, "Review")
+    cancelled = utc_key(FIRST + timedelta(days=14))
     person.patch(f"{event['id']}_{key}", summary="Review (special)",
                  start=google_when(wall(FIRST + timedelta(days=7), 16)),
                  end=google_when(wall(FIRST + timedelta(days=7), 17)))
@@ -444,7 +448,7 @@ def test_this_and_following_in_the_portal_splits_the_series_in_google(app, world
                                 recurrence=["RRULE:FREQ=WEEKLY;COUNT=6"])
     run_sync("user")
     client = login_as("user")
-    keys = [wall(FIRST + timedelta(days=7 * n)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ") for n in range(6)]
+    keys = [utc_key(FIRST + timedelta(days=7 * n)) for n in range(6)]
     days = [(FIRST + timedelta(days=7 * n)).isoformat() for n in range(6)]
     # The fifth occurrence gets its own title; the sixth is cancelled; both from the week view's form.
     url, form = occurrence_post(activity_id, keys[4], days[4], subject="Demo day")
@@ -577,9 +581,9 @@ def test_full_resync_keeps_occurrences_edited_before_its_window(app, world, conn
     first = datetime.now(UTC).astimezone(ZoneInfo(AMS)).date() - timedelta(days=63)
     series = person.insert(summary="Long running", start=google_when(wall(first)), end=google_when(wall(first, 10)),
                            recurrence=["RRULE:FREQ=WEEKLY"])
-    old_key = wall(first + timedelta(days=7)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    old_key = utc_key(first + timedelta(days=7))
     person.patch(f"{series['id']}_{old_key}", summary="Long running (offsite)")
-    recent_key = wall(first + timedelta(days=56)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    recent_key = utc_key(first + timedelta(days=56))
     person.delete(f"{series['id']}_{recent_key}")
     run_sync("user")
     [activity] = activities(app)
@@ -600,13 +604,7 @@ def test_cancelling_an_occurrence_does_not_bring_back_a_series_deleted_on_the_ot
     # series: it is no edit that should bring the series back, whichever side cancelled and whether or not
     # the cancellation reached the other side before the delete.
     sync_on("user")
-    activity_id = make_activity(app, world["user"], subject="Team sync", start=wall(FIRST).isoformat(),
-                                end=wall(FIRST, 10).isoformat(), time_zone=AMS,
-                                recurrence=["RRULE:FREQ=WEEKLY;COUNT=4"])
-    run_sync("user")
-    person = google_user("user@acme.test")
-    event = only_event(person)
-    key = wall(FIRST + timedelta(days=7)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    activity_id, person, event, key = synced_weekly_series(app, world, run_sync, google_user, "Team sync")
     client = login_as("user")
     if deleted_in == "google":
         assert client.post(f"/calendar/activities/{activity_id}/delete",
@@ -626,13 +624,7 @@ def test_a_series_restored_after_its_delete_beat_a_cancelled_occurrence_comes_ba
     # Found by the chaos run (seed 14): the occurrence Google cancelled went with the delete it did not beat;
     # restoring the series from the portal's trash brings it back as the portal had it, on both sides.
     sync_on("user")
-    activity_id = make_activity(app, world["user"], subject="Team sync", start=wall(FIRST).isoformat(),
-                                end=wall(FIRST, 10).isoformat(), time_zone=AMS,
-                                recurrence=["RRULE:FREQ=WEEKLY;COUNT=4"])
-    run_sync("user")
-    person = google_user("user@acme.test")
-    event = only_event(person)
-    key = wall(FIRST + timedelta(days=7)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    activity_id, person, event, key = synced_weekly_series(app, world, run_sync, google_user, "Team sync")
     person.delete(f"{event['id']}_{key}")
     client = login_as("user")
     assert client.post(f"/calendar/activities/{activity_id}/delete", data={"scope": "all"}).status_code == 302
