@@ -164,18 +164,10 @@ def _pulled_item(cycle: Cycle, event_id: str, event: dict, link: SyncLink | None
     _note_orphans(cycle, event_id, organizer, orphans, agreed)
     props = event.get("extendedProperties") if isinstance(event.get("extendedProperties"), dict) else {}
     props = props.get("private") if isinstance(props.get("private"), dict) else {}
-    cycle.events[event_id] = EventInfo(
-        organizer=organizer,
-        external=external_attendees(event, cycle.users_by_email),
+    cycle.events[event_id] = _event_info(
+        cycle, event, organizer, from_organizer_copy=from_organizer,
         activity_property=(props.get(ACTIVITY_ID_PROPERTY)
-                           if props.get(ORGANIZATION_PROPERTY) == cycle.organization.uid else None),
-        from_organizer_copy=from_organizer,
-        etag=event.get("etag") if from_organizer else None,
-        responses=attendee_responses(event),
-        event_type=event_type_of(event),
-        guests=guests_of(event),
-        guests_can_modify=event.get("guestsCanModify") is True,
-    )
+                           if props.get(ORGANIZATION_PROPERTY) == cycle.organization.uid else None))
     cycle.google_states[event_id] = state_now
     return core.GoogleItem(state_now, modified, cycle.events[event_id].etag)
 
@@ -469,14 +461,22 @@ def item_of_event(cycle: Cycle, link: SyncLink, event: dict, instances: list[dic
         return None
     _note_orphans(cycle, link.google_event_id, link.calendar_email, orphans, base)
     organizer = str((event.get("organizer") or {}).get("email") or link.calendar_email).lower()
-    cycle.events[link.google_event_id] = EventInfo(
-        organizer=organizer, external=external_attendees(event, cycle.users_by_email),
-        activity_property=None, from_organizer_copy=True, etag=event.get("etag"),
-        responses=attendee_responses(event), event_type=event_type_of(event),
-        guests=guests_of(event), guests_can_modify=event.get("guestsCanModify") is True)
+    cycle.events[link.google_event_id] = _event_info(cycle, event, organizer, from_organizer_copy=True)
     cycle.google_states[link.google_event_id] = state
     return core.GoogleItem(state, modified, event.get("etag"))
 
+
+
+def _event_info(cycle: Cycle, event: dict, organizer: str, *, from_organizer_copy: bool,
+                activity_property: str | None = None) -> EventInfo:
+    """What the cycle keeps of an event besides its state; its etag only from the organizer's copy (the
+    one writes go to)."""
+    return EventInfo(
+        organizer=organizer, external=external_attendees(event, cycle.users_by_email),
+        activity_property=activity_property, from_organizer_copy=from_organizer_copy,
+        etag=event.get("etag") if from_organizer_copy else None, responses=attendee_responses(event),
+        event_type=event_type_of(event), guests=guests_of(event),
+        guests_can_modify=event.get("guestsCanModify") is True)
 
 def _outside_the_window(known: core.ItemState | None) -> core.ItemState | None:
     """What a windowed full listing cannot show of a known series: its exceptions from before the window.

@@ -451,8 +451,10 @@ def send_answers(cycle: Cycle) -> None:
         .where(ActivityParticipant.user_id == user.id, ActivityParticipant.response_pending.is_(True),
                SyncLink.confirmed.is_(True), SyncLink.google_event_id.is_not(None))
     ).all()
+    if not pending:
+        return
+    client = cycle.client(user.email)
     for activity_id, response, event_id in pending:
-        client = cycle.client(user.email)
         try:
             write = answer_write(("answer", activity_id), user.email, client.get_event(event_id), response)
             if write is not None:
