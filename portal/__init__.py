@@ -12,6 +12,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError
 
+from portal import security
 from portal.extensions import csrf, db, htmx, login_manager, migrate
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -97,6 +98,7 @@ def create_app(test_config=None, instance_path=None):
     csrf.init_app(app)
     htmx.init_app(app)
     login_manager.init_app(app)
+    security.init_app(app)
 
     # Imported when an app is made, not with the package: the Google emulator and the pure sync modules live
     # in it too, and importing them should not load every model, page and Google's client libraries.

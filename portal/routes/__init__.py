@@ -1,7 +1,6 @@
 """One blueprint per page area."""
 
 from functools import wraps
-from urllib.parse import urlsplit
 
 from flask import Response, abort, jsonify, render_template, request
 from flask_login import current_user, login_required
@@ -11,7 +10,6 @@ from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import Conflict, HTTPException
 from werkzeug.routing import IntegerConverter
 
-from portal import security
 from portal.extensions import db
 from portal.sync.recurrence_text import describe
 
@@ -31,7 +29,6 @@ def register_blueprints(app):
     app.add_url_rule("/", endpoint="index", view_func=calendar.index)
     register_error_pages(app)
     register_filters(app)
-    security.init_app(app)
 
 
 ERROR_TEXTS = {
@@ -109,8 +106,8 @@ def local_address(value: str | None, default: str) -> str:
         return default
     if "\\" in value or any(not "!" <= c <= "~" for c in value):
         return default
-    parts = urlsplit(value)
-    if not value.startswith("/") or value.startswith("//") or parts.scheme or parts.netloc:
+    # A path of this site: a single leading slash, so no scheme and no other host can come before it.
+    if not value.startswith("/") or value.startswith("//"):
         return default
     return value
 
