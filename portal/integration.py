@@ -390,7 +390,7 @@ def rotate_secrets(keys: list[str]) -> int:
 
     Changes the session only: the caller commits once, so either every secret moves or none does.
     """
-    multi = MultiFernet([Fernet(key) for key in keys])
+    multi = _fernet(",".join(keys))
     count = 0
     rows = db.session.scalars(select(GoogleIntegration).order_by(GoogleIntegration.id).with_for_update())
     for row in rows:
