@@ -1,6 +1,7 @@
 """One blueprint per page area."""
 
 from functools import wraps
+from typing import NoReturn
 
 from flask import Response, abort, jsonify, render_template, request
 from flask_login import current_user, login_required
@@ -41,6 +42,13 @@ ERROR_TEXTS = {
     413: ("Too large", "The upload is larger than allowed."),
 }
 
+
+
+def refuse_with(code: int, message: str) -> NoReturn:
+    """Answer a page request with the error page and this reason in words (the error handlers show the
+    standard text for the code)."""
+    abort(Response(render_template("errors.html", code=code, title=ERROR_TEXTS[code][0], message=message),
+                   status=code))
 
 class DatabaseIdConverter(IntegerConverter):
     """`<int:...>` in URLs: at most 18 digits, so every id fits a 64-bit database integer. Longer ones match

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta
 
-from flask import Blueprint, abort, flash, make_response, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import select
 
@@ -40,7 +40,7 @@ from portal.forms import (
     occurrence_to_form,
 )
 from portal.models import ACTIVITY_TEXTS, Activity, Project, utcnow
-from portal.routes import local_address, render, wants_partial
+from portal.routes import local_address, refuse_with, render, wants_partial
 from portal.sync.models import SyncJournalEntry, SyncLink
 from portal.sync.recurrence import is_editable
 from portal.sync.status import StatusReader
@@ -71,7 +71,7 @@ def refuse(activity: Activity, *, deleting: bool = False) -> None:
     reason = refusal(current_user, activity, deleting=deleting,
                      how_to_answer="answer it instead with the buttons on its page")
     if reason:
-        abort(make_response(render_template("errors.html", code=403, title="Forbidden", message=reason), 403))
+        refuse_with(403, reason)
 
 
 def parse_week(value: str | None) -> date:
@@ -403,10 +403,9 @@ def answer(activity_id: int):
     try:
         answer_activity(activity, current_user, request.form.get("response"))
     except PermissionError as exc:
-        abort(make_response(render_template("errors.html", code=403, title="Forbidden", message=str(exc)), 403))
+        refuse_with(403, str(exc))
     except ValidationError as exc:
-        abort(make_response(render_template("errors.html", code=400, title="Bad request",
-                                            message=exc.fields["response"]), 400))
+        refuse_with(400, exc.fields["response"])
     db.session.commit()
     return after_change(f"Answered “{activity.subject}”: {ANSWERS[request.form['response']]}.")
 
