@@ -333,6 +333,11 @@ class Activity(db.Model):
         self.recurrence_text = "\n".join(lines)
 
     @property
+    def span(self) -> tuple[date, date] | tuple[datetime, datetime]:
+        """The (first) start and end in the item's own form: dates all day, UTC instants otherwise."""
+        return (self.start_date, self.end_date) if self.all_day else (self.start_at, self.end_at)
+
+    @property
     def is_recurring(self) -> bool:
         return bool(self.recurrence)
 
@@ -362,10 +367,7 @@ class Activity(db.Model):
         out in full, or one stored with more lines than a series may have, gives what was found by then and
         says there is more: a page stays small and quick whatever is stored.
         """
-        if self.all_day:
-            start, end = self.start_date, self.end_date
-        else:
-            start, end = self.start_at, self.end_at
+        start, end = self.span
         more = False
         if self.is_recurring:
             # All-day occurrences are dates, not instants: a viewer 25 hours away from the series' zone
@@ -433,7 +435,7 @@ class Activity(db.Model):
         """The start and end the rule gives occurrence ``key``, or None when the series has no such one."""
         if not self.is_recurring:
             return None
-        start, end = (self.start_date, self.end_date) if self.all_day else (self.start_at, self.end_at)
+        start, end = self.span
         try:
             if key not in occurrence_keys_among(start, end, self.time_zone, self.recurrence, [key],
                                                 all_day=self.all_day):
@@ -489,7 +491,7 @@ class Activity(db.Model):
         if not self.exceptions:
             return []
         keys = [e.original_start for e in self.exceptions]
-        start, end = (self.start_date, self.end_date) if self.all_day else (self.start_at, self.end_at)
+        start, end = self.span
         alive = occurrence_keys_among(start, end, self.time_zone, self.recurrence, keys,
                                       all_day=self.all_day) if self.is_recurring else set()
         gone = [k for k in keys if k not in alive]
