@@ -43,11 +43,6 @@ from portal.sync.runtime import scheduling, seconds
 log = logging.getLogger(__name__)
 
 
-def session_lifetime() -> timedelta:
-    value = current_app.config.get("PERMANENT_SESSION_LIFETIME", 8 * 3600)
-    return value if isinstance(value, timedelta) else timedelta(seconds=float(value))
-
-
 def backoff_delay(failures: int) -> timedelta:
     """Exponential in the number of failed cycles in a row, capped."""
     base = float(current_app.config["SYNC_BACKOFF_BASE_SECONDS"])
@@ -75,7 +70,7 @@ def due_users_query(now: datetime, organization_ids: list[int]):
             CalendarSync.enabled.is_(True),
             User.active.is_(True),
             CalendarSync.organization_id.in_(organization_ids),
-            CalendarSync.last_seen_at >= now - session_lifetime(),
+            CalendarSync.last_seen_at >= now - current_app.permanent_session_lifetime,
             or_(CalendarSync.due_at.is_(None), CalendarSync.due_at <= now),
             or_(CalendarSync.backoff_until.is_(None), CalendarSync.backoff_until <= now),
         )
