@@ -1,7 +1,9 @@
 """One blueprint per page area."""
 
+from datetime import datetime, timezone
 from functools import wraps
 from typing import NoReturn
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import Response, abort, jsonify, render_template, request
 from flask_login import current_user, login_required
@@ -82,10 +84,35 @@ def register_error_pages(app):
     app.register_error_handler(HTTPException, render_error)
 
 
+def viewer_zone() -> ZoneInfo:
+    """The zone times are shown in: the viewer's own (helpdesk staff included), UTC for visitors."""
+    zone = getattr(current_user, "time_zone", None) if current_user else None
+    try:
+        return ZoneInfo(zone) if zone else ZoneInfo("UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def show_time(value: datetime | None, style: str = "minutes") -> str:
+    """A stored instant in the viewer's zone, always with the zone's name beside it, so no page shows a bare
+    time ("2026-11-30 09:15 CET"). `style`: minutes, seconds, or date (a day needs no zone)."""
+    if value is None:
+        return "—"
+    if value.tzinfo is None:  # stored instants are UTC
+        value = value.replace(tzinfo=timezone.utc)
+    local = value.astimezone(viewer_zone())
+    if style == "date":
+        return local.strftime("%Y-%m-%d")
+    text = local.strftime("%Y-%m-%d %H:%M:%S" if style == "seconds" else "%Y-%m-%d %H:%M")
+    return f"{text} {local.tzname() or local.strftime('%z')}"
+
+
 def register_filters(app):
     @app.template_filter("describe_recurrence")
     def describe_recurrence(lines):
         return describe(lines) if lines else ""
+
+    app.add_template_filter(show_time, "when")
 
 
 def role_required(*roles):

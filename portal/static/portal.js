@@ -25,6 +25,16 @@
     paint(root.querySelectorAll ? root : document);
   });
 
+  // A plain form (no htmx) that asks before it acts; htmx asks itself through hx-confirm.
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (form.matches && form.matches("form[data-confirm]:not([hx-post])")) {
+      if (!window.confirm(form.getAttribute("data-confirm"))) {
+        event.preventDefault();
+      }
+    }
+  }, true);
+
   document.addEventListener("click", function (event) {
     var button = event.target.closest("button[data-copy]");
     if (!button || !navigator.clipboard) {

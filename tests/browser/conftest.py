@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import threading
+from pathlib import Path
 
 import pytest
 from werkzeug.serving import make_server
@@ -69,7 +72,7 @@ def _driver_session():
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, for CSP reports
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
                  "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--window-size=1400,1000"):
+                 "--disable-sync", f"--window-size={WIDE[0]},{WIDE[1]}"):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.implicitly_wait(0)
@@ -83,9 +86,68 @@ def csp_violations(driver) -> list[str]:
             if "Content Security Policy" in entry["message"]]
 
 
+WIDE = (1400, 1000)
+PHONE_WIDTH = 375
+
+# Screenshots of every walk's steps: CI keeps this folder as the walks' artifact (BROWSER_ARTIFACTS moves it).
+ARTIFACTS = Path(os.environ.get("BROWSER_ARTIFACTS") or Path(__file__).resolve().parents[1] / "artifacts" / "browser")
+
+
+@pytest.fixture
+def shot(browser, request):
+    """`shot("step name")` saves a PNG of the page as it is now, numbered in the order of the walk, in
+    tests/artifacts/browser/<test>/; returns its path."""
+    folder = ARTIFACTS / re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    taken = []
+
+    def take(name: str) -> Path:
+        taken.append(name)
+        path = folder / f"{len(taken):02d}-{re.sub(r'[^A-Za-z0-9_.-]+', '-', name).strip('-')}.png"
+        assert browser.save_screenshot(str(path)), f"no screenshot for {name}"
+        return path
+
+    return take
+
+
+def sideways_overflow(driver) -> list[str]:
+    """What sticks out past the right edge of the window (the page scrolls sideways), as short descriptions;
+    empty when the page fits its width."""
+    return driver.execute_script("""
+        const width = document.documentElement.clientWidth, out = [];
+        if (document.documentElement.scrollWidth > width + 1) {
+          for (const el of document.body.querySelectorAll('*')) {
+            const box = el.getBoundingClientRect();
+            if (box.width && box.right > width + 1 && getComputedStyle(el).position !== 'fixed') {
+              let scrolled = false;
+              for (let p = el.parentElement; p && p !== document.body; p = p.parentElement) {
+                const o = getComputedStyle(p).overflowX;
+                if (o === 'auto' || o === 'scroll' || o === 'hidden') { scrolled = true; break; }
+              }
+              if (!scrolled) out.push(el.tagName.toLowerCase() + (el.id ? '#' + el.id : '') +
+                                      (el.className && el.className.baseVal === undefined && el.className ? '.' + String(el.className).split(' ').join('.') : '') +
+                                      ' right=' + Math.round(box.right));
+            }
+          }
+          if (!out.length) out.push('document ' + document.documentElement.scrollWidth + ' > ' + width);
+        }
+        return out.slice(0, 10);
+    """)
+
+
+@pytest.fixture
+def phone(browser):
+    """The browser at a phone's 375 px width (back to wide afterwards)."""
+    browser.set_window_size(PHONE_WIDTH, 800)
+    yield browser
+    browser.set_window_size(*WIDE)
+
+
 @pytest.fixture
 def browser(_driver_session):
     _driver_session.delete_all_cookies()
+    _driver_session.set_window_size(*WIDE)
     csp_violations(_driver_session)
     yield _driver_session
     # Every walk doubles as a check of the policy: a refused script or style would break the page quietly.
