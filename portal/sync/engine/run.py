@@ -4,9 +4,10 @@ write Google -> write the portal, and the rounds that plan again what Google cha
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import ObjectDeletedError, StaleDataError
 
@@ -29,11 +30,13 @@ from portal.sync.engine.read import (
 )
 from portal.sync.engine.settle import agree_on_sent, settle_reserved
 from portal.sync.engine.state import (
+    DATABASE_BUSY,
     FIRST_SYNC_DAYS,
     RACES,
     Cycle,
     OrganizationUsers,
     checkpoint,
+    database_busy,
     lease_seconds,
     link_for_action,
     link_id_of,
@@ -92,18 +95,55 @@ def _leased(lease: str, organization: Organization, trigger: str, *, puller: Use
         return _run(organization, trigger, puller=puller, owner=owner, claims=claims)
     finally:
         db.session.rollback()
-        Lease.release_many(claims, owner)
-        Lease.release(lease, owner)
+        try:
+            Lease.release_many(claims, owner)
+            Lease.release(lease, owner)
+        except Exception as exc:
+            if not database_busy(exc):
+                raise
+            # Still locked: the leases run out by themselves, and what stopped the cycle is what gets raised.
+            db.session.rollback()
+            log.warning("the leases of %s are left to expire: the database is busy", lease)
+
+
+# A cycle still "running" although we hold its lease ended without recording how. Usually its worker died;
+# when it was this process that could not write the end (the database stayed locked), the end is known here.
+ABANDONED = ("This cycle ended without recording its outcome (its worker stopped or lost the database); the "
+             "next cycle took its changes up again.")
+_UNRECORDED: dict[int, tuple[str, str | None]] = {}  # cycle id -> (status, message) it could not write
+_UNRECORDED_LOCK = threading.Lock()
+_UNRECORDED_KEPT = 1000
+
+
+def _remember_unrecorded(cycle_id: int, status: str, message: str | None) -> None:
+    with _UNRECORDED_LOCK:
+        _UNRECORDED[cycle_id] = (status, message)
+        while len(_UNRECORDED) > _UNRECORDED_KEPT:
+            del _UNRECORDED[next(iter(_UNRECORDED))]
 
 
 def _close_abandoned(organization_id: int, user_id: int | None) -> None:
-    """A cycle still "running" although we hold its lease was cut short (a killed worker): say so."""
-    db.session.execute(
-        update(SyncCycle)
-        .where(SyncCycle.organization_id == organization_id, SyncCycle.user_id.is_(user_id) if user_id is None
-               else SyncCycle.user_id == user_id, SyncCycle.status == "running")
-        .values(status="failed", message="The worker running this cycle stopped; another one took over.")
-    )
+    """Close the cycles of this user (or outbox) left "running": with their own outcome when this process
+    knows it, otherwise saying only what is known."""
+    scope = (SyncCycle.organization_id == organization_id,
+             SyncCycle.user_id.is_(None) if user_id is None else SyncCycle.user_id == user_id)
+    with _UNRECORDED_LOCK:
+        known = dict(_UNRECORDED)
+    if known:
+        running = set(db.session.scalars(select(SyncCycle.id).where(*scope, SyncCycle.status == "running",
+                                                                    SyncCycle.id.in_(known))))
+        for cycle_id in sorted(running):
+            status, message = known[cycle_id]
+            db.session.execute(update(SyncCycle).where(SyncCycle.id == cycle_id, SyncCycle.status == "running")
+                               .values(status=status, message=message))
+        # Those closed by an earlier cycle's commit are done with.
+        closed = set(db.session.scalars(select(SyncCycle.id).where(*scope, SyncCycle.id.in_(known),
+                                                                   SyncCycle.status != "running")))
+        with _UNRECORDED_LOCK:
+            for cycle_id in closed - running:
+                _UNRECORDED.pop(cycle_id, None)
+    db.session.execute(update(SyncCycle).where(*scope, SyncCycle.status == "running")
+                       .values(status="failed", message=ABANDONED))
 
 
 def _run(organization: Organization, trigger: str, *, puller: User | None, owner: str = "",
@@ -152,16 +192,35 @@ def _run(organization: Organization, trigger: str, *, puller: User | None, owner
                        "in the next cycle.")
     except Exception as exc:  # noqa: BLE001 - a cycle always ends with a state, never stays "running"
         db.session.rollback()  # first: a failed flush leaves nothing readable until then
-        log.exception("sync cycle of organization %s stopped on an unexpected error", organization_id)
         row.status = "failed"
-        row.message = f"The cycle stopped on an unexpected error ({type(exc).__name__}); it is tried again."
+        if database_busy(exc):
+            log.warning("sync cycle of organization %s met a busy database: %s", organization_id, exc.orig)
+            row.message = DATABASE_BUSY
+        else:
+            log.exception("sync cycle of organization %s stopped on an unexpected error", organization_id)
+            row.message = f"The cycle stopped on an unexpected error ({type(exc).__name__}); it is tried again."
     row.requests = cycle.requests
     row.duration_ms = int((time.monotonic() - started) * 1000)
-    if puller is not None:
-        CalendarSync.for_user(puller).last_cycle_at = utcnow()
-    db.session.add(row)
-    db.session.commit()
+    _record_end(row, puller)
     return row
+
+
+def _record_end(row: SyncCycle, puller: User | None) -> None:
+    """Write how the cycle ended. If the database is still locked, this process remembers it, so the next
+    cycle closes the row with what happened instead of taking it for a dead worker's; the error is raised."""
+    with db.session.no_autoflush:
+        cycle_id, status, message = row.id, row.status, row.message
+    try:
+        if puller is not None:
+            CalendarSync.for_user(puller).last_cycle_at = utcnow()
+        db.session.add(row)
+        db.session.commit()
+    except Exception as exc:
+        if not database_busy(exc):
+            raise
+        db.session.rollback()
+        _remember_unrecorded(cycle_id, status, DATABASE_BUSY if status == "ok" else message)
+        raise
 
 
 def _user_succeeded(user: User) -> None:
@@ -280,6 +339,8 @@ def _execute_now(cycle: Cycle, actions: list) -> None:
             log.info("event %s was taken in by another worker at the same moment", action.google_id)
             cycle.failed_google.add(action.google_id)
         except Exception as exc:  # noqa: BLE001 - one bad item must never stop the cycle
+            if database_busy(exc):
+                raise  # not this item's problem: no other item could be stored either
             log.exception("sync action %s failed", type(action).__name__)
             mark_failed(cycle, action, f"Could not be stored: {type(exc).__name__}: {exc}")
 

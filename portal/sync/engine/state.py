@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Mapping
@@ -13,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm.exc import ObjectDeletedError, StaleDataError
 
 from portal.extensions import db
@@ -220,6 +222,30 @@ class Raced(Exception):
 
 
 RACES = (StaleDataError, ObjectDeletedError, Raced)
+
+# What a cycle records when another writer held the database longer than the cycle waits for it (SQLite's
+# busy timeout, PostgreSQL's lock timeouts, deadlocks and serialization failures). The cycle's work is rolled
+# back whole, its outbox rows stay pending and its links keep their agreed state: the next cycle does it again.
+DATABASE_BUSY = ("The portal's database was busy (locked by another writer); nothing was lost — the changes "
+                 "are retried in the next cycle.")
+# PostgreSQL's codes for "someone else holds what you need": serialization_failure, deadlock_detected,
+# lock_not_available.
+_POSTGRES_BUSY = frozenset({"40001", "40P01", "55P03"})
+
+
+def database_busy(exc: BaseException) -> bool:
+    """Whether `exc` is the database refusing a write because another writer holds a lock: a passing
+    condition, unlike a bug or a broken database."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    original = exc.orig
+    code = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+    if code in _POSTGRES_BUSY:
+        return True
+    if isinstance(original, sqlite3.OperationalError):
+        text = str(original).lower()
+        return "database is locked" in text or "database table is locked" in text
+    return False
 
 
 def claim_new(cycle: Cycle, link: SyncLink) -> None:
