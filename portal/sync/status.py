@@ -114,3 +114,110 @@ def user_health(row, integration, *, now, session_lifetime, user_active: bool = 
         return Health("first_sync", "First sync under way",
                       "The first sync matches and links what both calendars already hold.")
     return Health("healthy", "Healthy", "The calendar is in sync.")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Recent cycles, as one user sees them
+
+
+@dataclass(frozen=True)
+class CycleSummary:
+    """One cycle as a user's page lists it. `outbox` cycles are the organization's pushes of portal
+    changes; their counts here are only those of the user's own activities (the organization's totals stay
+    on the `SyncCycle` row, for diagnostics)."""
+
+    id: int
+    started_at: object  # datetime (UTC), shown with |when
+    status: str  # ok | partial | failed | skipped | running
+    message: str | None
+    trigger: str
+    outbox: bool
+    duration_ms: int = 0
+    portal_created: int = 0
+    portal_updated: int = 0
+    portal_deleted: int = 0
+    google_created: int = 0
+    google_updated: int = 0
+    google_deleted: int = 0
+    conflicts: int = 0
+    errors: int = 0
+
+    @property
+    def to_google(self) -> int:
+        return self.google_created + self.google_updated + self.google_deleted
+
+    @property
+    def from_google(self) -> int:
+        return self.portal_created + self.portal_updated + self.portal_deleted
+
+
+def recent_cycles_for(user, *, limit: int = 5) -> list[CycleSummary]:
+    """The user's latest `limit` cycles, newest first: their own cycles (pulling their calendar and pushing
+    their changes) merged with the outbox pushes that wrote one of the activities they own.
+
+    A change made in the portal is pushed by the organization's outbox right after it is saved, in a cycle
+    without a user; its counts are attributed from the sync journal (`SyncJournalEntry.cycle_id` and the
+    owner of the activity it names), so a user sees "1 to Google" for their own edit, not the organization's
+    total. An outbox cycle that failed as a whole wrote no journal for anyone and is not listed here; its
+    changes stay pending and show in the push that then succeeds.
+
+    Cost: one query for the user's own cycles, and two over the journal entries newer than the oldest of
+    those (ids only grow), through the journal's cycle index.
+    """
+    from sqlalchemy import func
+
+    from portal.sync.models import SyncCycle, SyncJournalEntry
+
+    own = list(db.session.scalars(select(SyncCycle).where(SyncCycle.user_id == user.id)
+                                  .order_by(SyncCycle.id.desc()).limit(limit)))
+    # An outbox cycle older than the oldest own cycle listed could only be shown if it were among the newest.
+    floor = own[-1].id if len(own) == limit else 0
+    touches = (select(SyncJournalEntry.cycle_id)
+               .join(SyncCycle, SyncCycle.id == SyncJournalEntry.cycle_id)
+               .join(Activity, Activity.id == SyncJournalEntry.activity_id)
+               .where(SyncJournalEntry.cycle_id > floor, SyncCycle.organization_id == user.organization_id,
+                      SyncCycle.user_id.is_(None), Activity.owner_id == user.id)
+               .group_by(SyncJournalEntry.cycle_id).order_by(SyncJournalEntry.cycle_id.desc()).limit(limit))
+    outbox_ids = list(db.session.scalars(touches))
+    counts: dict[int, dict[str, int]] = {cycle_id: {} for cycle_id in outbox_ids}
+    if outbox_ids:
+        rows = db.session.execute(
+            select(SyncJournalEntry.cycle_id, SyncJournalEntry.kind, SyncJournalEntry.side, func.count())
+            .join(Activity, Activity.id == SyncJournalEntry.activity_id)
+            .where(SyncJournalEntry.cycle_id.in_(outbox_ids), Activity.owner_id == user.id)
+            .group_by(SyncJournalEntry.cycle_id, SyncJournalEntry.kind, SyncJournalEntry.side))
+        for cycle_id, kind, side, number in rows:
+            field = _COUNTED.get((kind, side)) or _COUNTED.get((kind, None))
+            if field is not None:
+                counts[cycle_id][field] = counts[cycle_id].get(field, 0) + number
+    outbox_rows = list(db.session.scalars(select(SyncCycle).where(SyncCycle.id.in_(outbox_ids)))) \
+        if outbox_ids else []
+    summaries = [_own_summary(row) for row in own] + [_outbox_summary(row, counts[row.id]) for row in outbox_rows]
+    summaries.sort(key=lambda summary: summary.id, reverse=True)
+    return summaries[:limit]
+
+
+# Journal entries -> the count they stand for. "created"/"updated"/"deleted" name the side written; a
+# restore brings an activity back in the portal; conflicts and errors count whatever the side.
+_COUNTED = {
+    ("created", "google"): "google_created", ("updated", "google"): "google_updated",
+    ("deleted", "google"): "google_deleted", ("created", "portal"): "portal_created",
+    ("updated", "portal"): "portal_updated", ("restored", "portal"): "portal_updated",
+    ("deleted", "portal"): "portal_deleted", ("conflict", None): "conflicts", ("error", None): "errors",
+}
+_COUNTS = ("portal_created", "portal_updated", "portal_deleted", "google_created", "google_updated",
+           "google_deleted", "conflicts", "errors")
+
+
+def _own_summary(row) -> CycleSummary:
+    return CycleSummary(id=row.id, started_at=row.started_at, status=row.status, message=row.message,
+                        trigger=row.trigger, outbox=False, duration_ms=row.duration_ms or 0,
+                        **{name: getattr(row, name) or 0 for name in _COUNTS})
+
+
+def _outbox_summary(row, counts: dict[str, int]) -> CycleSummary:
+    # A push that went wrong only for other users' items went right for this one.
+    status = "ok" if row.status == "partial" and not counts.get("errors") else row.status
+    return CycleSummary(id=row.id, started_at=row.started_at, status=status, message=row.message,
+                        trigger=row.trigger, outbox=True, duration_ms=row.duration_ms or 0,
+                        **{name: counts.get(name, 0) for name in _COUNTS})

@@ -26,6 +26,7 @@ from portal.sync.engine.state import (
     Cycle,
     chunks,
     claim_new,
+    database_busy,
     fresh_generation,
     is_pullers,
     jsonable,
@@ -413,6 +414,8 @@ def refresh_attendees(cycle: Cycle) -> None:
                 if activity.google_organizer != organizer:
                     activity.google_organizer = organizer
         except Exception as exc:  # noqa: BLE001 - answers are shown, never worth stopping the cycle for
+            if database_busy(exc):
+                raise  # nothing else could be stored either: the cycle ends as a busy database's
             log.exception("updating the attendees of %s failed", event_id)
             cycle.journal("error", activity_id=link.activity_id, google_event_id=event_id,
                           message=f"The attendees' answers could not be stored: {type(exc).__name__}")
