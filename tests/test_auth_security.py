@@ -27,8 +27,10 @@ def csrf_login(client, email, password=PASSWORD):
 
 
 def login_error(response) -> str:
-    match = re.search(r'<p class="error" role="alert">([^<]*)</p>', response.get_data(as_text=True))
-    return match.group(1) if match else ""
+    # The refusal is shown as the pages' error message (the `notice` macro): "Error:" then the reason.
+    match = re.search(r'<p class="message error" role="alert">\s*<span class="message-kind">Error:</span>\s*([^<]*)</p>',
+                      response.get_data(as_text=True))
+    return match.group(1).strip() if match else ""
 
 
 def logged_in(client) -> bool:

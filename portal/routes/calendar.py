@@ -448,8 +448,9 @@ def trash():
     query = visible_activities_query(current_user, include_deleted=True).where(Activity.deleted_at >= since)
     items = db.session.scalars(query.order_by(Activity.deleted_at.desc())).all()
     restorable = {a.id for a in items if can_delete(current_user, a)}
-    return render_template("calendar/trash.html", items=items, restorable=restorable, zone=current_user.zone,
-                           view="trash")
+    until = {a.id: a.deleted_at + timedelta(days=TRASH_DAYS) for a in items}
+    return render_template("calendar/trash.html", items=items, restorable=restorable, until=until,
+                           zone=current_user.zone, view="trash")
 
 
 @bp.route("/trash/<int:activity_id>/restore", methods=("POST",))
