@@ -182,3 +182,15 @@ def test_error_pages_say_what_happened_in_words_on_a_phone(browser, phone, live_
     assert onward.text == ("Log in" if who == "anonymous" else "Go to the calendar")
     onward.send_keys(Keys.ENTER)
     wait(phone, EC.url_contains("/login" if who == "anonymous" else "/calendar"))
+
+
+def test_the_top_bar_stays_one_line_on_a_wide_screen(browser, live_server, shot):
+    log_in_by_keyboard(browser, live_server, "admin@demo.example")
+    browser.get(live_server.url + "/profile/calendar-sync")
+    shot("admin's top bar, wide")
+    header = browser.find_element(By.CSS_SELECTOR, "header.topbar")
+    assert header.size["height"] <= 60
+    who = browser.find_element(By.CSS_SELECTOR, "form.whoami .who").text
+    assert who.replace("\n", " ") == "Ada Admin · Demo Consulting · Admin"
+    assert [a.text for a in browser.find_elements(By.CSS_SELECTOR, "nav[aria-label=Main] a[aria-current=page]")] \
+        == ["My profile › Calendar sync"]
