@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from portal.extensions import db
 from portal.models import Activity
 from portal.sync.mapping import activity_state
-from portal.sync.models import SyncLink
+from portal.sync.models import SyncCycle, SyncJournalEntry, SyncLink
 from portal.sync.policy import is_eligible, sync_allowed, sync_user_ids
 
 
@@ -164,10 +164,6 @@ def recent_cycles_for(user, *, limit: int = 5) -> list[CycleSummary]:
     Cost: one query for the user's own cycles, and two over the journal entries newer than the oldest of
     those (ids only grow), through the journal's cycle index.
     """
-    from sqlalchemy import func
-
-    from portal.sync.models import SyncCycle, SyncJournalEntry
-
     own = list(db.session.scalars(select(SyncCycle).where(SyncCycle.user_id == user.id)
                                   .order_by(SyncCycle.id.desc()).limit(limit)))
     # An outbox cycle older than the oldest own cycle listed could only be shown if it were among the newest.
