@@ -207,3 +207,59 @@ def test_preview_when_google_refuses_is_a_clear_message_and_pauses_nothing(app, 
         assert not integration_for(db.session.get(Organization, world["acme"])).is_paused
         assert db.session.get(CalendarSync, world["user"]) is None
         assert db.session.scalar(select(func.count()).select_from(SyncCycle)) == 0
+
+
+def progress_of(client):
+    answer = client.get("/profile/calendar-sync/progress", headers={"HX-Request": "true",
+                                                                   "HX-Target": "first-sync-progress"})
+    assert answer.status_code == 200
+    return answer.get_data(as_text=True)
+
+
+def test_first_sync_progress_counts_items_done_and_stops_polling_when_done(app, world, connected, login_as,
+                                                                           run_sync, google_user):
+    from portal.sync import engine
+
+    app.config["SYNC_BATCH_SIZE"] = 2  # a slice of two items per write batch
+    for number in range(3):
+        make_activity(app, world["user"], subject=f"Mine {number}", start=at(number + 1), end=at(number + 1, 1))
+    person = google_user("user@acme.test")
+    for number in range(2):
+        start, end = slot(number + 1, 4)
+        person.insert(summary=f"Theirs {number}", start=start, end=end)
+    client = login_as("user")
+    assert 'id="first-sync-progress"></div>' in progress_of(client)  # off: nothing to show, no polling
+    client.post("/profile/calendar-sync", data={"enabled": "on"})
+    waiting = progress_of(client)
+    assert "First sync starting" in waiting and 'hx-trigger="every 2s"' in waiting
+
+    seen = []
+
+    def look(name):
+        if name == "first-sync-slice":  # the page as the user's browser polls it between two batches
+            html = progress_of(client)
+            seen.append((re.search(r'id="first-sync-count">([^<]*)<', html).group(1), "hx-trigger" in html))
+
+    engine.CHECKPOINTS.append(look)
+    try:
+        cycle = run_sync("user")
+    finally:
+        engine.CHECKPOINTS.remove(look)
+    assert cycle.status == "ok", cycle.message
+    assert seen == [("2 of 5 items done", True), ("4 of 5 items done", True), ("5 of 5 items done", True)]
+    done = progress_of(client)
+    assert "First sync done" in done and "5 of 5 items done" in done and "hx-trigger" not in done
+    assert sorted(e["summary"] for e in person.live()) == ["Mine 0", "Mine 1", "Mine 2", "Theirs 0", "Theirs 1"]
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(SyncLink)) == 5
+
+
+def test_a_first_sync_in_one_batch_counts_too(app, world, connected, login_as, run_sync):
+    make_activity(app, world["user"], subject="Only one", start=at(1), end=at(1, 1))
+    client = login_as("user")
+    client.post("/profile/calendar-sync", data={"enabled": "on"})
+    run_sync("user")
+    assert "1 of 1 items done" in progress_of(client)
+    later = run_sync("user")  # the next cycles are no first sync: the count stays as it was
+    assert later.status == "ok"
+    assert "1 of 1 items done" in progress_of(client)
