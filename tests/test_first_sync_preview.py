@@ -248,7 +248,7 @@ def test_first_sync_progress_counts_items_done_and_stops_polling_when_done(app, 
     assert cycle.status == "ok", cycle.message
     assert seen == [("2 of 5 items done", True), ("4 of 5 items done", True), ("5 of 5 items done", True)]
     done = progress_of(client)
-    assert "First sync done" in done and "5 of 5 items done" in done and "hx-trigger" not in done
+    assert "First sync done" in done and "5 of 5 items</strong>" in done and "hx-trigger" not in done
     assert sorted(e["summary"] for e in person.live()) == ["Mine 0", "Mine 1", "Mine 2", "Theirs 0", "Theirs 1"]
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(SyncLink)) == 5
@@ -259,7 +259,21 @@ def test_a_first_sync_in_one_batch_counts_too(app, world, connected, login_as, r
     client = login_as("user")
     client.post("/profile/calendar-sync", data={"enabled": "on"})
     run_sync("user")
-    assert "1 of 1 items done" in progress_of(client)
+    assert "1 of 1 item</strong>" in progress_of(client)
     later = run_sync("user")  # the next cycles are no first sync: the count stays as it was
     assert later.status == "ok"
-    assert "1 of 1 items done" in progress_of(client)
+    assert "1 of 1 item</strong>" in progress_of(client)
+
+
+def test_progress_does_not_poll_while_the_organizations_sync_is_paused(app, world, connected, login_as):
+    from portal.integration import integration_for
+    from portal.models import Organization
+
+    client = login_as("user")
+    client.post("/profile/calendar-sync", data={"enabled": "on"})
+    assert "hx-trigger" in progress_of(client)
+    with app.app_context():
+        integration_for(db.session.get(Organization, world["acme"])).record_error(
+            "delegation_missing", "Delegation was revoked.", "Grant it again.")
+        db.session.commit()
+    assert "hx-trigger" not in progress_of(client)

@@ -106,6 +106,9 @@ def preview_first_sync(user: User) -> FirstSyncPreview:
 
 
 def _plan(cycle: Cycle, now: datetime) -> FirstSyncPreview:
+    # Read before the pull: the pull may note things in the session, and no write lock should be held
+    # across a call to Google.
+    old_events, more = _old_events(cycle, now)
     google_items, _token, _first = pull_calendar(cycle, _SwitchedOn())  # type: ignore[arg-type]
     cycle.first_sync = True
     portal_items = read_portal_items(cycle, google_items, first_sync=True)
@@ -134,8 +137,7 @@ def _plan(cycle: Cycle, now: datetime) -> FirstSyncPreview:
             preview.portal_only.append(_item(item.state, portal_id=activity_id))
     preview.problems += [entry.message for entry in db.session.new
                          if isinstance(entry, SyncJournalEntry) and entry.kind == "error" and entry.message]
-    older_google, more = _older_google_events(cycle, google_items, now)
-    preview.older += older_google
+    preview.older += _older_google_items(old_events, google_items)
     preview.older_more = older_more or more
     preview.requests = cycle.requests
     preview.sort()
@@ -164,16 +166,22 @@ def _read_older_portal_items(cycle: Cycle, portal_items: dict, now: datetime) ->
     return len(found) > OLDER_PORTAL_CAP
 
 
-def _older_google_events(cycle: Cycle, google_items: dict, now: datetime) -> tuple[list[PreviewItem], bool]:
-    """The events of the user's calendar that ended before the window (one page of them, read only): the
-    first sync does not even list them."""
+def _old_events(cycle: Cycle, now: datetime) -> tuple[list, bool]:
+    """The events of the user's calendar that start before the window (one page of them, read only); True
+    when there are more."""
     client = cycle.client(cycle.puller.email)
     window_start = (now - timedelta(days=FIRST_SYNC_DAYS)).isoformat().replace("+00:00", "Z")
     answer = client.execute(client.service.events().list(
         calendarId="primary", timeMax=window_start, singleEvents=False, showDeleted=False,
         maxResults=int(current_app.config["SYNC_PAGE_SIZE"])))
+    return list(answer.get("items") or []), bool(answer.get("nextPageToken"))
+
+
+def _older_google_items(events: list, google_items: dict) -> list[PreviewItem]:
+    """Those of the old events the first sync's listing does not hold: they ended before the window, and
+    the first sync does not even list them."""
     older = []
-    for event in answer.get("items") or []:
+    for event in events:
         if not isinstance(event, dict) or not event.get("id") or event["id"] in google_items:
             continue
         if event.get("status") == "cancelled" or event.get("recurringEventId") \
@@ -192,4 +200,4 @@ def _older_google_events(cycle: Cycle, google_items: dict, now: datetime) -> tup
         recurrence = tuple(line for line in event.get("recurrence") or [] if isinstance(line, str))
         older.append(PreviewItem(str(event.get("summary") or "(no title)"), when, all_day, recurrence,
                                  google_id=event["id"]))
-    return older, bool(answer.get("nextPageToken"))
+    return older
