@@ -54,6 +54,15 @@ def realistic_mix(app, world, person):
                                                                         (NOW - timedelta(days=10)).strftime("%a")[:2].upper()])
     person.insert(summary="Company day", start={"date": (NOW + timedelta(days=6)).date().isoformat()},
                   end={"date": (NOW + timedelta(days=7)).date().isoformat()})
+    home = (NOW + timedelta(days=2)).date()
+    person.insert(summary="Working from home", eventType="workingLocation", start={"date": home.isoformat()},
+                  end={"date": (home + timedelta(days=1)).isoformat()}, visibility="public",
+                  transparency="transparent", workingLocationProperties={"type": "homeOffice", "homeOffice": {}})
+    old_home = (NOW - timedelta(days=60)).date()  # a Google type that stays in Google, even older than the window
+    person.insert(summary="Old home day", eventType="workingLocation", start={"date": old_home.isoformat()},
+                  end={"date": (old_home + timedelta(days=1)).isoformat()}, visibility="public",
+                  transparency="transparent",
+                  workingLocationProperties={"type": "homeOffice", "homeOffice": {}})
     make_activity(app, world["user"], subject="Kick-off", start=at(4), end=at(4, 1),
                   participants=["colleague@acme.test"])  # portal only
     make_activity(app, world["user"], subject="Portal series", start=at(-50), end=at(-50, 1),
@@ -127,7 +136,8 @@ def test_preview_numbers_are_what_the_first_sync_then_does(app, world, connected
     assert to_portal == (3, ["Company day", "Dentist", "Standup"])
     assert older == (3, ["Just too old", "Old Google item", "Old portal item"])
     assert shown(html, "portal-only") == (2, ["Customer at home", "Design work"])
-    assert "Not mine" not in html
+    assert "Not mine" not in html  # a colleague's item
+    assert "home day" not in html and "Working from" not in html  # Google's day markers stay in Google
 
     # Switch on, let the first sync run: it does what the preview said.
     assert client.post("/profile/calendar-sync", data={"enabled": "on"}).status_code == 302
@@ -145,7 +155,8 @@ def test_preview_numbers_are_what_the_first_sync_then_does(app, world, connected
     assert linked_subjects(app, world["user"], "portal") == to_google[1]
     assert linked_subjects(app, world["user"], "google") == to_portal[1]
     in_google = sorted(e["summary"] for e in person.live())
-    assert in_google == sorted(linked[1] + to_google[1] + to_portal[1] + ["Old Google item"])
+    assert in_google == sorted(linked[1] + to_google[1] + to_portal[1]
+                               + ["Old Google item", "Old home day", "Working from home"])
     with app.app_context():
         state = db.session.get(CalendarSync, world["user"])
         assert state.first_sync_total == state.first_sync_done >= linked[0] + to_google[0] + to_portal[0]
