@@ -79,6 +79,7 @@ def test_user_previews_switches_on_and_watches_the_first_sync(browser, live_serv
     browser.set_window_size(PHONE_WIDTH, 800)  # the preview's lists fit a phone
     try:
         assert sideways_overflow(browser) == []
+        browser.execute_script("document.getElementById('preview-title').scrollIntoView()")
         shot("preview on a phone")
     finally:
         browser.set_window_size(*WIDE)

@@ -198,7 +198,7 @@ def _cycle(cycle: Cycle) -> None:
     settle_reserved(cycle, portal_items, google_items)
     actions = core.plan_cycle(links_for_core(cycle), portal_items, google_items, first_sync=first_sync, now=now,
                               window_days=FIRST_SYNC_DAYS, syncing=cycle.syncing_emails)
-    if first_sync and state is not None:
+    if first_sync and state is not None and state.full_sync_needed:  # a first sync, not a re-read after a 410
         cycle.progress = state
         state.first_sync_total, state.first_sync_done = len(item_groups(actions)), 0
     _execute(cycle, actions, in_slices=cycle.progress is not None)
@@ -218,7 +218,7 @@ def _cycle(cycle: Cycle) -> None:
         state.full_sync_needed = False
         if first_sync and state.first_synced_at is None:
             state.first_synced_at = utcnow()
-        if first_sync:
+        if cycle.progress is not None:
             state.first_sync_done = state.first_sync_total
     if cycle.busy:
         cycle.row.message = (f"{len(cycle.busy)} item(s) were being synced by another worker at the same "
