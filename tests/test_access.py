@@ -52,6 +52,9 @@ RULES = {
     ("GET", "/profile/calendar-sync"): expect(302, 200, 200, 200, 200, 200, 200, 200),
     ("POST", "/profile/calendar-sync"): expect(302, 302, 302, 302, 302, 302, 302, 302),
     ("POST", "/profile/time-zone"): expect(302, 302, 302, 302, 302, 302, 302, 302),
+    # the first sync's preview and progress: each visitor's own (here the integration is off: a message)
+    ("POST", "/profile/calendar-sync/preview"): expect(302, 200, 200, 200, 200, 200, 200, 200),
+    ("GET", "/profile/calendar-sync/progress"): expect(302, 200, 200, 200, 200, 200, 200, 200),
     # my sign-in: every logged-in visitor has their own (a wrong current password: 422, nothing changes)
     ("GET", "/profile/security"): expect(302, 200, 200, 200, 200, 200, 200, 200),
     ("POST", "/profile/password"): expect(302, 422, 422, 422, 422, 422, 422, 422),
@@ -103,6 +106,7 @@ BODIES = {
     ("POST", f"/calendar/activities/{ACTIVITY}"): ACTIVITY_FORM,
     ("POST", "/profile/calendar-sync"): {"enabled": "off"},
     ("POST", "/profile/time-zone"): {"time_zone": "Europe/London"},
+    ("POST", "/profile/calendar-sync/preview"): {},
     ("POST", "/profile/password"): {"current_password": "not the password", "new_password": "x" * 20,
                                     "confirm_password": "x" * 20},
     ("POST", GOOGLE + "/account"): {"service_account_email": "sync@acme-project.iam.gserviceaccount.com",

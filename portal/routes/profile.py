@@ -21,6 +21,8 @@ from portal.extensions import db
 from portal.models import ActivityType
 from portal.routes import render, wants_partial
 from portal.signin_models import ApiToken, LoginSession, TokenError
+from portal.sync.engine.preview import PreviewRefused
+from portal.sync.engine.preview import preview_first_sync as first_sync_preview
 from portal.sync.models import CalendarSync, SyncCycle
 from portal.sync.policy import integration_of
 
@@ -73,6 +75,33 @@ def switch_calendar_sync():
         return render(None, "profile/_sync.html", sync_context())
     flash("Calendar sync is on: your calendar syncs automatically." if enabled else "Calendar sync is off.")
     return redirect(url_for("profile.calendar_sync"))
+
+
+# --- My profile > Calendar sync: the first sync's preview and progress ------------------------------
+
+
+@bp.route("/calendar-sync/preview", methods=("POST",))
+@login_required
+def preview_first_sync():
+    """Preview the first sync: what switching sync on would link, copy each way and leave alone. Only
+    reads Google and the portal; writes nothing on either side."""
+    context = sync_context()
+    if context["sync"] is not None and context["sync"].enabled:
+        context["preview_error"] = "Your calendar sync is already on: the preview is for before switching it on."
+    else:
+        try:
+            context["preview"] = first_sync_preview(current_user._get_current_object())
+        except PreviewRefused as exc:
+            context["preview_error"] = str(exc)
+    return render("profile/calendar_sync.html", "profile/_preview.html", context, target="first-sync-preview")
+
+
+@bp.route("/calendar-sync/progress")
+@login_required
+def first_sync_progress():
+    """How far the first sync got (items done of its plan); the partial polls itself while it runs."""
+    return render("profile/calendar_sync.html", "profile/_progress.html", sync_context(),
+                  target="first-sync-progress")
 
 
 @bp.route("/time-zone", methods=("POST",))

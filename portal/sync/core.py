@@ -497,6 +497,7 @@ def plan_cycle(
     now: datetime | None = None,
     window_days: int = 30,
     syncing: Collection[str] | None = None,
+    left_alone: list[tuple[Side, Hashable]] | None = None,
 ) -> list[Action]:
     """The actions of one cycle, in the order they must be applied.
 
@@ -507,6 +508,9 @@ def plan_cycle(
 
     ``syncing``: the e-mails of the users with calendar sync on. An item syncs only while one
     of them takes part in it (owner, organizer or participant); None means everyone syncs.
+
+    ``left_alone``: when given, a first sync adds the new items it leaves alone as older than its
+    window, as (side, id), so a preview can say which ones without judging the window a second time.
     """
     syncing = frozenset(e.lower() for e in syncing) if syncing is not None else None
     if first_sync and now is None:
@@ -528,8 +532,8 @@ def plan_cycle(
     new_google = _unlinked(google, linked_google, eligible_only=False)
     if first_sync:
         assert now is not None
-        new_portal = _windowed(new_portal, now, window_days, Side.PORTAL, actions)
-        new_google = _windowed(new_google, now, window_days, Side.GOOGLE, actions)
+        new_portal = _windowed(new_portal, now, window_days, Side.PORTAL, actions, left_alone)
+        new_google = _windowed(new_google, now, window_days, Side.GOOGLE, actions, left_alone)
         plan = match_first_sync(new_portal, new_google)
         for pid, gid in plan.links:
             try:
@@ -734,13 +738,16 @@ def _unlinked(
 
 
 def _windowed(
-    states: dict[Hashable, ItemState], now: datetime, days: int, side: Side, actions: list[Action]
+    states: dict[Hashable, ItemState], now: datetime, days: int, side: Side, actions: list[Action],
+    left_alone: list[tuple[Side, Hashable]] | None = None,
 ) -> dict[Hashable, ItemState]:
     out: dict[Hashable, ItemState] = {}
     for item_id, state in states.items():
         try:
             if in_first_sync_window(state, now, days):
                 out[item_id] = state
+            elif left_alone is not None:
+                left_alone.append((side, item_id))
         except Exception as err:  # noqa: BLE001 - one bad item must never stop the cycle
             actions.append(ItemError(side, item_id, f"{type(err).__name__}: {err}"))
     return out

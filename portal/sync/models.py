@@ -50,6 +50,9 @@ class CalendarSync(db.Model):
     due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     backoff_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # How far the first sync got, in items of its plan: None until it has read both sides and planned.
+    first_sync_total: Mapped[int | None] = mapped_column(Integer)
+    first_sync_done: Mapped[int | None] = mapped_column(Integer)
 
     user: Mapped[User] = relationship()
 
@@ -69,6 +72,7 @@ class CalendarSync(db.Model):
             self.full_sync_needed = True
             self.sync_token = None
             self.due_at = utcnow()
+            self.first_sync_total = self.first_sync_done = None
         if not enabled:
             self.clear_error()
         self.enabled = enabled
@@ -78,6 +82,11 @@ class CalendarSync(db.Model):
 
     def clear_error(self) -> None:
         self.error_code = self.error_cause = self.error_fix = self.error_at = None
+
+    @property
+    def first_sync_running(self) -> bool:
+        """Switched on and its first sync (or a full read again) not finished, with nothing stopping it."""
+        return bool(self.enabled and self.full_sync_needed and not self.error_code)
 
     @property
     def status(self) -> str:

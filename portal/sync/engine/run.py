@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 
+from flask import current_app
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import ObjectDeletedError, StaleDataError
@@ -256,7 +257,10 @@ def _cycle(cycle: Cycle) -> None:
     settle_reserved(cycle, portal_items, google_items)
     actions = core.plan_cycle(links_for_core(cycle), portal_items, google_items, first_sync=first_sync, now=now,
                               window_days=FIRST_SYNC_DAYS, syncing=cycle.syncing_emails)
-    _execute(cycle, actions)
+    if first_sync and state is not None and state.full_sync_needed:  # a first sync, not a re-read after a 410
+        cycle.progress = state
+        state.first_sync_total, state.first_sync_done = len(item_groups(actions)), 0
+    _execute(cycle, actions, in_slices=cycle.progress is not None)
     checkpoint("applied")
     # What reached Google is recorded now: nothing that follows can take it back.
     db.session.commit()
@@ -273,6 +277,8 @@ def _cycle(cycle: Cycle) -> None:
         state.full_sync_needed = False
         if first_sync and state.first_synced_at is None:
             state.first_synced_at = utcnow()
+        if cycle.progress is not None:
+            state.first_sync_done = state.first_sync_total
     if cycle.busy:
         cycle.row.message = (f"{len(cycle.busy)} item(s) were being synced by another worker at the same "
                              "moment; they are synced in the next cycle.")
@@ -281,9 +287,12 @@ def _cycle(cycle: Cycle) -> None:
 
 
 
-def _execute(cycle: Cycle, actions: list) -> None:
+def _execute(cycle: Cycle, actions: list, *, in_slices: bool = False) -> None:
     first, then = _deletes_last(cycle, actions)
-    _execute_now(cycle, first)
+    if in_slices:
+        _execute_in_slices(cycle, first)
+    else:
+        _execute_now(cycle, first)
     if then:
         checkpoint("taken-in")
         db.session.commit()
@@ -294,6 +303,45 @@ def _execute(cycle: Cycle, actions: list) -> None:
             if link is not None and link.id not in cycle.failed_links and link.activity_id not in cycle.failed_portal:
                 ready.append(action)
         _execute_now(cycle, ready)
+
+
+# The action that closes what a plan does for one item: a link's actions end with its SetBase or Unlink, a
+# first-sync match with its LinkItems, and a copy or an item's error is a single action.
+_ITEM_ENDS = (core.SetBase, core.Unlink, core.LinkItems, core.CreateEvent, core.CreateActivity, core.ItemError)
+
+
+def item_groups(actions: list) -> list[list]:
+    """The plan cut into its items, in order; an item's actions are never split."""
+    groups, current = [], []
+    for action in actions:
+        current.append(action)
+        if isinstance(action, _ITEM_ENDS):
+            groups.append(current)
+            current = []
+    if current:
+        groups.append(current)
+    return groups
+
+
+def _execute_in_slices(cycle: Cycle, actions: list) -> None:
+    """A first sync may hold thousands of items: its plan is carried out a write batch of items at a time,
+    each slice committed with how far it got, so the user sees the count grow (one commit per batch, not
+    per item). A plan of one batch runs as any other cycle's."""
+    state = cycle.progress
+    groups = item_groups(actions)
+    size = max(1, int(current_app.config["SYNC_BATCH_SIZE"]))
+    orphans = cycle.orphans
+    for start in range(0, len(groups), size):
+        if start:
+            cycle.orphans = {}  # the occurrences a series left behind are removed once, with the first slice
+        try:
+            _execute_now(cycle, [action for group in groups[start:start + size] for action in group])
+        finally:
+            cycle.orphans = orphans
+        state.first_sync_done = min((state.first_sync_done or 0) + len(groups[start:start + size]),
+                                    state.first_sync_total or 0)
+        db.session.commit()
+        checkpoint("first-sync-slice")
 
 
 def _deletes_last(cycle: Cycle, actions: list) -> tuple[list, list]:

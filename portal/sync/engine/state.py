@@ -186,6 +186,7 @@ class Cycle:
     busy: set[int] = field(default_factory=set)  # links another cycle holds: left for the next cycle
     held: set[int] = field(default_factory=set)  # links left for a later cycle, for whatever reason
     held_back: bool = False  # a change Google listed was left for later: the sync token must not move
+    progress: object = None  # the user's CalendarSync while a first sync counts its items done
 
     def client(self, email: str) -> CalendarClient:
         email = email.lower()

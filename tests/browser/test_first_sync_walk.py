@@ -1,0 +1,140 @@
+"""A demo user previews their first sync, switches sync on, watches it progress and sees it synced, in a real
+browser against the emulated Google."""
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
+from sqlalchemy import func, select
+
+from portal.emulator.server import EmulatorServer
+from portal.extensions import db
+from portal.models import User
+from portal.sync import engine
+from portal.sync.google import TOKENS
+from portal.sync.models import CalendarSync, SyncCycle, SyncLink
+from tests.browser.conftest import PHONE_WIDTH, WIDE, sideways_overflow
+from tests.conftest import GoogleUser
+
+pytestmark = pytest.mark.browser
+
+ANNA = "anna@demo.example"
+
+
+def wait(browser, condition, timeout=15):
+    return WebDriverWait(browser, timeout).until(condition)
+
+
+@pytest.fixture
+def google(live_app):
+    """The demo organization connected to an emulated Google, nobody's own sync on yet (so Anna's first sync
+    is the first to write anything)."""
+    from portal.cli.demo import DEMO_ORGANIZATION, DEMO_USERS
+    from portal.sync.demo import connect_demo_organization
+
+    with EmulatorServer() as server:
+        TOKENS.forget()
+        live_app.config.update(GOOGLE_TOKEN_URI=server.token_uri, GOOGLE_API_ENDPOINT=server.api_endpoint,
+                               GOOGLE_BATCH_URI=server.batch_uri, GOOGLE_TIMEOUT=5,
+                               SYNC_BATCH_SIZE=2)  # a write batch of two items: the progress has steps to show
+        with live_app.app_context():
+            connect_demo_organization(server, DEMO_ORGANIZATION, [email for email, *_ in DEMO_USERS])
+            for row in db.session.scalars(select(CalendarSync)):
+                row.switch(False)
+            db.session.commit()
+        yield server
+    TOKENS.forget()
+
+
+def test_user_previews_switches_on_and_watches_the_first_sync(browser, live_server, live_app, google, shot):
+    calendar = GoogleUser(google, ANNA)
+    soon = datetime.now(UTC).replace(microsecond=0, second=0, minute=0) + timedelta(days=2)
+    calendar.insert(summary="Quarterly review", start={"dateTime": soon.isoformat(), "timeZone": "UTC"},
+                    end={"dateTime": (soon + timedelta(hours=1)).isoformat(), "timeZone": "UTC"})
+    old = soon - timedelta(days=50)
+    calendar.insert(summary="Last season's offsite", start={"dateTime": old.isoformat(), "timeZone": "UTC"},
+                    end={"dateTime": (old + timedelta(hours=3)).isoformat(), "timeZone": "UTC"})
+    events_before = sorted((e["id"], e["etag"]) for e in calendar.list(showDeleted=True))
+
+    browser.get(live_server.url + "/login")
+    browser.find_element(By.NAME, "email").send_keys(ANNA)
+    browser.find_element(By.NAME, "password").send_keys("demo-password")
+    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    wait(browser, EC.presence_of_element_located((By.ID, "week-grid")))
+    browser.get(live_server.url + "/profile/calendar-sync")
+
+    # Preview: what switching on would do, nothing changed yet.
+    wait(browser, EC.element_to_be_clickable((By.ID, "preview-button"))).click()
+    result = wait(browser, EC.visibility_of_element_located((By.CSS_SELECTOR, "#first-sync-preview .preview-result")))
+    assert browser.current_url.endswith("/profile/calendar-sync")  # in place, by htmx
+    to_portal = int(browser.find_element(By.ID, "preview-to-portal-count").text)
+    to_google = int(browser.find_element(By.ID, "preview-to-google-count").text)
+    assert to_portal == 1 and "Quarterly review" in browser.find_element(By.ID, "preview-to-portal").text
+    assert to_google >= 1
+    assert "Last season's offsite" in result.text and "left alone" in result.text
+    shot("preview")
+    browser.set_window_size(PHONE_WIDTH, 800)  # the preview's lists fit a phone
+    try:
+        assert sideways_overflow(browser) == []
+        browser.execute_script("document.getElementById('preview-title').scrollIntoView()")
+        shot("preview on a phone")
+    finally:
+        browser.set_window_size(*WIDE)
+    assert sorted((e["id"], e["etag"]) for e in calendar.list(showDeleted=True)) == events_before
+    with live_app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(SyncLink)) == 0
+
+    # Switch on. The app's own scheduler runs the first sync; it is held after its first write batch, so
+    # the walk sees it under way.
+    reached, release = threading.Event(), threading.Event()
+
+    def hold(name):
+        if name == "first-sync-slice" and not reached.is_set():
+            reached.set()
+            release.wait(30)
+
+    engine.CHECKPOINTS.append(hold)
+    try:
+        browser.find_element(By.CSS_SELECTOR, "#calendar-sync [role=switch]").click()
+        wait(browser, EC.presence_of_element_located((By.CSS_SELECTOR,
+                                                      "#calendar-sync [role=switch][aria-checked=true]")))
+        wait(browser, EC.text_to_be_present_in_element((By.ID, "first-sync-progress"), "First sync"))
+        shot("switched on")
+        assert reached.wait(30), "the first sync never reached its first batch"
+        wait(browser, EC.text_to_be_present_in_element((By.ID, "first-sync-count"), f"2 of {to_google + to_portal}"))
+        assert attribute(browser, "first-sync-progress", "hx-trigger") == "every 2s"  # polls while it runs
+        shot("progress")
+    finally:
+        release.set()
+        engine.CHECKPOINTS.remove(hold)
+
+    done = wait(browser, EC.text_to_be_present_in_element((By.ID, "first-sync-progress"), "First sync done"))
+    assert done
+    wait(browser, EC.text_to_be_present_in_element((By.ID, "calendar-sync"), "Synced"))
+    assert attribute(browser, "first-sync-progress", "hx-trigger") is None  # done: no more polling
+    shot("synced")
+    with live_app.app_context():
+        cycle = db.session.scalars(select(SyncCycle).join(User, User.id == SyncCycle.user_id)
+                                   .where(User.email == ANNA).order_by(SyncCycle.id)).first()
+        assert cycle.status == "ok", cycle.message
+    assert "Quarterly review" in [a.subject for a in _activities(live_app)]
+    assert {e["summary"] for e in calendar.live()} >= {"Quarterly review", "Weekly team meeting"}
+
+
+def attribute(browser, element_id, name):
+    """Read in one step: the polled element may be swapped between finding it and reading it."""
+    return browser.execute_script("const e = document.getElementById(arguments[0]); "
+                                  "return e ? e.getAttribute(arguments[1]) : undefined;", element_id, name)
+
+
+def _activities(app):
+    from portal.models import Activity
+
+    with app.app_context():
+        rows = db.session.scalars(select(Activity).where(Activity.deleted_at.is_(None))).all()
+        for row in rows:
+            db.session.expunge(row)
+        return rows
