@@ -52,6 +52,7 @@ RULES = {
     ("GET", "/profile/calendar-sync"): expect(302, 200, 200, 200, 200, 200, 200, 200),
     ("POST", "/profile/calendar-sync"): expect(302, 302, 302, 302, 302, 302, 302, 302),
     ("POST", "/profile/time-zone"): expect(302, 302, 302, 302, 302, 302, 302, 302),
+    ("GET", "/profile/calendar-sync/changes"): expect(302, 200, 200, 200, 200, 200, 200, 200),
     # my sign-in: every logged-in visitor has their own (a wrong current password: 422, nothing changes)
     ("GET", "/profile/security"): expect(302, 200, 200, 200, 200, 200, 200, 200),
     ("POST", "/profile/password"): expect(302, 422, 422, 422, 422, 422, 422, 422),

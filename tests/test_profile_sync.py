@@ -3,8 +3,8 @@ this user in words (their own changes pushed by the organization's outbox too), 
 items that could not be synced with the reason and the fix."""
 
 import re
-from html.parser import HTMLParser
 from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
 
 from portal.extensions import db
 from portal.models import Activity, Organization
