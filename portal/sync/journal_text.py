@@ -93,6 +93,8 @@ def _update_words(entry, activity, zone: ZoneInfo) -> str:
     changed = _changes(entry.before, entry.after)
     if not changed:
         return f"Updated {name}"
+    if "subject" in changed and entry.before.get("subject"):
+        name = f"‘{entry.before['subject']}’"  # the name it had when the change was made: "renamed it" follows
     parts = []
     if "start" in changed or "end" in changed:
         what = "start" if "start" in changed else "end"
