@@ -106,7 +106,7 @@ def test_error():
 
 def test_answered():
     assert describe_entry(entry("answered", "google", after="tentative"), WEEKLY, AMSTERDAM) == \
-        "Your answer to ‘Weekly sync’ went to Google: answered maybe"
+        "Sent the answer “Maybe” to ‘Weekly sync’ to Google"
 
 
 def test_no_item_at_all():

@@ -29,8 +29,7 @@ FIELD_NAMES = {
     "exceptions": "single occurrences",
 }
 SIDE_NAMES = {"google": "Google", "portal": "the portal"}
-ANSWERS = {"accepted": "accepted", "declined": "declined", "tentative": "answered maybe",
-           "needsAction": "has not answered"}
+ANSWERS = {"accepted": "Yes", "declined": "No", "tentative": "Maybe", "needsAction": "No answer yet"}
 GENERIC_FIX = ("The portal tries again in the next cycles. If the problem stays, open the item, correct what "
                "the message names and save it again, or ask your admin.")
 
@@ -141,8 +140,9 @@ def describe_entry(entry, activity, zone: ZoneInfo) -> str:
     if kind == "error":
         return f"Could not sync {name}: {entry.message or 'Google refused the change.'}"
     if kind == "answered":
-        answer = ANSWERS.get(entry.after if isinstance(entry.after, str) else "", "answered")
-        return f"Your answer to {name} went to Google: {answer}"
+        # The journal does not say whose answer it was in a field of its own: the words stay neutral.
+        answer = ANSWERS.get(entry.after if isinstance(entry.after, str) else "")
+        return f"Sent the answer “{answer}” to {name} to Google" if answer else f"Sent an answer to {name} to Google"
     if kind == "resync":
         return "Google asked for the whole calendar to be read again; it was"
     return entry.message or f"The sync noted a change to {name}"
