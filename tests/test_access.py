@@ -55,6 +55,7 @@ RULES = {
     # the first sync's preview and progress: each visitor's own (here the integration is off: a message)
     ("POST", "/profile/calendar-sync/preview"): expect(302, 200, 200, 200, 200, 200, 200, 200),
     ("GET", "/profile/calendar-sync/progress"): expect(302, 200, 200, 200, 200, 200, 200, 200),
+    ("GET", "/profile/calendar-sync/changes"): expect(302, 200, 200, 200, 200, 200, 200, 200),
     # my sign-in: every logged-in visitor has their own (a wrong current password: 422, nothing changes)
     ("GET", "/profile/security"): expect(302, 200, 200, 200, 200, 200, 200, 200),
     ("POST", "/profile/password"): expect(302, 422, 422, 422, 422, 422, 422, 422),

@@ -378,6 +378,11 @@ def delete(activity_id: int):
 def after_change(message: str):
     """Back to the calendar: a redirect for plain forms, the refreshed view in place for HTMX."""
     return_to = local_address(request.form.get("return_to"), url_for("calendar.week"))
+    # --- My profile › Calendar sync puts lost values back too (a plain form), and the user returns there.
+    if return_to == url_for("profile.calendar_sync") and not wants_partial():
+        flash(message)
+        return redirect(return_to)
+    # ---
     if not return_to.startswith("/calendar"):
         return_to = url_for("calendar.week")
     if not wants_partial():

@@ -18,13 +18,15 @@ from sqlalchemy import select
 from portal.accounts import AccountError, change_password, end_sessions, live_sessions
 from portal.activities import is_time_zone
 from portal.extensions import db
-from portal.models import ActivityType
+from portal.models import ActivityType, utcnow
 from portal.routes import render, wants_partial
 from portal.signin_models import ApiToken, LoginSession, TokenError
+from portal.sync import recent
 from portal.sync.engine.preview import PreviewRefused
 from portal.sync.engine.preview import preview_first_sync as first_sync_preview
-from portal.sync.models import CalendarSync, SyncCycle
+from portal.sync.models import CalendarSync
 from portal.sync.policy import integration_of
+from portal.sync.status import user_health
 
 bp = Blueprint("profile", __name__, url_prefix="/profile")
 
@@ -33,20 +35,30 @@ def sync_context() -> dict:
     organization = current_user.organization
     integration = integration_of(organization)
     row = db.session.get(CalendarSync, current_user.id)
-    cycles = db.session.scalars(
-        select(SyncCycle).where(SyncCycle.user_id == current_user.id).order_by(SyncCycle.id.desc()).limit(5)
-    ).all()
     synced_types = db.session.scalars(
         select(ActivityType).where(ActivityType.organization_id == organization.id,
                                    ActivityType.sync_to_google.is_(True)).order_by(ActivityType.name)
     ).all()
+    organization_on = bool(integration and integration.enabled)
+    organization_paused = bool(integration and integration.enabled and integration.is_paused)
+    on = bool(row and row.enabled)
+    changes, more = recent.recent_changes(current_user)
     return {
         "integration": integration,
-        "organization_on": bool(integration and integration.enabled),
-        "organization_paused": bool(integration and integration.enabled and integration.is_paused),
+        "organization_on": organization_on,
+        "organization_paused": organization_paused,
         "sync": row,
-        "status": row.status if row else "off",
-        "cycles": cycles,
+        "sync_on": on,
+        # Switching on needs the organization's sync running; switching off is always allowed.
+        "switch_locked": not on and (not organization_on or organization_paused),
+        "health": user_health(row, integration, now=utcnow(),
+                              session_lifetime=current_app.permanent_session_lifetime,
+                              user_active=current_user.active),
+        "changes": changes,
+        "more": more,
+        "conflicts": recent.conflicts(current_user),
+        "failed": recent.failed_items(current_user),
+        "cycles": recent.cycle_rows(current_user),
         "synced_types": synced_types,
         "errors": {},
     }
@@ -100,8 +112,22 @@ def preview_first_sync():
 @login_required
 def first_sync_progress():
     """How far the first sync got (items done of its plan); the partial polls itself while it runs."""
-    return render("profile/calendar_sync.html", "profile/_progress.html", sync_context(),
-                  target="first-sync-progress")
+    context = sync_context()
+    # The last poll: the card around it refreshes once (its status, the recent changes) and polling ends.
+    done = not (context["sync"] and context["sync"].first_sync_running)
+    return render("profile/calendar_sync.html", "profile/_progress.html", context,
+                  target="first-sync-progress", trigger="first-sync-done" if done else None)
+
+
+@bp.route("/calendar-sync/changes")
+@login_required
+def sync_changes():
+    """Older entries of "Recent changes": the rows alone for the "Show older changes" link, else a page."""
+    before = request.args.get("before", "")
+    before_id = int(before) if before.isdigit() and len(before) <= 18 else None
+    changes, more = recent.recent_changes(current_user, before=before_id)
+    return render("profile/changes.html", "profile/_changes.html",
+                  {"changes": changes, "more": more, "paging": before_id is not None})
 
 
 @bp.route("/time-zone", methods=("POST",))
