@@ -44,7 +44,16 @@ def test_helpdesk_times_are_in_the_helpdesk_users_zone_with_the_zone_named(app, 
     assert "UTC" not in page
 
 
+def _working_integration(app, organization_id):
+    """An integration that is on and set up (its key is never used here: no cycle runs)."""
+    with app.app_context():
+        row = GoogleIntegration.for_organization(db.session.get(Organization, organization_id))
+        row.enabled, row.service_account_email, row.key_ciphertext = True, "sync@acme.test", "unused"
+        db.session.commit()
+
+
 def test_a_user_who_has_not_logged_in_since_switching_on_is_explained(app, world, login_as):
+    _working_integration(app, world["acme"])
     with app.app_context():
         row = CalendarSync.for_user(db.session.get(User, world["user"]))
         row.switch(True)
