@@ -15,7 +15,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 
 from sqlalchemy import func, select
 
@@ -101,7 +101,7 @@ def integration_problem(integration: GoogleIntegration | None) -> str | None:
 
 
 def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -247,7 +247,7 @@ def build_timeline(cycles: Iterable, item_errors: Iterable, *, now: datetime, zo
             ticks.append((x, hour.strftime("%H:%M")))
         else:
             minor.append(x)
-        hour = (hour.astimezone(timezone.utc) + timedelta(hours=1)).astimezone(zone)
+        hour = (hour.astimezone(UTC) + timedelta(hours=1)).astimezone(zone)
 
     totals = {r: sum(s[r] for s in slots) for r in ("ok", "partial", "failed", "skipped", "item_errors")}
     total_cycles = totals["ok"] + totals["partial"] + totals["failed"] + totals["skipped"]

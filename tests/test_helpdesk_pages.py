@@ -3,7 +3,7 @@ named, a user's silence explained, and never an activity's contents."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from portal.extensions import db
 from portal.models import GoogleIntegration, Organization, User
@@ -33,11 +33,11 @@ def test_helpdesk_times_are_in_the_helpdesk_users_zone_with_the_zone_named(app, 
         helpdesk = db.session.get(User, world["helpdesk"])
         helpdesk.time_zone = "America/New_York"
         db.session.add(SyncCycle(organization_id=world["acme"], user_id=world["user"], trigger="test",
-                                 started_at=datetime.now(timezone.utc) - timedelta(hours=1),
+                                 started_at=datetime.now(UTC) - timedelta(hours=1),
                                  status="ok"))
         db.session.commit()
         started = db.session.scalar(db.select(SyncCycle.started_at))
-    local = started.replace(tzinfo=timezone.utc).astimezone(__import__("zoneinfo").ZoneInfo("America/New_York"))
+    local = started.replace(tzinfo=UTC).astimezone(__import__("zoneinfo").ZoneInfo("America/New_York"))
     page = login_as("helpdesk").get(f"/helpdesk/organizations/{world['acme']}").get_data(as_text=True)
     assert local.strftime("%H:%M") in page
     assert local.tzname() in page  # EST or EDT
@@ -72,7 +72,7 @@ def test_item_errors_name_the_activity_by_number_never_by_subject(app, world, lo
         # An error text that quotes the subject, as a careless message might: the helpdesk must not read it.
         db.session.add(SyncJournalEntry(organization_id=world["acme"], activity_id=activity_id, kind="error",
                                         message="Google refused the event: 'Zanzibar merger talks' is invalid",
-                                        created_at=datetime.now(timezone.utc)))
+                                        created_at=datetime.now(UTC)))
         db.session.commit()
     client = login_as("helpdesk")
     for address in ("/helpdesk/", f"/helpdesk/organizations/{world['acme']}"):
