@@ -132,7 +132,7 @@ def test_a_revoked_delegation_shows_in_the_chart_the_catalogue_and_the_index(app
     client = login_as("helpdesk")
     index = client.get("/helpdesk/").get_data(as_text=True)
     assert "Paused — the service account is not allowed to act for users (delegation missing)" in index
-    assert 'class="org-problem" id="org-%d"' % world["acme"] in index
+    assert f'class="org-problem" id="org-{world["acme"]}"' in index
     page = client.get(f"/helpdesk/organizations/{world['acme']}").get_data(as_text=True)
     assert page.count('class="mark-failed"') == 1
     assert re.search(r"<title>[^<]*1 cycle failed[^<]*</title>", page)

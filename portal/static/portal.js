@@ -45,4 +45,13 @@
       button.textContent = "Copied";
     });
   });
+  /* Diagnostics: the state list follows the filter the results were made for (a count clicked above it), so
+     searching by e-mail afterwards keeps that filter. */
+  htmx.onLoad(function (root) {
+    var results = document.getElementById("health-results");
+    var select = document.getElementById("health-state");
+    if (results && select && root && root.contains && root.contains(results)) {
+      select.value = results.getAttribute("data-state") || "";
+    }
+  });
 })();
