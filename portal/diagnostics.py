@@ -75,8 +75,8 @@ SUMMARIES: dict[str, str] = {
     "unexpected_error": "the cycle stopped on an unexpected error",
 }
 
-LEVELS = {"integration": "Whole organization", "user": "One user", "item": "One item",
-          "transient": "Passing", "portal": "Portal"}
+LEVELS = {"integration": "stops the whole organization's sync", "user": "stops one user's sync",
+          "item": "one item is not synced", "transient": "passes by itself", "portal": "the portal retries"}
 
 
 def code_words(code: str) -> str:
@@ -324,7 +324,10 @@ def collapse_cycles(cycles: Sequence, *, who=lambda cycle: "") -> list[CycleRow]
             continue
         failed = cycle.status == "failed"
         text = changes_in_words(cycle)
-        if cycle.message:
+        if cycle.error_code and is_item_code(cycle.error_code):
+            # Google's words about one event may quote it; helpdesk staff read this list.
+            text = summary_of(cycle.error_code).capitalize() + "."
+        elif cycle.message:
             text = f"{cycle.message}" if failed else f"{text} · {cycle.message}"
         rows.append(CycleRow("failed" if failed else "changed", cycle.started_at, cycle.started_at, 1,
                              who=who(cycle), text=text, code=cycle.error_code, result=cycle.status))
@@ -421,8 +424,9 @@ def catalogue(counts_day: dict, counts_month: dict, current: dict, integration=N
     entries = []
     for code in [*ERRORS, *OTHER_ERRORS, *sorted(set(counts_month) - set(ERRORS) - set(OTHER_ERRORS))]:
         if code in ERRORS:
-            error = error_for(code, detail="Google's own words are in the failed cycle's message", **params)
-            cause, fix, level = error.cause, error.fix, error.level
+            error = error_for(code, detail="Google's own words are in the failed cycle's message", subject="the user",
+                              **params)
+            cause, fix, level = error.cause[:1].upper() + error.cause[1:], error.fix, error.level
         elif code in OTHER_ERRORS:
             (cause, fix), level = OTHER_ERRORS[code], "portal"
         else:

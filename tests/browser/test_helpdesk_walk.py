@@ -120,9 +120,10 @@ def test_helpdesk_pages_fit_a_phone(browser, live_server, broken, phone, shot):
     assert sideways_overflow(phone) == []
     shot("index on a phone")
     phone.get(live_server.url + f"/helpdesk/organizations/{broken}")
-    wait(phone, EC.presence_of_element_located((By.CSS_SELECTOR, "svg.timeline")))
+    chart = wait(phone, EC.presence_of_element_located((By.CSS_SELECTOR, "svg.timeline")))
     assert sideways_overflow(phone) == []
-    shot("organization on a phone")
-    phone.get(live_server.url + f"/helpdesk/organizations/{broken}?state=error")
+    phone.execute_script("arguments[0].scrollIntoView()", chart)
+    shot("organization on a phone: the chart scrolls within its card")
+    phone.get(live_server.url + f"/helpdesk/organizations/{broken}?state=error#health")
     assert sideways_overflow(phone) == []
     shot("users with errors on a phone")
