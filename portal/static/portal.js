@@ -54,4 +54,9 @@
       select.value = results.getAttribute("data-state") || "";
     }
   });
+  // The chart scrolls sideways on a phone: start at its right end, the latest hours.
+  htmx.onLoad(function (root) {
+    Array.prototype.forEach.call((root.querySelectorAll ? root : document).querySelectorAll(".timeline-scroll"),
+      function (box) { box.scrollLeft = box.scrollWidth; });
+  });
 })();
