@@ -41,6 +41,18 @@ def test_quiet_cycles_run_together_and_the_others_keep_their_rows():
     assert diagnostics.span_words(rows[2], AMSTERDAM) == "2026-11-30 11:00–12:57 CET"
 
 
+def test_the_list_stops_reading_once_it_has_enough_rows():
+    read = []
+
+    def newest_first():
+        for minutes in range(1000):
+            read.append(minutes)
+            yield cycle(minutes, portal_updated=1) if minutes % 2 else cycle(minutes)
+
+    rows = diagnostics.collapse_cycles(newest_first(), limit=5)
+    assert len(rows) == 6 and len(read) == 7  # five rows, a sixth saying there are more
+
+
 def test_a_cycle_that_only_met_a_conflict_or_an_item_error_is_not_idle():
     rows = diagnostics.collapse_cycles([cycle(0, conflicts=1), cycle(1, "partial", errors=2)])
     assert [r.kind for r in rows] == ["changed", "changed"]
