@@ -220,7 +220,9 @@ def test_admins_read_their_own_organizations_diagnostics_only(app, world, connec
                                                               client, auth):
     sync_on("user")
     _revoke_and_fail(connected, run_sync)
-    own = login_as("admin").get("/settings/integrations/google-calendar/diagnostics").get_data(as_text=True)
+    settings = login_as("admin").get("/settings/integrations/google-calendar").get_data(as_text=True)
+    assert 'href="/settings/integrations/google-calendar/diagnostics"' in settings
+    own = client.get("/settings/integrations/google-calendar/diagnostics").get_data(as_text=True)
     assert "user@acme.test" in own and 'class="mark-failed"' in own
     assert "Paused — the service account is not allowed to act for users" in own
     auth.logout()
