@@ -414,6 +414,8 @@ class CatalogueEntry:
     last_day: int
     last_month: int
     now: int  # users (or the organization) that have this error now
+    # An error about one item is recorded with the item, not with a code: counted together with the others.
+    per_item: bool = False
 
 
 def catalogue(counts_day: dict, counts_month: dict, current: dict, integration=None) -> list[CatalogueEntry]:
@@ -435,7 +437,8 @@ def catalogue(counts_day: dict, counts_month: dict, current: dict, integration=N
         else:
             cause, fix, level = "An error the portal has no description for.", "Report it to the helpdesk.", "portal"
         entries.append(CatalogueEntry(code, summary_of(code), LEVELS.get(level, level), cause, fix,
-                                      counts_day.get(code, 0), counts_month.get(code, 0), current.get(code, 0)))
+                                      counts_day.get(code, 0), counts_month.get(code, 0), current.get(code, 0),
+                                      per_item=is_item_code(code)))
     order = {e.code: i for i, e in enumerate(entries)}
     entries.sort(key=lambda e: (not (e.last_month or e.now), -e.now, -e.last_day, -e.last_month, order[e.code]))
     return entries

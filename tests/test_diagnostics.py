@@ -182,6 +182,10 @@ def test_an_item_refused_by_google_never_shows_its_subject_to_the_helpdesk(app, 
         assert "quokka" not in page.lower()
         assert "Boardroom" not in page
     assert f"activity #{activity_id}" in pages[1]
+    # Google's refusal of one item has no count of its own: the catalogue says where it is counted
+    refused = pages[1][pages[1].index('id="error-event_refused"'):]
+    refused = refused[:refused.index("</li>")]
+    assert re.search(r"Counted with the items that could not be synced: [1-9]\d* in the last 24 hours", refused)
 
 
 def test_the_health_results_alone_for_htmx_and_the_whole_page_without_it(app, world, connected, sync_on,
