@@ -127,3 +127,14 @@ def test_helpdesk_pages_fit_a_phone(browser, live_server, broken, phone, shot):
     phone.get(live_server.url + f"/helpdesk/organizations/{broken}?state=error#health")
     assert sideways_overflow(phone) == []
     shot("users with errors on a phone")
+
+
+def test_the_admin_reads_the_same_diagnostics_from_settings_on_a_phone(browser, live_server, broken, phone, shot):
+    log_in(phone, live_server, "admin@demo.example")
+    phone.get(live_server.url + "/settings/integrations/google-calendar")
+    link = wait(phone, EC.presence_of_element_located((By.PARTIAL_LINK_TEXT, "Calendar sync diagnostics")))
+    phone.execute_script("arguments[0].click()", link)
+    wait(phone, EC.presence_of_element_located((By.CSS_SELECTOR, "svg.timeline rect.mark-failed")))
+    assert "bram@demo.example" in phone.find_element(By.ID, "user-health").text
+    assert sideways_overflow(phone) == []
+    shot("admin diagnostics on a phone")
