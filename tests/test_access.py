@@ -75,6 +75,8 @@ RULES = {
     ("POST", GOOGLE + "/enabled"): expect(302, 403, 403, 403, 302, 403, 403, 302),
     ("POST", GOOGLE + "/participants"): expect(302, 403, 403, 403, 302, 403, 403, 302),
     ("POST", GOOGLE + "/test"): expect(302, 403, 403, 403, 200, 403, 403, 200),
+    # diagnostics: each admin sees their own organization's (no organization in the address to change)
+    ("GET", GOOGLE + "/diagnostics"): expect(302, 403, 403, 403, 200, 403, 403, 200),
     # helpdesk (read-only, across organizations: the organization visited is the other one)
     ("GET", "/helpdesk/"): expect(302, 403, 403, 403, 403, 200, 403, 403),
     ("GET", "/helpdesk/organizations/<int:organization_id>"): expect(302, 403, 403, 403, 403, 200, 403, 403),

@@ -1,6 +1,6 @@
 """One blueprint per page area."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 from functools import wraps
 from typing import NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -99,7 +99,7 @@ def show_time(value: datetime | None, style: str = "minutes") -> str:
     if value is None:
         return "—"
     if value.tzinfo is None:  # stored instants are UTC
-        value = value.replace(tzinfo=timezone.utc)
+        value = value.replace(tzinfo=UTC)
     local = value.astimezone(viewer_zone())
     if style == "date":
         return local.strftime("%Y-%m-%d")

@@ -1,13 +1,15 @@
-"""Helpdesk: read-only views across organizations, to help customers diagnose problems."""
+"""Helpdesk: read-only views across organizations, to help customers diagnose problems. Never an activity's
+contents: the diagnostics name items by number."""
 
-from flask import Blueprint, abort, render_template
+from flask import Blueprint, abort, current_app, request, url_for
 from sqlalchemy import func, select
 
+from portal import diagnostics
 from portal.extensions import db
 from portal.integration import recent_audit
-from portal.models import Activity, GoogleIntegration, Organization, User
-from portal.routes import role_required
-from portal.sync.models import CalendarSync, SyncCycle, SyncJournalEntry
+from portal.models import Activity, GoogleIntegration, Organization, User, utcnow
+from portal.routes import render, role_required, viewer_zone
+from portal.routes.settings import ACTION_LABELS
 from portal.sync.policy import integration_of
 
 bp = Blueprint("helpdesk", __name__, url_prefix="/helpdesk")
@@ -16,40 +18,42 @@ bp = Blueprint("helpdesk", __name__, url_prefix="/helpdesk")
 @bp.route("/")
 @role_required("helpdesk")
 def index():
-    """List every organization with its size."""
-    users = select(func.count(User.id)).where(User.organization_id == Organization.id).scalar_subquery()
+    """Every organization with its size, its integration's state in words and its users' health; a search
+    for an organization or a user's e-mail narrows the list."""
+    query = request.args.get("q", "")[:254].strip()
+    users = select(func.count(User.id)).where(User.organization_id == Organization.id,
+                                              User.role != "helpdesk").scalar_subquery()
     activities = (
         select(func.count(Activity.id))
         .where(Activity.organization_id == Organization.id, Activity.deleted_at.is_(None))
         .scalar_subquery()
     )
-    user_problems = (
-        select(func.count(CalendarSync.user_id))
-        .where(CalendarSync.organization_id == Organization.id, CalendarSync.error_code.isnot(None))
-        .scalar_subquery()
-    )
-    rows = db.session.execute(
-        select(Organization, users.label("users"), activities.label("activities"),
-               user_problems.label("user_problems")).order_by(Organization.name)
-    ).all()
+    statement = select(Organization, users.label("users"), activities.label("activities")).order_by(Organization.name)
+    matching = diagnostics.organizations_matching(query)
+    if matching is not None:
+        statement = statement.where(Organization.id.in_(matching))
+    rows = db.session.execute(statement).all()
     integrations = {row.organization_id: row for row in db.session.scalars(select(GoogleIntegration))}
-    return render_template("helpdesk/index.html", rows=rows, integrations=integrations)
+    health = diagnostics.health_counts_by_organization(utcnow(), current_app.permanent_session_lifetime)
+    return render("helpdesk/index.html", "helpdesk/_organizations.html", dict(
+        rows=rows, integrations=integrations, health=health, query=query,
+        found_users=diagnostics.users_matching(query), problem=diagnostics.integration_problem,
+        labels=diagnostics.STATE_LABELS), target="organizations")
 
 
 @bp.route("/organizations/<int:organization_id>")
 @role_required("helpdesk")
 def organization(organization_id: int):
-    """Show one organization's users and settings, read-only."""
+    """One organization's diagnostics and settings, read-only."""
     org = db.session.get(Organization, organization_id)
     if org is None:
         abort(404)
-    syncs = {row.user_id: row for row in db.session.scalars(
-        select(CalendarSync).where(CalendarSync.organization_id == org.id))}
-    cycles = db.session.scalars(select(SyncCycle).where(SyncCycle.organization_id == org.id)
-                                .order_by(SyncCycle.id.desc()).limit(20)).all()
-    item_errors = db.session.scalars(select(SyncJournalEntry).where(SyncJournalEntry.organization_id == org.id,
-                                                                    SyncJournalEntry.kind == "error")
-                                     .order_by(SyncJournalEntry.id.desc()).limit(20)).all()
-    return render_template("helpdesk/organization.html", organization=org, integration=integration_of(org),
-                           syncs=syncs, cycles=cycles, item_errors=item_errors,
-                           audit=recent_audit(org, limit=10))
+    integration = integration_of(org)
+    report = diagnostics.read_diagnostics(
+        org, integration, now=utcnow(), zone=viewer_zone(), session_lifetime=current_app.permanent_session_lifetime,
+        state=request.args.get("state", ""), query=request.args.get("q", ""))
+    return render("helpdesk/organization.html", "diagnostics/_health_results.html", dict(
+        organization=org, integration=integration, report=report, zone=viewer_zone(),
+        here=url_for("helpdesk.organization", organization_id=org.id), audit=recent_audit(org, limit=10),
+        action_labels=ACTION_LABELS, **diagnostics.TEMPLATE_HELPERS),
+        target="health-results")

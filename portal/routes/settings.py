@@ -198,3 +198,26 @@ def test_connection():
     except SettingsError as exc:
         return _render(row, 422, errors=exc.errors, fields=fields)
     return _render(row, outcome=outcome, fields=fields)
+
+
+# --- Diagnostics: the same pictures the helpdesk reads, for the admin's own organization only -----------
+
+@bp.route(PAGE + "/diagnostics")
+@role_required("admin")
+def diagnostics():
+    """The organization's sync diagnostics: timeline, users' health, cycles, the error catalogue."""
+    from flask import current_app
+
+    from portal import diagnostics as diagnosis
+    from portal.models import utcnow
+    from portal.routes import viewer_zone
+    from portal.sync.policy import integration_of
+
+    organization = current_user.organization
+    row = integration_of(organization)
+    report = diagnosis.read_diagnostics(
+        organization, row, now=utcnow(), zone=viewer_zone(), session_lifetime=current_app.permanent_session_lifetime,
+        state=request.args.get("state", ""), query=request.args.get("q", ""))
+    return render("diagnostics/admin.html", "diagnostics/_health_results.html", dict(
+        organization=organization, integration=row, report=report, zone=viewer_zone(),
+        here=url_for("settings.diagnostics"), **diagnosis.TEMPLATE_HELPERS), target="health-results")

@@ -45,4 +45,18 @@
       button.textContent = "Copied";
     });
   });
+  /* Diagnostics: the state list follows the filter the results were made for (a count clicked above it), so
+     searching by e-mail afterwards keeps that filter. */
+  htmx.onLoad(function (root) {
+    var results = document.getElementById("health-results");
+    var select = document.getElementById("health-state");
+    if (results && select && root && root.contains && root.contains(results)) {
+      select.value = results.getAttribute("data-state") || "";
+    }
+  });
+  // The chart scrolls sideways on a phone: start at its right end, the latest hours.
+  htmx.onLoad(function (root) {
+    Array.prototype.forEach.call((root.querySelectorAll ? root : document).querySelectorAll(".timeline-scroll"),
+      function (box) { box.scrollLeft = box.scrollWidth; });
+  });
 })();

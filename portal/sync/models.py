@@ -163,6 +163,9 @@ class SyncCycle(db.Model):
     errors: Mapped[int] = mapped_column(Integer, default=0)
     status: Mapped[str] = mapped_column(String(20), default="running")  # ok | partial | failed | skipped
     message: Mapped[str | None] = mapped_column(Text)
+    # What stopped a failed cycle (a code of portal.sync.google.ERRORS, or one of portal.diagnostics.OTHER_ERRORS),
+    # so diagnostics count each kind of failure without reading the message.
+    error_code: Mapped[str | None] = mapped_column(String(50))
 
     user: Mapped[User | None] = relationship()
 

@@ -172,18 +172,22 @@ def _run(organization: Organization, trigger: str, *, puller: User | None, owner
         db.session.rollback()
         integration.record_error(exc.code, exc.cause, exc.fix)
         row.status, row.message = "failed", exc.cause
+        row.error_code = exc.code
         log.warning("sync paused for organization %s: %s", organization.id, exc.code)
     except (UserError, SyncTokenExpired) as exc:
         db.session.rollback()
         if puller is not None:
             CalendarSync.for_user(puller).record_error(exc.code, exc.cause, exc.fix)
         row.status, row.message = "failed", exc.cause
+        row.error_code = exc.code
     except TransientError as exc:
         db.session.rollback()
         row.status, row.message = "failed", f"{exc.cause} (retried next cycle)"
+        row.error_code = exc.code
     except GoogleError as exc:
         db.session.rollback()
         row.status, row.message = "failed", exc.cause
+        row.error_code = exc.code
     except RACES:
         db.session.rollback()
         log.info("sync cycle of organization %s met another worker's change; merged again next cycle",
@@ -191,15 +195,18 @@ def _run(organization: Organization, trigger: str, *, puller: User | None, owner
         row.status = "failed"
         row.message = ("Another worker changed some of these items at the same moment; they are merged again "
                        "in the next cycle.")
+        row.error_code = "concurrent_change"
     except Exception as exc:  # noqa: BLE001 - a cycle always ends with a state, never stays "running"
         db.session.rollback()  # first: a failed flush leaves nothing readable until then
         row.status = "failed"
         if database_busy(exc):
             log.warning("sync cycle of organization %s met a busy database: %s", organization_id, exc.orig)
             row.message = DATABASE_BUSY
+            row.error_code = "database_busy"
         else:
             log.exception("sync cycle of organization %s stopped on an unexpected error", organization_id)
             row.message = f"The cycle stopped on an unexpected error ({type(exc).__name__}); it is tried again."
+            row.error_code = "unexpected_error"
     row.requests = cycle.requests
     row.duration_ms = int((time.monotonic() - started) * 1000)
     _record_end(row, puller)

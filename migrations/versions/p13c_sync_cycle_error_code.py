@@ -1,0 +1,26 @@
+"""Sync cycles keep the code of the error that stopped them, so diagnostics can count each kind
+
+Revision ID: p13c
+Revises: 0010
+Create Date: 2026-11-30 07:00:00.000000
+
+"""
+from alembic import op
+import sqlalchemy as sa
+
+
+# revision identifiers, used by Alembic.
+revision = "p13c"
+down_revision = "0010"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    with op.batch_alter_table("sync_cycles", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("error_code", sa.String(length=50), nullable=True))
+
+
+def downgrade():
+    with op.batch_alter_table("sync_cycles", schema=None) as batch_op:
+        batch_op.drop_column("error_code")
