@@ -1,6 +1,6 @@
 """One blueprint per page area."""
 
-from datetime import UTC, datetime, timezone
+from datetime import UTC, datetime
 from functools import wraps
 from typing import NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
