@@ -1,6 +1,6 @@
 """How far a user's first sync got: items done of the items its plan holds
 
-Revision ID: p13a
+Revision ID: 0011
 Revises: 0010
 Create Date: 2026-11-30 07:00:00.000000
 

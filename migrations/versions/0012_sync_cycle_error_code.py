@@ -1,7 +1,7 @@
 """Sync cycles keep the code of the error that stopped them, so diagnostics can count each kind
 
-Revision ID: p13c
-Revises: 0010
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-11-30 07:00:00.000000
 
 """
