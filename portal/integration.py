@@ -786,7 +786,7 @@ def _run_test(row: GoogleIntegration, email: str) -> TestOutcome:
     except GoogleError as exc:
         log.info("Google connection test of organization %s as %s failed: %s (%s)", row.organization_id,
                  email, exc.code, exc.detail)
-        if isinstance(exc, IntegrationError):
+        if isinstance(exc, IntegrationError) and row.key_fingerprint:
             # What the sync holds was obtained before Google stopped agreeing: it must ask again too.
             TOKENS.forget(fingerprint=row.key_fingerprint)
         return TestOutcome(email=email, error=exc)

@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from portal.extensions import db
 from portal.models import AuditEntry, Organization, User
+from portal.sync.google import TOKENS
 from tests.conftest import SERVICE_CLIENT_ID
 
 PAGE = "/settings/integrations/google-calendar"
@@ -38,6 +39,20 @@ def test_a_test_after_the_delegation_was_revoked_fails_even_with_a_cached_token(
     assert "Connection test failed as user@acme.test" in body
     assert "Domain-wide delegation is missing for client ID " + SERVICE_CLIENT_ID in body
     assert "Connection test passed" not in body
+    assert len(TOKENS) == 0  # nor does the sync keep using what it obtained before the revocation
+
+
+def test_a_failing_test_of_one_organization_leaves_the_tokens_of_others(app, connected, world):
+    from portal.integration import calendar_client, integration_for, test_connection
+
+    with app.app_context():
+        acme = db.session.get(Organization, world["acme"])
+        calendar_client(integration_for(acme), "user@acme.test").authorize()  # as Acme's sync keeps one
+        assert len(TOKENS) == 1
+        globex = db.session.get(Organization, world["globex"])  # no key at all: its test fails as not set up
+        outcome = test_connection(integration_for(globex), None, "user@globex.test")
+    assert outcome.error.code == "not_configured"
+    assert len(TOKENS) == 1
 
 
 def test_a_passing_test_says_what_it_read(login_as, connected):
