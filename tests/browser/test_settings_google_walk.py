@@ -214,6 +214,10 @@ def test_the_settings_forms_work_by_keyboard_alone(browser, live_server, live_ap
     shot("account form filled by keyboard")
     ActionChains(browser).send_keys(Keys.ENTER).perform()
     text_in(browser, "integration", "Service account saved.")
+    # The focus goes to what happened, not to the page: Tab continues from there.
+    wait(browser, lambda b: b.execute_script("const el = document.activeElement;"
+                                             "return el.matches('.message.success') ? el.textContent : ''"))
+    assert "Service account saved." in browser.switch_to.active_element.text
     shot("account saved by keyboard")
 
     switch = tab_to(browser, "el.id === 'organization-sync'")
