@@ -52,6 +52,7 @@ from portal.sync.google import (
     GoogleError,
     IntegrationError,
     SigningKey,
+    TokenCache,
     error_for,
 )
 
@@ -477,11 +478,116 @@ def audit(organization: Organization, actor: User | None, action: str, **details
     return entry
 
 
-def recent_audit(organization: Organization, limit: int = 20) -> list[AuditEntry]:
-    return list(db.session.scalars(
+AUDIT_PAGE_SIZE = 20
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    """One page of the settings' audit log, newest first."""
+
+    entries: list[AuditEntry]
+    number: int
+    has_older: bool
+
+
+def audit_page(organization: Organization, number: int = 1, size: int = AUDIT_PAGE_SIZE) -> AuditPage:
+    number = max(1, min(number, 1_000_000))
+    rows = list(db.session.scalars(
         select(AuditEntry).where(AuditEntry.organization_id == organization.id)
-        .order_by(AuditEntry.at.desc(), AuditEntry.id.desc()).limit(limit)
+        .order_by(AuditEntry.at.desc(), AuditEntry.id.desc()).offset((number - 1) * size).limit(size + 1)
     ))
+    return AuditPage(entries=rows[:size], number=number, has_older=len(rows) > size)
+
+
+def recent_audit(organization: Organization, limit: int = AUDIT_PAGE_SIZE) -> list[AuditEntry]:
+    return audit_page(organization, 1, limit).entries
+
+
+# Why a test failed, in a few words for a log line (the page shows the full cause and fix when it happens).
+_FAILURE_WORDS = {
+    "invalid_jwt_signature": "Google refused the private key",
+    "service_account_not_found": "Google does not know the service account",
+    "delegation_missing": "domain-wide delegation missing",
+    "scopes_insufficient": "Calendar permission missing from the delegation",
+    "invalid_scope": "Google refused the scopes asked for",
+    "clock_skew": "the server's clock is wrong",
+    "token_refused": "Google refused to issue a token",
+    "token_rejected": "Google rejected the token",
+    "api_not_enabled": "Calendar API not enabled",
+    "key_unreadable": "the stored key cannot be opened",
+    "not_configured": "not set up yet",
+    "unknown_user": "not a user of the Google Workspace",
+    "calendar_not_found": "calendar not found",
+    "calendar_forbidden": "Google refused access to the calendar",
+    "unreachable": "Google could not be reached",
+    "timeout": "Google did not answer in time",
+    "rate_limited": "Google asked the portal to slow down",
+    "google_unavailable": "Google had a temporary problem",
+}
+
+
+def failure_words(code: str | None) -> str:
+    return _FAILURE_WORDS.get(code or "", "Google answered with an unexpected error")
+
+
+def short_fingerprint(fingerprint: str | None) -> str:
+    """Enough of a fingerprint to tell keys apart in a log line; the whole one is shown with the key."""
+    return f"{fingerprint[:14]}…" if fingerprint and len(fingerprint) > 14 else (fingerprint or "")
+
+
+def _change(what: str, pair) -> str:
+    old, new = (list(pair) + [None, None])[:2] if isinstance(pair, list | tuple) else (None, pair)
+    if not new:
+        return f"{what} cleared"
+    if not old:
+        return f"{what} set to {new}"
+    return f"{what} changed from {old} to {new}"
+
+
+def describe_audit(entry: AuditEntry) -> str:
+    """An audit entry in words, from its non-secret details."""
+    d = entry.details or {}
+    action = entry.action
+    if action == "service_account_changed":
+        parts = [_change("Service account", d["service_account_email"])] if "service_account_email" in d else []
+        if "client_id" in d:
+            parts.append(_change("Client ID", d["client_id"]))
+        return "; ".join(parts) or "Service account saved"
+    if action == "key_uploaded":
+        kind = "JSON key" if d.get("kind") == "json" else "P12 key"
+        fingerprint = short_fingerprint(d.get("fingerprint"))
+        text = (f"Key replaced (fingerprint {fingerprint}; it was {short_fingerprint(d['replaced_fingerprint'])})"
+                if d.get("replaced_fingerprint") else f"{kind} uploaded (fingerprint {fingerprint})")
+        if d.get("service_account_email"):
+            text += "; " + _change("service account", d["service_account_email"])
+        if d.get("password_set"):
+            text += "; it has its own password"
+        return text
+    if action == "key_password_changed":
+        if not d.get("is_set"):
+            return "Private key password cleared (Google's default is used)"
+        return "Private key password changed" if d.get("was_set") else "Private key password set"
+    if action == "activity_types_changed":
+        parts = []
+        if d.get("added"):
+            parts.append("now synced: " + ", ".join(d["added"]))
+        if d.get("removed"):
+            parts.append("no longer synced: " + ", ".join(d["removed"]))
+        return ("Activity types " + "; ".join(parts)) if parts else "Activity types saved"
+    if action == "connection_tested":
+        result = "passed" if d.get("ok") else f"failed ({failure_words(d.get('error'))})"
+        return f"Connection test as {d.get('email', 'an unknown user')}: {result}"
+    if action == "integration_enabled":
+        return f"Switched on after a passing connection test as {d.get('tested_as', 'an unknown user')}"
+    if action == "integration_disabled":
+        return "Switched off"
+    if action == "integration_enable_refused":
+        return (f"Switching on refused: the connection test as {d.get('tested_as', 'an unknown user')} failed "
+                f"({failure_words(d.get('error'))})")
+    if action == "participants_can_edit_changed":
+        return ("Participants may now change the activities they take part in" if d.get("participants_can_edit")
+                else "Only owners and admins change activities now")
+    return "Settings changed"
 
 
 def clean_email(value: str | None, field_name: str = "test_email") -> str:
@@ -670,15 +776,21 @@ def test_connection(row: GoogleIntegration, actor: User | None, email: str) -> T
 
 
 def _run_test(row: GoogleIntegration, email: str) -> TestOutcome:
+    # A cache of its own: a token the sync obtained before the delegation was revoked stays valid for up to
+    # an hour, and a test that reused it would pass while every new token request fails.
+    tokens = TokenCache()
+    where = endpoints()
     try:
-        client = calendar_client(row, email)
-        calendar = client.read_primary_calendar()
+        key = signing_key(row)
+        calendar = CalendarClient(key, email, where, tokens=tokens).read_primary_calendar()
     except GoogleError as exc:
         log.info("Google connection test of organization %s as %s failed: %s (%s)", row.organization_id,
                  email, exc.code, exc.detail)
+        if isinstance(exc, IntegrationError) and row.key_fingerprint:
+            # What the sync holds was obtained before Google stopped agreeing: it must ask again too.
+            TOKENS.forget(fingerprint=row.key_fingerprint)
         return TestOutcome(email=email, error=exc)
-    where = endpoints()
-    return TestOutcome(email=email, calendar=calendar, scopes=TOKENS.scopes_in_use(signing_key(row), where) or (),
+    return TestOutcome(email=email, calendar=calendar, scopes=tokens.scopes_in_use(key, where) or (),
                        preferred_scopes=where.scopes)
 
 

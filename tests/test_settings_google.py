@@ -20,6 +20,9 @@ PAGE = "/settings/integrations/google-calendar"
 SA_EMAIL = "portal-sync@acme-project.iam.gserviceaccount.com"
 OTHER_SA_EMAIL = "someone-else@acme-project.iam.gserviceaccount.com"
 CLIENT_ID = "104857600000000000001"
+# The organization's switch states its position in words (see the `switch` macro).
+SWITCH_ON = 'id="organization-sync-state" class="switch-state">On<'
+SWITCH_OFF = 'id="organization-sync-state" class="switch-state">Off<'
 ACME_USERS = ("admin@acme.test", "user@acme.test", "colleague@acme.test", "helpdesk@acme.test")
 
 
@@ -84,7 +87,7 @@ def test_correct_p12_setup_switches_the_integration_on(app, login_as, workspace,
     assert response.status_code == 302
     page = client.get(PAGE).get_data(as_text=True)
     assert "The integration is on. Connection test passed as admin@acme.test." in page
-    assert "Integration is <strong>on</strong>" in page
+    assert SWITCH_ON in page
     assert 'aria-checked="true"' in page
     row = integration_row(app, world["acme"])
     assert row.enabled and row.sync_allowed and row.error_code is None and row.last_test_ok
@@ -106,7 +109,7 @@ def test_correct_json_setup_takes_email_client_id_and_project_from_the_key(app, 
     response = client.post(PAGE + "/enabled", data={"enabled": "on"}, headers={"HX-Request": "true"})
     assert response.status_code == 200
     body = response.get_data(as_text=True)
-    assert "<html" not in body and "Integration is <strong>on</strong>" in body
+    assert "<html" not in body and SWITCH_ON in body
 
 
 def test_connection_test_reads_the_chosen_calendar(app, login_as, workspace, world):
@@ -145,6 +148,11 @@ def test_switching_off_stops_sync_at_once(app, login_as, workspace, world):
     client = login_as("admin")
     set_up(client, workspace)
     client.post(PAGE + "/enabled", data={"enabled": "on"})
+    with app.app_context():  # a token as the sync obtains and keeps them
+        from portal.integration import calendar_client
+
+        calendar_client(db.session.get(GoogleIntegration, integration_row(app, world["acme"]).id),
+                        "admin@acme.test").authorize()
     assert len(TOKENS) == 1
     response = client.post(PAGE + "/enabled", data={"enabled": "off"}, headers={"HX-Request": "true"})
     assert response.status_code == 200 and "nothing is synchronized" in response.get_data(as_text=True)
@@ -252,7 +260,7 @@ def test_switching_on_runs_the_test_and_stays_off_with_the_reason(app, login_as,
     assert response.status_code == 422  # htmx swaps 422 in: the reason appears in place
     body = response.get_data(as_text=True)
     assert "The integration stays off" in body and cause in body and fix in body
-    assert "Integration is <strong>off</strong>" in body
+    assert SWITCH_OFF in body
     assert not integration_row(app, world["acme"]).enabled
 
 
@@ -413,7 +421,7 @@ def test_key_and_password_never_leave_the_server(app, login_as, workspace, world
     keep(client.post(PAGE + "/enabled", data={"enabled": "on"}, headers=hx))
     keep(client.get(PAGE))
     keep(client.get(PAGE + "?edit=password"))
-    assert "Connection test passed" in bodies[-3] and "Integration is <strong>on</strong>" in bodies[-3]
+    assert "Connection test passed" in bodies[-3] and SWITCH_ON in bodies[-3]
     key_path = tmp_path / "acme.p12"
     key_path.write_bytes(p12)
     result = app.test_cli_runner().invoke(args=[

@@ -20,25 +20,23 @@ bp = Blueprint("settings", __name__, url_prefix="/settings")
 
 PAGE = "/integrations/google-calendar"
 
-ACTION_LABELS = {
-    "service_account_changed": "Service account changed",
-    "key_uploaded": "Private key uploaded",
-    "key_password_changed": "Private key password changed",
-    "activity_types_changed": "Synced activity types changed",
-    "connection_tested": "Connection tested",
-    "integration_enabled": "Integration switched on",
-    "integration_disabled": "Integration switched off",
-    "integration_enable_refused": "Switching on refused (connection test failed)",
-    "participants_can_edit_changed": "Participants' permission to change activities changed",
-}
+NO_TYPES_WARNING = ("No activity type is selected: nothing of the portal will go to Google; Google events still "
+                    "come in.")
 
 
 def _row():
     return integration.integration_for(current_user.organization)
 
 
+def _audit_page_number() -> int:
+    try:
+        return int(request.args.get("audit_page", "1"))
+    except ValueError:
+        return 1
+
+
 def _context(row, *, errors=None, fields=None, outcome: TestOutcome | None = None, editing_password=False,
-             message: str | None = None) -> dict:
+             messages: list[tuple[str, str]] | None = None, audit_page: int = 1) -> dict:
     organization = current_user.organization
     return {
         "organization": organization,
@@ -47,10 +45,10 @@ def _context(row, *, errors=None, fields=None, outcome: TestOutcome | None = Non
         "fields": fields or {},
         "outcome": outcome,
         "editing_password": editing_password,
-        "message": message,
+        "messages": messages or [],
         "scopes": integration.delegation_scopes(),
-        "audit_entries": integration.recent_audit(organization),
-        "action_labels": ACTION_LABELS,
+        "audit": integration.audit_page(organization, audit_page),
+        "describe_audit": integration.describe_audit,
         "key_file_limit_kb": KEY_FILE_LIMIT // 1024,
         "test_email": (fields or {}).get("test_email") or current_user.email,
     }
@@ -62,11 +60,11 @@ def _render(row, status=200, **context):
                   status=status)
 
 
-def _done(row, message: str):
+def _done(row, message: str, kind: str = "success"):
     """After a successful change: the refreshed body for HTMX, a redirect (and a flash) otherwise."""
     if wants_partial():
-        return _render(row, message=message)
-    flash(message)
+        return _render(row, messages=[(kind, message)])
+    flash(message, kind)
     return redirect(url_for("settings.google_calendar"))
 
 
@@ -75,7 +73,9 @@ def _done(row, message: str):
 def google_calendar():
     """Show the organization's Google Calendar integration."""
     row = _row()
-    return _render(row, editing_password=request.args.get("edit") == "password")
+    if wants_partial("audit-log"):  # the audit log's own pager
+        return render(None, "settings/_audit.html", _context(row, audit_page=_audit_page_number()))
+    return _render(row, editing_password=request.args.get("edit") == "password", audit_page=_audit_page_number())
 
 
 @bp.route(PAGE + "/account", methods=("POST",))
@@ -147,6 +147,9 @@ def save_activity_types():
                                                   request.form.getlist("activity_types"))
     except SettingsError as exc:
         return _render(row, 422, errors=exc.errors)
+    if not any(t.sync_to_google for t in current_user.organization.activity_types):
+        # Allowed (Google's events still come in), but rarely meant: say what it does.
+        return _done(row, ("Activity types saved. " if changed else "") + NO_TYPES_WARNING, "warning")
     return _done(row, "Activity types saved." if changed else "Nothing changed.")
 
 

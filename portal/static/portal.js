@@ -35,6 +35,21 @@
     }
   }, true);
 
+  // Settings: a form's answer replaces the whole settings body, and the focus would fall to the page. Keyboard
+  // users continue from the message that says what happened (htmx itself keeps the focus on an element
+  // with an id, such as the switch).
+  document.addEventListener("htmx:afterSettle", function (event) {
+    var target = event.detail && event.detail.target;
+    if (!target || target.id !== "integration" || (document.activeElement && document.activeElement !== document.body)) {
+      return;
+    }
+    var message = target.querySelector(".message");
+    if (message) {
+      message.setAttribute("tabindex", "-1");
+      message.focus();
+    }
+  });
+
   document.addEventListener("click", function (event) {
     var button = event.target.closest("button[data-copy]");
     if (!button || !navigator.clipboard) {

@@ -614,6 +614,7 @@ class CalendarInfo:
     email: str
     summary: str
     time_zone: str
+    has_events: bool = False  # whether the one event asked for came back: the events could be read
 
 
 class CalendarClient:
@@ -741,4 +742,4 @@ class CalendarClient:
         """Read the user's primary calendar: one event at most, plus the calendar's name and zone."""
         answer = self.execute(self.service.events().list(calendarId="primary", maxResults=1, singleEvents=False))
         return CalendarInfo(email=self.subject, summary=str(answer.get("summary") or self.subject),
-                            time_zone=str(answer.get("timeZone") or ""))
+                            time_zone=str(answer.get("timeZone") or ""), has_events=bool(answer.get("items")))
