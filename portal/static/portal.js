@@ -49,7 +49,8 @@
     within(root, "#week-grid[data-scroll-to]").forEach(function (grid) {
       var column = grid.querySelector(".timed");
       if (column && grid.scrollHeight > grid.clientHeight) {
-        grid.scrollTop = column.offsetHeight * parseFloat(grid.getAttribute("data-scroll-to")) / 100;
+        // a little above the hour, so its label shows below the rows that stay on top
+        grid.scrollTop = column.offsetHeight * parseFloat(grid.getAttribute("data-scroll-to")) / 100 - 10;
       }
     });
   }
