@@ -211,3 +211,10 @@ def test_the_calendar_says_when_the_users_own_sync_stopped_with_an_error(app, wo
 
 def test_no_banner_when_the_sync_is_simply_off(app, world, login_as):
     assert 'id="sync-banner"' not in login_as("user").get("/calendar/").get_data(as_text=True)
+
+
+def test_a_week_in_which_the_clocks_change_says_so_beside_its_times(app, world, login_as):
+    client = login_as("user")
+    assert "Times in Europe/Amsterdam, CET, CEST from Sun 29 Mar." in client.get(
+        "/calendar/?week=2026-03-23").get_data(as_text=True)
+    assert "Times in Europe/Amsterdam, CET." in client.get("/calendar/?week=2026-03-02").get_data(as_text=True)

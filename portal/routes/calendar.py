@@ -119,7 +119,7 @@ def week_context(monday: date) -> dict:
         "week": layout,
         "days": layout.by_day(),
         "zone": zone,
-        "zone_name": zone_label(zone, after),
+        "zone_name": zone_label(zone, after, days=7),
         "previous_week": monday - timedelta(days=7),
         "next_week": monday + timedelta(days=7),
         "this_week": parse_week(None),
@@ -137,10 +137,18 @@ def week_context(monday: date) -> dict:
     }
 
 
-def zone_label(zone, moment: datetime) -> str:
-    """The zone as people read it beside times: its name and its abbreviation then ("Europe/Amsterdam, CET")."""
-    short = moment.astimezone(zone).tzname()
-    return f"{zone.key}, {short}" if short and short != zone.key else zone.key
+def zone_label(zone, moment: datetime, days: int = 1) -> str:
+    """The zone as people read it beside times: its name and abbreviation ("Europe/Amsterdam, CET"), and
+    where the clocks change within `days` from `moment`, the day it changes ("CET, CEST from Sun 29 Mar")."""
+    names, local = [], moment.astimezone(zone)
+    for n in range(days):
+        day = (local + timedelta(days=n)).replace(hour=12, minute=0, second=0, microsecond=0)
+        short = day.tzname() or ""
+        if not names or names[-1][0] != short:
+            names.append((short, f"{day:%a %d %b}"))
+    parts = [names[0][0]] + [f"{short} from {day}" for short, day in names[1:]]
+    text = ", ".join(p for p in parts if p and p != zone.key)
+    return f"{zone.key}, {text}" if text else zone.key
 
 
 def statuses_of(activities) -> dict[int, object]:

@@ -45,6 +45,7 @@
           element.style.setProperty("--" + name, value + "%");
         }
       });
+      element.placedAt = Date.now();
     });
     within(root, "#week-grid[data-scroll-to]").forEach(function (grid) {
       var column = grid.querySelector(".timed");
@@ -55,12 +56,14 @@
     });
   }
 
-  // The "now" line moves on while the page stays open (a day is 1440 minutes: 100% of the column).
-  var loadedAt = Date.now();
+  // The "now" line moves on while the page stays open (a day is 1440 minutes: 100% of the column), counted
+  // from when each line arrived (a week swapped in later brings its own).
   window.setInterval(function () {
-    var minutes = (Date.now() - loadedAt) / 60000;
     document.querySelectorAll(".now-line[data-top]").forEach(function (line) {
-      var top = parseFloat(line.getAttribute("data-top")) + minutes / 14.4;
+      if (!line.placedAt) {
+        line.placedAt = Date.now();
+      }
+      var top = parseFloat(line.getAttribute("data-top")) + (Date.now() - line.placedAt) / 60000 / 14.4;
       line.hidden = top > 100;
       line.style.setProperty("--top", Math.min(top, 100) + "%");
     });
