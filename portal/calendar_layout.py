@@ -254,3 +254,45 @@ def _start_instant(occurrence: Occurrence, zone) -> datetime:
         return datetime.combine(occurrence.start, time.min, tzinfo=zone)
     return occurrence.start
 
+
+def first_occurrence(activity) -> Occurrence:
+    """A series' first occurrence as the rule gives it (an item's only one)."""
+    start, end = activity.span
+    return Occurrence.of(activity, "", start, end, None)
+
+
+@dataclass(frozen=True)
+class ListRow:
+    activity: object  # an Activity
+    occurrence: Occurrence  # the occurrence shown: the next one of a series
+    upcoming: bool  # a series shown at its next occurrence (said so: it is not the series' first date)
+
+    def sort_key(self, zone):
+        start = self.occurrence.start
+        if self.occurrence.all_day:
+            return datetime.combine(start, time.min, tzinfo=zone)
+        return start
+
+    def when(self, zone) -> str:
+        """The date and time in words, the zone beside any time ("Wed 2026-12-02 09:00–10:00 CET")."""
+        start, end = self.occurrence.local_start(zone), self.occurrence.local_end(zone)
+        if self.occurrence.all_day:
+            days = (end - start).days
+            text = f"{start:%a %Y-%m-%d}"
+            return f"{text}, {days} days (all day)" if days > 1 else f"{text} (all day)"
+        last = f"{end:%H:%M}" if end.date() == start.date() else f"{end:%a %Y-%m-%d %H:%M}"
+        return f"{start:%a %Y-%m-%d %H:%M}–{last} {end.tzname()}"
+
+
+def zone_label(zone, moment: datetime, days: int = 1) -> str:
+    """The zone as people read it beside times: its name and abbreviation ("Europe/Amsterdam, CET"), and
+    where the clocks change within `days` from `moment`, the day it changes ("CET, CEST from Sun 29 Mar")."""
+    names, local = [], moment.astimezone(zone)
+    for n in range(days):
+        day = (local + timedelta(days=n)).replace(hour=12, minute=0, second=0, microsecond=0)
+        short = day.tzname() or ""
+        if not names or names[-1][0] != short:
+            names.append((short, f"{day:%a %d %b}"))
+    parts = [names[0][0]] + [f"{short} from {day}" for short, day in names[1:]]
+    text = ", ".join(p for p in parts if p and p != zone.key)
+    return f"{zone.key}, {text}" if text else zone.key

@@ -138,3 +138,23 @@ def test_wall_clock_places_items_on_a_day_saving_time_starts():
     sunday = date(2026, 3, 29)
     week = week_layout([timed(sunday, "09:00", "10:00")], date(2026, 3, 23), AMS, datetime(2026, 3, 1, tzinfo=AMS))
     assert week.days[6].timed[0].top == pytest.approx(37.5)
+
+
+def test_the_zone_is_named_with_its_abbreviation_and_a_change_of_clocks():
+    from portal.calendar_layout import zone_label
+
+    monday = datetime(2026, 3, 23, tzinfo=AMS)
+    assert zone_label(AMS, monday) == "Europe/Amsterdam, CET"
+    assert zone_label(AMS, monday, days=7) == "Europe/Amsterdam, CET, CEST from Sun 29 Mar"
+    assert zone_label(ZoneInfo("UTC"), monday, days=7) == "UTC"
+
+
+def test_a_list_row_says_its_date_and_times_with_the_zone():
+    from portal.calendar_layout import ListRow
+
+    row = ListRow(None, timed(MONDAY, "09:00", "10:30"), upcoming=True)
+    assert row.when(AMS) == "Mon 2027-01-11 09:00–10:30 CET"
+    assert ListRow(None, all_day(MONDAY, MONDAY + timedelta(days=2)), False).when(AMS) == (
+        "Mon 2027-01-11, 3 days (all day)")
+    overnight = timed(MONDAY, "22:00", "01:00", end_day=MONDAY + timedelta(days=1))
+    assert ListRow(None, overnight, False).when(AMS) == "Mon 2027-01-11 22:00–Tue 2027-01-12 01:00 CET"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
@@ -28,7 +27,7 @@ from portal.activities import (
     refusal,
     visible_activities_query,
 )
-from portal.calendar_layout import next_occurrence, week_layout
+from portal.calendar_layout import ListRow, first_occurrence, next_occurrence, week_layout, zone_label
 from portal.changes import changed_by
 from portal.extensions import db
 from portal.forms import (
@@ -137,20 +136,6 @@ def week_context(monday: date) -> dict:
     }
 
 
-def zone_label(zone, moment: datetime, days: int = 1) -> str:
-    """The zone as people read it beside times: its name and abbreviation ("Europe/Amsterdam, CET"), and
-    where the clocks change within `days` from `moment`, the day it changes ("CET, CEST from Sun 29 Mar")."""
-    names, local = [], moment.astimezone(zone)
-    for n in range(days):
-        day = (local + timedelta(days=n)).replace(hour=12, minute=0, second=0, microsecond=0)
-        short = day.tzname() or ""
-        if not names or names[-1][0] != short:
-            names.append((short, f"{day:%a %d %b}"))
-    parts = [names[0][0]] + [f"{short} from {day}" for short, day in names[1:]]
-    text = ", ".join(p for p in parts if p and p != zone.key)
-    return f"{zone.key}, {text}" if text else zone.key
-
-
 def statuses_of(activities) -> dict[int, object]:
     """Each activity's sync status by id, their links read in one query."""
     activities = list(activities)
@@ -202,35 +187,6 @@ def list_context() -> dict:
     return {"view": "list", "rows": rows, "zone": zone, "show_past": show_past,
             "statuses": statuses_of(row.activity for row in rows), "sync_banner": sync_banner(),
             "zone_name": zone_label(zone, now)}
-
-
-def first_occurrence(activity: Activity):
-    """A series' first occurrence as the rule gives it (an item's only one)."""
-    start, end = activity.span
-    return models.Occurrence.of(activity, "", start, end, None)
-
-
-@dataclass(frozen=True)
-class ListRow:
-    activity: Activity
-    occurrence: object  # the occurrence shown: the next one of a series
-    upcoming: bool  # a series shown at its next occurrence (said so: it is not the series' first date)
-
-    def sort_key(self, zone):
-        start = self.occurrence.start
-        if self.occurrence.all_day:
-            return datetime.combine(start, time.min, tzinfo=zone)
-        return start
-
-    def when(self, zone) -> str:
-        """The date and time in words, the zone beside any time ("Wed 2026-12-02 09:00–10:00 CET")."""
-        start, end = self.occurrence.local_start(zone), self.occurrence.local_end(zone)
-        if self.occurrence.all_day:
-            days = (end - start).days
-            text = f"{start:%a %Y-%m-%d}"
-            return f"{text}, {days} days (all day)" if days > 1 else f"{text} (all day)"
-        last = f"{end:%H:%M}" if end.date() == start.date() else f"{end:%a %Y-%m-%d %H:%M}"
-        return f"{start:%a %Y-%m-%d %H:%M}–{last} {end.tzname()}"
 
 
 ANSWERS = {"needsAction": "no answer yet", "accepted": "accepted", "tentative": "maybe", "declined": "declined"}
