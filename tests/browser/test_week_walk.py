@@ -6,6 +6,7 @@ from datetime import datetime, time, timedelta
 
 import pytest
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 from sqlalchemy import select
@@ -115,6 +116,20 @@ def test_week_grid_places_items_and_an_edit_in_google_arrives_synced(browser, li
     task = item(browser, "Overlap two").find_element(By.CSS_SELECTOR, ".sync-mark")
     assert task.get_attribute("data-sync") == "not_synced" and task.is_displayed()
     assert "project tasks are never synced" in task.get_attribute("title")
+
+    # Full width; the item opens in a drawer over the grid's edge, which Escape closes, back to the item.
+    grid = browser.find_element(By.ID, "week-grid")
+    assert grid.rect["width"] > 0.9 * browser.find_element(By.TAG_NAME, "main").rect["width"]
+    link = item(browser, "Nine sharp").find_element(By.TAG_NAME, "a")
+    link.click()
+    drawer = wait(browser, EC.visibility_of_element_located((By.ID, "editor-drawer")))
+    wait(browser, EC.visibility_of_element_located((By.CSS_SELECTOR, "#editor form")))
+    assert grid.rect["width"] > 0.9 * browser.find_element(By.TAG_NAME, "main").rect["width"]
+    assert drawer.rect["x"] > grid.rect["x"] + grid.rect["width"] / 2
+    shot("item opened in the drawer")
+    browser.switch_to.active_element.send_keys(Keys.ESCAPE)
+    wait(browser, EC.invisibility_of_element_located((By.ID, "editor-drawer")))
+    assert browser.switch_to.active_element == link
 
     # Anna moves the customer visit in Google Calendar; the next cycle brings it in.
     with live_app.app_context():
