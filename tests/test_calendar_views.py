@@ -218,3 +218,17 @@ def test_a_week_in_which_the_clocks_change_says_so_beside_its_times(app, world, 
     assert "Times in Europe/Amsterdam, CET, CEST from Sun 29 Mar." in client.get(
         "/calendar/?week=2026-03-23").get_data(as_text=True)
     assert "Times in Europe/Amsterdam, CET." in client.get("/calendar/?week=2026-03-02").get_data(as_text=True)
+
+
+def test_the_sync_mark_partial_writes_the_state_and_reason_out_on_an_item_page(app):
+    from flask import render_template_string
+
+    from portal.sync.status import SyncStatus
+
+    page = '{% with status = s, detail = True %}{% include "calendar/_sync_mark.html" %}{% endwith %}'
+    with app.test_request_context():
+        text = render_template_string(page, s=SyncStatus("not_synced", reason="The type Personal is not selected."))
+        assert 'id="sync-status"' in text and "<strong>Not synced</strong>. The type Personal is not selected." in text
+        text = render_template_string(page, s=SyncStatus("error", error="Google refused it."))
+        assert "Not synced: an error</strong>. Google refused it." in text
+        assert render_template_string(page, s=None).strip() == ""
