@@ -184,7 +184,8 @@ def test_monthly_on_nth_weekday(app, login_as):
 
 def test_list_view_shows_series_once_with_description(app, login_as, world):
     make_activity(app, world["user"], subject="Standup", recurrence=["RRULE:FREQ=DAILY;COUNT=5"])
-    page = login_as("user").get("/calendar/list").get_data(as_text=True)
+    # The series ended in March: the list shows it with the past items (from now on, a series shows at its next date)
+    page = login_as("user").get("/calendar/list?past=1").get_data(as_text=True)
     assert page.count("Standup") == 1
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import select
 
@@ -27,6 +27,7 @@ from portal.activities import (
     refusal,
     visible_activities_query,
 )
+from portal.calendar_layout import ListRow, first_occurrence, next_occurrence, week_layout, zone_label
 from portal.changes import changed_by
 from portal.extensions import db
 from portal.forms import (
@@ -41,9 +42,10 @@ from portal.forms import (
 )
 from portal.models import ACTIVITY_TEXTS, Activity, Project, utcnow
 from portal.routes import local_address, refuse_with, render, wants_partial
-from portal.sync.models import SyncJournalEntry, SyncLink
+from portal.sync.models import CalendarSync, SyncJournalEntry, SyncLink
+from portal.sync.policy import integration_of
 from portal.sync.recurrence import is_editable
-from portal.sync.status import StatusReader
+from portal.sync.status import StatusReader, user_health
 
 bp = Blueprint("calendar", __name__, url_prefix="/calendar")
 
@@ -97,8 +99,7 @@ def week_context(monday: date) -> dict:
     zone = current_user.zone
     after = datetime.combine(monday, time.min, tzinfo=zone)
     before = after + timedelta(days=7)
-    days = {monday + timedelta(days=i): [] for i in range(7)}
-    shown, cut, view_full = 0, [], False
+    found_all, shown, cut, view_full = [], 0, [], False
     for activity in db.session.scalars(visible_activities_query(current_user).order_by(Activity.id)):
         room = models.OCCURRENCES_PER_VIEW_LIMIT - shown
         found, more = activity.occurrences_shown(after, before, limit=min(models.OCCURRENCES_PER_ITEM_LIMIT, room),
@@ -108,26 +109,23 @@ def week_context(monday: date) -> dict:
             view_full = True
         elif more:
             cut.append(activity)
-        for occurrence in found:
-            first = occurrence.local_start(zone)
-            first_day = first if isinstance(first, date) and not isinstance(first, datetime) else first.date()
-            last = occurrence.local_end(zone)
-            if isinstance(last, datetime):
-                last_day = (last - timedelta(microseconds=1)).date()
-            else:
-                last_day = last - timedelta(days=1)
-            day = max(first_day, monday)
-            while day <= min(last_day, monday + timedelta(days=6)):
-                days[day].append(occurrence)
-                day += timedelta(days=1)
+        found_all.extend(found)
+    now = datetime.now(zone)
+    layout = week_layout(found_all, monday, zone, now)
     return {
         "view": "week",
         "monday": monday,
-        "days": days,
+        "week": layout,
+        "days": layout.by_day(),
         "zone": zone,
+        "zone_name": zone_label(zone, after, days=7),
         "previous_week": monday - timedelta(days=7),
         "next_week": monday + timedelta(days=7),
-        "today": datetime.now(zone).date(),
+        "this_week": parse_week(None),
+        "today": now.date(),
+        "now": now,
+        "statuses": statuses_of({o.activity for o in found_all}),
+        "sync_banner": sync_banner(),
         # Said on the page rather than left out silently: which items show only part, and whether the week
         # held more than a page shows.
         "cut": cut[:CUT_NAMED],
@@ -136,6 +134,30 @@ def week_context(monday: date) -> dict:
         "item_limit": models.OCCURRENCES_PER_ITEM_LIMIT,
         "view_limit": models.OCCURRENCES_PER_VIEW_LIMIT,
     }
+
+
+def statuses_of(activities) -> dict[int, object]:
+    """Each activity's sync status by id, their links read in one query."""
+    activities = list(activities)
+    if not activities:
+        return {}
+    reader = StatusReader(current_user.organization, activities)
+    return {activity.id: reader(activity) for activity in activities}
+
+
+def sync_banner() -> dict | None:
+    """What the calendar says when the viewer's items are not syncing: the organization's sync is paused, or
+    the viewer's own sync stopped with an error (their health, and the fix when one is known); else None."""
+    if current_user.is_helpdesk:
+        return None
+    integration = integration_of(current_user.organization)
+    row = db.session.get(CalendarSync, current_user.id)
+    health = user_health(row, integration, now=utcnow(), session_lifetime=current_app.permanent_session_lifetime)
+    if health.state == "paused":
+        return {"health": health, "fix": integration.error_fix}
+    if health.state == "error":
+        return {"health": health, "fix": row.error_fix}
+    return None
 
 
 CUT_NAMED = 5  # a notice naming hundreds of items would be the flood it warns about
@@ -151,22 +173,20 @@ def list_view():
 def list_context() -> dict:
     show_past = request.args.get("past") == "1"
     activities = db.session.scalars(visible_activities_query(current_user)).all()
-    now = datetime.now(current_user.zone)
-
-    def still_relevant(activity: Activity) -> bool:
-        if show_past or activity.is_recurring:
-            return True
-        if activity.all_day:
-            return activity.end_date > now.date()
-        return activity.end_at > now
-
-    def start_key(activity: Activity):
-        if activity.all_day:
-            return datetime.combine(activity.start_date, time.min, tzinfo=current_user.zone)
-        return activity.start_at
-
-    rows = sorted(filter(still_relevant, activities), key=start_key)
-    return {"view": "list", "activities": rows, "zone": current_user.zone, "show_past": show_past}
+    zone = current_user.zone
+    now = datetime.now(zone)
+    rows = []
+    for activity in activities:
+        # A series shows once, at its next occurrence; one with none left, and past items, only on request.
+        occurrence = next_occurrence(activity, now, budget=models.EXPANSION_STEPS_LIMIT)
+        if occurrence is not None:
+            rows.append(ListRow(activity, occurrence, upcoming=activity.is_recurring))
+        elif show_past:
+            rows.append(ListRow(activity, first_occurrence(activity), upcoming=False))
+    rows.sort(key=lambda row: row.sort_key(zone))
+    return {"view": "list", "rows": rows, "zone": zone, "show_past": show_past,
+            "statuses": statuses_of(row.activity for row in rows), "sync_banner": sync_banner(),
+            "zone_name": zone_label(zone, now)}
 
 
 ANSWERS = {"needsAction": "no answer yet", "accepted": "accepted", "tentative": "maybe", "declined": "declined"}

@@ -23,6 +23,82 @@
   // htmx.onLoad runs for the page and again for every piece htmx swaps in.
   htmx.onLoad(function (root) {
     paint(root.querySelectorAll ? root : document);
+    placeWeek(root.querySelectorAll ? root : document);
+  });
+
+  // Week view: the server works out where each item goes (percent of the day's height and of the column's
+  // width); the policy drops style attributes, so they come as data-* and become the custom properties the
+  // stylesheet reads. The grid opens at the working day (or the week's first earlier item).
+  function within(root, selector) {
+    var found = Array.prototype.slice.call(root.querySelectorAll(selector));
+    if (root.matches && root.matches(selector)) {
+      found.push(root);
+    }
+    return found;
+  }
+
+  function placeWeek(root) {
+    within(root, "[data-top]").forEach(function (element) {
+      ["top", "height", "left", "width"].forEach(function (name) {
+        var value = element.getAttribute("data-" + name);
+        if (value !== null) {
+          element.style.setProperty("--" + name, value + "%");
+        }
+      });
+      element.placedAt = Date.now();
+    });
+    within(root, "#week-grid[data-scroll-to]").forEach(function (grid) {
+      var column = grid.querySelector(".timed");
+      if (column && grid.scrollHeight > grid.clientHeight) {
+        // a little above the hour, so its label shows below the rows that stay on top
+        grid.scrollTop = column.offsetHeight * parseFloat(grid.getAttribute("data-scroll-to")) / 100 - 10;
+      }
+    });
+  }
+
+  // The "now" line moves on while the page stays open (a day is 1440 minutes: 100% of the column), counted
+  // from when each line arrived (a week swapped in later brings its own).
+  window.setInterval(function () {
+    document.querySelectorAll(".now-line[data-top]").forEach(function (line) {
+      if (!line.placedAt) {
+        line.placedAt = Date.now();
+      }
+      var top = parseFloat(line.getAttribute("data-top")) + (Date.now() - line.placedAt) / 60000 / 14.4;
+      line.hidden = top > 100;
+      line.style.setProperty("--top", Math.min(top, 100) + "%");
+    });
+  }, 60000);
+
+  // The editor drawer closes with its × or Escape, and gives focus back to what opened it.
+  var opener = null;
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var target = event.detail && event.detail.target;
+    if (target && target.id === "editor" && !target.contains(event.detail.elt)) {
+      opener = event.detail.elt;
+    }
+  });
+
+  function closeEditor() {
+    var editor = document.getElementById("editor");
+    if (!editor || !editor.firstChild) {
+      return false;
+    }
+    editor.replaceChildren();
+    if (opener && document.body.contains(opener)) {
+      opener.focus();
+    }
+    return true;
+  }
+
+  document.addEventListener("click", function (event) {
+    if (event.target.closest("[data-close-editor]")) {
+      closeEditor();
+    }
+  });
+  document.addEventListener("keydown", function (event) {
+    if (event.key === "Escape" && closeEditor()) {
+      event.preventDefault();
+    }
   });
 
   // A plain form (no htmx) that asks before it acts; htmx asks itself through hx-confirm.
