@@ -6,10 +6,9 @@ from sqlalchemy import func, select
 
 from portal import diagnostics
 from portal.extensions import db
-from portal.integration import recent_audit
+from portal.integration import describe_audit, recent_audit
 from portal.models import Activity, GoogleIntegration, Organization, User, utcnow
 from portal.routes import render, role_required, viewer_zone
-from portal.routes.settings import ACTION_LABELS
 from portal.sync.policy import integration_of
 
 bp = Blueprint("helpdesk", __name__, url_prefix="/helpdesk")
@@ -55,5 +54,5 @@ def organization(organization_id: int):
     return render("helpdesk/organization.html", "diagnostics/_health_results.html", dict(
         organization=org, integration=integration, report=report, zone=viewer_zone(),
         here=url_for("helpdesk.organization", organization_id=org.id), audit=recent_audit(org, limit=10),
-        action_labels=ACTION_LABELS, **diagnostics.TEMPLATE_HELPERS),
+        describe_audit=describe_audit, **diagnostics.TEMPLATE_HELPERS),
         target="health-results")
