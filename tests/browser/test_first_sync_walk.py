@@ -113,8 +113,10 @@ def test_user_previews_switches_on_and_watches_the_first_sync(browser, live_serv
 
     done = wait(browser, EC.text_to_be_present_in_element((By.ID, "first-sync-progress"), "First sync done"))
     assert done
-    wait(browser, EC.text_to_be_present_in_element((By.ID, "calendar-sync"), "Synced"))
-    assert attribute(browser, "first-sync-progress", "hx-trigger") is None  # done: no more polling
+    # The last poll refreshes the card once: its status is the user's health now, and nothing polls.
+    wait(browser, EC.text_to_be_present_in_element((By.ID, "sync-status"), "Healthy"))
+    assert attribute(browser, "first-sync-progress", "hx-trigger") is None
+    assert "every" not in (attribute(browser, "sync-card", "hx-trigger") or "")
     shot("synced")
     with live_app.app_context():
         cycle = db.session.scalars(select(SyncCycle).join(User, User.id == SyncCycle.user_id)
