@@ -125,7 +125,7 @@ def deleted_in_portal(app, world, google_user, run_sync):
 BUSY_TEXT = "database was busy"
 
 
-@pytest.mark.parametrize("point", ["claiming", "written"])
+@pytest.mark.parametrize("point", ["claiming", "written", "outbox"])
 def test_a_delete_that_meets_a_locked_database_is_recorded_as_such_and_reaches_google_next_cycle(
         app, world, connected, sync_on, run_sync, google_user, short_busy_timeout, write_lock, lock_at, point):
     # "claiming": locked before anything went to Google; "written": Google has the delete, the portal could not

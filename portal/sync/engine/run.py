@@ -227,7 +227,10 @@ def _record_end(row: SyncCycle, puller: User | None) -> None:
         if not database_busy(exc):
             raise
         db.session.rollback()
-        _remember_unrecorded(cycle_id, status, DATABASE_BUSY if status == "ok" else message)
+        # A cycle that went well up to here did not: its last writes (outbox, sync token) are undone.
+        if status in ("ok", "partial"):
+            status, message = "failed", DATABASE_BUSY
+        _remember_unrecorded(cycle_id, status, message)
         raise
 
 
