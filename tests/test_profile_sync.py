@@ -196,7 +196,8 @@ def test_conflict_shows_the_losing_value_and_restores_it_from_the_profile(app, w
     assert response.status_code == 302 and response.headers["Location"].endswith(PAGE)
     with app.app_context():
         assert db.session.get(Activity, activity_id).location == "Room 1"
-    assert "Restored" in client.get(PAGE).get_data(as_text=True)
+    html = client.get(PAGE).get_data(as_text=True)
+    assert "Restored" in html and f'action="{action}"' not in html and "Put back." in text_of(html, "sync-conflicts")
 
 
 def test_items_that_could_not_be_synced_show_reason_fix_and_link(app, world, login_as):

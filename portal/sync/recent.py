@@ -93,6 +93,7 @@ class Conflict:
     kept: str
     loser: str
     restorable: bool
+    put_back: bool  # the item holds the losing value again
     address: str | None
 
 
@@ -108,11 +109,12 @@ def conflicts(user: User, limit: int = 10) -> list[Conflict]:
         activity = activities.get(entry.activity_id)
         if activity is None:
             continue
-        restorable = (entry.field in ACTIVITY_TEXTS and isinstance(entry.before, str) and not activity.is_deleted
-                      and getattr(activity, entry.field) != entry.before and can_edit(user, activity))
+        text = entry.field in ACTIVITY_TEXTS and isinstance(entry.before, str)
+        back = text and getattr(activity, entry.field) == entry.before
+        restorable = text and not back and not activity.is_deleted and can_edit(user, activity)
         found.append(Conflict(entry, activity, FIELD_NAMES.get(entry.field or "", entry.field or "value"),
                               show_value(entry.field, entry.before, zone), show_value(entry.field, entry.after, zone),
-                              SIDE_NAMES.get(entry.side or "", "one side"), restorable, item_address(activity)))
+                              SIDE_NAMES.get(entry.side or "", "one side"), restorable, back, item_address(activity)))
     return found
 
 
