@@ -231,3 +231,28 @@ def test_the_saved_message_uses_the_success_look(app, login_as):
     assert 'class="flash"' not in html
     saved = re.search(r'<div id="saved-message" tabindex="-1">(.*?)</div>', html, re.S)
     assert saved and 'class="message success"' in saved.group(1) and "Created “Sprint review”" in saved.group(1)
+
+
+def test_an_answer_given_on_the_items_page_reaches_the_participants_google_copy(app, world, connected, sync_on,
+                                                                                run_sync, google_user, login_as):
+    from portal.sync.models import SyncLink
+    from tests.test_answers_sync import attendee_answer
+    from tests.test_attendees_sync import times
+
+    sync_on("user", "colleague")
+    activity_id = make_activity(app, world["user"], subject="Planning", participants=[EMAILS["colleague"]],
+                                **times())
+    run_sync("user")
+    run_sync("colleague")
+    with app.app_context():
+        event_id = db.session.scalar(select(SyncLink.google_event_id).where(SyncLink.activity_id == activity_id))
+    client = login_as("colleague")
+    page = client.post(f"/calendar/activities/{activity_id}/response", headers=HX,
+                       data={"response": "accepted"}).get_data(as_text=True)
+    assert re.search(r'value="accepted"[^>]*aria-pressed="true"', page)
+    assert run_sync("colleague").status == "ok"
+    assert attendee_answer(google_user(EMAILS["colleague"]).get(event_id), EMAILS["colleague"]) == "accepted"
+    assert attendee_answer(google_user(EMAILS["user"]).get(event_id), EMAILS["colleague"]) == "accepted"
+    page = client.get(f"/calendar/activities/{activity_id}").get_data(as_text=True)
+    assert re.search(r'value="accepted"[^>]*aria-pressed="true"', page)
+    assert re.search(r'id="item-sync-status">Google Calendar:\s*synced', page)
