@@ -112,6 +112,10 @@
     if (field.matches && field.matches("#editor-form select[name=freq], #editor-form select[name=ends]")) {
       showRepeatControls(field.form);
     }
+    // The question before deleting names what the chosen scope deletes.
+    if (field.matches && field.matches("#delete-form input[name=scope][data-question]")) {
+      field.form.setAttribute("hx-confirm", field.getAttribute("data-question"));
+    }
   });
 
   document.addEventListener("input", function (event) {

@@ -178,6 +178,11 @@ def test_the_editor_lays_out_its_controls_where_they_belong(browser, live_server
     """)
     assert fits[0] >= fits[1] + 16 and fits[2] <= fits[3] + 1, fits
     assert len(browser.find_elements(By.CSS_SELECTOR, "#editor button.danger")) == 1
+    # The question before deleting follows the choice.
+    delete_form = browser.find_element(By.ID, "delete-form")
+    assert delete_form.get_attribute("hx-confirm").startswith("Delete the occurrence of")
+    delete_form.find_element(By.CSS_SELECTOR, "input[name=scope][value=all]").click()
+    assert delete_form.get_attribute("hx-confirm").endswith("and all its occurrences?")
 
 
 def test_a_participant_declines_then_accepts(browser, live_server, live_app, shot):
