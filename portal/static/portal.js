@@ -188,6 +188,9 @@
     if (event.key !== "Escape" || event.defaultPrevented) {
       return;
     }
+    if (event.target.id === "participant-filter" && event.target.value) {
+      return;  // Escape in the filter box empties it first, as search boxes do
+    }
     // Only the editor beside the calendar closes; on a page of its own there is nothing to go back to.
     var editor = document.querySelector("aside#editor");
     if (editor && editor.children.length && (editor.contains(event.target) || event.target === document.body)) {
