@@ -200,7 +200,7 @@
   });
 
   document.addEventListener("click", function (event) {
-    var link = event.target.closest && event.target.closest("aside#editor a.editor-close");
+    var link = event.target.closest && event.target.closest("aside#editor a.editor-close, aside#editor .actions a");
     if (link) {
       event.preventDefault();
       closeEditor(document.querySelector("aside#editor"));

@@ -226,7 +226,7 @@ def test_the_editor_at_a_phones_width(phone, live_server, shot):
     assert form.find_element(By.ID, "repeat-until").is_displayed()
     shot("new weekly item at 375 px")
     assert sideways_overflow(phone) == []
-    phone.find_element(By.CSS_SELECTOR, "#editor a.editor-close").click()
+    phone.find_element(By.LINK_TEXT, "Cancel").click()
     wait(phone, lambda b: not b.find_element(By.ID, "editor").find_elements(By.CSS_SELECTOR, "*"))
     phone.find_element(By.PARTIAL_LINK_TEXT, "Weekly team meeting").click()
     wait(phone, EC.visibility_of_element_located((By.ID, "delete-form")))
