@@ -204,7 +204,8 @@ def clean_activity(
 
     activity_type = _clean_activity_type(merged.get("activity_type"), organization, errors)
     owner = _clean_owner(merged.get("owner"), organization, actor, existing, errors)
-    participants = _clean_participants(merged.get("participants"), organization, errors)
+    participants = _clean_participants(merged.get("participants"), organization, errors, owner=owner,
+                                       existing=existing)
     project_task = _clean_project_task(merged.get("project_task"), organization, errors)
 
     if errors:
@@ -355,7 +356,8 @@ def _clean_owner(value, organization, actor, existing, errors) -> User | None:
     return owner
 
 
-def _clean_participants(value, organization, errors) -> list[User]:
+def _clean_participants(value, organization, errors, *, owner: User | None = None,
+                        existing: Activity | None = None) -> list[User]:
     if value in (None, ""):
         return []
     if not isinstance(value, list) or not all(isinstance(v, str) and not text_problem(v) for v in value):
@@ -364,16 +366,31 @@ def _clean_participants(value, organization, errors) -> list[User]:
     if len(value) > PARTICIPANTS_LIMIT:
         errors["participants"] = f"At most {PARTICIPANTS_LIMIT} participants."
         return []
-    users, unknown = [], []
+    # Someone the calendar sync already put on the item (an invitation made in Google) stays: refusing them
+    # here would block every other change to it.
+    already = {u.id for u in existing.participants} if existing is not None else set()
+    users, unknown, refused = [], [], []
     for email in dict.fromkeys(normalize_email(v) for v in value if v.strip()):
         user = organization.user_by_email(email)
         if user is None or not user.active:
             unknown.append(email[:254])
+        elif owner is not None and user.id == owner.id:
+            refused.append(f"{user.email} is the owner, who organizes it rather than takes part")
+        elif user.is_helpdesk and user.id not in already:
+            # Taking part would show them the item's contents, which helpdesk staff never see.
+            refused.append(f"{user.email} is helpdesk staff, who cannot take part in activities")
         else:
             users.append(user)
-    if unknown:
-        errors["participants"] = "Not a user of your organization: " + ", ".join(unknown)
+    problems = (["Not a user of your organization: " + ", ".join(unknown)] if unknown else []) + refused
+    if problems:
+        errors["participants"] = "; ".join(problems) + "."
     return users
+
+
+def can_be_invited(user: User, organization: Organization, owner: User | None) -> bool:
+    """Whether `user` may be added as a participant of an item of `owner`: the same rules as `clean_activity`."""
+    return (user.organization_id == organization.id and user.active and not user.is_helpdesk
+            and (owner is None or user.id != owner.id))
 
 
 def _clean_project_task(value, organization, errors) -> ProjectTask | None:

@@ -14,9 +14,14 @@ from portal.models import ACTIVITY_TEXTS, Activity, User
 
 WEEKDAYS = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
 WEEKDAY_LABELS = dict(zip(WEEKDAYS, ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"), strict=True))
+# The repeats the editor offers; a rule it cannot show ("CUSTOM") is kept as it is and said in words.
 FREQUENCIES = (("", "Does not repeat"), ("DAILY", "Daily"), ("WEEKLY", "Weekly"), ("MONTHLY", "Monthly"),
-               ("YEARLY", "Yearly"), ("CUSTOM", "Custom (RFC 5545 lines)"))
-# What a change made from one occurrence of a series applies to, as Google Calendar asks it.
+               ("YEARLY", "Yearly"))
+REPEATING = ("DAILY", "WEEKLY", "MONTHLY", "YEARLY")
+PERIODS = {"DAILY": "day(s)", "WEEKLY": "week(s)", "MONTHLY": "month(s)", "YEARLY": "year(s)"}
+ENDS = (("never", "never"), ("until", "on a date"), ("count", "after a number of times"))
+# What a change made from one occurrence of a series applies to, as Google Calendar asks it (and, as there,
+# "this" one is what an opened occurrence starts with).
 SCOPES = (("this", "This occurrence"), ("following", "This and following occurrences"),
           ("all", "All occurrences"))
 _SIMPLE_RULE = re.compile(r"^RRULE:(?P<parts>[A-Z0-9=;,+\-]+)$")
@@ -26,8 +31,11 @@ class PickerError(ValueError):
     pass
 
 
-def form_to_values(form, *, all_day_default: bool = False) -> tuple[dict, dict[str, str]]:
-    """API-shaped values from the posted form, plus errors only the form can detect (picker fields)."""
+def form_to_values(form, *, kept_rule: list[str] | None = None) -> tuple[dict, dict[str, str]]:
+    """API-shaped values from the posted form, plus errors only the form can detect (picker fields).
+
+    `kept_rule` is the item's current rule: the form posts "CUSTOM" without lines for a rule it cannot show,
+    meaning "leave it as it is"."""
     errors: dict[str, str] = {}
     all_day = form.get("all_day") in ("on", "true", "1")
     start_date, end_date = form.get("start_date", "").strip(), form.get("end_date", "").strip()
@@ -51,7 +59,7 @@ def form_to_values(form, *, all_day_default: bool = False) -> tuple[dict, dict[s
         values["owner"] = form.get("owner")
     try:
         values["recurrence"] = recurrence_from_picker(form, all_day=all_day, start_date=start_date,
-                                                      time_zone=values["time_zone"])
+                                                      time_zone=values["time_zone"], kept_rule=kept_rule)
     except PickerError as exc:
         errors["recurrence"] = str(exc)
     return values, errors
@@ -74,11 +82,16 @@ def _int_or_text(value: str):
     return int(value) if value.isdigit() else value
 
 
-def recurrence_from_picker(form, *, all_day: bool, start_date: str, time_zone: str) -> list[str]:
+def recurrence_from_picker(form, *, all_day: bool, start_date: str, time_zone: str,
+                           kept_rule: list[str] | None = None) -> list[str]:
+    """The rule the picker describes. Only the fields the chosen repeat uses are read: the others stay in the
+    form (hidden) and may hold anything."""
     freq = form.get("freq", "")
     if freq == "":
         return []
     if freq == "CUSTOM":
+        if "recurrence_lines" not in form and kept_rule:
+            return list(kept_rule)
         return [line.strip() for line in form.get("recurrence_lines", "").splitlines() if line.strip()]
     if freq not in ("DAILY", "WEEKLY", "MONTHLY", "YEARLY"):
         raise PickerError("Choose how often it repeats.")
@@ -215,7 +228,7 @@ def occurrence_to_form(activity: Activity, occurrence, viewer: User) -> dict:
     exception = activity.exception_for(occurrence.key)
     fields.update(subject=occurrence.subject, location=occurrence.location,
                   description=exception.description if exception is not None and exception.description is not None
-                  else activity.description, occurrence=occurrence.key, scope="all")
+                  else activity.description, occurrence=occurrence.key, scope="this")
     if activity.all_day:
         fields.update(start_date=occurrence.start.isoformat(),
                       end_date=(occurrence.end - timedelta(days=1)).isoformat())

@@ -14,6 +14,7 @@ from portal.activities import (
     LATEST_YEAR,
     ValidationError,
     answer_activity,
+    can_be_invited,
     can_delete,
     can_edit,
     clean_activity,
@@ -31,7 +32,10 @@ from portal.calendar_layout import ListRow, first_occurrence, next_occurrence, w
 from portal.changes import changed_by
 from portal.extensions import db
 from portal.forms import (
+    ENDS,
     FREQUENCIES,
+    PERIODS,
+    REPEATING,
     SCOPES,
     WEEKDAY_LABELS,
     WEEKDAYS,
@@ -45,6 +49,7 @@ from portal.routes import local_address, refuse_with, render, wants_partial
 from portal.sync.models import CalendarSync, SyncJournalEntry, SyncLink
 from portal.sync.policy import integration_of
 from portal.sync.recurrence import is_editable
+from portal.sync.recurrence_text import describe
 from portal.sync.status import StatusReader, user_health
 
 bp = Blueprint("calendar", __name__, url_prefix="/calendar")
@@ -228,7 +233,7 @@ def google_details(activity: Activity | None) -> dict:
             "answer_labels": ANSWERS}
 
 
-def form_context(fields: dict, errors: dict, activity: Activity | None, occurrence=None) -> dict:
+def form_context(fields: dict, errors: dict, activity: Activity | None, occurrence=None, answered=None) -> dict:
     organization = current_user.organization
     projects = db.session.scalars(
         select(Project).where(Project.organization_id == organization.id).order_by(Project.name)
@@ -250,20 +255,53 @@ def form_context(fields: dict, errors: dict, activity: Activity | None, occurren
         "google": google_details(activity),
         "can_delete": activity is not None and can_delete(current_user, activity),
         "my_answer": participation(current_user, activity) if activity is not None else None,
+        "answered": answered,
+        "span": shown_span(activity, occurrence) if activity is not None else None,
+        # Someone who may not change the item reads it (and answers it) rather than seeing a form greyed out.
+        "read_view": readonly,
         "readonly": readonly or not current_user.can_edit_activities or locked is not None,
         "activity_types": organization.activity_types,
         "users": users,
+        "invitable": invitable_people(organization, fields, activity),
+        "custom_rule": custom_rule_text(fields, activity),
         "projects": projects,
         "frequencies": FREQUENCIES,
+        "repeating": REPEATING,
+        "periods": PERIODS,
+        "ends_choices": ENDS,
         "weekdays": WEEKDAYS,
         "weekday_labels": WEEKDAY_LABELS,
         "return_to": local_address(request.values.get("return_to"), url_for("calendar.week")),
     }
 
 
-def render_form(fields: dict, errors: dict, activity: Activity | None, status: int = 200, occurrence=None):
-    return render("calendar/form.html", "calendar/_form.html", form_context(fields, errors, activity, occurrence),
-                  status=status)
+def shown_span(activity: Activity, occurrence=None) -> tuple:
+    """Start and end as a reader sees them: instants, or for all-day items the first and the last day."""
+    start, end = (occurrence.start, occurrence.end) if occurrence is not None else activity.span
+    return (start, end - timedelta(days=1)) if activity.all_day else (start, end)
+
+
+def invitable_people(organization, fields: dict, activity: Activity | None) -> list:
+    """Whom the participant list offers: the people who can be invited, and those already on the item (so
+    they can be taken off), by name."""
+    owner = organization.user_by_email(fields.get("owner") or "") or (activity.owner if activity else current_user)
+    chosen = set(fields.get("participants") or [])
+    people = [u for u in organization.users if can_be_invited(u, organization, owner) or u.email in chosen]
+    return sorted(people, key=lambda u: (u.email not in chosen, u.name.lower(), u.email))
+
+
+def custom_rule_text(fields: dict, activity: Activity | None) -> str | None:
+    """A rule the picker cannot show, in words (it is kept as it is unless another repeat is chosen)."""
+    if fields.get("freq") != "CUSTOM":
+        return None
+    lines = fields.get("recurrence_lines", "").splitlines() or (activity.recurrence if activity else [])
+    return describe(lines) if lines else None
+
+
+def render_form(fields: dict, errors: dict, activity: Activity | None, status: int = 200, occurrence=None,
+                answered=None):
+    return render("calendar/form.html", "calendar/_form.html",
+                  form_context(fields, errors, activity, occurrence, answered), status=status)
 
 
 @bp.route("/activities/new")
@@ -323,7 +361,7 @@ def update(activity_id: int):
                            occurrence=occurrence)
     if occurrence is None:
         return save_from_form(activity)
-    values, picker_errors = form_to_values(request.form)
+    values, picker_errors = form_to_values(request.form, kept_rule=activity.recurrence)
     changed_by(db.session, current_user.id)
     try:
         scope, series = edit_occurrence(activity, occurrence, request.form.get("scope", "all"), values,
@@ -339,7 +377,7 @@ def update(activity_id: int):
 
 
 def save_from_form(activity: Activity | None):
-    values, picker_errors = form_to_values(request.form)
+    values, picker_errors = form_to_values(request.form, kept_rule=activity.recurrence if activity else None)
     organization = current_user.organization
     try:
         data = clean_activity(values, organization=organization, actor=current_user, existing=activity,
@@ -422,7 +460,8 @@ def after_change(message: str):
 @bp.route("/activities/<int:activity_id>/response", methods=("POST",))
 @login_required
 def answer(activity_id: int):
-    """A participant's answer to an activity (a series as a whole); it reaches their Google copy with their sync."""
+    """A participant's answer to an activity (a series as a whole); it reaches their Google copy with their sync.
+    The item stays open with the answer marked."""
     activity = get_activity(activity_id)
     changed_by(db.session, current_user.id)
     try:
@@ -432,7 +471,16 @@ def answer(activity_id: int):
     except ValidationError as exc:
         refuse_with(400, exc.fields["response"])
     db.session.commit()
-    return after_change(f"Answered “{activity.subject}”: {ANSWERS[request.form['response']]}.")
+    message = f"Answered “{activity.subject}”: {ANSWERS[request.form['response']]}."
+    key = request.form.get("occurrence", "").strip().upper()
+    occurrence = activity.occurrence(key) if key and activity.is_recurring else None
+    if not wants_partial():
+        flash(message)
+        return redirect(url_for("calendar.edit", activity_id=activity.id, occurrence=occurrence.key if occurrence
+                                else None, return_to=local_address(request.form.get("return_to"), None)))
+    fields = occurrence_to_form(activity, occurrence, current_user) if occurrence else activity_to_form(
+        activity, current_user)
+    return render_form(fields, {}, activity, occurrence=occurrence, answered=message)
 
 
 # Only texts: a lost start or end alone would make a time slot nobody chose.

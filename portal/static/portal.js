@@ -150,4 +150,166 @@
     Array.prototype.forEach.call((root.querySelectorAll ? root : document).querySelectorAll(".timeline-scroll"),
       function (box) { box.scrollLeft = box.scrollWidth; });
   });
+
+  // Editor -----------------------------------------------------------------------------------------------
+  // The activity editor: recurrence controls follow the chosen repeat, the participant list filters as one
+  // types, focus goes where the work continues, and Escape closes the editor beside the calendar.
+
+  function showRepeatControls(form) {
+    var freq = form.querySelector("select[name=freq]");
+    var ends = form.querySelector("select[name=ends]");
+    if (!freq) {
+      return;
+    }
+    form.querySelectorAll("[data-repeat-show]").forEach(function (part) {
+      part.hidden = part.getAttribute("data-repeat-show").split(" ").indexOf(freq.value) === -1;
+    });
+    form.querySelectorAll("[data-ends-show]").forEach(function (part) {
+      part.hidden = !ends || part.getAttribute("data-ends-show") !== ends.value;
+    });
+    var period = form.querySelector("#repeat-period");
+    var chosen = freq.options[freq.selectedIndex];
+    if (period && chosen && chosen.getAttribute("data-period")) {
+      period.textContent = chosen.getAttribute("data-period");
+    }
+  }
+
+  function filterPeople(box) {
+    var words = box.value.trim().toLowerCase();
+    var list = document.getElementById(box.getAttribute("aria-controls"));
+    if (!list) {
+      return;
+    }
+    var shown = 0;
+    list.querySelectorAll("li").forEach(function (row) {
+      var ticked = row.querySelector("input:checked");
+      var match = !words || ticked || row.textContent.toLowerCase().indexOf(words) !== -1;
+      row.hidden = !match;
+      shown += match ? 1 : 0;
+    });
+    var none = document.getElementById("participant-none");
+    if (none) {
+      none.hidden = shown > 0;
+    }
+  }
+
+  function setUpEditor(root) {
+    var form = root.querySelector ? root.querySelector("#editor-form") : null;
+    if (!form && root.id === "editor-form") {
+      form = root;
+    }
+    if (!form) {
+      return;
+    }
+    showRepeatControls(form);
+    var filter = form.querySelector("#participant-filter");
+    if (filter) {
+      filter.hidden = false;  // without JavaScript the whole list shows, so the box only comes with it
+    }
+  }
+
+  htmx.onLoad(function (root) {
+    setUpEditor(root.querySelectorAll ? root : document);
+  });
+
+  document.addEventListener("change", function (event) {
+    var field = event.target;
+    if (field.matches && field.matches("#editor-form select[name=freq], #editor-form select[name=ends]")) {
+      showRepeatControls(field.form);
+    }
+    // The question before deleting names what the chosen scope deletes.
+    if (field.matches && field.matches("#delete-form input[name=scope][data-question]")) {
+      field.form.setAttribute("hx-confirm", field.getAttribute("data-question"));
+    }
+  });
+
+  document.addEventListener("input", function (event) {
+    if (event.target.id === "participant-filter") {
+      filterPeople(event.target);
+    }
+  });
+
+  document.addEventListener("keydown", function (event) {
+    // Enter in the filter box would send the form half filled in.
+    if (event.key === "Enter" && event.target.id === "participant-filter") {
+      event.preventDefault();
+    }
+  });
+
+  // Where focus goes once something lands in the editor: the first field of a form, else the message saying
+  // what happened, else the item's heading; never left behind on the link that opened it.
+  var opener = null;
+
+  function focusEditor(editor) {
+    var target = editor.querySelector("#answer-message, #saved-message") ||
+      editor.querySelector("#editor-form input[name=subject]:not([disabled])") ||
+      editor.querySelector("#item-title, #editor-title");
+    if (target) {
+      if (!target.hasAttribute("tabindex") && !target.matches("input")) {
+        target.setAttribute("tabindex", "-1");
+      }
+      target.focus();
+    }
+  }
+
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var target = event.detail.target;
+    if (target && target.id === "editor" && !(target.contains(event.detail.elt))) {
+      opener = event.detail.elt;
+    }
+  });
+
+  document.addEventListener("htmx:afterSwap", function (event) {
+    var target = event.detail.target;
+    if (target && target.id === "editor") {
+      focusEditor(target);
+    }
+  });
+
+  document.addEventListener("DOMContentLoaded", function () {
+    // The editor opened as a page of its own (no JavaScript links, or a reload).
+    var editor = document.querySelector("div#editor");
+    if (editor) {
+      focusEditor(editor);
+    }
+  });
+
+  function closeEditor(editor) {
+    editor.innerHTML = "";
+    if (opener && document.body.contains(opener)) {
+      opener.focus();
+    } else {
+      var view = document.getElementById("calendar-view");
+      var heading = view && view.querySelector("h1");
+      if (heading) {
+        heading.setAttribute("tabindex", "-1");
+        heading.focus();
+      }
+    }
+    opener = null;
+  }
+
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "Escape" || event.defaultPrevented) {
+      return;
+    }
+    if (event.target.id === "participant-filter" && event.target.value) {
+      return;  // Escape in the filter box empties it first, as search boxes do
+    }
+    // Only the editor beside the calendar closes; on a page of its own there is nothing to go back to.
+    var editor = document.querySelector("aside#editor");
+    if (editor && editor.children.length && (editor.contains(event.target) || event.target === document.body)) {
+      event.preventDefault();
+      closeEditor(editor);
+    }
+  });
+
+  document.addEventListener("click", function (event) {
+    var link = event.target.closest && event.target.closest("aside#editor a.editor-close, aside#editor .actions a");
+    if (link) {
+      event.preventDefault();
+      closeEditor(document.querySelector("aside#editor"));
+    }
+  });
+  // End of Editor ----------------------------------------------------------------------------------------
 })();

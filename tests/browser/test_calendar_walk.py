@@ -43,7 +43,7 @@ def test_create_edit_delete_weekly_series_in_the_browser(browser, live_server, l
     fill(browser, "end_time", "11:00")
     Select(form.find_element(By.NAME, "freq")).select_by_value("WEEKLY")
     form.find_element(By.CSS_SELECTOR, "input[name=byday][value=TU]").click()
-    Select(form.find_element(By.NAME, "participants")).select_by_value("bram@demo.example")
+    form.find_element(By.CSS_SELECTOR, "input[name=participants][value='bram@demo.example']").click()
     form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
     wait(browser, EC.text_to_be_present_in_element((By.ID, "editor"), "Created"))
 
@@ -60,6 +60,9 @@ def test_create_edit_delete_weekly_series_in_the_browser(browser, live_server, l
     subject = form.find_element(By.NAME, "subject")
     subject.clear()
     subject.send_keys("Browser weekly sync-up (moved)")
+    # An opened occurrence starts with "This occurrence", as in Google; this walk changes the whole series.
+    assert form.find_element(By.CSS_SELECTOR, "#scope input[value=this]").is_selected()
+    form.find_element(By.CSS_SELECTOR, "#scope input[value=all]").click()
     fill(browser, "end_time", "09:00")  # invalid first: the error shows next to the field
     form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
     error = wait(browser, EC.visibility_of_element_located((By.ID, "error-end")))
@@ -74,6 +77,7 @@ def test_create_edit_delete_weekly_series_in_the_browser(browser, live_server, l
 
     browser.find_element(By.PARTIAL_LINK_TEXT, "Browser weekly sync-up (moved)").click()
     delete = wait(browser, EC.element_to_be_clickable((By.CSS_SELECTOR, "#editor button.danger")))
+    browser.find_element(By.CSS_SELECTOR, "#delete-form input[name=scope][value=all]").click()
     delete.click()
     wait(browser, EC.alert_is_present()).accept()  # hx-confirm
     wait(browser, EC.text_to_be_present_in_element((By.ID, "editor"), "Deleted"))
