@@ -230,5 +230,5 @@ def test_the_sync_mark_partial_writes_the_state_and_reason_out_on_an_item_page(a
         text = render_template_string(page, s=SyncStatus("not_synced", reason="The type Personal is not selected."))
         assert 'id="item-sync-status"' in text and "<strong>Not synced</strong>. The type Personal is not selected." in text
         text = render_template_string(page, s=SyncStatus("error", error="Google refused it."))
-        assert "Not synced: an error</strong>. Google refused it." in text
+        assert "Error, not synced</strong>. Google refused it." in text
         assert render_template_string(page, s=None).strip() == ""
