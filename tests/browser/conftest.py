@@ -6,13 +6,16 @@ import os
 import re
 import shutil
 import threading
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
 from werkzeug.serving import make_server
 
 from portal import create_app
+from portal.emulator.server import EmulatorServer
 from portal.extensions import db
+from portal.sync.google import TOKENS
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -34,14 +37,15 @@ class LiveServer:
         self._thread.join(5)
 
 
-@pytest.fixture
-def live_app(tmp_path):
-    """A production-like app (CSRF on) with the demo data."""
+@contextmanager
+def demo_app(folder: Path, **config):
+    """A production-like app (CSRF on) with the demo data in a database in `folder`, `config` added."""
     app = create_app({
         "SECRET_KEY": "browser-test",
         "ENCRYPTION_KEY": "hYDDs2tKQ-6jSuX4rrNQNlQhX3DOXVkIOCMUDldOZFc=",
-        "SQLALCHEMY_DATABASE_URI": "sqlite:///" + str(tmp_path / "portal.sqlite"),
+        "SQLALCHEMY_DATABASE_URI": "sqlite:///" + str(folder / "portal.sqlite"),
         "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
+        **config,
     })
     with app.app_context():
         db.create_all()
@@ -50,6 +54,13 @@ def live_app(tmp_path):
     yield app
     with app.app_context():
         db.engine.dispose()
+
+
+@pytest.fixture
+def live_app(tmp_path):
+    """A production-like app (CSRF on) with the demo data."""
+    with demo_app(tmp_path) as app:
+        yield app
 
 
 @pytest.fixture
@@ -154,3 +165,37 @@ def browser(_driver_session):
     violations = csp_violations(_driver_session)
     _driver_session.delete_all_cookies()
     assert violations == []
+
+
+@pytest.fixture
+def emulated_google(live_app):
+    """`emulated_google(allow_http_webhooks=..., **config)` starts an emulated Google and points the portal at
+    it (with `config` added to the app's); it stops after the test, and the tokens are forgotten both ways."""
+    with ExitStack() as stack:
+        def start(*, allow_http_webhooks=False, **config):
+            server = stack.enter_context(EmulatorServer(allow_http_webhooks=allow_http_webhooks))
+            TOKENS.forget()
+            live_app.config.update(GOOGLE_TOKEN_URI=server.token_uri, GOOGLE_API_ENDPOINT=server.api_endpoint,
+                                   GOOGLE_BATCH_URI=server.batch_uri, GOOGLE_TIMEOUT=5, **config)
+            return server
+
+        yield start
+    TOKENS.forget()
+
+
+def connect_demo(app, server):
+    """The demo organization connected to `server` with its demo users, as the demo sets it up."""
+    from portal.cli.demo import DEMO_ORGANIZATION, DEMO_USERS
+    from portal.sync.demo import connect_demo_organization
+
+    with app.app_context():
+        connect_demo_organization(server, DEMO_ORGANIZATION, [email for email, *_ in DEMO_USERS])
+
+
+@pytest.fixture
+def google(emulated_google, live_app):
+    """The demo organization connected to an emulated Google that may call the portal's webhooks over http.
+    A walk that needs more (someone's sync off) overrides it, building on it."""
+    server = emulated_google(allow_http_webhooks=True)
+    connect_demo(live_app, server)
+    return server

@@ -4,25 +4,13 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.select import Select
-from selenium.webdriver.support.ui import WebDriverWait
 from sqlalchemy import select
 
 from portal.extensions import db
 from portal.models import Activity
+from tests.browser.walk import WEEK_GRID, log_in, wait
 
 pytestmark = pytest.mark.browser
-
-
-def wait(browser, condition, timeout=10):
-    return WebDriverWait(browser, timeout).until(condition)
-
-
-def log_in(browser, server, email="anna@demo.example"):
-    browser.get(server.url + "/login")
-    browser.find_element(By.NAME, "email").send_keys(email)
-    browser.find_element(By.NAME, "password").send_keys("demo-password")
-    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-    wait(browser, EC.presence_of_element_located((By.ID, "week-grid")))
 
 
 def fill(browser, name, value):
@@ -31,7 +19,7 @@ def fill(browser, name, value):
 
 
 def test_create_edit_delete_weekly_series_in_the_browser(browser, live_server, live_app):
-    log_in(browser, live_server)
+    log_in(browser, live_server, "anna@demo.example", until=WEEK_GRID)
     browser.find_element(By.LINK_TEXT, "New activity").click()
     form = wait(browser, EC.visibility_of_element_located((By.CSS_SELECTOR, "#editor #activity-form")))
     assert browser.current_url.endswith("/calendar/")  # opened in place by htmx, no page load
@@ -88,7 +76,7 @@ def test_create_edit_delete_weekly_series_in_the_browser(browser, live_server, l
 
 def test_pages_work_without_javascript_links(browser, live_server):
     """The week navigation is a real link: following its href loads the next week."""
-    log_in(browser, live_server)
+    log_in(browser, live_server, "anna@demo.example", until=WEEK_GRID)
     href = browser.find_element(By.PARTIAL_LINK_TEXT, "Next week").get_attribute("href")
     browser.get(href)
     assert "week=" in browser.current_url
@@ -100,7 +88,7 @@ def test_pages_run_under_the_content_security_policy(browser, live_server):
     htmx swaps in, and the browser reports nothing refused (the `browser` fixture checks its console)."""
     from tests.browser.conftest import csp_violations
 
-    log_in(browser, live_server)  # the demo has items in the current week
+    log_in(browser, live_server, "anna@demo.example", until=WEEK_GRID)  # the demo has items in the current week
     wait(browser, EC.presence_of_element_located((By.CSS_SELECTOR, "#week-grid .item[data-colour]")))
     for label in ("Next week", "Previous week"):  # back to this week, swapped in by htmx
         grid = browser.find_element(By.ID, "week-grid")

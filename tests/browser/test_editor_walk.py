@@ -7,70 +7,24 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.select import Select
-from selenium.webdriver.support.ui import WebDriverWait
 from sqlalchemy import select
 
 from portal.extensions import db
 from portal.models import Activity, ActivityParticipant
 from tests.browser.conftest import sideways_overflow
+from tests.browser.walk import WEEK_GRID, focused, keys, log_in, log_in_by_keyboard, tab_to, wait
 
 pytestmark = pytest.mark.browser
 
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")  # the demo users' zone
 
 
-def wait(browser, condition, timeout=10):
-    return WebDriverWait(browser, timeout).until(condition)
-
-
-def keys(browser, *typed):
-    """Typing, as a person at a keyboard does: into whatever has the focus."""
-    ActionChains(browser).send_keys(*typed).perform()
-
-
-def focused(browser) -> dict:
-    return browser.execute_script("""
-        const el = document.activeElement;
-        return {tag: el.tagName.toLowerCase(), name: el.name || '', id: el.id || '', value: el.value || '',
-                type: el.type || '', text: (el.textContent || '').trim(), form: el.form ? el.form.id : ''};
-    """)
-
-
-def tab_until(browser, matches, limit=80, back=False) -> int:
-    """Press Tab (Shift+Tab with `back`) until the focused element matches; returns how many presses it took."""
-    for presses in range(1, limit + 1):
-        if back:
-            ActionChains(browser).key_down(Keys.SHIFT).send_keys(Keys.TAB).key_up(Keys.SHIFT).perform()
-        else:
-            keys(browser, Keys.TAB)
-        if matches(focused(browser)):
-            return presses
-    raise AssertionError(f"never reached by Tab; focus is on {focused(browser)}")
-
-
 def named(name, value=None):
     return lambda f: f["name"] == name and (value is None or f["value"] == value)
-
-
-def log_in_by_keyboard(browser, server, email):
-    browser.get(server.url + "/login")
-    wait(browser, EC.presence_of_element_located((By.NAME, "email")))
-    browser.execute_script("document.querySelector('[name=email]').focus()")
-    keys(browser, email, Keys.TAB, "demo-password", Keys.ENTER)
-    wait(browser, EC.presence_of_element_located((By.ID, "week-grid")))
-
-
-def log_in(browser, server, email):
-    browser.get(server.url + "/login")
-    browser.find_element(By.NAME, "email").send_keys(email)
-    browser.find_element(By.NAME, "password").send_keys("demo-password")
-    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-    wait(browser, EC.presence_of_element_located((By.ID, "week-grid")))
 
 
 def open_new_activity(browser):
@@ -86,7 +40,7 @@ def next_weeks_tuesday():
 def test_a_weekly_item_with_a_participant_is_created_by_keyboard_alone(browser, live_server, live_app, shot):
     log_in_by_keyboard(browser, live_server, "anna@demo.example")
     shot("calendar")
-    tab_until(browser, lambda f: f["tag"] == "a" and f["text"] == "New activity")
+    tab_to(browser, lambda f: f["tag"] == "a" and f["text"] == "New activity")
     keys(browser, Keys.ENTER)
     wait(browser, EC.visibility_of_element_located((By.CSS_SELECTOR, "#editor #activity-form")))
     wait(browser, lambda b: focused(b)["name"] == "subject")
@@ -95,32 +49,32 @@ def test_a_weekly_item_with_a_participant_is_created_by_keyboard_alone(browser, 
     day = next_weeks_tuesday()
     typed_day = day.strftime("%m%d%Y")  # Chromium's date field in its en-US locale: month, day, year
     keys(browser, "Keyboard weekly review")
-    tab_until(browser, named("start_date"))
+    tab_to(browser, named("start_date"))
     keys(browser, typed_day)
-    tab_until(browser, named("start_time"))
+    tab_to(browser, named("start_time"))
     keys(browser, "1000AM")
-    tab_until(browser, named("end_date"))
+    tab_to(browser, named("end_date"))
     keys(browser, typed_day)
-    tab_until(browser, named("end_time"))
+    tab_to(browser, named("end_time"))
     keys(browser, "1100AM")
-    tab_until(browser, named("freq"))
+    tab_to(browser, named("freq"))
     keys(browser, "W")  # a closed select takes the option starting with the typed letter: Weekly
     weekdays = wait(browser, EC.visibility_of_element_located((By.ID, "repeat-weekdays")))
     assert not browser.find_element(By.ID, "repeat-monthly").is_displayed()
     assert not browser.find_element(By.ID, "repeat-until").is_displayed()
-    tab_until(browser, named("byday", day.strftime("%a")[:2].upper()))
+    tab_to(browser, named("byday", day.strftime("%a")[:2].upper()))
     keys(browser, Keys.SPACE)
     assert weekdays.find_element(By.CSS_SELECTOR, "input[value=TU]").is_selected()
     shot("weekly on Tuesday")
 
-    tab_until(browser, lambda f: f["id"] == "participant-filter")
+    tab_to(browser, lambda f: f["id"] == "participant-filter")
     keys(browser, "bram")
     assert not browser.find_element(By.CSS_SELECTOR, "input[name=participants][value='admin@demo.example']"
                                     ).is_displayed()
-    tab_until(browser, named("participants", "bram@demo.example"))
+    tab_to(browser, named("participants", "bram@demo.example"))
     keys(browser, Keys.SPACE)
     shot("participant ticked")
-    tab_until(browser, lambda f: f["type"] == "submit" and f["form"] == "editor-form")
+    tab_to(browser, lambda f: f["type"] == "submit" and f["form"] == "editor-form")
     keys(browser, Keys.ENTER)
     wait(browser, EC.text_to_be_present_in_element((By.ID, "editor"), "Created"))
     wait(browser, lambda b: focused(b)["id"] == "saved-message")
@@ -132,7 +86,7 @@ def test_a_weekly_item_with_a_participant_is_created_by_keyboard_alone(browser, 
         assert [u.email for u in activity.participants] == ["bram@demo.example"]
         assert activity.local_start().strftime("%Y-%m-%d %H:%M") == f"{day.isoformat()} 10:00"
 
-    tab_until(browser, lambda f: f["tag"] == "a" and f["text"].startswith("Next week"), back=True)
+    tab_to(browser, lambda f: f["tag"] == "a" and f["text"].startswith("Next week"), back=True)
     grid = browser.find_element(By.ID, "week-grid")
     keys(browser, Keys.ENTER)
     wait(browser, EC.staleness_of(grid))
@@ -143,10 +97,10 @@ def test_a_weekly_item_with_a_participant_is_created_by_keyboard_alone(browser, 
 
 
 def test_focus_moves_into_the_editor_save_is_near_and_escape_closes_it(browser, live_server):
-    log_in(browser, live_server, "anna@demo.example")
+    log_in(browser, live_server, "anna@demo.example", until=WEEK_GRID)
     open_new_activity(browser)
     wait(browser, lambda b: focused(b)["name"] == "subject")
-    presses = tab_until(browser, lambda f: f["type"] == "submit" and f["form"] == "editor-form", limit=40)
+    presses = tab_to(browser, lambda f: f["type"] == "submit" and f["form"] == "editor-form", limit=40)
     assert presses <= 15
     keys(browser, Keys.ESCAPE)
     wait(browser, lambda b: not b.find_element(By.ID, "editor").find_elements(By.CSS_SELECTOR, "*"))
@@ -154,7 +108,7 @@ def test_focus_moves_into_the_editor_save_is_near_and_escape_closes_it(browser, 
 
 
 def test_the_editor_lays_out_its_controls_where_they_belong(browser, live_server, live_app):
-    log_in(browser, live_server, "anna@demo.example")
+    log_in(browser, live_server, "anna@demo.example", until=WEEK_GRID)
     with live_app.app_context():
         weekly = db.session.scalars(select(Activity).where(Activity.subject == "Weekly team meeting")).one()
         key = weekly.occurrences_shown(weekly.start_at, weekly.start_at + timedelta(days=30), limit=3,
@@ -186,7 +140,7 @@ def test_the_editor_lays_out_its_controls_where_they_belong(browser, live_server
 
 
 def test_a_participant_declines_then_accepts(browser, live_server, live_app, shot):
-    log_in(browser, live_server, "bram@demo.example")
+    log_in(browser, live_server, "bram@demo.example", until=WEEK_GRID)
     shot("participant's calendar")
     browser.find_element(By.PARTIAL_LINK_TEXT, "Weekly team meeting").click()
     view = wait(browser, EC.visibility_of_element_located((By.CSS_SELECTOR, "#editor #activity-view")))
@@ -219,7 +173,7 @@ def test_a_participant_declines_then_accepts(browser, live_server, live_app, sho
 
 
 def test_the_editor_at_a_phones_width(phone, live_server, shot):
-    log_in(phone, live_server, "anna@demo.example")
+    log_in(phone, live_server, "anna@demo.example", until=WEEK_GRID)
     form = open_new_activity(phone)
     Select(form.find_element(By.NAME, "freq")).select_by_value("WEEKLY")
     Select(form.find_element(By.NAME, "ends")).select_by_value("until")

@@ -7,16 +7,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
-from selenium.webdriver.support.ui import WebDriverWait
 from sqlalchemy import func, select
 
-from portal.emulator.server import EmulatorServer
 from portal.extensions import db
 from portal.models import User
 from portal.sync import engine
-from portal.sync.google import TOKENS
 from portal.sync.models import CalendarSync, SyncCycle, SyncLink
-from tests.browser.conftest import PHONE_WIDTH, WIDE, sideways_overflow
+from tests.browser import walk
+from tests.browser.conftest import PHONE_WIDTH, WIDE, connect_demo, sideways_overflow
 from tests.conftest import GoogleUser
 
 pytestmark = pytest.mark.browser
@@ -24,29 +22,23 @@ pytestmark = pytest.mark.browser
 ANNA = "anna@demo.example"
 
 
-def wait(browser, condition, timeout=15):
-    return WebDriverWait(browser, timeout).until(condition)
+def wait(browser, condition):
+    """Longer than the other walks wait: the app's own scheduler runs the first sync meanwhile."""
+    return walk.wait(browser, condition, timeout=15)
 
 
 @pytest.fixture
-def google(live_app):
+def google(emulated_google, live_app):
     """The demo organization connected to an emulated Google, nobody's own sync on yet (so Anna's first sync
-    is the first to write anything)."""
-    from portal.cli.demo import DEMO_ORGANIZATION, DEMO_USERS
-    from portal.sync.demo import connect_demo_organization
-
-    with EmulatorServer() as server:
-        TOKENS.forget()
-        live_app.config.update(GOOGLE_TOKEN_URI=server.token_uri, GOOGLE_API_ENDPOINT=server.api_endpoint,
-                               GOOGLE_BATCH_URI=server.batch_uri, GOOGLE_TIMEOUT=5,
-                               SYNC_BATCH_SIZE=2)  # a write batch of two items: the progress has steps to show
-        with live_app.app_context():
-            connect_demo_organization(server, DEMO_ORGANIZATION, [email for email, *_ in DEMO_USERS])
-            for row in db.session.scalars(select(CalendarSync)):
-                row.switch(False)
-            db.session.commit()
-        yield server
-    TOKENS.forget()
+    is the first to write anything). Not the shared `google`: this emulator sends no webhooks to the portal, and
+    writes go in batches of two."""
+    server = emulated_google(SYNC_BATCH_SIZE=2)  # a write batch of two items: the progress has steps to show
+    connect_demo(live_app, server)
+    with live_app.app_context():
+        for row in db.session.scalars(select(CalendarSync)):
+            row.switch(False)
+        db.session.commit()
+    return server
 
 
 def test_user_previews_switches_on_and_watches_the_first_sync(browser, live_server, live_app, google, shot):
@@ -59,11 +51,7 @@ def test_user_previews_switches_on_and_watches_the_first_sync(browser, live_serv
                     end={"dateTime": (old + timedelta(hours=3)).isoformat(), "timeZone": "UTC"})
     events_before = sorted((e["id"], e["etag"]) for e in calendar.list(showDeleted=True))
 
-    browser.get(live_server.url + "/login")
-    browser.find_element(By.NAME, "email").send_keys(ANNA)
-    browser.find_element(By.NAME, "password").send_keys("demo-password")
-    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-    wait(browser, EC.presence_of_element_located((By.ID, "week-grid")))
+    walk.log_in(browser, live_server, ANNA, until=walk.WEEK_GRID, timeout=15)
     browser.get(live_server.url + "/profile/calendar-sync")
 
     # Preview: what switching on would do, nothing changed yet.

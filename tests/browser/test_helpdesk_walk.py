@@ -8,59 +8,37 @@ from datetime import UTC, datetime
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
-from selenium.webdriver.support.ui import WebDriverWait
 from sqlalchemy import select
 
-from portal.emulator.server import EmulatorServer
 from portal.extensions import db
 from portal.models import Organization, User
-from portal.sync.demo import connect_demo_organization
 from portal.sync.google import TOKENS
 from portal.sync.models import CalendarSync
 from tests.browser.conftest import sideways_overflow
+from tests.browser.walk import log_in, wait
 
 pytestmark = pytest.mark.browser
 
-EMAILS = ["admin@demo.example", "anna@demo.example", "bram@demo.example"]
-
-
-def wait(browser, condition, timeout=10):
-    return WebDriverWait(browser, timeout).until(condition)
-
-
 @pytest.fixture
-def broken(live_app):
+def broken(google, live_app):
     """The demo organization synced once, then Bram's Workspace address changed (as when someone is renamed in
     Google only): his cycles fail with "not a user of the Google Workspace", Anna's go on."""
     from portal.sync.engine import run_user_cycle
 
-    with EmulatorServer(allow_http_webhooks=True) as server:
+    with live_app.app_context():
+        organization = db.session.scalar(select(Organization).where(Organization.name == "Demo Consulting"))
+        people = {u.email: u.id for u in organization.users}
+        for email in ("anna@demo.example", "bram@demo.example"):
+            CalendarSync.for_user(db.session.get(User, people[email])).last_seen_at = datetime.now(UTC)
+        db.session.commit()
+        assert run_user_cycle(people["anna@demo.example"], trigger="test").status == "ok"
+        assert run_user_cycle(people["bram@demo.example"], trigger="test").status == "ok"
+        google.control("POST", "/users/bram@demo.example/rename", {"email": "bram.jansen@demo.example"})
         TOKENS.forget()
-        live_app.config.update(GOOGLE_TOKEN_URI=server.token_uri, GOOGLE_API_ENDPOINT=server.api_endpoint,
-                               GOOGLE_BATCH_URI=server.batch_uri, GOOGLE_TIMEOUT=5)
-        with live_app.app_context():
-            connect_demo_organization(server, "Demo Consulting", EMAILS)
-            organization = db.session.scalar(select(Organization).where(Organization.name == "Demo Consulting"))
-            people = {u.email: u.id for u in organization.users}
-            for email in ("anna@demo.example", "bram@demo.example"):
-                CalendarSync.for_user(db.session.get(User, people[email])).last_seen_at = datetime.now(UTC)
-            db.session.commit()
+        for _ in range(2):
+            assert run_user_cycle(people["bram@demo.example"], trigger="test").status == "failed"
             assert run_user_cycle(people["anna@demo.example"], trigger="test").status == "ok"
-            assert run_user_cycle(people["bram@demo.example"], trigger="test").status == "ok"
-            server.control("POST", "/users/bram@demo.example/rename", {"email": "bram.jansen@demo.example"})
-            TOKENS.forget()
-            for _ in range(2):
-                assert run_user_cycle(people["bram@demo.example"], trigger="test").status == "failed"
-                assert run_user_cycle(people["anna@demo.example"], trigger="test").status == "ok"
-            yield organization.id
-    TOKENS.forget()
-
-
-def log_in(browser, live_server, email):
-    browser.get(live_server.url + "/login")
-    browser.find_element(By.NAME, "email").send_keys(email)
-    browser.find_element(By.NAME, "password").send_keys("demo-password")
-    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+        yield organization.id
 
 
 def test_helpdesk_diagnoses_a_broken_organization_from_the_chart_to_the_cause(browser, live_server, broken, shot):

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import pytest
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions as EC
-from selenium.webdriver.support.ui import WebDriverWait
 from sqlalchemy import select
 
 from portal import create_app
 from portal.extensions import db
-from tests.browser.conftest import LiveServer, sideways_overflow
+from tests.browser import walk
+from tests.browser.conftest import LiveServer, demo_app, sideways_overflow
 
 pytestmark = pytest.mark.browser
 
@@ -44,20 +43,9 @@ OTHER_PAGES = [("anonymous", "/login"), ("anonymous", "/calendar/no-such-page"),
 
 @pytest.fixture(scope="module")
 def narrow_app(tmp_path_factory):
-    app = create_app({
-        "SECRET_KEY": "browser-test",
-        "ENCRYPTION_KEY": "hYDDs2tKQ-6jSuX4rrNQNlQhX3DOXVkIOCMUDldOZFc=",
-        "SQLALCHEMY_DATABASE_URI": "sqlite:///" + str(tmp_path_factory.mktemp("narrow") / "portal.sqlite"),
-        "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
-        "DEMO_GOOGLE": True,  # the demo banner shows on every page, as in a demo
-    })
-    with app.app_context():
-        db.create_all()
-    result = app.test_cli_runner().invoke(args=["seed-demo"])
-    assert result.exit_code == 0, result.output
-    yield app
-    with app.app_context():
-        db.engine.dispose()
+    # the demo banner shows on every page, as in a demo
+    with demo_app(tmp_path_factory.mktemp("narrow"), DEMO_GOOGLE=True) as app:
+        yield app
 
 
 @pytest.fixture(scope="module")
@@ -80,20 +68,18 @@ def address(app, rule: str) -> str:
 
 
 def log_in(browser, server, who):
-    browser.get(server.url + "/login")
+    """Logged in as one of the VISITORS; "anonymous" only opens the log-in page."""
     if who == "anonymous":
+        browser.get(server.url + "/login")
         return
-    browser.find_element(By.NAME, "email").send_keys(VISITORS[who])
-    browser.find_element(By.NAME, "password").send_keys(PASSWORD)
-    browser.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
-    WebDriverWait(browser, 10).until(EC.presence_of_element_located((By.CSS_SELECTOR, "form.whoami")))
+    walk.log_in(browser, server, VISITORS[who], password=PASSWORD, until=(By.CSS_SELECTOR, "form.whoami"))
 
 
 @pytest.mark.parametrize("who, rule", PAGES + OTHER_PAGES, ids=[f"{w}:{r}" for w, r in PAGES + OTHER_PAGES])
 def test_page_fits_a_phone(browser, phone, narrow_app, narrow_server, shot, who, rule):
     log_in(phone, narrow_server, who)
     phone.get(narrow_server.url + address(narrow_app, rule))
-    WebDriverWait(phone, 10).until(lambda d: d.execute_script("return document.readyState") == "complete")
+    walk.wait(phone, lambda d: d.execute_script("return document.readyState") == "complete")
     shot(f"{who} {rule} at 375 px")
     assert phone.find_element(By.TAG_NAME, "main").text.strip()  # a page, not a blank or a raw answer
     assert sideways_overflow(phone) == []

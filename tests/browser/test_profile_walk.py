@@ -5,81 +5,46 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
-from selenium.webdriver.support.ui import WebDriverWait
 from sqlalchemy import select
 
-from portal.cli.demo import DEMO_ORGANIZATION
-from portal.emulator.server import EmulatorServer
 from portal.extensions import db
 from portal.models import User
-from portal.sync.demo import connect_demo_organization
-from portal.sync.google import TOKENS
 from portal.sync.models import CalendarSync
 from tests.browser.conftest import sideways_overflow
+from tests.browser.walk import log_in, switch_state, tab_to, wait
 
 pytestmark = pytest.mark.browser
 
 ANNA = "anna@demo.example"
 
 
-def wait(browser, condition, timeout=10):
-    return WebDriverWait(browser, timeout).until(condition)
-
-
-def log_in(browser, server, email=ANNA):
-    browser.get(server.url + "/login")
-    browser.find_element(By.NAME, "email").send_keys(email)
-    browser.find_element(By.NAME, "password").send_keys("demo-password")
-    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-    wait(browser, EC.presence_of_element_located((By.CSS_SELECTOR, "nav[aria-label=Main]")))
+MAIN_NAV = (By.CSS_SELECTOR, "nav[aria-label=Main]")
 
 
 @pytest.fixture
-def google(live_app):
+def google(google, live_app):
     """The demo organization connected to the emulator, Anna's own sync still off."""
-    with EmulatorServer(allow_http_webhooks=True) as server:
-        TOKENS.forget()
-        live_app.config.update(GOOGLE_TOKEN_URI=server.token_uri, GOOGLE_API_ENDPOINT=server.api_endpoint,
-                               GOOGLE_BATCH_URI=server.batch_uri, GOOGLE_TIMEOUT=5)
-        with live_app.app_context():
-            users = db.session.scalars(select(User.email)).all()
-            connect_demo_organization(server, DEMO_ORGANIZATION, users)
-            anna = db.session.scalar(select(User).where(User.email == ANNA))
-            CalendarSync.for_user(anna).switch(False)
-            db.session.commit()
-        yield server
-    TOKENS.forget()
-
-
-def switch_state(browser):
-    button = browser.find_element(By.ID, "sync-switch")
-    return button.get_attribute("aria-checked"), browser.find_element(By.ID, "sync-switch-state").text
-
-
-def tab_to(browser, element_id, limit=40):
-    """Press Tab until the element has the focus; returns how many presses it took."""
-    body = browser.find_element(By.TAG_NAME, "body")
-    body.click()
-    for presses in range(1, limit + 1):
-        browser.switch_to.active_element.send_keys(Keys.TAB)
-        if browser.switch_to.active_element.get_attribute("id") == element_id:
-            return presses
-    raise AssertionError(f"#{element_id} not reached in {limit} Tabs")
+    with live_app.app_context():
+        anna = db.session.scalar(select(User).where(User.email == ANNA))
+        CalendarSync.for_user(anna).switch(False)
+        db.session.commit()
+    return google
 
 
 def test_user_switches_sync_on_and_off_by_keyboard(browser, live_server, live_app, google, shot):
-    log_in(browser, live_server)
+    log_in(browser, live_server, ANNA, until=MAIN_NAV)
     browser.find_element(By.LINK_TEXT, "My profile › Calendar sync").click()
     wait(browser, EC.presence_of_element_located((By.ID, "sync-switch")))
     assert browser.find_element(By.ID, "sync-switch-label").text == "Sync my calendar with Google"
-    assert switch_state(browser) == ("false", "Off")
+    assert switch_state(browser, "sync-switch") == ("false", "Off")
     shot("profile with the switch off")
 
-    tab_to(browser, "sync-switch")
+    browser.find_element(By.TAG_NAME, "body").click()
+    tab_to(browser, lambda f: f["id"] == "sync-switch", limit=40)
     shot("switch focused by Tab")
     browser.switch_to.active_element.send_keys(Keys.SPACE)
     wait(browser, EC.text_to_be_present_in_element((By.ID, "sync-switch-state"), "On"))
-    assert switch_state(browser) == ("true", "On")
+    assert switch_state(browser, "sync-switch") == ("true", "On")
     status = browser.find_element(By.ID, "sync-status").text
     assert status.split(" —")[0] in ("First sync under way", "Healthy")
     with live_app.app_context():
@@ -90,7 +55,7 @@ def test_user_switches_sync_on_and_off_by_keyboard(browser, live_server, live_ap
     assert browser.switch_to.active_element.get_attribute("id") == "sync-switch"
     browser.switch_to.active_element.send_keys(Keys.ENTER)
     wait(browser, EC.text_to_be_present_in_element((By.ID, "sync-switch-state"), "Off"))
-    assert switch_state(browser) == ("false", "Off")
+    assert switch_state(browser, "sync-switch") == ("false", "Off")
     assert browser.find_element(By.ID, "sync-status").text.startswith("Off")
     with live_app.app_context():
         assert db.session.scalar(select(CalendarSync.enabled).join(User).where(User.email == ANNA)) is False
@@ -129,7 +94,7 @@ def test_profile_pages_fit_a_phone(browser, live_server, live_app, google, phone
         CalendarSync.for_user(db.session.scalar(select(User).where(User.email == ANNA))).switch(True)
         db.session.commit()
     fill_profile(live_app)
-    log_in(phone, live_server)
+    log_in(phone, live_server, ANNA, until=MAIN_NAV)
     phone.get(live_server.url + path)
     wait(phone, EC.presence_of_element_located((By.TAG_NAME, "h1")))
     assert "Not found" not in phone.title

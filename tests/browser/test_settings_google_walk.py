@@ -9,16 +9,15 @@ import os
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
-from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
-from selenium.webdriver.support.ui import WebDriverWait
 
-from portal.emulator.server import EmulatorServer
 from portal.extensions import db
-from portal.sync.google import GOOGLE_SCOPES, TOKENS
+from portal.sync.google import GOOGLE_SCOPES
+from tests.browser import walk
 from tests.browser.conftest import sideways_overflow
+from tests.browser.walk import keys, switch_state, tab_to, wait
 
 pytestmark = pytest.mark.browser
 
@@ -31,10 +30,6 @@ KEY_PASSWORD = "Demo-key-pw-4417"
 PAGE = "/settings/integrations/google-calendar"
 
 
-def wait(browser, condition, timeout=10):
-    return WebDriverWait(browser, timeout).until(condition)
-
-
 def text_in(browser, element_id, text):
     return wait(browser, EC.text_to_be_present_in_element((By.ID, element_id), text))
 
@@ -43,10 +38,6 @@ def into_view(browser, element_id):
     """Scroll so the screenshot shows what the step is about."""
     browser.execute_script("const el = document.getElementById(arguments[0]);"
                            "el.scrollIntoView({block: el.offsetHeight > innerHeight ? 'start' : 'center'})", element_id)
-
-
-def switch_state(browser):
-    return browser.find_element(By.ID, "organization-sync-state").text
 
 
 @pytest.fixture
@@ -62,21 +53,17 @@ def northwind(live_app):
 
 
 @pytest.fixture
-def google(live_app):
-    with EmulatorServer() as server:
-        TOKENS.forget()
-        live_app.config.update(GOOGLE_TOKEN_URI=server.token_uri, GOOGLE_API_ENDPOINT=server.api_endpoint,
-                               GOOGLE_BATCH_URI=server.batch_uri, GOOGLE_TIMEOUT=5)
-        server.add_user(ADMIN, time_zone="Europe/Amsterdam")
-        yield server
-    TOKENS.forget()
+def google(emulated_google):
+    """An emulated Google that knows Northwind's admin only. Not the shared `google`: here nothing is connected
+    yet, the walk connects it."""
+    server = emulated_google()
+    server.add_user(ADMIN, time_zone="Europe/Amsterdam")
+    return server
 
 
 def log_in(browser, live_server):
-    browser.get(live_server.url + "/login")
-    browser.find_element(By.NAME, "email").send_keys(ADMIN)
-    browser.find_element(By.NAME, "password").send_keys(ADMIN_PASSWORD + Keys.ENTER)
-    wait(browser, EC.presence_of_element_located((By.PARTIAL_LINK_TEXT, "Google Calendar")))
+    walk.log_in(browser, live_server, ADMIN, password=ADMIN_PASSWORD, enter=True,
+                until=(By.PARTIAL_LINK_TEXT, "Google Calendar"))
 
 
 def test_admin_sets_up_google_for_an_empty_organization(browser, live_server, live_app, google, northwind, shot,
@@ -157,7 +144,7 @@ def test_admin_sets_up_google_for_an_empty_organization(browser, live_server, li
     browser.find_element(By.CSS_SELECTOR, "#connection-test button[type=submit]").click()
     text_in(browser, "test-result", "Connection test passed as " + ADMIN)
     assert "Google issued a new token" in browser.find_element(By.ID, "test-result").text
-    assert switch_state(browser) == "Off"  # a test alone switches nothing on
+    assert switch_state(browser, "organization-sync") == ("false", "Off")  # a test alone switches nothing on
     into_view(browser, "test-result")
     shot("test passes")
 
@@ -172,7 +159,7 @@ def test_admin_sets_up_google_for_an_empty_organization(browser, live_server, li
     # Switching off asks first; declining keeps it on.
     browser.find_element(By.ID, "organization-sync").click()
     wait(browser, EC.alert_is_present()).dismiss()
-    assert switch_state(browser) == "On"
+    assert switch_state(browser, "organization-sync") == ("true", "On")
     browser.find_element(By.ID, "organization-sync").click()
     wait(browser, EC.alert_is_present()).accept()
     text_in(browser, "organization-sync-state", "Off")
@@ -182,15 +169,6 @@ def test_admin_sets_up_google_for_an_empty_organization(browser, live_server, li
     assert KEY_PASSWORD not in browser.page_source
     into_view(browser, "integration")
     shot("switched off after confirming")
-
-
-def tab_to(browser, matches, limit=60):
-    """Press Tab until the focused element satisfies `matches` (a JS expression on `el`)."""
-    for _ in range(limit):
-        ActionChains(browser).send_keys(Keys.TAB).perform()
-        if browser.execute_script(f"const el = document.activeElement; return !!({matches});"):
-            return browser.switch_to.active_element
-    raise AssertionError(f"Tab never reached {matches}")
 
 
 def test_the_settings_forms_work_by_keyboard_alone(browser, live_server, live_app, google, northwind, shot):
@@ -205,14 +183,15 @@ def test_the_settings_forms_work_by_keyboard_alone(browser, live_server, live_ap
     log_in(browser, live_server)
     browser.get(live_server.url + PAGE)
 
-    field = tab_to(browser, "el.name === 'service_account_email'")
+    tab_to(browser, lambda f: f["name"] == "service_account_email", limit=60)
+    field = browser.switch_to.active_element
     field.send_keys(SA_EMAIL)
-    ActionChains(browser).send_keys(Keys.TAB).send_keys(CLIENT_ID).perform()
+    keys(browser, Keys.TAB, CLIENT_ID)
     assert browser.switch_to.active_element.get_attribute("name") == "client_id"
-    ActionChains(browser).send_keys(Keys.TAB).perform()
+    keys(browser, Keys.TAB)
     assert browser.switch_to.active_element.text == "Save"
     shot("account form filled by keyboard")
-    ActionChains(browser).send_keys(Keys.ENTER).perform()
+    keys(browser, Keys.ENTER)
     text_in(browser, "integration", "Service account saved.")
     # The focus goes to what happened, not to the page: Tab continues from there.
     wait(browser, lambda b: b.execute_script("const el = document.activeElement;"
@@ -220,15 +199,16 @@ def test_the_settings_forms_work_by_keyboard_alone(browser, live_server, live_ap
     assert "Service account saved." in browser.switch_to.active_element.text
     shot("account saved by keyboard")
 
-    switch = tab_to(browser, "el.id === 'organization-sync'")
+    tab_to(browser, lambda f: f["id"] == "organization-sync", limit=60)
+    switch = browser.switch_to.active_element
     assert switch.get_attribute("role") == "switch"
-    ActionChains(browser).send_keys(Keys.SPACE).perform()
+    keys(browser, Keys.SPACE)
     text_in(browser, "organization-sync-state", "On")
     into_view(browser, "integration")
     shot("switched on by keyboard")
     # The switch keeps the focus across the swap, so a second Space acts on it again.
     assert browser.switch_to.active_element.get_attribute("id") == "organization-sync"
-    ActionChains(browser).send_keys(Keys.SPACE).perform()
+    keys(browser, Keys.SPACE)
     wait(browser, EC.alert_is_present()).accept()
     text_in(browser, "organization-sync-state", "Off")
     into_view(browser, "integration")

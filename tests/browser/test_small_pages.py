@@ -9,49 +9,28 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
-from selenium.webdriver.support.ui import WebDriverWait
 from sqlalchemy import select
 
 from portal.extensions import db
 from tests.browser.conftest import PHONE_WIDTH, sideways_overflow
+from tests.browser.walk import PASSWORD, focused, keys, log_in_by_keyboard, shift_tab, wait
 
 pytestmark = pytest.mark.browser
 
-PASSWORD = "demo-password"
 ZONED = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} (CET|CEST)")
+WHOAMI = (By.CSS_SELECTOR, "form.whoami")  # the top bar of a logged-in page
 MIN_TARGET = 24  # px: the smallest tap target WCAG 2.2 (2.5.8) accepts
-
-
-def wait(browser, condition, timeout=10):
-    return WebDriverWait(browser, timeout).until(condition)
-
-
-def focused(browser):
-    return browser.switch_to.active_element
-
-
-def keys(browser, *sequence):
-    focused(browser).send_keys(*sequence)
 
 
 def fits(browser):
     assert sideways_overflow(browser) == []
 
 
-def log_in_by_keyboard(browser, server, email):
-    browser.get(server.url + "/login")
-    assert focused(browser).get_attribute("name") == "email"
-    keys(browser, email, Keys.TAB)
-    assert focused(browser).get_attribute("name") == "password"
-    keys(browser, PASSWORD, Keys.ENTER)
-    wait(browser, EC.presence_of_element_located((By.CSS_SELECTOR, "form.whoami")))
-
-
 def test_logging_in_by_keyboard_alone_on_a_phone(browser, phone, live_server, shot):
     phone.get(live_server.url + "/login")
     shot("log-in page")
     fits(phone)
-    assert focused(phone).get_attribute("name") == "email"  # no click needed to start typing
+    assert focused(phone)["name"] == "email"  # no click needed to start typing
     keys(phone, "anna@demo.example", Keys.TAB, "not-her-password", Keys.ENTER)
 
     alert = wait(phone, EC.visibility_of_element_located((By.CSS_SELECTOR, "main [role=alert]")))
@@ -61,7 +40,7 @@ def test_logging_in_by_keyboard_alone_on_a_phone(browser, phone, live_server, sh
     assert "Logging in failed" in alert.text
     # The address is kept and the cursor waits in the password, the field to type again.
     assert phone.find_element(By.NAME, "email").get_attribute("value") == "anna@demo.example"
-    assert focused(phone).get_attribute("name") == "password"
+    assert focused(phone)["name"] == "password"
     keys(phone, PASSWORD, Keys.ENTER)
 
     wait(phone, EC.presence_of_element_located((By.CSS_SELECTOR, "form.whoami")))
@@ -71,7 +50,7 @@ def test_logging_in_by_keyboard_alone_on_a_phone(browser, phone, live_server, sh
 
 
 def test_the_top_bar_wraps_whole_links_that_are_easy_to_tap(browser, phone, live_server, shot):
-    log_in_by_keyboard(phone, live_server, "admin@demo.example")
+    log_in_by_keyboard(phone, live_server, "admin@demo.example", until=WHOAMI)
     phone.get(live_server.url + "/calendar/trash")
     shot("admin's top bar at 375 px")
     fits(phone)
@@ -104,9 +83,9 @@ def test_the_top_bar_wraps_whole_links_that_are_easy_to_tap(browser, phone, live
     walked = []
     for _ in range(len(links) + 2):
         keys(phone, Keys.TAB) if walked else phone.find_element(By.TAG_NAME, "body").send_keys(Keys.TAB)
-        walked.append(focused(phone).text)
+        walked.append(phone.switch_to.active_element.text)
     assert walked == ["PSA Portal", *texts, "Log out"]
-    keys(phone, Keys.SHIFT, Keys.TAB)
+    shift_tab(phone)
     keys(phone, Keys.ENTER)  # the last menu link: My profile › Calendar sync
     wait(phone, EC.url_contains("/profile/calendar-sync"))
     shot("the profile, reached by keyboard")
@@ -139,7 +118,7 @@ def _trash_activity(app, subject):
 def test_the_trash_on_a_phone_shows_zoned_times_and_restores_by_keyboard(browser, phone, live_app, live_server, shot):
     visit = _trash_activity(live_app, "Visit Acme B.V.")
     _trash_activity(live_app, "Company day")
-    log_in_by_keyboard(phone, live_server, "anna@demo.example")
+    log_in_by_keyboard(phone, live_server, "anna@demo.example", until=WHOAMI)
     phone.get(live_server.url + "/calendar/trash")
     shot("trash with two items at 375 px")
     fits(phone)
@@ -154,10 +133,10 @@ def test_the_trash_on_a_phone_shows_zoned_times_and_restores_by_keyboard(browser
     # Tab to the button, Enter: back in the calendar, the trash says so.
     phone.execute_script("arguments[0].focus()", phone.find_element(By.CSS_SELECTOR, "main a"))
     for _ in range(30):
-        if focused(phone) == button:
+        if phone.switch_to.active_element == button:
             break
         keys(phone, Keys.TAB)
-    assert focused(phone) == button
+    assert phone.switch_to.active_element == button
     keys(phone, Keys.ENTER)
     notice = wait(phone, EC.visibility_of_element_located((By.CSS_SELECTOR, "main .message.success")))
     shot("restored")
@@ -171,7 +150,7 @@ def test_the_trash_on_a_phone_shows_zoned_times_and_restores_by_keyboard(browser
                                              ("anna@demo.example", "/calendar/activities/999999", 404)])
 def test_error_pages_say_what_happened_in_words_on_a_phone(browser, phone, live_server, shot, who, path, code):
     if who != "anonymous":
-        log_in_by_keyboard(phone, live_server, who)
+        log_in_by_keyboard(phone, live_server, who, until=WHOAMI)
     phone.get(live_server.url + path)
     shot(f"{code} at 375 px")
     fits(phone)
@@ -185,7 +164,7 @@ def test_error_pages_say_what_happened_in_words_on_a_phone(browser, phone, live_
 
 
 def test_the_top_bar_stays_one_line_on_a_wide_screen(browser, live_server, shot):
-    log_in_by_keyboard(browser, live_server, "admin@demo.example")
+    log_in_by_keyboard(browser, live_server, "admin@demo.example", until=WHOAMI)
     browser.get(live_server.url + "/profile/calendar-sync")
     shot("admin's top bar, wide")
     header = browser.find_element(By.CSS_SELECTOR, "header.topbar")

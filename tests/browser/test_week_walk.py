@@ -8,36 +8,20 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
-from selenium.webdriver.support.ui import WebDriverWait
 from sqlalchemy import select
 
-from portal.cli.demo import DEMO_ORGANIZATION
-from portal.emulator.server import EmulatorServer
 from portal.extensions import db
 from portal.models import Activity, ProjectTask, User
-from portal.sync.demo import connect_demo_organization
 from portal.sync.engine.run import run_user_cycle
-from portal.sync.google import TOKENS
 from portal.sync.models import SyncLink
 from tests.browser.conftest import sideways_overflow
+from tests.browser.walk import WEEK_GRID, log_in, wait
 from tests.conftest import GoogleUser
 from tests.helpers import make_activity
 
 pytestmark = pytest.mark.browser
 
 ANNA = "anna@demo.example"
-
-
-def wait(browser, condition, timeout=10):
-    return WebDriverWait(browser, timeout).until(condition)
-
-
-def log_in(browser, server, email=ANNA):
-    browser.get(server.url + "/login")
-    browser.find_element(By.NAME, "email").send_keys(email)
-    browser.find_element(By.NAME, "password").send_keys("demo-password")
-    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-    wait(browser, EC.presence_of_element_located((By.ID, "week-grid")))
 
 
 def anna(app):
@@ -68,18 +52,6 @@ def item(browser, subject):
                                           f"[.//span[@class='subject' and text()='{subject}']]")
 
 
-@pytest.fixture
-def google(live_app):
-    with EmulatorServer(allow_http_webhooks=True) as server:
-        TOKENS.forget()
-        live_app.config.update(GOOGLE_TOKEN_URI=server.token_uri, GOOGLE_API_ENDPOINT=server.api_endpoint,
-                               GOOGLE_BATCH_URI=server.batch_uri, GOOGLE_TIMEOUT=5)
-        with live_app.app_context():
-            connect_demo_organization(server, DEMO_ORGANIZATION, ["admin@demo.example", ANNA, "bram@demo.example"])
-        yield server
-    TOKENS.forget()
-
-
 def test_week_grid_places_items_and_an_edit_in_google_arrives_synced(browser, live_server, live_app, google, shot):
     owner, zone = anna(live_app)
     tuesday = this_tuesday(zone)
@@ -91,7 +63,7 @@ def test_week_grid_places_items_and_an_edit_in_google_arrives_synced(browser, li
         cycle = run_user_cycle(owner, trigger="test")
         assert cycle is not None and cycle.status == "ok", cycle and cycle.status
 
-    log_in(browser, live_server)
+    log_in(browser, live_server, ANNA, until=WEEK_GRID)
     shot("week view")
     nine, ten = item(browser, "Nine sharp").rect, item(browser, "Ten sharp").rect
     assert ten["y"] >= nine["y"] + nine["height"] - 2, (nine, ten)  # below it, not beside or over it
@@ -154,7 +126,7 @@ def test_week_grid_places_items_and_an_edit_in_google_arrives_synced(browser, li
 
 
 def test_week_and_list_fit_a_phone(browser, live_server, live_app, phone, shot):
-    log_in(phone, live_server)
+    log_in(phone, live_server, ANNA, until=WEEK_GRID)
     assert sideways_overflow(phone) == []
     assert phone.find_element(By.XPATH, "//span[@class='subject' and text()='Weekly team meeting']").is_displayed()
     shot("week at 375 px")
