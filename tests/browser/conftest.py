@@ -15,6 +15,7 @@ from werkzeug.serving import make_server
 from portal import create_app
 from portal.emulator.server import EmulatorServer
 from portal.extensions import db
+from portal.sync import runtime
 from portal.sync.google import TOKENS
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -52,6 +53,11 @@ def demo_app(folder: Path, **config):
     result = app.test_cli_runner().invoke(args=["seed-demo"])
     assert result.exit_code == 0, result.output
     yield app
+    # The app runs its own sync scheduler, as in production: stop it with the test, not at the interpreter's
+    # exit (where its last tick could no longer hand work to its threads).
+    scheduling = runtime.scheduling(app)
+    if scheduling is not None:
+        scheduling.stop(wait=False)
     with app.app_context():
         db.engine.dispose()
 
