@@ -3,6 +3,7 @@ whatever has the focus, read the focused element, Tab to an element, read a swit
 
 from __future__ import annotations
 
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -13,13 +14,18 @@ PASSWORD = "demo-password"  # every demo user's
 WEEK_GRID = (By.ID, "week-grid")  # a user's landing page after logging in: the calendar's week
 
 
+LOGGED_IN = (By.CSS_SELECTOR, "form.whoami")  # on every page once someone is logged in
+
+
 def wait(browser, condition, timeout=10):
-    return WebDriverWait(browser, timeout).until(condition)
+    # htmx replaces what a condition may be reading at that moment: a stale element means "look again".
+    return WebDriverWait(browser, timeout, ignored_exceptions=(StaleElementReferenceException,)).until(condition)
 
 
-def log_in(browser, server, email, *, password=PASSWORD, until=None, enter=False, timeout=10):
+def log_in(browser, server, email, *, password=PASSWORD, until=LOGGED_IN, enter=False, timeout=10):
     """Fill in the log-in form and send it with its button (with `enter`, by Enter in the password field
-    instead); with `until`, a locator such as (By.ID, "week-grid"), wait for that element on the next page."""
+    instead), then wait for `until` on the next page: a locator such as (By.ID, "week-grid"), by default the
+    logged-in top bar, so the next step never races the log-in."""
     browser.get(server.url + "/login")
     browser.find_element(By.NAME, "email").send_keys(email)
     if enter:
@@ -27,8 +33,7 @@ def log_in(browser, server, email, *, password=PASSWORD, until=None, enter=False
     else:
         browser.find_element(By.NAME, "password").send_keys(password)
         browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-    if until is not None:
-        wait(browser, EC.presence_of_element_located(until), timeout)
+    wait(browser, EC.presence_of_element_located(until), timeout)
 
 
 def keys(browser, *typed):
