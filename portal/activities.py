@@ -353,7 +353,17 @@ def _clean_owner(value, organization, actor, existing, errors) -> User | None:
     if owner.id != current.id and not actor.is_admin:
         errors["owner"] = "Only an admin can give an activity to someone else."
         return None
+    if owner.id != current.id and not can_own(owner):
+        errors["owner"] = (f"{owner.email} is helpdesk staff, who cannot change activities: give it to someone "
+                           "who can.")
+        return None
     return owner
+
+
+def can_own(user: User) -> bool:
+    """Whether an activity may be given to `user`: helpdesk staff change no activities, so an item of theirs
+    would be changed by nobody but admins. (An item the sync already gave them keeps its owner.)"""
+    return user.active and not user.is_helpdesk
 
 
 def _clean_participants(value, organization, errors, *, owner: User | None = None,

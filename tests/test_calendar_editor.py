@@ -186,6 +186,35 @@ def test_an_existing_helpdesk_participant_does_not_block_other_changes(app, worl
         assert db.session.get(Activity, activity_id).subject == "Kept"
 
 
+def offered_owners(html: str) -> list[str]:
+    select_owner = re.search(r'<select name="owner">(.*?)</select>', html, re.S).group(1)
+    return re.findall(r'<option value="([^"]+)"', select_owner)
+
+
+def test_an_admin_gives_items_only_to_people_who_can_own_them(app, world, login_as):
+    # Helpdesk staff cannot change activities, so an item given to them could be changed by nobody but admins.
+    client = login_as("admin")
+    assert sorted(offered_owners(client.get("/calendar/activities/new").get_data(as_text=True))) == [
+        "admin@acme.test", "colleague@acme.test", "user@acme.test"]
+    for headers in ({}, HX):
+        response = client.post("/calendar/activities", data={**FORM, "owner": EMAILS["helpdesk"]}, headers=headers)
+        assert response.status_code == 422
+        assert "helpdesk staff" in field_errors(response)["owner"]
+    with app.app_context():
+        assert db.session.scalars(select(Activity)).first() is None
+
+
+def test_an_item_already_owned_by_helpdesk_staff_can_still_be_saved_by_an_admin(app, world, login_as):
+    activity_id = make_activity(app, world["helpdesk"], subject="Taken in from Google")
+    client = login_as("admin")
+    assert EMAILS["helpdesk"] in offered_owners(client.get(f"/calendar/activities/{activity_id}").get_data(as_text=True))
+    response = client.post(f"/calendar/activities/{activity_id}", data={**FORM, "subject": "Renamed",
+                                                                       "owner": EMAILS["helpdesk"]})
+    assert response.status_code == 302
+    with app.app_context():
+        assert db.session.get(Activity, activity_id).subject == "Renamed"
+
+
 # --- participants see a read view and answer ----------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ from portal.activities import (
     can_be_invited,
     can_delete,
     can_edit,
+    can_own,
     clean_activity,
     create_activity,
     default_times,
@@ -238,7 +239,8 @@ def form_context(fields: dict, errors: dict, activity: Activity | None, occurren
     projects = db.session.scalars(
         select(Project).where(Project.organization_id == organization.id).order_by(Project.name)
     ).all()
-    users = [u for u in organization.users if u.active]
+    # Whom an admin may give the item to, and its owner now (kept even if they could not be given it today).
+    users = [u for u in organization.users if can_own(u) or (activity is not None and u.id == activity.owner_id)]
     readonly = activity is not None and not can_edit(current_user, activity)
     locked = locked_reason(activity)
     sync_status = StatusReader(organization)(activity) if activity is not None else None
