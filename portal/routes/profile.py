@@ -31,18 +31,14 @@ from portal.sync.status import user_health
 bp = Blueprint("profile", __name__, url_prefix="/profile")
 
 
-def sync_context() -> dict:
-    organization = current_user.organization
-    integration = integration_of(organization)
+def sync_state() -> dict:
+    """The user's own switch and the organization's: all the preview and the first sync's progress need
+    (the progress polls every two seconds, so it reads no more than this)."""
+    integration = integration_of(current_user.organization)
     row = db.session.get(CalendarSync, current_user.id)
-    synced_types = db.session.scalars(
-        select(ActivityType).where(ActivityType.organization_id == organization.id,
-                                   ActivityType.sync_to_google.is_(True)).order_by(ActivityType.name)
-    ).all()
     organization_on = bool(integration and integration.enabled)
     organization_paused = bool(integration and integration.enabled and integration.is_paused)
     on = bool(row and row.enabled)
-    changes, more = recent.recent_changes(current_user)
     return {
         "integration": integration,
         "organization_on": organization_on,
@@ -51,7 +47,22 @@ def sync_context() -> dict:
         "sync_on": on,
         # Switching on needs the organization's sync running; switching off is always allowed.
         "switch_locked": not on and (not organization_on or organization_paused),
-        "health": user_health(row, integration, now=utcnow(),
+        "errors": {},
+    }
+
+
+def sync_context() -> dict:
+    """The whole Calendar sync card: the switches, the user's health, and what the sync did lately."""
+    state = sync_state()
+    organization = current_user.organization
+    synced_types = db.session.scalars(
+        select(ActivityType).where(ActivityType.organization_id == organization.id,
+                                   ActivityType.sync_to_google.is_(True)).order_by(ActivityType.name)
+    ).all()
+    changes, more = recent.recent_changes(current_user)
+    return {
+        **state,
+        "health": user_health(state["sync"], state["integration"], now=utcnow(),
                               session_lifetime=current_app.permanent_session_lifetime,
                               user_active=current_user.active),
         "changes": changes,
@@ -60,7 +71,6 @@ def sync_context() -> dict:
         "failed": recent.failed_items(current_user),
         "cycles": recent.cycle_rows(current_user),
         "synced_types": synced_types,
-        "errors": {},
     }
 
 
@@ -97,7 +107,7 @@ def switch_calendar_sync():
 def preview_first_sync():
     """Preview the first sync: what switching sync on would link, copy each way and leave alone. Only
     reads Google and the portal; writes nothing on either side."""
-    context = sync_context()
+    context = sync_state() if wants_partial("first-sync-preview") else sync_context()
     if context["sync"] is not None and context["sync"].enabled:
         context["preview_error"] = "Your calendar sync is already on: the preview is for before switching it on."
     else:
@@ -112,7 +122,7 @@ def preview_first_sync():
 @login_required
 def first_sync_progress():
     """How far the first sync got (items done of its plan); the partial polls itself while it runs."""
-    context = sync_context()
+    context = sync_state() if wants_partial("first-sync-progress") else sync_context()
     # The last poll: the card around it refreshes once (its status, the recent changes) and polling ends.
     done = not (context["sync"] and context["sync"].first_sync_running)
     return render("profile/calendar_sync.html", "profile/_progress.html", context,
