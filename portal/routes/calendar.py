@@ -436,18 +436,14 @@ def delete(activity_id: int):
 
 
 def after_change(message: str):
-    """Back to the calendar: a redirect for plain forms, the refreshed view in place for HTMX."""
+    """Back where the change was made: a redirect for plain forms (to any page of this site, such as My
+    profile, where lost values are put back too), the refreshed calendar view in place for HTMX."""
     return_to = local_address(request.form.get("return_to"), url_for("calendar.week"))
-    # --- My profile › Calendar sync puts lost values back too (a plain form), and the user returns there.
-    if return_to == url_for("profile.calendar_sync") and not wants_partial():
-        flash(message)
-        return redirect(return_to)
-    # ---
-    if not return_to.startswith("/calendar"):
-        return_to = url_for("calendar.week")
     if not wants_partial():
         flash(message)
         return redirect(return_to)
+    if not return_to.startswith("/calendar"):  # in place, only a calendar view can be refreshed
+        return_to = url_for("calendar.week")
     view = "list" if return_to.startswith(url_for("calendar.list_view")) else "week"
     if view == "list":
         context = list_context()
