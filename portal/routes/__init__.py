@@ -5,7 +5,7 @@ from functools import wraps
 from typing import NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from flask import Response, abort, jsonify, render_template, request
+from flask import Response, abort, current_app, jsonify, render_template, request
 from flask_login import current_user, login_required
 from flask_wtf.csrf import CSRFError
 from htmx_flask import make_response
@@ -13,7 +13,10 @@ from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import Conflict, HTTPException
 from werkzeug.routing import IntegerConverter
 
+from portal import diagnostics
 from portal.extensions import db
+from portal.models import utcnow
+from portal.sync.policy import integration_of
 from portal.sync.recurrence_text import describe
 
 
@@ -164,3 +167,16 @@ def render(page: str | None, partial: str, context: dict, *, status: int = 200, 
     # One address, two answers: a cache must not hand the partial to a browser loading the page.
     response.vary.add("HX-Request")
     return response
+
+
+def render_diagnostics(page: str, organization, here: str, **extra) -> Response:
+    """An organization's sync diagnostics, the same for helpdesk staff and for the organization's admins: the
+    page, or only the users' health table when htmx filters it (by `state` and `q` in the address)."""
+    integration = integration_of(organization)
+    report = diagnostics.read_diagnostics(
+        organization, integration, now=utcnow(), zone=viewer_zone(),
+        session_lifetime=current_app.permanent_session_lifetime,
+        state=request.args.get("state", ""), query=request.args.get("q", ""))
+    return render(page, "diagnostics/_health_results.html",
+                  dict(organization=organization, integration=integration, report=report, zone=viewer_zone(),
+                       here=here, **diagnostics.TEMPLATE_HELPERS, **extra), target="health-results")

@@ -8,8 +8,7 @@ from portal import diagnostics
 from portal.extensions import db
 from portal.integration import describe_audit, recent_audit
 from portal.models import Activity, GoogleIntegration, Organization, User, utcnow
-from portal.routes import render, role_required, viewer_zone
-from portal.sync.policy import integration_of
+from portal.routes import render, render_diagnostics, role_required
 
 bp = Blueprint("helpdesk", __name__, url_prefix="/helpdesk")
 
@@ -47,12 +46,6 @@ def organization(organization_id: int):
     org = db.session.get(Organization, organization_id)
     if org is None:
         abort(404)
-    integration = integration_of(org)
-    report = diagnostics.read_diagnostics(
-        org, integration, now=utcnow(), zone=viewer_zone(), session_lifetime=current_app.permanent_session_lifetime,
-        state=request.args.get("state", ""), query=request.args.get("q", ""))
-    return render("helpdesk/organization.html", "diagnostics/_health_results.html", dict(
-        organization=org, integration=integration, report=report, zone=viewer_zone(),
-        here=url_for("helpdesk.organization", organization_id=org.id), audit=recent_audit(org, limit=10),
-        describe_audit=describe_audit, **diagnostics.TEMPLATE_HELPERS),
-        target="health-results")
+    return render_diagnostics("helpdesk/organization.html", org,
+                              url_for("helpdesk.organization", organization_id=org.id),
+                              audit=recent_audit(org, limit=10), describe_audit=describe_audit)

@@ -14,7 +14,7 @@ from flask_login import current_user
 from portal import integration
 from portal.extensions import db
 from portal.integration import KEY_FILE_LIMIT, SettingsError, TestOutcome
-from portal.routes import render, role_required, wants_partial
+from portal.routes import render, render_diagnostics, role_required, wants_partial
 
 bp = Blueprint("settings", __name__, url_prefix="/settings")
 
@@ -209,18 +209,4 @@ def test_connection():
 @role_required("admin")
 def diagnostics():
     """The organization's sync diagnostics: timeline, users' health, cycles, the error catalogue."""
-    from flask import current_app
-
-    from portal import diagnostics as diagnosis
-    from portal.models import utcnow
-    from portal.routes import viewer_zone
-    from portal.sync.policy import integration_of
-
-    organization = current_user.organization
-    row = integration_of(organization)
-    report = diagnosis.read_diagnostics(
-        organization, row, now=utcnow(), zone=viewer_zone(), session_lifetime=current_app.permanent_session_lifetime,
-        state=request.args.get("state", ""), query=request.args.get("q", ""))
-    return render("diagnostics/admin.html", "diagnostics/_health_results.html", dict(
-        organization=organization, integration=row, report=report, zone=viewer_zone(),
-        here=url_for("settings.diagnostics"), **diagnosis.TEMPLATE_HELPERS), target="health-results")
+    return render_diagnostics("diagnostics/admin.html", current_user.organization, url_for("settings.diagnostics"))
