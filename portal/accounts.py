@@ -14,7 +14,6 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from portal.extensions import db
 from portal.models import (
     Activity,
-    ActivityParticipant,
     ActivityType,
     Organization,
     User,
@@ -95,11 +94,8 @@ def rename_user(user: User, new_email: str) -> None:
     for activity in db.session.scalars(select(Activity).where(Activity.organization_id == user.organization_id,
                                                               Activity.google_organizer == old)):
         activity.google_organizer = new
-    involved = select(Activity.id).where(or_(
-        Activity.owner_id == user.id,
-        Activity.id.in_(select(ActivityParticipant.activity_id).where(ActivityParticipant.user_id == user.id))))
     links = db.session.scalars(select(SyncLink).where(SyncLink.organization_id == user.organization_id, or_(
-        SyncLink.calendar_email == old, SyncLink.activity_id.in_(involved))))
+        SyncLink.calendar_email == old, SyncLink.activity_id.in_(Activity.ids_involving(user)))))
     for link in links:
         if link.calendar_email == old:
             link.calendar_email = new

@@ -741,8 +741,7 @@ def visible_activities_query(
     if not include_deleted:
         query = query.where(Activity.deleted_at.is_(None))
     if not user.is_admin:
-        participates = select(ActivityParticipant.activity_id).where(ActivityParticipant.user_id == user.id)
-        query = query.where((Activity.owner_id == user.id) | Activity.id.in_(participates))
+        query = query.where(Activity.id.in_(Activity.ids_involving(user)))
     if owner is not None:
         query = query.where(Activity.owner_id == owner.id)
     if updated_since is not None:

@@ -22,6 +22,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     false,
+    or_,
     select,
     text,
 )
@@ -331,6 +332,14 @@ class Activity(db.Model):
     @recurrence.setter
     def recurrence(self, lines: list[str]) -> None:
         self.recurrence_text = "\n".join(lines)
+
+    @classmethod
+    def ids_involving(cls, user: User):
+        """The ids of the activities `user` owns or takes part in, as a subquery: what a user sees of their
+        organization's items, what their calendar sync reads, what their profile reports on."""
+        participates = select(ActivityParticipant.activity_id).where(ActivityParticipant.user_id == user.id)
+        return select(cls.id).where(cls.organization_id == user.organization_id,
+                                    or_(cls.owner_id == user.id, cls.id.in_(participates)))
 
     @property
     def span(self) -> tuple[date, date] | tuple[datetime, datetime]:

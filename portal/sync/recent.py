@@ -12,7 +12,7 @@ from sqlalchemy import and_, or_, select
 
 from portal.activities import can_edit
 from portal.extensions import db
-from portal.models import ACTIVITY_TEXTS, Activity, ActivityParticipant, User
+from portal.models import ACTIVITY_TEXTS, Activity, User
 from portal.sync.journal_text import (
     FIELD_NAMES,
     SIDE_NAMES,
@@ -34,11 +34,9 @@ CYCLES_READ = 60  # enough to fill the rows when most cycles are quiet
 def _mine(user: User):
     """The journal entries that concern the user: their items' (owned or joined), and their own cycles'
     entries about no item (a full re-read, an event that could not be read)."""
-    owned = select(Activity.id).where(Activity.owner_id == user.id)
-    joined = select(ActivityParticipant.activity_id).where(ActivityParticipant.user_id == user.id)
     own_cycles = select(SyncCycle.id).where(SyncCycle.user_id == user.id)
     return and_(SyncJournalEntry.organization_id == user.organization_id,
-                or_(SyncJournalEntry.activity_id.in_(owned), SyncJournalEntry.activity_id.in_(joined),
+                or_(SyncJournalEntry.activity_id.in_(Activity.ids_involving(user)),
                     and_(SyncJournalEntry.activity_id.is_(None), SyncJournalEntry.cycle_id.in_(own_cycles))))
 
 
@@ -129,11 +127,9 @@ class Failed:
 
 def failed_items(user: User, limit: int = 20) -> list[Failed]:
     """The user's items the sync could not bring to Google (or take from it) right now, with the fix."""
-    owned = select(Activity.id).where(Activity.owner_id == user.id)
-    joined = select(ActivityParticipant.activity_id).where(ActivityParticipant.user_id == user.id)
     links = db.session.scalars(
         select(SyncLink).where(SyncLink.organization_id == user.organization_id, SyncLink.error_message.is_not(None),
-                               or_(SyncLink.activity_id.in_(owned), SyncLink.activity_id.in_(joined)))
+                               SyncLink.activity_id.in_(Activity.ids_involving(user)))
         .order_by(SyncLink.error_at.desc()).limit(limit)).all()
     activities = _activities(link.activity_id for link in links)
     return [Failed(activities[link.activity_id], link.error_message, fix_for(link.error_message), link.error_at,

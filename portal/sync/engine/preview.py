@@ -18,7 +18,6 @@ from portal.extensions import db
 from portal.models import Activity, User, utcnow
 from portal.sync import core
 from portal.sync.engine.read import (
-    involving,
     links_for_core,
     portal_item_of,
     pull_calendar,
@@ -153,7 +152,7 @@ def _read_older_portal_items(cycle: Cycle, portal_items: dict, now: datetime) ->
     planner then leaves them alone as it would any old item. True when there were more than were read."""
     window_start = now - timedelta(days=FIRST_SYNC_DAYS)
     linked = select(SyncLink.activity_id).where(SyncLink.activity_id.is_not(None))
-    query = (select(Activity).where(Activity.id.in_(involving(cycle.puller)), Activity.deleted_at.is_(None),
+    query = (select(Activity).where(Activity.id.in_(Activity.ids_involving(cycle.puller)), Activity.deleted_at.is_(None),
                                     Activity.recurrence_text == "", Activity.id.not_in(linked),
                                     (Activity.end_at < window_start) | (Activity.end_date < window_start.date()))
              .order_by(Activity.id.desc()).limit(OLDER_PORTAL_CAP + 1))

@@ -16,9 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from portal.extensions import db
 from portal.models import (
     Activity,
-    ActivityParticipant,
     ChangeRecord,
-    User,
     utcnow,
 )
 from portal.sync import core
@@ -254,7 +252,7 @@ def read_portal_items(cycle: Cycle, google_items, *, first_sync: bool) -> dict[i
                                          ChangeRecord.processed_at.is_(None)).order_by(ChangeRecord.id).limit(5000)
     wanted: set[int] = set()
     if cycle.puller is not None:
-        involved = involving(cycle.puller)
+        involved = Activity.ids_involving(cycle.puller)
         pending = pending.where(ChangeRecord.activity_id.in_(involved))
     for record in db.session.scalars(pending):
         _read_change(cycle, record)
@@ -270,7 +268,7 @@ def read_portal_items(cycle: Cycle, google_items, *, first_sync: bool) -> dict[i
     if first_sync and cycle.puller is not None:
         window_start = utcnow() - timedelta(days=FIRST_SYNC_DAYS + 2)
         candidates = select(Activity.id).where(
-            Activity.id.in_(involving(cycle.puller)), Activity.deleted_at.is_(None),
+            Activity.id.in_(Activity.ids_involving(cycle.puller)), Activity.deleted_at.is_(None),
             or_(Activity.recurrence_text != "", Activity.end_at >= window_start,
                 Activity.end_date >= window_start.date()))
         wanted |= set(db.session.scalars(candidates))
@@ -380,14 +378,6 @@ def _parked(cycle: Cycle, link: SyncLink | None, activity: Activity) -> bool:
     if cycle.first_sync or activity.is_deleted:
         return False
     return utcnow() - link.error_at < timedelta(seconds=PARKED_SECONDS) and activity.updated_at <= link.error_at
-
-
-def involving(user: User):
-    """The ids of the activities `user` owns or takes part in, as a subquery (the first sync and its preview
-    read the same set)."""
-    participates = select(ActivityParticipant.activity_id).where(ActivityParticipant.user_id == user.id)
-    return select(Activity.id).where(Activity.organization_id == user.organization_id,
-                                     or_(Activity.owner_id == user.id, Activity.id.in_(participates)))
 
 
 def fill_missing_sides(cycle: Cycle, portal_items, google_items) -> None:
