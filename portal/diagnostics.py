@@ -22,6 +22,7 @@ from sqlalchemy import func, select
 from portal.extensions import db
 from portal.models import Activity, GoogleIntegration, User
 from portal.sync.google import ERRORS, ItemError, error_for
+from portal.sync.journal_text import plural
 from portal.sync.models import CalendarSync, SyncCycle, SyncJournalEntry
 from portal.sync.status import HEALTH_STATES, Health, user_health
 
@@ -176,10 +177,6 @@ RESULT_WORDS = {"ok": "fine", "partial": "partly synced", "failed": "failed", "s
 SLOT = timedelta(minutes=15)
 
 
-def _plural(count: int, one: str, many: str | None = None) -> str:
-    return f"{count:,} {one if count == 1 else (many or one + 's')}"
-
-
 def _clock(value: datetime, zone: tzinfo) -> str:
     return _aware(value).astimezone(zone).strftime("%H:%M")
 
@@ -236,10 +233,10 @@ def build_timeline(cycles: Iterable, item_errors: Iterable, *, now: datetime, zo
                     y -= h
                     bars.append(Bar(round(x + .5, 2), round(y, 2), round(step - 1, 2), round(h, 2), result,
                                     FILLS[result]))
-        parts = [f"{_plural(s[r], 'cycle')} {RESULT_WORDS[r]}" for r in ("ok", "partial", "failed", "skipped")
+        parts = [f"{plural(s[r], 'cycle')} {RESULT_WORDS[r]}" for r in ("ok", "partial", "failed", "skipped")
                  if s[r]]
         if s["item_errors"]:
-            parts.append(f"{_plural(s['item_errors'], 'item')} could not be synced")
+            parts.append(f"{plural(s['item_errors'], 'item')} could not be synced")
         title = (f"{_clock(slot_start, zone)}–{_clock(slot_start + SLOT, zone)} {zone_label}: "
                  + ("; ".join(parts) if parts else "no cycles"))
         drawn.append(Slot(round(x, 2), round(step, 2), tuple(bars), bool(s["failed"]), s["item_errors"], title))
@@ -258,9 +255,9 @@ def build_timeline(cycles: Iterable, item_errors: Iterable, *, now: datetime, zo
     totals = {r: sum(s[r] for s in slots) for r in ("ok", "partial", "failed", "skipped", "item_errors")}
     total_cycles = totals["ok"] + totals["partial"] + totals["failed"] + totals["skipped"]
     if total_cycles:
-        summary = (f"In the last 24 hours: {_plural(total_cycles, 'cycle')} — {totals['ok']:,} fine, "
+        summary = (f"In the last 24 hours: {plural(total_cycles, 'cycle')} — {totals['ok']:,} fine, "
                    f"{totals['partial']:,} partly synced, {totals['failed']:,} failed, {totals['skipped']:,} "
-                   f"skipped; {_plural(totals['item_errors'], 'item')} could not be synced.")
+                   f"skipped; {plural(totals['item_errors'], 'item')} could not be synced.")
     else:
         summary = "No sync cycles in the last 24 hours."
     if totals["failed"]:
@@ -309,9 +306,9 @@ def changes_in_words(cycle) -> str:
             if value:
                 parts.append(f"{value:,} {verb} {where}")
     if cycle.conflicts:
-        parts.append(_plural(cycle.conflicts, "conflict") + " decided")
+        parts.append(plural(cycle.conflicts, "conflict") + " decided")
     if cycle.errors:
-        parts.append(_plural(cycle.errors, "item") + " could not be synced")
+        parts.append(plural(cycle.errors, "item") + " could not be synced")
     return ", ".join(parts) if parts else "nothing changed"
 
 
@@ -354,8 +351,8 @@ def span_words(row: CycleRow, zone: tzinfo) -> str:
 
 def quiet_words(row: CycleRow) -> str:
     if row.kind == "idle":
-        return _plural(row.count, "idle cycle") + " (nothing to change, no problem)"
-    return _plural(row.count, "skipped cycle") + " (the organization's sync was off or paused)"
+        return plural(row.count, "idle cycle") + " (nothing to change, no problem)"
+    return plural(row.count, "skipped cycle") + " (the organization's sync was off or paused)"
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -151,7 +151,8 @@ def describe_entry(entry, activity, zone: ZoneInfo) -> str:
 # ------------------------------------------------------------------------------------------------ cycles
 
 def plural(count: int, one: str, many: str | None = None) -> str:
-    return f"{count} {one if count == 1 else (many or one + 's')}"
+    """"1 conflict", "2 conflicts", "1,200 idle cycles"."""
+    return f"{count:,} {one if count == 1 else (many or one + 's')}"
 
 
 def cycle_counts(from_google: int, to_google: int, conflicts: int = 0, errors: int = 0) -> str:

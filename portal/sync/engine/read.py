@@ -458,7 +458,6 @@ def item_of_event(cycle: Cycle, link: SyncLink, event: dict, instances: list[dic
     return core.GoogleItem(state, modified, event.get("etag"))
 
 
-
 def _event_info(cycle: Cycle, event: dict, organizer: str, *, from_organizer_copy: bool,
                 activity_property: str | None = None) -> EventInfo:
     """What the cycle keeps of an event besides its state; its etag only from the organizer's copy (the
@@ -469,6 +468,7 @@ def _event_info(cycle: Cycle, event: dict, organizer: str, *, from_organizer_cop
         etag=event.get("etag") if from_organizer_copy else None, responses=attendee_responses(event),
         event_type=event_type_of(event), guests=guests_of(event),
         guests_can_modify=event.get("guestsCanModify") is True)
+
 
 def _outside_the_window(known: core.ItemState | None) -> core.ItemState | None:
     """What a windowed full listing cannot show of a known series: its exceptions from before the window.
