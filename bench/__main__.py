@@ -68,6 +68,7 @@ def main(argv=None) -> int:
                             "worker_config": options.worker_config})
     print(f"bench: {', '.join(chosen)} on {results.meta['database']}, {args.latency_ms:g} ms per round trip"
           f"{' (quick)' if args.quick else ''}; load {results.meta['uptime']}", flush=True)
+    path = args.json or RESULTS / f"{datetime.now(UTC):%Y-%m-%d-%H%M}{'-quick' if args.quick else ''}.json"
     failed = False
     started = time.monotonic()
     for name in chosen:
@@ -80,14 +81,14 @@ def main(argv=None) -> int:
             traceback.print_exc()
             results.add(Row(name, "scenario", None, note="failed: " + traceback.format_exc().strip().splitlines()[-1]))
         results.details.setdefault("seconds", {})[name] = round(time.monotonic() - began, 1)
-        print(f"   {name}: {time.monotonic() - began:.0f} s", flush=True)
+        print(f"   {name}: {time.monotonic() - began:.0f} s\n" + results.table(name), flush=True)
+        results.write(path)  # what is done so far survives a run stopped half-way
     results.meta["seconds"] = round(time.monotonic() - started, 1)
     results.meta["load_average_after"] = os.getloadavg()
     for title, text in results.profiles.items():
         print(f"\n== profile: {title} ==\n{text}")
     print()
     print(results.table())
-    path = args.json or RESULTS / f"{datetime.now(UTC):%Y-%m-%d-%H%M}{'-quick' if args.quick else ''}.json"
     results.write(path)
     print(f"\nresults: {path}  ({results.meta['seconds']:.0f} s; load before {results.meta['load_average']}, "
           f"after {results.meta['load_average_after']})")

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import requests
 
@@ -95,7 +96,7 @@ class RemoteEmulator:
     def __init__(self, latency_ms: float = 0.0):
         self.latency_ms = latency_ms
         self.process = subprocess.Popen([sys.executable, "-m", "bench.emulator", "--latency-ms", str(latency_ms)],
-                                        stdout=subprocess.PIPE, text=True)
+                                        cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.PIPE, text=True)
         line = self.process.stdout.readline()
         if not line.startswith("port "):
             self.process.kill()

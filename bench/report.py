@@ -73,10 +73,11 @@ class Results:
     def add(self, *rows: Row) -> None:
         self.rows.extend(rows)
 
-    def table(self) -> str:
+    def table(self, scenario: str | None = None) -> str:
+        """The rows as a table: all of them, or one scenario's."""
         header = ("scenario", "figure", "value", "target", "verdict")
         lines = [(r.scenario, r.figure, f"{_number(r.value)} {r.unit}".strip() if r.value is not None else "-",
-                  r.target, r.verdict) for r in self.rows]
+                  r.target, r.verdict) for r in self.rows if scenario in (None, r.scenario)]
         widths = [max(len(str(x)) for x in column) for column in zip(header, *lines, strict=False)]
         widths[-1] = len(header[-1])  # the verdict is the last column: no padding
         rule = "  ".join("-" * w for w in widths[:-1]) + "  " + "-" * 20
