@@ -4,8 +4,8 @@
 
 The worker is the product's command, run unchanged: this module only adds a SQLAlchemy statement counter
 and writes it, with the process's CPU time and memory, to FILE every quarter of a second (JSON). With
---profile, every thread of the process runs under cProfile and the merged statistics are written to that
-file (pstats' format) when the worker stops.
+--profile, every thread of the process runs under cProfile (timing each thread's CPU, not the wall clock)
+and the merged statistics are written to that file (pstats' format) when the worker stops.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 
-from bench.measure import StatementCounter, sample_process
+from bench.measure import StatementCounter, cpu_profile, sample_process
 
 DUMP_SECONDS = 0.25
 
@@ -53,7 +53,7 @@ def profile_every_thread(path: str) -> None:
 
     def start_in_thread(*_):
         sys.setprofile(None)  # this hook only starts the thread's own profiler
-        profile = cProfile.Profile()
+        profile = cpu_profile()
         with lock:
             profiles.append(profile)
         profile.enable()
