@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test chaos install lint clean
+.PHONY: run test bench chaos install lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,12 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q
+
+# The sync's benchmark: every scenario at full size, or one (`make bench SCENARIO=idle`); BENCH_ARGS adds
+# options (`make bench BENCH_ARGS="--profile --size idle_users=1000"`). See bench/__init__.py.
+BENCH_DATABASE ?= $(or $(TEST_DATABASE_URL),postgresql+psycopg://postgres@127.0.0.1:5432/test)
+bench: $(STAMP)
+	$(BIN)/python -m bench $(SCENARIO) --database $(BENCH_DATABASE) --latency-ms 100 $(BENCH_ARGS)
 
 # The long chaos soak: `make chaos SEEDS=1-200 OPS=120` (DATABASE=postgresql+psycopg://... adds a killed
 # worker process on PostgreSQL).

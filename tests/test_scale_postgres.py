@@ -6,7 +6,7 @@ killed while a Google write of one of its cycles is under way; the others take o
 or duplicated on either side.
 
 Needs a PostgreSQL server: TEST_DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test (.ci/run
-sets it). `bench/scale_postgres.py` runs the same set-up with other sizes and prints throughput.
+sets it). `python -m bench idle` and `python -m bench tokens` measure throughput and cost at other sizes.
 """
 
 from __future__ import annotations
