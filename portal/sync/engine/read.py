@@ -12,10 +12,12 @@ from zoneinfo import ZoneInfo
 from flask import current_app
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import joinedload, selectinload
 
 from portal.extensions import db
 from portal.models import (
     Activity,
+    ActivityParticipant,
     ChangeRecord,
     utcnow,
 )
@@ -277,7 +279,8 @@ def read_portal_items(cycle: Cycle, google_items, *, first_sync: bool) -> dict[i
     items: dict[int, core.PortalItem] = {}
     link_of = {link.activity_id: link for link in cycle.links.values() if link.activity_id}
     for chunk in chunks(wanted):
-        for activity in db.session.scalars(select(Activity).where(Activity.id.in_(chunk))):
+        for activity in db.session.scalars(select(Activity).where(Activity.id.in_(chunk))
+                                           .options(*ITEM_LOADS)):
             if activity.organization_id != organization.id:
                 continue
             if _parked(cycle, link_of.get(activity.id), activity):
@@ -288,6 +291,13 @@ def read_portal_items(cycle: Cycle, google_items, *, first_sync: bool) -> dict[i
             if item is not None:
                 items[activity.id] = item
     return items
+
+
+# What the sync reads of an activity (its state, its owner's and participants' addresses, its type),
+# loaded with the activities a chunk at a time rather than one lazy load per activity and relation.
+ITEM_LOADS = (joinedload(Activity.owner), joinedload(Activity.activity_type),
+              selectinload(Activity.participant_links).joinedload(ActivityParticipant.user),
+              selectinload(Activity.exceptions))
 
 
 def _read_change(cycle: Cycle, record: ChangeRecord) -> None:

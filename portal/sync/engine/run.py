@@ -38,6 +38,7 @@ from portal.sync.engine.state import (
     OrganizationUsers,
     checkpoint,
     database_busy,
+    kept_across_commits,
     lease_seconds,
     link_for_action,
     link_id_of,
@@ -244,6 +245,11 @@ def _user_succeeded(user: User) -> None:
 
 
 def _cycle(cycle: Cycle) -> None:
+    with kept_across_commits():
+        _phases(cycle)
+
+
+def _phases(cycle: Cycle) -> None:
     organization = cycle.organization
     cycle.users_by_email = OrganizationUsers(organization.id)
     syncing = syncing_users(organization.id)

@@ -28,6 +28,7 @@ from portal.sync.engine.state import (
     journal_conflict,
     link_for_action,
     link_of_activity,
+    link_of_event,
     replan,
 )
 from portal.sync.google import (
@@ -243,14 +244,13 @@ def _series_writes(cycle: Cycle, actions: list) -> tuple[list[EventWrite], dict]
     """The writes of the series (or single events), and the actions answered without asking Google."""
     writes = []
     refused = {}
-    by_event = {link.google_event_id: link for link in cycle.links.values() if link.google_event_id}
     for index, action in enumerate(actions):
         if getattr(action, "portal_id", None) in cycle.failed_portal and isinstance(
                 action, core.CreateEvent | core.RecreateEvent):
             continue  # its link could not be reserved: never insert without one
         if isinstance(action, core.UpdateEvent) and action.google_id in cycle.failed_google:
             continue
-        answer = _answer_without_asking(cycle, action, by_event)
+        answer = _answer_without_asking(cycle, action)
         if answer is not None:
             refused[index] = answer
             continue
@@ -271,10 +271,10 @@ def _series_writes(cycle: Cycle, actions: list) -> tuple[list[EventWrite], dict]
     return writes, refused
 
 
-def _answer_without_asking(cycle: Cycle, action, by_event: dict):
+def _answer_without_asking(cycle: Cycle, action):
     """Google's refusal known in advance, or REPLAN when the write could overwrite what the cycle has not
     read; None when the write may go."""
-    if isinstance(action, core.UpdateEvent) and _organized_elsewhere(cycle, action.google_id, by_event):
+    if isinstance(action, core.UpdateEvent) and _organized_elsewhere(cycle, action.google_id):
         # Google refuses changes to an event organized outside the organization: do not even ask.
         return error_for("not_organizer", status=403, reason="forbiddenForNonOrganizer")
     fixed = _fixed_by_google(cycle, action) if isinstance(action, core.UpdateEvent) else None
@@ -333,12 +333,12 @@ def _etag_for(cycle: Cycle, action) -> str | None:
     return action.etag or (link.etag if link is not None else None)
 
 
-def _organized_elsewhere(cycle: Cycle, google_id, by_event: dict) -> bool:
+def _organized_elsewhere(cycle: Cycle, google_id) -> bool:
     """Whether the event's organizer is outside the organization (only they can change it)."""
     info = cycle.events.get(google_id)
     if info is not None:
         return info.organizer not in cycle.users_by_email
-    link = by_event.get(google_id)
+    link = link_of_event(cycle, google_id)
     activity = cycle.activities.get(link.activity_id) if link is not None and link.activity_id else None
     organizer = (activity.google_organizer or "").lower() if activity is not None else ""
     return bool(organizer) and organizer not in cycle.users_by_email

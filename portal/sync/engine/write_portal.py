@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import update
 from sqlalchemy.orm.exc import StaleDataError
 
 from portal.changes import changed_by
@@ -423,12 +423,12 @@ def refresh_attendees(cycle: Cycle) -> None:
 
 def mark_outbox(cycle: Cycle) -> None:
     now = utcnow()
+    failed = {cycle.links[link_id].activity_id for link_id in cycle.failed_links if link_id in cycle.links}
     done = [rid for activity_id, ids in cycle.outbox.items() if activity_id not in cycle.failed_portal
-            and not any(link.activity_id == activity_id for link_id, link in cycle.links.items()
-                        if link_id in cycle.failed_links) for rid in ids]
+            and activity_id not in failed for rid in ids]
     for chunk in chunks(done):
-        for record in db.session.scalars(select(ChangeRecord).where(ChangeRecord.id.in_(chunk))):
-            record.processed_at = now
+        db.session.execute(update(ChangeRecord).where(ChangeRecord.id.in_(chunk), ChangeRecord.processed_at.is_(None))
+                           .values(processed_at=now))
 
 
 # What each of the core's actions does on the portal's side; tests check that every action has its entry.

@@ -1,0 +1,206 @@
+"""What large cycles cost the portal: SQL statements, CPU and Google requests of a first sync, of the cycle
+after it (our own writes listed back), and of a cycle with many changes.
+
+    .venv/bin/python bench/first_sync_profile.py --sizes 500,1000,2000,5000 \
+        [--database postgresql+psycopg://postgres@127.0.0.1:5432/test] [--changes 1000 --base 2000] [--profile]
+
+For each size N: one user with N events in Google and N activities in the portal, half of them the same
+items on both sides (matched, not copied). Printed per cycle: wall time, the cycle thread's CPU time
+(`time.thread_time`: the emulator runs in threads of this process and is not counted), SQL statements (an
+SQLAlchemy `before_cursor_execute` listener) and Google requests. `--changes K --base M`: on a synced
+M + M calendar, K/2 events changed in Google and K/2 activities in the portal, then one cycle.
+`--database`: a PostgreSQL server URL in TEST_DATABASE_URL style; each run gets a fresh database there.
+`--profile`: cProfile's top entries of each first sync (and of the changes cycle), by own time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import cProfile
+import io
+import pstats
+import re
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sqlalchemy import create_engine, event, select, text  # noqa: E402
+
+from portal import create_app  # noqa: E402
+from portal.accounts import add_organization, add_user  # noqa: E402
+from portal.activities import clean_activity, create_activity  # noqa: E402
+from portal.emulator import calendar as emulated  # noqa: E402
+from portal.emulator.server import EmulatorServer  # noqa: E402
+from portal.extensions import db  # noqa: E402
+from portal.integration import integration_for, save_account, set_enabled, upload_key  # noqa: E402
+from portal.models import Activity, Organization, User  # noqa: E402
+from portal.sync.engine import run_user_cycle  # noqa: E402
+from portal.sync.google import GOOGLE_SCOPES  # noqa: E402
+from portal.sync.models import CalendarSync, SyncLink  # noqa: E402
+
+SA = "bench@bench-project.iam.gserviceaccount.com"
+CLIENT_ID = "100000000000000000777"
+EMAIL = "bench@bench.test"
+
+
+class Counter:
+    def __init__(self):
+        self.statements = 0
+
+    def __call__(self, *args, **kwargs):
+        self.statements += 1
+
+
+@contextmanager
+def fresh_database(url: str | None, folder: Path):
+    if not url:
+        yield f"sqlite:///{folder / ('bench-' + uuid.uuid4().hex[:6] + '.sqlite')}"
+        return
+    name = "portal_bench_" + uuid.uuid4().hex[:10]
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield re.sub(r"/[^/]*$", "/" + name, url)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+class World:
+    """One organization, one user with sync on, the emulator holding their calendar."""
+
+    def __init__(self, emulator: EmulatorServer, database_url: str):
+        self.emulator = emulator
+        self.app = create_app({"SECRET_KEY": "bench", "ENCRYPTION_KEY": "hYDDs2tKQ-6jSuX4rrNQNlQhX3DOXVkIOCMUDldOZFc=",
+                               "SQLALCHEMY_DATABASE_URI": database_url, "GOOGLE_TOKEN_URI": emulator.token_uri,
+                               "GOOGLE_API_ENDPOINT": emulator.api_endpoint, "GOOGLE_BATCH_URI": emulator.batch_uri,
+                               "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000"})
+        self.counter = Counter()
+        emulator.add_user(EMAIL, time_zone="Europe/Amsterdam")
+        account = emulator.control("POST", "/service-accounts", {"email": SA, "client_id": CLIENT_ID})
+        emulator.control("POST", "/delegations", {"client_id": CLIENT_ID, "scopes": list(GOOGLE_SCOPES)})
+        with self.app.app_context():
+            db.create_all()
+            event.listen(db.engine, "before_cursor_execute", self.counter)
+            organization = add_organization("Bench")
+            user = add_user(organization, EMAIL, "Bench", "admin", "bench-password")
+            db.session.commit()
+            row = integration_for(organization)
+            save_account(row, user, SA, CLIENT_ID)
+            upload_key(row, user, base64.b64decode(account["p12_base64"]), "notasecret")
+            set_enabled(row, user, True, user.email)
+            db.session.commit()
+            self.user_id, self.organization_id = user.id, organization.id
+        self.start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(days=1)
+        self.event_ids: list[str] = []
+
+    def fill(self, n: int) -> None:
+        """N activities and N events; the first half of each are the same items (they match)."""
+        with self.app.app_context():
+            organization = db.session.get(Organization, self.organization_id)
+            user = db.session.get(User, self.user_id)
+            for k in range(n):
+                moment = self.start + timedelta(hours=k)
+                data = clean_activity({"subject": f"Item {k}", "time_zone": "UTC", "start": moment.isoformat(),
+                                       "end": (moment + timedelta(minutes=30)).isoformat()},
+                                      organization=organization, actor=user)
+                create_activity(organization, data)
+            CalendarSync.for_user(user).switch(True)
+            db.session.commit()
+        ctx = emulated.Ctx(self.emulator.state, EMAIL, self.emulator.base_url, emulated.WRITE_SCOPES)
+        for k in range(n):
+            matching = k < n // 2
+            moment = self.start + timedelta(hours=k) if matching else self.start + timedelta(hours=k, minutes=40)
+            length = timedelta(minutes=30) if matching else timedelta(minutes=15)
+            _, body = emulated.events_insert(ctx, "primary", {}, {
+                "summary": f"Item {k}" if matching else f"Google item {k}",
+                "start": {"dateTime": moment.isoformat(), "timeZone": "UTC"},
+                "end": {"dateTime": (moment + length).isoformat(), "timeZone": "UTC"}})
+            self.event_ids.append(body["id"])
+
+    def cycle(self, label: str, *, profile: bool = False, top: int = 25):
+        with self.app.app_context():
+            before = self.counter.statements
+            profiler = cProfile.Profile() if profile else None
+            began, cpu = time.perf_counter(), time.thread_time()
+            if profiler:
+                profiler.enable()
+            row = run_user_cycle(self.user_id, trigger="bench")
+            if profiler:
+                profiler.disable()
+            elapsed, cpu = time.perf_counter() - began, time.thread_time() - cpu
+            statements = self.counter.statements - before
+            print(f"  {label:<34} {elapsed:7.2f} s wall {cpu:7.2f} s cpu {statements:7d} statements "
+                  f"{row.requests:5d} requests  {row.status} {row.summary()}", flush=True)
+            if profiler:
+                out = io.StringIO()
+                pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(top)
+                print("\n".join("    " + line for line in out.getvalue().splitlines()[6:]), flush=True)
+            return {"wall": elapsed, "cpu": cpu, "statements": statements, "requests": row.requests}
+
+    def change(self, count: int) -> None:
+        """count/2 events changed in Google (not matched ones only), count/2 activities in the portal."""
+        half = count // 2
+        ctx = emulated.Ctx(self.emulator.state, EMAIL, self.emulator.base_url, emulated.WRITE_SCOPES)
+        for event_id in self.event_ids[-half:]:
+            emulated.events_modify(ctx, "primary", event_id, {}, {"location": "Elsewhere"}, {}, patch=True)
+        with self.app.app_context():
+            linked = select(SyncLink.activity_id).where(SyncLink.google_event_id.in_(self.event_ids[-half:]))
+            for activity in db.session.scalars(select(Activity).where(Activity.id.not_in(linked))
+                                               .order_by(Activity.id).limit(count - half)):
+                activity.location = "Moved"
+            db.session.commit()
+
+
+def run(args, folder: Path) -> None:
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    for n in sizes:
+        print(f"N = {n} events + {n} activities ({n // 2} matching)", flush=True)
+        with fresh_database(args.database, folder) as url, EmulatorServer() as emulator:
+            world = World(emulator, url)
+            world.fill(n)
+            first = world.cycle("first sync", profile=args.profile)
+            echo = world.cycle("next cycle (own writes listed back)")
+            world.cycle("idle")
+            print(f"  per item: {first['statements'] / (2 * n):.2f} statements, "
+                  f"{first['cpu'] / (2 * n) * 1000:.2f} ms cpu (first sync); echo {echo['statements']} statements",
+                  flush=True)
+            with world.app.app_context():
+                db.engine.dispose()
+    if args.changes:
+        print(f"{args.changes} changes on a synced {args.base} + {args.base} calendar", flush=True)
+        with fresh_database(args.database, folder) as url, EmulatorServer() as emulator:
+            world = World(emulator, url)
+            world.fill(args.base)
+            world.cycle("first sync")
+            world.cycle("next cycle (own writes listed back)")
+            world.change(args.changes)
+            world.cycle(f"{args.changes} changes", profile=args.profile)
+            world.cycle("idle")
+            with world.app.app_context():
+                db.engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="500")
+    parser.add_argument("--database", help="a PostgreSQL server URL; a fresh database is made there per run")
+    parser.add_argument("--changes", type=int, default=0)
+    parser.add_argument("--base", type=int, default=2000)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        run(args, Path(folder))
+
+
+if __name__ == "__main__":
+    main()
