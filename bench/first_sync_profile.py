@@ -16,6 +16,7 @@ M + M calendar, K/2 events changed in Google and K/2 activities in the portal, t
 from __future__ import annotations
 
 import argparse
+import collections
 import base64
 import cProfile
 import io
@@ -53,9 +54,12 @@ EMAIL = "bench@bench.test"
 class Counter:
     def __init__(self):
         self.statements = 0
+        self.shapes: collections.Counter | None = None
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, conn, cursor, statement, parameters, context, executemany):
         self.statements += 1
+        if self.shapes is not None:
+            self.shapes[" ".join(statement.split())[:90]] += 1
 
 
 @contextmanager
@@ -127,9 +131,10 @@ class World:
                 "end": {"dateTime": (moment + length).isoformat(), "timeZone": "UTC"}})
             self.event_ids.append(body["id"])
 
-    def cycle(self, label: str, *, profile: bool = False, top: int = 25):
+    def cycle(self, label: str, *, profile: bool = False, top: int = 25, shapes: bool = False):
         with self.app.app_context():
             before = self.counter.statements
+            self.counter.shapes = collections.Counter() if shapes else None
             profiler = cProfile.Profile() if profile else None
             began, cpu = time.perf_counter(), time.thread_time()
             if profiler:
@@ -141,6 +146,9 @@ class World:
             statements = self.counter.statements - before
             print(f"  {label:<34} {elapsed:7.2f} s wall {cpu:7.2f} s cpu {statements:7d} statements "
                   f"{row.requests:5d} requests  {row.status} {row.summary()}", flush=True)
+            if shapes:
+                for shape, count in self.counter.shapes.most_common(20):
+                    print(f"    {count:6d}  {shape}")
             if profiler:
                 out = io.StringIO()
                 pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(top)
@@ -168,12 +176,13 @@ def run(args, folder: Path) -> None:
         with fresh_database(args.database, folder) as url, EmulatorServer() as emulator:
             world = World(emulator, url)
             world.fill(n)
-            first = world.cycle("first sync", profile=args.profile)
-            echo = world.cycle("next cycle (own writes listed back)")
+            first = world.cycle("first sync", profile=args.profile, shapes=args.statements)
+            echo = world.cycle("next cycle (own writes listed back)", shapes=args.statements)
             world.cycle("idle")
-            print(f"  per item: {first['statements'] / (2 * n):.2f} statements, "
-                  f"{first['cpu'] / (2 * n) * 1000:.2f} ms cpu (first sync); echo {echo['statements']} statements",
-                  flush=True)
+            items = n + n - n // 2  # the matched pairs are one item each
+            print(f"  first sync per item ({items} items): {first['statements'] / items:.2f} statements, "
+                  f"{first['cpu'] / items * 1000:.2f} ms cpu; per event: {first['statements'] / n:.2f} statements; "
+                  f"echo: {echo['statements']} statements", flush=True)
             with world.app.app_context():
                 db.engine.dispose()
     if args.changes:
@@ -184,7 +193,7 @@ def run(args, folder: Path) -> None:
             world.cycle("first sync")
             world.cycle("next cycle (own writes listed back)")
             world.change(args.changes)
-            world.cycle(f"{args.changes} changes", profile=args.profile)
+            world.cycle(f"{args.changes} changes", profile=args.profile, shapes=args.statements)
             world.cycle("idle")
             with world.app.app_context():
                 db.engine.dispose()
@@ -197,6 +206,7 @@ def main() -> None:
     parser.add_argument("--changes", type=int, default=0)
     parser.add_argument("--base", type=int, default=2000)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--statements", action="store_true", help="the most frequent statements of each cycle")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         run(args, Path(folder))

@@ -86,6 +86,9 @@ def pull_calendar(cycle: Cycle, state: CalendarSync):
         else:
             series[event["id"]] = event
     _load_links(cycle, google_ids=set(series) | set(instances))
+    if not first_sync:
+        for event_id in _as_agreed(cycle, series, instances):
+            del series[event_id]
     cycle.users_by_email.prefetch(event_emails(events) | {cycle.puller.email})
 
     # Occurrences that changed without their series: read the series so the item is complete.
@@ -115,6 +118,25 @@ def pull_calendar(cycle: Cycle, state: CalendarSync):
             items[event_id] = item
     _adopt_reserved_events(cycle, items)
     return items, next_token, first_sync
+
+
+def _as_agreed(cycle: Cycle, series: dict[str, dict], instances: dict[str, list[dict]]) -> list[str]:
+    """The listed events that are exactly what both sides last agreed on: their etag is the one the link
+    took with its agreed state, from the calendar the link writes to, with no occurrence listed. These are
+    mostly our own writes coming back in the next listing; they are no change, so they are dropped here,
+    before anything is read or planned for them (their links are forgotten, as unlisted ones are)."""
+    puller = cycle.puller.email.lower()
+    agreed = []
+    by_event = {link.google_event_id: link for link in cycle.links.values() if link.google_event_id}
+    for event_id, event in series.items():
+        link = by_event.get(event_id)
+        if (link is not None and link.confirmed and link.pending_state is None and link.base_state is not None
+                and link.etag and event.get("etag") == link.etag and event.get("status") != "cancelled"
+                and (link.calendar_email or "").lower() == puller and not instances.get(event_id)
+                and link.id not in cycle.unsettled):
+            agreed.append(event_id)
+            _forget_link(cycle, link)
+    return agreed
 
 
 def _pulled_item(cycle: Cycle, event_id: str, event: dict, link: SyncLink | None, instances: list[dict], *,

@@ -42,11 +42,12 @@ from portal.sync.google import (
 from portal.sync.google_writes import moves_series
 from portal.sync.mapping import (
     activity_state,
+    external_attendees,
     state_to_json,
 )
 from portal.sync.models import SyncLink
 from portal.sync.occurrences import is_occurrence
-from portal.sync.policy import KEEP_GOOGLES_VERSION, type_for
+from portal.sync.policy import KEEP_GOOGLES_VERSION, event_type_of, type_for
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,10 @@ def _event_created(cycle: Cycle, action: core.CreateEvent | core.RecreateEvent, 
     link = link_for_action(cycle, action)
     link.confirmed = True
     link.etag = answer.get("etag")
+    info = cycle.events.get(link.google_event_id)
+    if info is None and answer:  # what the inserted event has, so the next listing finds nothing to take in
+        link.external_attendees = external_attendees(answer, cycle.users_by_email)
+        link.event_type = event_type_of(answer)
     cycle.written.add(link.id)
     row.google_created += 1
     row.pushed += 1
@@ -397,9 +402,12 @@ def refresh_attendees(cycle: Cycle) -> None:
         link = by_event.get(event_id)
         if link is None or link.activity_id in cycle.failed_portal or link.id in cycle.busy:
             continue
+        activity = cycle.activities.get(link.activity_id)
+        if activity is not None and not _attendees_differ(activity, link, info):
+            continue  # nothing to write: no savepoint, no flush
         try:
             with db.session.begin_nested():
-                activity = cycle.activities.get(link.activity_id) or db.session.get(Activity, link.activity_id)
+                activity = activity or db.session.get(Activity, link.activity_id)
                 if activity is None or activity.is_deleted:
                     continue
                 changed_by(db.session, None, origin="google")
@@ -419,6 +427,18 @@ def refresh_attendees(cycle: Cycle) -> None:
             log.exception("updating the attendees of %s failed", event_id)
             cycle.journal("error", activity_id=link.activity_id, google_event_id=event_id,
                           message=f"The attendees' answers could not be stored: {type(exc).__name__}")
+
+
+def _attendees_differ(activity: Activity, link: SyncLink, info) -> bool:
+    """Whether `refresh_attendees` has anything to write for the item (looked at in memory first)."""
+    if activity.is_deleted:
+        return False
+    if link.external_attendees != info.external:
+        return True
+    if activity.google_organizer != (info.organizer if info.organizer != activity.owner.email.lower() else None):
+        return True
+    return any(info.responses.get(p.user.email.lower()) not in (None, "", p.response_status)
+               and not p.response_pending for p in activity.participant_links)
 
 
 def mark_outbox(cycle: Cycle) -> None:
