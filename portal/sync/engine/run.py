@@ -387,26 +387,72 @@ def _execute_now(cycle: Cycle, actions: list) -> None:
     results = write_to_google(cycle, actions)
     checkpoint("written")
     hold_failed_links(cycle, actions, results)
-    for index, action in enumerate(actions):
-        try:
-            with db.session.begin_nested():
+    size = max(1, int(current_app.config["SYNC_BATCH_SIZE"]))
+    index, batch = 0, []
+    for group in item_groups(actions):
+        batch.extend((index + offset, action) for offset, action in enumerate(group))
+        index += len(group)
+        if len(batch) >= size:
+            _store(cycle, batch, results)
+            batch = []
+    if batch:
+        _store(cycle, batch, results)
+
+
+def _store(cycle: Cycle, batch: list[tuple[int, object]], results: dict) -> None:
+    """Store a batch of items' outcomes in the portal with one flush. When any of them fails, the batch is
+    rolled back and stored again an item at a time, each in its own savepoint: one bad item never stops
+    the others, and only it is marked failed."""
+    mark = cycle.mark()
+    try:
+        with db.session.begin_nested(), db.session.no_autoflush:
+            cycle.batching = True
+            for index, action in batch:
                 apply(cycle, index, action, results)
-        except (IntegrationError, UserError):
+            cycle.flush()
+        return
+    except (IntegrationError, UserError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - told apart below, item by item
+        if database_busy(exc):
+            raise  # not an item's problem: no other item could be stored either
+    finally:
+        cycle.batching = False
+    cycle.restore(mark)
+    for index, action in batch:
+        _store_one(cycle, index, action, results)
+
+
+def _store_one(cycle: Cycle, index: int, action, results: dict) -> None:
+    try:
+        with db.session.begin_nested():
+            apply(cycle, index, action, results)
+            cycle.flush()
+    except (IntegrationError, UserError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - handed on to _stored_not
+        cycle.after_flush = []
+        cycle.links.reindex()  # the rollback put some links' ids back
+        _stored_not(cycle, action, exc)
+
+
+def _stored_not(cycle: Cycle, action, exc: Exception) -> None:
+    try:
+        raise exc
+    except (StaleDataError, ObjectDeletedError):
+        # Another worker or a person changed this item meanwhile: the next cycle merges it again.
+        mark_failed(cycle, action, "Changed during the cycle; merged again in the next one.")
+    except IntegrityError:
+        # Another worker took the same new event in at the same moment (one event, one link): theirs stands.
+        if not isinstance(action, core.CreateActivity):
             raise
-        except (StaleDataError, ObjectDeletedError):
-            # Another worker or a person changed this item meanwhile: the next cycle merges it again.
-            mark_failed(cycle, action, "Changed during the cycle; merged again in the next one.")
-        except IntegrityError:
-            # Another worker took the same new event in at the same moment (one event, one link): theirs stands.
-            if not isinstance(action, core.CreateActivity):
-                raise
-            log.info("event %s was taken in by another worker at the same moment", action.google_id)
-            cycle.failed_google.add(action.google_id)
-        except Exception as exc:  # noqa: BLE001 - one bad item must never stop the cycle
-            if database_busy(exc):
-                raise  # not this item's problem: no other item could be stored either
-            log.exception("sync action %s failed", type(action).__name__)
-            mark_failed(cycle, action, f"Could not be stored: {type(exc).__name__}: {exc}")
+        log.info("event %s was taken in by another worker at the same moment", action.google_id)
+        cycle.failed_google.add(action.google_id)
+    except Exception as exc:  # noqa: BLE001 - one bad item must never stop the cycle
+        if database_busy(exc):
+            raise  # not this item's problem: no other item could be stored either
+        log.exception("sync action %s failed", type(action).__name__)
+        mark_failed(cycle, action, f"Could not be stored: {type(exc).__name__}: {exc}")
 
 
 REPLAN_ROUNDS = 3

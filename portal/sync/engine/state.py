@@ -314,6 +314,39 @@ class Cycle:
     held: set[int] = field(default_factory=set)  # links left for a later cycle, for whatever reason
     held_back: bool = False  # a change Google listed was left for later: the sync token must not move
     progress: object = None  # the user's CalendarSync while a first sync counts its items done
+    # What handlers finish once their rows are flushed (ids to lease and journal by): a batch of items is
+    # stored with one flush, not one per item.
+    after_flush: list[Callable[[], None]] = field(default_factory=list)
+    batching: bool = False  # while a batch is stored: outbox rows taken are marked with its flush
+    taken: list[int] = field(default_factory=list)  # outbox rows taken in the batch being stored
+
+    _KEPT = ("links", "activities", "activity_versions", "outbox", "outbox_fields", "new_etags", "synced_before",
+             "loaded_versions", "events", "google_states", "failed_portal", "failed_google", "failed_links",
+             "refetch", "unsettled", "written", "orphans", "outside_workspace", "parked", "refused",
+             "portal_states", "claims", "busy", "held")
+
+    def mark(self) -> dict:
+        """What the cycle holds now, to go back to when a batch's writes are rolled back."""
+        return {name: getattr(self, name).copy() for name in self._KEPT} | {"held_back": self.held_back}
+
+    def restore(self, mark: dict) -> None:
+        for name, value in mark.items():
+            if name == "links":
+                self.links = LinkMap(value)
+            else:
+                setattr(self, name, value)
+        self.after_flush, self.taken = [], []
+
+    def flush(self) -> None:
+        """Flush the session, then finish what waited for the rows' ids."""
+        taken, self.taken = self.taken, []
+        for chunk in chunks(taken):
+            db.session.execute(update(ChangeRecord).where(ChangeRecord.id.in_(chunk)).values(processed_at=utcnow()))
+        db.session.flush()
+        while self.after_flush:
+            waiting, self.after_flush = self.after_flush, []
+            for finish in waiting:
+                finish()
 
     def client(self, email: str) -> CalendarClient:
         email = email.lower()
@@ -520,7 +553,10 @@ def outbox_taken_upto(cycle: Cycle, activity_id: int | None, upto: int | None) -
     if not taken:
         return
     cycle.outbox[activity_id] = [rid for rid in ids if rid not in taken]
-    db.session.execute(update(ChangeRecord).where(ChangeRecord.id.in_(taken)).values(processed_at=utcnow()))
+    if cycle.batching:
+        cycle.taken.extend(taken)
+    else:
+        db.session.execute(update(ChangeRecord).where(ChangeRecord.id.in_(taken)).values(processed_at=utcnow()))
 
 
 def mark_link_failed(cycle: Cycle, link: SyncLink, message: str) -> None:

@@ -177,7 +177,6 @@ def _link_items(cycle: Cycle, action: core.LinkItems, answer: dict) -> None:
         link.etag = info.etag
     _set_base(link, action.state)
     outbox_taken(cycle, action.portal_id)
-    db.session.flush()
     cycle.links[link.id] = link
     cycle.journal("linked", activity_id=action.portal_id, google_event_id=action.google_id,
                   message="Matched on the first sync: linked, not copied.")
@@ -226,12 +225,12 @@ LEFT_MESSAGES = {
 def _forget_orphans(cycle: Cycle, activity_id: int | None, state: core.ItemState) -> None:
     """Drop stored exceptions of occurrences the series no longer has, once both sides agree without them."""
     activity = cycle.activities.get(activity_id) if activity_id else None
-    if activity is None or activity.is_deleted or _moved_meanwhile(cycle, activity):
-        return  # changed meanwhile (an occurrence edited just now, say): the next cycle looks again
+    if activity is None or activity.is_deleted:
+        return
     stale = [exc for exc in activity.exceptions if exc.original_start not in state.exceptions
              and not is_occurrence(state.start, state.end, state.time_zone, state.recurrence, exc.original_start,
                                    all_day=state.all_day)]
-    if stale:
+    if stale and not _moved_meanwhile(cycle, activity):  # changed meanwhile: the next cycle looks again
         changed_by(db.session, None, origin="google")
         for exc in stale:
             activity.exceptions.remove(exc)
@@ -283,9 +282,11 @@ def _set_base(link: SyncLink, state: core.ItemState) -> None:
 
 
 def _wrote(cycle: Cycle, activity: Activity) -> None:
-    """Our own write is not someone else's change: later steps of this cycle compare against it."""
-    db.session.flush()
-    cycle.activity_versions[activity.id] = activity.version
+    """Our own write is not someone else's change: later steps of this cycle compare against it (the
+    version it has once flushed, with the rest of its batch)."""
+    def recorded():
+        cycle.activity_versions[activity.id] = activity.version
+    cycle.after_flush.append(recorded)
 
 
 def _moved_meanwhile(cycle: Cycle, activity: Activity) -> bool:
@@ -340,30 +341,32 @@ def _create_activity(cycle: Cycle, action: core.CreateActivity, answer: dict) ->
     activity = Activity(organization=cycle.organization, organization_id=cycle.organization.id, owner=owner,
                         created_at=utcnow(), updated_at=utcnow())
     activity.activity_type = type_for(cycle.organization, action.state.private)
+    activity.version = activity.version or 1  # what fresh_generation counts from, before the insert
     _assign(cycle, activity, action.state)
     db.session.add(activity)
-    db.session.flush()
     info = cycle.events.get(action.google_id)
     link = cycle.links.get(action.link_id) if action.link_id else None
     if link is None:
         link = SyncLink(organization_id=cycle.organization.id, google_event_id=action.google_id, origin="google",
                         generation=fresh_generation(activity))
         db.session.add(link)
-    link.activity_id = activity.id
+    link.activity = activity  # its id once the batch is flushed
     link.confirmed = True
     link.calendar_email = info.organizer if info and info.organizer in cycle.users_by_email else owner.email
     link.etag = info.etag if info else None
     link.external_attendees = info.external if info else None
     link.event_type = info.event_type if info else None
     _set_base(link, action.state)
-    db.session.flush()
-    if f"link:{link.id}" not in cycle.claims:
-        claim_new(cycle, link)
-    cycle.links[link.id] = link
-    cycle.activities[activity.id] = activity
     cycle.row.portal_created += 1
-    cycle.journal("created", activity_id=activity.id, google_event_id=action.google_id, side="portal",
-                  after=state_to_json(action.state))
+
+    def stored():
+        if f"link:{link.id}" not in cycle.claims:
+            claim_new(cycle, link)
+        cycle.links[link.id] = link
+        cycle.activities[activity.id] = activity
+        cycle.journal("created", activity_id=activity.id, google_event_id=action.google_id, side="portal",
+                      after=state_to_json(action.state))
+    cycle.after_flush.append(stored)
 
 
 def _update_activity(cycle: Cycle, action: core.UpdateActivity | core.RestoreActivity, answer: dict) -> None:
