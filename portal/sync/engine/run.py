@@ -52,7 +52,7 @@ from portal.sync.engine.write_google import (
     send_answers,
     write_to_google,
 )
-from portal.sync.engine.write_portal import apply, mark_outbox, refresh_attendees
+from portal.sync.engine.write_portal import apply, mark_outbox, read_versions, refresh_attendees
 from portal.sync.google import (
     GoogleError,
     IntegrationError,
@@ -407,6 +407,7 @@ def _store(cycle: Cycle, batch: list[tuple[int, object]], results: dict) -> None
     try:
         with db.session.begin_nested(), db.session.no_autoflush:
             cycle.batching = True
+            read_versions(cycle, [action for _, action in batch])
             for index, action in batch:
                 apply(cycle, index, action, results)
             cycle.flush()
@@ -417,7 +418,7 @@ def _store(cycle: Cycle, batch: list[tuple[int, object]], results: dict) -> None
         if database_busy(exc):
             raise  # not an item's problem: no other item could be stored either
     finally:
-        cycle.batching = False
+        cycle.batching, cycle.current_versions = False, {}
     cycle.restore(mark)
     for index, action in batch:
         _store_one(cycle, index, action, results)

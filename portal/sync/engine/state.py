@@ -319,6 +319,7 @@ class Cycle:
     after_flush: list[Callable[[], None]] = field(default_factory=list)
     batching: bool = False  # while a batch is stored: outbox rows taken are marked with its flush
     taken: list[int] = field(default_factory=list)  # outbox rows taken in the batch being stored
+    current_versions: dict[int, int] = field(default_factory=dict)  # activity -> version read for the batch
 
     _KEPT = ("links", "activities", "activity_versions", "outbox", "outbox_fields", "new_etags", "synced_before",
              "loaded_versions", "events", "google_states", "failed_portal", "failed_google", "failed_links",
@@ -335,7 +336,7 @@ class Cycle:
                 self.links = LinkMap(value)
             else:
                 setattr(self, name, value)
-        self.after_flush, self.taken = [], []
+        self.after_flush, self.taken, self.current_versions = [], [], {}
 
     def flush(self) -> None:
         """Flush the session, then finish what waited for the rows' ids."""

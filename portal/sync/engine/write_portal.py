@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm.exc import StaleDataError
 
 from portal.changes import changed_by
@@ -175,6 +175,8 @@ def _link_items(cycle: Cycle, action: core.LinkItems, answer: dict) -> None:
     info = cycle.events.get(action.google_id)
     if info is not None and info.etag:
         link.etag = info.etag
+    if info is not None:  # as `_agree` keeps them, so `refresh_attendees` finds them current
+        link.external_attendees, link.event_type = info.external, info.event_type
     _set_base(link, action.state)
     outbox_taken(cycle, action.portal_id)
     cycle.links[link.id] = link
@@ -290,8 +292,26 @@ def _wrote(cycle: Cycle, activity: Activity) -> None:
 
 
 def _moved_meanwhile(cycle: Cycle, activity: Activity) -> bool:
-    db.session.refresh(activity, ["version"])
-    return activity.version != cycle.activity_versions.get(activity.id, activity.version)
+    current = cycle.current_versions.pop(activity.id, None)
+    if current is None:
+        db.session.refresh(activity, ["version"])
+        current = activity.version
+    return current != cycle.activity_versions.get(activity.id, current)
+
+
+# The actions that check, just before writing, that nobody changed the activity since the cycle read it.
+_CHECKED = (core.UpdateActivity, core.RestoreActivity, core.TrashActivity)
+
+
+def read_versions(cycle: Cycle, actions) -> None:
+    """The activities' versions as they are now, for a batch's checks (`_moved_meanwhile`): one query for
+    the batch instead of one per activity."""
+    wanted = {action.portal_id for action in actions if isinstance(action, _CHECKED)
+              and action.portal_id in cycle.activities}
+    cycle.current_versions = {}
+    for chunk in chunks(wanted):
+        cycle.current_versions.update(db.session.execute(
+            select(Activity.id, Activity.version).where(Activity.id.in_(chunk))).tuples().all())
 
 
 def _owner_for(cycle: Cycle, google_id: str) -> User:
