@@ -431,29 +431,21 @@ def _store_one(cycle: Cycle, index: int, action, results: dict) -> None:
             cycle.flush()
     except (IntegrationError, UserError):
         raise
-    except Exception as exc:  # noqa: BLE001 - handed on to _stored_not
-        cycle.after_flush = []
-        cycle.links.reindex()  # the rollback put some links' ids back
-        _stored_not(cycle, action, exc)
-
-
-def _stored_not(cycle: Cycle, action, exc: Exception) -> None:
-    try:
-        raise exc
-    except (StaleDataError, ObjectDeletedError):
-        # Another worker or a person changed this item meanwhile: the next cycle merges it again.
-        mark_failed(cycle, action, "Changed during the cycle; merged again in the next one.")
-    except IntegrityError:
-        # Another worker took the same new event in at the same moment (one event, one link): theirs stands.
-        if not isinstance(action, core.CreateActivity):
-            raise
-        log.info("event %s was taken in by another worker at the same moment", action.google_id)
-        cycle.failed_google.add(action.google_id)
     except Exception as exc:  # noqa: BLE001 - one bad item must never stop the cycle
-        if database_busy(exc):
-            raise  # not this item's problem: no other item could be stored either
-        log.exception("sync action %s failed", type(action).__name__)
-        mark_failed(cycle, action, f"Could not be stored: {type(exc).__name__}: {exc}")
+        cycle.after_flush = []
+        cycle.links.reindex()  # the rollback put back the ids some links had
+        if isinstance(exc, StaleDataError | ObjectDeletedError):
+            # Another worker or a person changed this item meanwhile: the next cycle merges it again.
+            mark_failed(cycle, action, "Changed during the cycle; merged again in the next one.")
+        elif isinstance(exc, IntegrityError) and isinstance(action, core.CreateActivity):
+            # Another worker took the same new event in at the same moment (one event, one link): theirs stands.
+            log.info("event %s was taken in by another worker at the same moment", action.google_id)
+            cycle.failed_google.add(action.google_id)
+        elif isinstance(exc, IntegrityError) or database_busy(exc):
+            raise  # a busy database is not this item's problem: no other item could be stored either
+        else:
+            log.exception("sync action %s failed", type(action).__name__)
+            mark_failed(cycle, action, f"Could not be stored: {type(exc).__name__}: {exc}")
 
 
 REPLAN_ROUNDS = 3
