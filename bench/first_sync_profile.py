@@ -6,22 +6,27 @@ after it (our own writes listed back), and of a cycle with many changes.
 
 For each size N: one user with N events in Google and N activities in the portal, half of them the same
 items on both sides (matched, not copied). Printed per cycle: wall time, the cycle thread's CPU time
-(`time.thread_time`: the emulator runs in threads of this process and is not counted), SQL statements (an
+(`time.thread_time`: the emulator's work is not counted), SQL statements (an
 SQLAlchemy `before_cursor_execute` listener) and Google requests. `--changes K --base M`: on a synced
 M + M calendar, K/2 events changed in Google and K/2 activities in the portal, then one cycle.
 `--database`: a PostgreSQL server URL in TEST_DATABASE_URL style; each run gets a fresh database there.
-`--profile`: cProfile's top entries of each first sync (and of the changes cycle), by own time.
+`--profile`: cProfile's top entries of each first sync (and of the changes cycle): by own time, and the
+portal's functions by cumulative time. `--emulator-process`: the emulator in a process of its own (it then
+shares no interpreter lock with the cycle; its seeding goes over HTTP and takes longer). `--statements`: the
+most frequent statements of each cycle.
 """
 
 from __future__ import annotations
 
 import argparse
-import collections
 import base64
+import collections
 import cProfile
 import io
 import pstats
 import re
+import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import requests  # noqa: E402
 from sqlalchemy import create_engine, event, select, text  # noqa: E402
 
 from portal import create_app  # noqa: E402
@@ -79,6 +85,64 @@ def fresh_database(url: str | None, folder: Path):
         admin.dispose()
 
 
+class EmulatorProcess:
+    """The emulator in a process of its own: its work then neither shares this process's interpreter lock
+    with the cycle nor counts in the wall time as the cycle's (it stands for Google's side)."""
+
+    def __init__(self):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.token_uri, self.api_endpoint = self.base_url + "/token", self.base_url
+        self.batch_uri = self.base_url + "/batch/calendar/v3"
+        self.session = requests.Session()
+
+    def __enter__(self):
+        self.process = subprocess.Popen([sys.executable, "-m", "portal.emulator", "--port", str(self.port),
+                                         "--quiet"], stdout=subprocess.DEVNULL)
+        for _ in range(100):
+            try:
+                self.session.get(self.base_url + "/emulator/v1/stats", timeout=1)
+                return self
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        raise RuntimeError("the emulator did not start")
+
+    def __exit__(self, *exc):
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+    def control(self, method, path, json=None):
+        answer = self.session.request(method, f"{self.base_url}/emulator/v1{path}", json=json, timeout=30)
+        answer.raise_for_status()
+        return answer.json()
+
+    def add_user(self, email, time_zone="UTC"):
+        return self.control("POST", "/users", {"email": email, "time_zone": time_zone})
+
+    def insert(self, email, body):
+        return self.control("POST", f"/users/{email}/events", body)
+
+    def patch(self, email, event_id, body):
+        token = self.control("POST", "/tokens", {"user": email})["access_token"]
+        answer = self.session.patch(f"{self.api_endpoint}/calendar/v3/calendars/primary/events/{event_id}",
+                                    json=body, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        answer.raise_for_status()
+
+
+class EmulatorThread(EmulatorServer):
+    """The emulator in threads of this process, seeded without HTTP (quicker to set up)."""
+
+    def insert(self, email, body):
+        ctx = emulated.Ctx(self.state, email, self.base_url, emulated.WRITE_SCOPES)
+        return emulated.events_insert(ctx, "primary", {}, body)[1]
+
+    def patch(self, email, event_id, body):
+        ctx = emulated.Ctx(self.state, email, self.base_url, emulated.WRITE_SCOPES)
+        emulated.events_modify(ctx, "primary", event_id, {}, body, {}, patch=True)
+
+
 class World:
     """One organization, one user with sync on, the emulator holding their calendar."""
 
@@ -120,12 +184,11 @@ class World:
                 create_activity(organization, data)
             CalendarSync.for_user(user).switch(True)
             db.session.commit()
-        ctx = emulated.Ctx(self.emulator.state, EMAIL, self.emulator.base_url, emulated.WRITE_SCOPES)
         for k in range(n):
             matching = k < n // 2
             moment = self.start + timedelta(hours=k) if matching else self.start + timedelta(hours=k, minutes=40)
             length = timedelta(minutes=30) if matching else timedelta(minutes=15)
-            _, body = emulated.events_insert(ctx, "primary", {}, {
+            body = self.emulator.insert(EMAIL, {
                 "summary": f"Item {k}" if matching else f"Google item {k}",
                 "start": {"dateTime": moment.isoformat(), "timeZone": "UTC"},
                 "end": {"dateTime": (moment + length).isoformat(), "timeZone": "UTC"}})
@@ -150,17 +213,19 @@ class World:
                 for shape, count in self.counter.shapes.most_common(20):
                     print(f"    {count:6d}  {shape}")
             if profiler:
-                out = io.StringIO()
-                pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(top)
-                print("\n".join("    " + line for line in out.getvalue().splitlines()[6:]), flush=True)
+                for order, only in (("tottime", ""), ("cumulative", "portal/")):
+                    out = io.StringIO()
+                    pstats.Stats(profiler, stream=out).sort_stats(order).print_stats(only, top)
+                    print(f"    -- by {order} {only}")
+                    print("\n".join("    " + line for line in out.getvalue().splitlines()[6:] if line.strip()),
+                          flush=True)
             return {"wall": elapsed, "cpu": cpu, "statements": statements, "requests": row.requests}
 
     def change(self, count: int) -> None:
         """count/2 events changed in Google (not matched ones only), count/2 activities in the portal."""
         half = count // 2
-        ctx = emulated.Ctx(self.emulator.state, EMAIL, self.emulator.base_url, emulated.WRITE_SCOPES)
         for event_id in self.event_ids[-half:]:
-            emulated.events_modify(ctx, "primary", event_id, {}, {"location": "Elsewhere"}, {}, patch=True)
+            self.emulator.patch(EMAIL, event_id, {"location": "Elsewhere"})
         with self.app.app_context():
             linked = select(SyncLink.activity_id).where(SyncLink.google_event_id.in_(self.event_ids[-half:]))
             for activity in db.session.scalars(select(Activity).where(Activity.id.not_in(linked))
@@ -169,11 +234,15 @@ class World:
             db.session.commit()
 
 
+def emulator_for(args):
+    return EmulatorProcess() if args.emulator_process else EmulatorThread()
+
+
 def run(args, folder: Path) -> None:
     sizes = [int(s) for s in args.sizes.split(",") if s]
     for n in sizes:
         print(f"N = {n} events + {n} activities ({n // 2} matching)", flush=True)
-        with fresh_database(args.database, folder) as url, EmulatorServer() as emulator:
+        with fresh_database(args.database, folder) as url, emulator_for(args) as emulator:
             world = World(emulator, url)
             world.fill(n)
             first = world.cycle("first sync", profile=args.profile, shapes=args.statements)
@@ -187,7 +256,7 @@ def run(args, folder: Path) -> None:
                 db.engine.dispose()
     if args.changes:
         print(f"{args.changes} changes on a synced {args.base} + {args.base} calendar", flush=True)
-        with fresh_database(args.database, folder) as url, EmulatorServer() as emulator:
+        with fresh_database(args.database, folder) as url, emulator_for(args) as emulator:
             world = World(emulator, url)
             world.fill(args.base)
             world.cycle("first sync")
@@ -206,6 +275,8 @@ def main() -> None:
     parser.add_argument("--changes", type=int, default=0)
     parser.add_argument("--base", type=int, default=2000)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--emulator-process", action="store_true",
+                        help="run the emulator in a process of its own (seeding it then takes longer)")
     parser.add_argument("--statements", action="store_true", help="the most frequent statements of each cycle")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
