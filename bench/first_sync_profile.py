@@ -5,10 +5,12 @@ after it (our own writes listed back), and of a cycle with many changes.
         [--database postgresql+psycopg://postgres@127.0.0.1:5432/test] [--changes 1000 --base 2000] [--profile]
 
 For each size N: one user with N events in Google and N activities in the portal, half of them the same
-items on both sides (matched, not copied). Printed per cycle: wall time, the cycle thread's CPU time
-(`time.thread_time`: the emulator's work is not counted), SQL statements (an
-SQLAlchemy `before_cursor_execute` listener) and Google requests. `--changes K --base M`: on a synced
-M + M calendar, K/2 events changed in Google and K/2 activities in the portal, then one cycle.
+items on both sides (matched, not copied). Printed per cycle: wall time; the cycle thread's CPU time
+(`time.thread_time`: the emulator's work is not counted); "db", the time spent executing statements (from
+SQLAlchemy's `before_cursor_execute` to `after_cursor_execute`: the database's answer and the driver's work,
+part of which is also CPU); SQL statements; Google requests. The wall beyond cpu + db is, roughly, the time
+Google (the emulator) took. `--changes K --base M`: on a synced M + M calendar, K/2 events changed in Google
+and K/2 activities in the portal, then one cycle.
 `--database`: a PostgreSQL server URL in TEST_DATABASE_URL style; each run gets a fresh database there.
 `--profile`: cProfile's top entries of each first sync (and of the changes cycle): by own time, and the
 portal's functions by cumulative time. `--emulator-process`: the emulator in a process of its own (it then
@@ -58,14 +60,26 @@ EMAIL = "bench@bench.test"
 
 
 class Counter:
+    """Statements sent, and the time spent waiting for their answers (the database's share of the wall)."""
+
     def __init__(self):
         self.statements = 0
+        self.waited = 0.0
+        self._sent = 0.0
         self.shapes: collections.Counter | None = None
 
     def __call__(self, conn, cursor, statement, parameters, context, executemany):
         self.statements += 1
+        self._sent = time.perf_counter()
+        self._shape = " ".join(statement.split())[:90]
         if self.shapes is not None:
-            self.shapes[" ".join(statement.split())[:90]] += 1
+            self.shapes[self._shape] += 1
+
+    def answered(self, *args):
+        took = time.perf_counter() - self._sent
+        self.waited += took
+        if self.shapes is not None:
+            self.times[self._shape] += took
 
 
 @contextmanager
@@ -159,6 +173,7 @@ class World:
         with self.app.app_context():
             db.create_all()
             event.listen(db.engine, "before_cursor_execute", self.counter)
+            event.listen(db.engine, "after_cursor_execute", self.counter.answered)
             organization = add_organization("Bench")
             user = add_user(organization, EMAIL, "Bench", "admin", "bench-password")
             db.session.commit()
@@ -196,9 +211,10 @@ class World:
 
     def cycle(self, label: str, *, profile: bool = False, top: int = 25, shapes: bool = False):
         with self.app.app_context():
-            before = self.counter.statements
+            before, waited = self.counter.statements, self.counter.waited
             self.counter.shapes = collections.Counter() if shapes else None
-            profiler = cProfile.Profile() if profile else None
+            self.counter.times = collections.Counter()
+            profiler = cProfile.Profile(time.thread_time) if profile else None  # CPU, not waits
             began, cpu = time.perf_counter(), time.thread_time()
             if profiler:
                 profiler.enable()
@@ -206,12 +222,15 @@ class World:
             if profiler:
                 profiler.disable()
             elapsed, cpu = time.perf_counter() - began, time.thread_time() - cpu
-            statements = self.counter.statements - before
-            print(f"  {label:<34} {elapsed:7.2f} s wall {cpu:7.2f} s cpu {statements:7d} statements "
+            statements, waited = self.counter.statements - before, self.counter.waited - waited
+            print(f"  {label:<34} {elapsed:7.2f} s wall {cpu:7.2f} s cpu {waited:6.2f} s db {statements:7d} statements "
                   f"{row.requests:5d} requests  {row.status} {row.summary()}", flush=True)
             if shapes:
                 for shape, count in self.counter.shapes.most_common(20):
-                    print(f"    {count:6d}  {shape}")
+                    print(f"    {count:6d} {self.counter.times[shape]:6.2f} s  {shape}")
+                print("    -- by time")
+                for shape, took in self.counter.times.most_common(8):
+                    print(f"    {self.counter.shapes[shape]:6d} {took:6.2f} s  {shape}")
             if profiler:
                 for order, only in (("tottime", ""), ("cumulative", "portal/")):
                     out = io.StringIO()
@@ -219,7 +238,7 @@ class World:
                     print(f"    -- by {order} {only}")
                     print("\n".join("    " + line for line in out.getvalue().splitlines()[6:] if line.strip()),
                           flush=True)
-            return {"wall": elapsed, "cpu": cpu, "statements": statements, "requests": row.requests}
+            return {"wall": elapsed, "cpu": cpu, "db": waited, "statements": statements, "requests": row.requests}
 
     def change(self, count: int) -> None:
         """count/2 events changed in Google (not matched ones only), count/2 activities in the portal."""

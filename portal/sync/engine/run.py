@@ -388,14 +388,13 @@ def _execute_now(cycle: Cycle, actions: list) -> None:
     checkpoint("written")
     hold_failed_links(cycle, actions, results)
     size = max(1, int(current_app.config["SYNC_BATCH_SIZE"]))
-    index, batch = 0, []
-    for group in item_groups(actions):
-        batch.extend((index + offset, action) for offset, action in enumerate(group))
-        index += len(group)
-        if len(batch) >= size:
-            _store(cycle, batch, results)
-            batch = []
-    if batch:
+    groups = item_groups(actions)
+    index = 0
+    for start in range(0, len(groups), size):  # a batch of items, as many as a Google batch holds
+        batch = []
+        for group in groups[start:start + size]:
+            batch.extend((index + offset, action) for offset, action in enumerate(group))
+            index += len(group)
         _store(cycle, batch, results)
 
 
