@@ -217,18 +217,26 @@ def test_cycle_cut_short_by_a_killed_worker_is_closed_by_the_next(app, world, co
 def test_activity_linked_by_another_worker_meanwhile_is_left_to_that_link(app, world, connected):
     from portal.models import GoogleIntegration, Organization
     from portal.sync.engine import Cycle
-    from portal.sync.engine.write_google import _new_portal_link
+    from portal.sync.engine.write_google import _new_portal_link, _store_links
 
     activity_id = make_activity(app, world["user"], start=at(), end=at(1))
+    other_id = make_activity(app, world["user"], start=at(2), end=at(3))
     with app.app_context():
         organization = db.session.get(Organization, world["acme"])
         integration = db.session.scalars(select(GoogleIntegration)).one()
         cycle = Cycle(organization=organization, integration=integration,
                       row=SyncCycle(organization_id=organization.id))
-        activity = db.session.get(Activity, activity_id)
+        activity, other = db.session.get(Activity, activity_id), db.session.get(Activity, other_id)
         db.session.add(SyncLink(organization_id=organization.id, activity_id=activity_id, calendar_email="x",
                                 origin="portal", generation=0, confirmed=False))
         db.session.commit()
-        assert _new_portal_link(cycle, activity) is None
-        assert activity_id in cycle.failed_portal
-        assert db.session.scalars(select(SyncLink)).all()  # the other worker's link is untouched
+        fresh = []
+        _new_portal_link(cycle, activity, fresh)
+        _new_portal_link(cycle, other, fresh)
+        _store_links(cycle, fresh)  # stored together, one of them taken already
+        db.session.commit()
+        assert activity_id in cycle.failed_portal and other_id not in cycle.failed_portal
+        assert [link.activity_id for link in cycle.links.values()] == [other_id]  # the other one is stored
+        links = db.session.scalars(select(SyncLink).order_by(SyncLink.id)).all()
+        assert [(link.activity_id, link.calendar_email) for link in links] == [
+            (activity_id, "x"), (other_id, "user@acme.test")]  # the other worker's link is untouched

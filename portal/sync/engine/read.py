@@ -12,10 +12,12 @@ from zoneinfo import ZoneInfo
 from flask import current_app
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import joinedload, selectinload
 
 from portal.extensions import db
 from portal.models import (
     Activity,
+    ActivityParticipant,
     ChangeRecord,
     utcnow,
 )
@@ -84,6 +86,9 @@ def pull_calendar(cycle: Cycle, state: CalendarSync):
         else:
             series[event["id"]] = event
     _load_links(cycle, google_ids=set(series) | set(instances))
+    if not first_sync:
+        for event_id in _as_agreed(cycle, series, instances):
+            del series[event_id]
     cycle.users_by_email.prefetch(event_emails(events) | {cycle.puller.email})
 
     # Occurrences that changed without their series: read the series so the item is complete.
@@ -113,6 +118,25 @@ def pull_calendar(cycle: Cycle, state: CalendarSync):
             items[event_id] = item
     _adopt_reserved_events(cycle, items)
     return items, next_token, first_sync
+
+
+def _as_agreed(cycle: Cycle, series: dict[str, dict], instances: dict[str, list[dict]]) -> list[str]:
+    """The listed events that are exactly what both sides last agreed on: their etag is the one the link
+    took with its agreed state, from the calendar the link writes to, with no occurrence listed. These are
+    mostly our own writes coming back in the next listing; they are no change, so they are dropped here,
+    before anything is read or planned for them (their links are forgotten, as unlisted ones are)."""
+    puller = cycle.puller.email.lower()
+    agreed = []
+    by_event = {link.google_event_id: link for link in cycle.links.values() if link.google_event_id}
+    for event_id, event in series.items():
+        link = by_event.get(event_id)
+        if (link is not None and link.confirmed and link.pending_state is None and link.base_state is not None
+                and link.etag and event.get("etag") == link.etag and event.get("status") != "cancelled"
+                and (link.calendar_email or "").lower() == puller and not instances.get(event_id)
+                and link.id not in cycle.unsettled):
+            agreed.append(event_id)
+            _forget_link(cycle, link)
+    return agreed
 
 
 def _pulled_item(cycle: Cycle, event_id: str, event: dict, link: SyncLink | None, instances: list[dict], *,
@@ -277,7 +301,8 @@ def read_portal_items(cycle: Cycle, google_items, *, first_sync: bool) -> dict[i
     items: dict[int, core.PortalItem] = {}
     link_of = {link.activity_id: link for link in cycle.links.values() if link.activity_id}
     for chunk in chunks(wanted):
-        for activity in db.session.scalars(select(Activity).where(Activity.id.in_(chunk))):
+        for activity in db.session.scalars(select(Activity).where(Activity.id.in_(chunk))
+                                           .options(*ITEM_LOADS)):
             if activity.organization_id != organization.id:
                 continue
             if _parked(cycle, link_of.get(activity.id), activity):
@@ -288,6 +313,13 @@ def read_portal_items(cycle: Cycle, google_items, *, first_sync: bool) -> dict[i
             if item is not None:
                 items[activity.id] = item
     return items
+
+
+# What the sync reads of an activity (its state, its owner's and participants' addresses, its type),
+# loaded with the activities a chunk at a time rather than one lazy load per activity and relation.
+ITEM_LOADS = (joinedload(Activity.owner), joinedload(Activity.activity_type),
+              selectinload(Activity.participant_links).joinedload(ActivityParticipant.user),
+              selectinload(Activity.exceptions))
 
 
 def _read_change(cycle: Cycle, record: ChangeRecord) -> None:

@@ -38,6 +38,7 @@ from portal.sync.engine.state import (
     OrganizationUsers,
     checkpoint,
     database_busy,
+    kept_across_commits,
     lease_seconds,
     link_for_action,
     link_id_of,
@@ -51,7 +52,7 @@ from portal.sync.engine.write_google import (
     send_answers,
     write_to_google,
 )
-from portal.sync.engine.write_portal import apply, mark_outbox, refresh_attendees
+from portal.sync.engine.write_portal import apply, mark_outbox, read_versions, refresh_attendees
 from portal.sync.google import (
     GoogleError,
     IntegrationError,
@@ -244,6 +245,11 @@ def _user_succeeded(user: User) -> None:
 
 
 def _cycle(cycle: Cycle) -> None:
+    with kept_across_commits():
+        _phases(cycle)
+
+
+def _phases(cycle: Cycle) -> None:
     organization = cycle.organization
     cycle.users_by_email = OrganizationUsers(organization.id)
     syncing = syncing_users(organization.id)
@@ -381,24 +387,62 @@ def _execute_now(cycle: Cycle, actions: list) -> None:
     results = write_to_google(cycle, actions)
     checkpoint("written")
     hold_failed_links(cycle, actions, results)
-    for index, action in enumerate(actions):
-        try:
-            with db.session.begin_nested():
+    size = max(1, int(current_app.config["SYNC_BATCH_SIZE"]))
+    groups = item_groups(actions)
+    index = 0
+    for start in range(0, len(groups), size):  # a batch of items, as many as a Google batch holds
+        batch = []
+        for group in groups[start:start + size]:
+            batch.extend((index + offset, action) for offset, action in enumerate(group))
+            index += len(group)
+        _store(cycle, batch, results)
+
+
+def _store(cycle: Cycle, batch: list[tuple[int, object]], results: dict) -> None:
+    """Store a batch of items' outcomes in the portal with one flush. When any of them fails, the batch is
+    rolled back and stored again an item at a time, each in its own savepoint: one bad item never stops
+    the others, and only it is marked failed."""
+    mark = cycle.mark()
+    try:
+        with db.session.begin_nested(), db.session.no_autoflush:
+            cycle.batching = True
+            read_versions(cycle, [action for _, action in batch])
+            for index, action in batch:
                 apply(cycle, index, action, results)
-        except (IntegrationError, UserError):
-            raise
-        except (StaleDataError, ObjectDeletedError):
+            cycle.flush()
+        return
+    except (IntegrationError, UserError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - told apart below, item by item
+        if database_busy(exc):
+            raise  # not an item's problem: no other item could be stored either
+    finally:
+        cycle.batching, cycle.current_versions = False, {}
+    cycle.restore(mark)
+    for index, action in batch:
+        _store_one(cycle, index, action, results)
+
+
+def _store_one(cycle: Cycle, index: int, action, results: dict) -> None:
+    try:
+        with db.session.begin_nested():
+            apply(cycle, index, action, results)
+            cycle.flush()
+    except (IntegrationError, UserError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - one bad item must never stop the cycle
+        cycle.after_flush = []
+        cycle.links.reindex()  # the rollback put back the ids some links had
+        if isinstance(exc, StaleDataError | ObjectDeletedError):
             # Another worker or a person changed this item meanwhile: the next cycle merges it again.
             mark_failed(cycle, action, "Changed during the cycle; merged again in the next one.")
-        except IntegrityError:
+        elif isinstance(exc, IntegrityError) and isinstance(action, core.CreateActivity):
             # Another worker took the same new event in at the same moment (one event, one link): theirs stands.
-            if not isinstance(action, core.CreateActivity):
-                raise
             log.info("event %s was taken in by another worker at the same moment", action.google_id)
             cycle.failed_google.add(action.google_id)
-        except Exception as exc:  # noqa: BLE001 - one bad item must never stop the cycle
-            if database_busy(exc):
-                raise  # not this item's problem: no other item could be stored either
+        elif isinstance(exc, IntegrityError) or database_busy(exc):
+            raise  # a busy database is not this item's problem: no other item could be stored either
+        else:
             log.exception("sync action %s failed", type(action).__name__)
             mark_failed(cycle, action, f"Could not be stored: {type(exc).__name__}: {exc}")
 

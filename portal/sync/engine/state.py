@@ -7,12 +7,15 @@ import os
 import socket
 import sqlite3
 import threading
+import weakref
 from collections import defaultdict
 from collections.abc import Callable, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from flask import current_app
+from sqlalchemy import event as sa_event
 from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm.exc import ObjectDeletedError, StaleDataError
@@ -53,6 +56,24 @@ CHECKPOINTS: list[Callable[[str], None]] = []
 def checkpoint(name: str) -> None:
     for hook in CHECKPOINTS:
         hook(name)
+
+
+@contextmanager
+def kept_across_commits():
+    """Commits inside keep the session's objects as they are instead of expiring them.
+
+    A cycle commits several times (after the pull, after reserving ids, after each slice of a first sync);
+    expiring then made every link and activity it touched next be read again, one statement each, which
+    for a large cycle cost more than the cycle's own work. What the cycle holds stays right without that
+    re-read: its links are leased to it, an activity's version is read again before the cycle writes it,
+    and a row changed meanwhile fails its versioned update (the item is then merged again next cycle)."""
+    session = db.session()
+    kept = session.expire_on_commit
+    session.expire_on_commit = False
+    try:
+        yield
+    finally:
+        session.expire_on_commit = kept
 
 
 def fresh_generation(activity: Activity, link: SyncLink | None = None) -> int:
@@ -145,6 +166,112 @@ def event_emails(events) -> set[str]:
     return emails
 
 
+class LinkMap(dict):
+    """The cycle's links by id, with the links of an activity and of an event at hand: a cycle of thousands
+    of items looks links up for each of them, and a scan per look-up made a large cycle's cost grow with the
+    square of its size. The indexes follow the links' `activity_id` and `google_event_id` as the engine
+    changes them (attribute events below); a hit is checked against the link before it is trusted."""
+
+    _FIELDS = ("activity_id", "google_event_id")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+        self._indexed: dict[int, tuple] = {}  # link id -> the values it is indexed under
+        self._by: dict[str, dict[object, dict[int, None]]] = {name: defaultdict(dict) for name in self._FIELDS}
+        self.update(*args, **kwargs)
+
+    def __setitem__(self, link_id, link) -> None:
+        super().__setitem__(link_id, link)
+        self._index(link_id, link)
+        maps = link.__dict__.setdefault("_link_maps", [])
+        if not any(ref() is self and key == link_id for ref, key in maps):
+            maps.append((weakref.ref(self), link_id))
+
+    def __delitem__(self, link_id) -> None:
+        super().__delitem__(link_id)
+        self._unindex(link_id)
+
+    def pop(self, link_id, *default):
+        if link_id in self:
+            self._unindex(link_id)
+        return super().pop(link_id, *default)
+
+    def popitem(self):
+        link_id, link = super().popitem()
+        self._unindex(link_id)
+        return link_id, link
+
+    def clear(self) -> None:
+        super().clear()
+        self._indexed.clear()
+        for index in self._by.values():
+            index.clear()
+
+    def update(self, *args, **kwargs) -> None:
+        for link_id, link in dict(*args, **kwargs).items():
+            self[link_id] = link
+
+    def setdefault(self, link_id, link=None):
+        if link_id not in self:
+            self[link_id] = link
+        return self[link_id]
+
+    def _index(self, link_id, link, values: tuple | None = None) -> None:
+        self._unindex(link_id)
+        values = values if values is not None else tuple(getattr(link, name) for name in self._FIELDS)
+        self._indexed[link_id] = values
+        for name, value in zip(self._FIELDS, values, strict=True):
+            if value is not None:
+                self._by[name][value][link_id] = None
+
+    def _unindex(self, link_id) -> None:
+        values = self._indexed.pop(link_id, None)
+        if values is None:
+            return
+        for name, value in zip(self._FIELDS, values, strict=True):
+            if value is not None:
+                held = self._by[name].get(value)
+                if held is not None:
+                    held.pop(link_id, None)
+                    if not held:
+                        del self._by[name][value]
+
+    def _moved(self, link_id, link, name: str, value) -> None:
+        if self.get(link_id) is not link:
+            return
+        values = list(self._indexed.get(link_id) or (None, None))
+        values[self._FIELDS.index(name)] = value
+        self._index(link_id, link, tuple(values))
+
+    def reindex(self) -> None:
+        """Index every link again from its attributes as they are now (after a rollback reverted some)."""
+        for link_id, link in list(self.items()):
+            self._index(link_id, link)
+
+    def first(self, name: str, value) -> SyncLink | None:
+        """The link (the first the cycle met) whose `name` is `value`."""
+        if value is None:
+            return None
+        for link_id in self._by[name].get(value, ()):
+            link = self.get(link_id)
+            if link is not None and getattr(link, name) == value:
+                return link
+        return None
+
+
+def _follow(name: str):
+    def moved(target, value, oldvalue, initiator):
+        for ref, link_id in target.__dict__.get("_link_maps", ()):
+            links = ref()
+            if links is not None:
+                links._moved(link_id, target, name, value)
+    return moved
+
+
+for _name in LinkMap._FIELDS:
+    sa_event.listen(getattr(SyncLink, _name), "set", _follow(_name))
+
+
 @dataclass
 class Cycle:
     """The working memory of one run: never shared between runs or threads."""
@@ -158,7 +285,7 @@ class Cycle:
     users_by_email: OrganizationUsers = None  # type: ignore[assignment]
     syncing: set[int] = field(default_factory=set)  # users with calendar sync on
     syncing_emails: frozenset[str] = frozenset()
-    links: dict[int, SyncLink] = field(default_factory=dict)
+    links: LinkMap = field(default_factory=LinkMap)
     activities: dict[int, Activity] = field(default_factory=dict)
     activity_versions: dict[int, int] = field(default_factory=dict)
     outbox: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
@@ -187,6 +314,40 @@ class Cycle:
     held: set[int] = field(default_factory=set)  # links left for a later cycle, for whatever reason
     held_back: bool = False  # a change Google listed was left for later: the sync token must not move
     progress: object = None  # the user's CalendarSync while a first sync counts its items done
+    # What handlers finish once their rows are flushed (ids to lease and journal by): a batch of items is
+    # stored with one flush, not one per item.
+    after_flush: list[Callable[[], None]] = field(default_factory=list)
+    batching: bool = False  # while a batch is stored: outbox rows taken are marked with its flush
+    taken: list[int] = field(default_factory=list)  # outbox rows taken in the batch being stored
+    current_versions: dict[int, int] = field(default_factory=dict)  # activity -> version read for the batch
+
+    _KEPT = ("links", "activities", "activity_versions", "outbox", "outbox_fields", "new_etags", "synced_before",
+             "loaded_versions", "events", "google_states", "failed_portal", "failed_google", "failed_links",
+             "refetch", "unsettled", "written", "orphans", "outside_workspace", "parked", "refused",
+             "portal_states", "claims", "busy", "held")
+
+    def mark(self) -> dict:
+        """What the cycle holds now, to go back to when a batch's writes are rolled back."""
+        return {name: getattr(self, name).copy() for name in self._KEPT} | {"held_back": self.held_back}
+
+    def restore(self, mark: dict) -> None:
+        for name, value in mark.items():
+            if name == "links":
+                self.links = LinkMap(value)
+            else:
+                setattr(self, name, value)
+        self.after_flush, self.taken, self.current_versions = [], [], {}
+
+    def flush(self) -> None:
+        """Flush the session, then finish what waited for the rows' ids."""
+        taken, self.taken = self.taken, []
+        for chunk in chunks(taken):
+            db.session.execute(update(ChangeRecord).where(ChangeRecord.id.in_(chunk)).values(processed_at=utcnow()))
+        db.session.flush()
+        while self.after_flush:
+            waiting, self.after_flush = self.after_flush, []
+            for finish in waiting:
+                finish()
 
     def client(self, email: str) -> CalendarClient:
         email = email.lower()
@@ -260,7 +421,11 @@ def claim_new(cycle: Cycle, link: SyncLink) -> None:
 
 
 def link_of_activity(cycle: Cycle, activity_id: int) -> SyncLink | None:
-    return next((link for link in cycle.links.values() if link.activity_id == activity_id), None)
+    return cycle.links.first("activity_id", activity_id)
+
+
+def link_of_event(cycle: Cycle, google_id: str) -> SyncLink | None:
+    return cycle.links.first("google_event_id", google_id)
 
 
 def is_pullers(cycle: Cycle, exc: GoogleError) -> bool:
@@ -314,7 +479,7 @@ def link_for_action(cycle: Cycle, action) -> SyncLink | None:
         return link_of_activity(cycle, action.portal_id)
     google_id = getattr(action, "google_id", None)
     if google_id is not None:
-        return next((link for link in cycle.links.values() if link.google_event_id == google_id), None)
+        return link_of_event(cycle, google_id)
     portal_id = getattr(action, "portal_id", None)
     return link_of_activity(cycle, portal_id) if portal_id is not None else None
 
@@ -389,7 +554,10 @@ def outbox_taken_upto(cycle: Cycle, activity_id: int | None, upto: int | None) -
     if not taken:
         return
     cycle.outbox[activity_id] = [rid for rid in ids if rid not in taken]
-    db.session.execute(update(ChangeRecord).where(ChangeRecord.id.in_(taken)).values(processed_at=utcnow()))
+    if cycle.batching:
+        cycle.taken.extend(taken)
+    else:
+        db.session.execute(update(ChangeRecord).where(ChangeRecord.id.in_(taken)).values(processed_at=utcnow()))
 
 
 def mark_link_failed(cycle: Cycle, link: SyncLink, message: str) -> None:

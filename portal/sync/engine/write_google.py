@@ -28,6 +28,7 @@ from portal.sync.engine.state import (
     journal_conflict,
     link_for_action,
     link_of_activity,
+    link_of_event,
     replan,
 )
 from portal.sync.google import (
@@ -65,9 +66,43 @@ def _target_calendar(cycle: Cycle, activity_id: int | None, link: SyncLink | Non
 def reserve_event_ids(cycle: Cycle, actions: list) -> None:
     """Write the chosen event ids down before inserting, so a lost answer can never become a duplicate, and
     the pairs a first sync matched before writing either side, so a cycle cut short never copies them."""
+    fresh: list[tuple[SyncLink, set[int], set[str]]] = []  # new links, stored together at the end
+    with db.session.no_autoflush:
+        _reserve(cycle, actions, fresh)
+    _store_links(cycle, fresh)
+    db.session.commit()
+
+
+def _store_links(cycle: Cycle, fresh: list[tuple[SyncLink, set[int], set[str]]]) -> None:
+    """Insert the new links with one flush; when one of them is taken already (another worker linked its
+    activity or event just now), each is inserted alone and only that one is left for the next cycle."""
+    if not fresh:
+        return
+    try:
+        with db.session.begin_nested():
+            db.session.add_all([link for link, _, _ in fresh])
+        stored = [link for link, _, _ in fresh]
+    except IntegrityError:
+        stored = []
+        for link, activities, events in fresh:
+            link.id = None
+            try:
+                with db.session.begin_nested():
+                    db.session.add(link)
+            except IntegrityError:  # linked by another worker just now: that link is worked from next cycle
+                cycle.failed_portal |= activities
+                cycle.failed_google |= events
+                continue
+            stored.append(link)
+    for link in stored:
+        claim_new(cycle, link)
+        cycle.links[link.id] = link
+
+
+def _reserve(cycle: Cycle, actions: list, fresh: list) -> None:
     for action in actions:
         if isinstance(action, core.LinkItems):
-            _reserve_match(cycle, action)
+            _reserve_match(cycle, action, fresh)
         elif getattr(action, "portal_id", None) in cycle.failed_portal and isinstance(
                 action, core.CreateEvent | core.RecreateEvent):
             continue  # not sent this cycle: what an earlier attempt noted must stay as it is
@@ -75,9 +110,7 @@ def reserve_event_ids(cycle: Cycle, actions: list) -> None:
             activity = cycle.activities[action.portal_id]
             link = cycle.links.get(action.link_id) if action.link_id else link_of_activity(cycle, action.portal_id)
             if link is None:
-                link = _new_portal_link(cycle, activity)
-                if link is None:
-                    continue
+                link = _new_portal_link(cycle, activity, fresh)
             target, reason = _home_calendar(cycle, activity)
             if target is None:
                 _park(cycle, link, activity, reason)
@@ -109,10 +142,9 @@ def reserve_event_ids(cycle: Cycle, actions: list) -> None:
             # Journaled before the writes: a worker stopped after overwriting the losing value in Google
             # must not take the only record of it down with its transaction.
             journal_conflict(cycle, action)
-    db.session.commit()
 
 
-def _reserve_match(cycle: Cycle, action: core.LinkItems) -> None:
+def _reserve_match(cycle: Cycle, action: core.LinkItems, fresh: list) -> None:
     """A matched pair is linked before its writes, still without an agreed state: should the cycle stop
     half-way, the next one reads both sides and merges them again instead of copying either."""
     if link_of_activity(cycle, action.portal_id) is not None:
@@ -124,33 +156,17 @@ def _reserve_match(cycle: Cycle, action: core.LinkItems) -> None:
                     google_event_id=action.google_id, calendar_email=calendar, origin="both",
                     generation=fresh_generation(cycle.activities[action.portal_id]),
                     confirmed=True, etag=info.etag if info is not None else None)
-    try:
-        with db.session.begin_nested():
-            db.session.add(link)
-            db.session.flush()
-            claim_new(cycle, link)
-    except IntegrityError:  # linked by another worker just now: that link is worked from next cycle
-        cycle.failed_portal.add(action.portal_id)
-        cycle.failed_google.add(action.google_id)
-        return
-    cycle.links[link.id] = link
+    fresh.append((link, {action.portal_id}, {action.google_id}))
 
 
-def _new_portal_link(cycle: Cycle, activity: Activity) -> SyncLink | None:
-    """A link for an activity about to be inserted in Google; None when another worker linked it just now
-    (this cycle then leaves the activity alone, and the next one works from that link)."""
+def _new_portal_link(cycle: Cycle, activity: Activity, fresh: list) -> SyncLink:
+    """A link for an activity about to be inserted in Google, stored with the others (`_store_links`); when
+    another worker linked the activity just now, this cycle leaves it alone and the next one works from
+    that link."""
     link = SyncLink(organization_id=cycle.organization.id, activity_id=activity.id,
                     calendar_email=activity.owner.email, origin="portal", confirmed=False,
                     generation=fresh_generation(activity))
-    try:
-        with db.session.begin_nested():
-            db.session.add(link)
-            db.session.flush()
-            claim_new(cycle, link)
-    except IntegrityError:
-        cycle.failed_portal.add(activity.id)
-        return None
-    cycle.links[link.id] = link
+    fresh.append((link, {activity.id}, set()))
     return link
 
 
@@ -243,14 +259,13 @@ def _series_writes(cycle: Cycle, actions: list) -> tuple[list[EventWrite], dict]
     """The writes of the series (or single events), and the actions answered without asking Google."""
     writes = []
     refused = {}
-    by_event = {link.google_event_id: link for link in cycle.links.values() if link.google_event_id}
     for index, action in enumerate(actions):
         if getattr(action, "portal_id", None) in cycle.failed_portal and isinstance(
                 action, core.CreateEvent | core.RecreateEvent):
             continue  # its link could not be reserved: never insert without one
         if isinstance(action, core.UpdateEvent) and action.google_id in cycle.failed_google:
             continue
-        answer = _answer_without_asking(cycle, action, by_event)
+        answer = _answer_without_asking(cycle, action)
         if answer is not None:
             refused[index] = answer
             continue
@@ -271,10 +286,10 @@ def _series_writes(cycle: Cycle, actions: list) -> tuple[list[EventWrite], dict]
     return writes, refused
 
 
-def _answer_without_asking(cycle: Cycle, action, by_event: dict):
+def _answer_without_asking(cycle: Cycle, action):
     """Google's refusal known in advance, or REPLAN when the write could overwrite what the cycle has not
     read; None when the write may go."""
-    if isinstance(action, core.UpdateEvent) and _organized_elsewhere(cycle, action.google_id, by_event):
+    if isinstance(action, core.UpdateEvent) and _organized_elsewhere(cycle, action.google_id):
         # Google refuses changes to an event organized outside the organization: do not even ask.
         return error_for("not_organizer", status=403, reason="forbiddenForNonOrganizer")
     fixed = _fixed_by_google(cycle, action) if isinstance(action, core.UpdateEvent) else None
@@ -333,12 +348,12 @@ def _etag_for(cycle: Cycle, action) -> str | None:
     return action.etag or (link.etag if link is not None else None)
 
 
-def _organized_elsewhere(cycle: Cycle, google_id, by_event: dict) -> bool:
+def _organized_elsewhere(cycle: Cycle, google_id) -> bool:
     """Whether the event's organizer is outside the organization (only they can change it)."""
     info = cycle.events.get(google_id)
     if info is not None:
         return info.organizer not in cycle.users_by_email
-    link = by_event.get(google_id)
+    link = link_of_event(cycle, google_id)
     activity = cycle.activities.get(link.activity_id) if link is not None and link.activity_id else None
     organizer = (activity.google_organizer or "").lower() if activity is not None else ""
     return bool(organizer) and organizer not in cycle.users_by_email

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm.exc import StaleDataError
 
 from portal.changes import changed_by
@@ -42,11 +42,12 @@ from portal.sync.google import (
 from portal.sync.google_writes import moves_series
 from portal.sync.mapping import (
     activity_state,
+    external_attendees,
     state_to_json,
 )
 from portal.sync.models import SyncLink
 from portal.sync.occurrences import is_occurrence
-from portal.sync.policy import KEEP_GOOGLES_VERSION, type_for
+from portal.sync.policy import KEEP_GOOGLES_VERSION, event_type_of, type_for
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,10 @@ def _event_created(cycle: Cycle, action: core.CreateEvent | core.RecreateEvent, 
     link = link_for_action(cycle, action)
     link.confirmed = True
     link.etag = answer.get("etag")
+    info = cycle.events.get(link.google_event_id)
+    if info is None and answer:  # what the inserted event has, so the next listing finds nothing to take in
+        link.external_attendees = external_attendees(answer, cycle.users_by_email)
+        link.event_type = event_type_of(answer)
     cycle.written.add(link.id)
     row.google_created += 1
     row.pushed += 1
@@ -170,9 +175,10 @@ def _link_items(cycle: Cycle, action: core.LinkItems, answer: dict) -> None:
     info = cycle.events.get(action.google_id)
     if info is not None and info.etag:
         link.etag = info.etag
+    if info is not None:  # as `_agree` keeps them, so `refresh_attendees` finds them current
+        link.external_attendees, link.event_type = info.external, info.event_type
     _set_base(link, action.state)
     outbox_taken(cycle, action.portal_id)
-    db.session.flush()
     cycle.links[link.id] = link
     cycle.journal("linked", activity_id=action.portal_id, google_event_id=action.google_id,
                   message="Matched on the first sync: linked, not copied.")
@@ -221,12 +227,12 @@ LEFT_MESSAGES = {
 def _forget_orphans(cycle: Cycle, activity_id: int | None, state: core.ItemState) -> None:
     """Drop stored exceptions of occurrences the series no longer has, once both sides agree without them."""
     activity = cycle.activities.get(activity_id) if activity_id else None
-    if activity is None or activity.is_deleted or _moved_meanwhile(cycle, activity):
-        return  # changed meanwhile (an occurrence edited just now, say): the next cycle looks again
+    if activity is None or activity.is_deleted:
+        return
     stale = [exc for exc in activity.exceptions if exc.original_start not in state.exceptions
              and not is_occurrence(state.start, state.end, state.time_zone, state.recurrence, exc.original_start,
                                    all_day=state.all_day)]
-    if stale:
+    if stale and not _moved_meanwhile(cycle, activity):  # changed meanwhile: the next cycle looks again
         changed_by(db.session, None, origin="google")
         for exc in stale:
             activity.exceptions.remove(exc)
@@ -278,14 +284,34 @@ def _set_base(link: SyncLink, state: core.ItemState) -> None:
 
 
 def _wrote(cycle: Cycle, activity: Activity) -> None:
-    """Our own write is not someone else's change: later steps of this cycle compare against it."""
-    db.session.flush()
-    cycle.activity_versions[activity.id] = activity.version
+    """Our own write is not someone else's change: later steps of this cycle compare against it (the
+    version it has once flushed, with the rest of its batch)."""
+    def recorded():
+        cycle.activity_versions[activity.id] = activity.version
+    cycle.after_flush.append(recorded)
 
 
 def _moved_meanwhile(cycle: Cycle, activity: Activity) -> bool:
-    db.session.refresh(activity, ["version"])
-    return activity.version != cycle.activity_versions.get(activity.id, activity.version)
+    current = cycle.current_versions.pop(activity.id, None)
+    if current is None:
+        db.session.refresh(activity, ["version"])
+        current = activity.version
+    return current != cycle.activity_versions.get(activity.id, current)
+
+
+# The actions that check, just before writing, that nobody changed the activity since the cycle read it.
+_CHECKED = (core.UpdateActivity, core.RestoreActivity, core.TrashActivity)
+
+
+def read_versions(cycle: Cycle, actions) -> None:
+    """The activities' versions as they are now, for a batch's checks (`_moved_meanwhile`): one query for
+    the batch instead of one per activity."""
+    wanted = {action.portal_id for action in actions if isinstance(action, _CHECKED)
+              and action.portal_id in cycle.activities}
+    cycle.current_versions = {}
+    for chunk in chunks(wanted):
+        cycle.current_versions.update(db.session.execute(
+            select(Activity.id, Activity.version).where(Activity.id.in_(chunk))).tuples().all())
 
 
 def _owner_for(cycle: Cycle, google_id: str) -> User:
@@ -335,30 +361,32 @@ def _create_activity(cycle: Cycle, action: core.CreateActivity, answer: dict) ->
     activity = Activity(organization=cycle.organization, organization_id=cycle.organization.id, owner=owner,
                         created_at=utcnow(), updated_at=utcnow())
     activity.activity_type = type_for(cycle.organization, action.state.private)
+    activity.version = activity.version or 1  # what fresh_generation counts from, before the insert
     _assign(cycle, activity, action.state)
     db.session.add(activity)
-    db.session.flush()
     info = cycle.events.get(action.google_id)
     link = cycle.links.get(action.link_id) if action.link_id else None
     if link is None:
         link = SyncLink(organization_id=cycle.organization.id, google_event_id=action.google_id, origin="google",
                         generation=fresh_generation(activity))
         db.session.add(link)
-    link.activity_id = activity.id
+    link.activity = activity  # its id once the batch is flushed
     link.confirmed = True
     link.calendar_email = info.organizer if info and info.organizer in cycle.users_by_email else owner.email
     link.etag = info.etag if info else None
     link.external_attendees = info.external if info else None
     link.event_type = info.event_type if info else None
     _set_base(link, action.state)
-    db.session.flush()
-    if f"link:{link.id}" not in cycle.claims:
-        claim_new(cycle, link)
-    cycle.links[link.id] = link
-    cycle.activities[activity.id] = activity
     cycle.row.portal_created += 1
-    cycle.journal("created", activity_id=activity.id, google_event_id=action.google_id, side="portal",
-                  after=state_to_json(action.state))
+
+    def stored():
+        if f"link:{link.id}" not in cycle.claims:
+            claim_new(cycle, link)
+        cycle.links[link.id] = link
+        cycle.activities[activity.id] = activity
+        cycle.journal("created", activity_id=activity.id, google_event_id=action.google_id, side="portal",
+                      after=state_to_json(action.state))
+    cycle.after_flush.append(stored)
 
 
 def _update_activity(cycle: Cycle, action: core.UpdateActivity | core.RestoreActivity, answer: dict) -> None:
@@ -397,9 +425,12 @@ def refresh_attendees(cycle: Cycle) -> None:
         link = by_event.get(event_id)
         if link is None or link.activity_id in cycle.failed_portal or link.id in cycle.busy:
             continue
+        activity = cycle.activities.get(link.activity_id)
+        if activity is not None and not _attendees_differ(activity, link, info):
+            continue  # nothing to write: no savepoint, no flush
         try:
             with db.session.begin_nested():
-                activity = cycle.activities.get(link.activity_id) or db.session.get(Activity, link.activity_id)
+                activity = activity or db.session.get(Activity, link.activity_id)
                 if activity is None or activity.is_deleted:
                     continue
                 changed_by(db.session, None, origin="google")
@@ -421,14 +452,26 @@ def refresh_attendees(cycle: Cycle) -> None:
                           message=f"The attendees' answers could not be stored: {type(exc).__name__}")
 
 
+def _attendees_differ(activity: Activity, link: SyncLink, info) -> bool:
+    """Whether `refresh_attendees` has anything to write for the item (looked at in memory first)."""
+    if activity.is_deleted:
+        return False
+    if link.external_attendees != info.external:
+        return True
+    if activity.google_organizer != (info.organizer if info.organizer != activity.owner.email.lower() else None):
+        return True
+    return any(info.responses.get(p.user.email.lower()) not in (None, "", p.response_status)
+               and not p.response_pending for p in activity.participant_links)
+
+
 def mark_outbox(cycle: Cycle) -> None:
     now = utcnow()
+    failed = {cycle.links[link_id].activity_id for link_id in cycle.failed_links if link_id in cycle.links}
     done = [rid for activity_id, ids in cycle.outbox.items() if activity_id not in cycle.failed_portal
-            and not any(link.activity_id == activity_id for link_id, link in cycle.links.items()
-                        if link_id in cycle.failed_links) for rid in ids]
+            and activity_id not in failed for rid in ids]
     for chunk in chunks(done):
-        for record in db.session.scalars(select(ChangeRecord).where(ChangeRecord.id.in_(chunk))):
-            record.processed_at = now
+        db.session.execute(update(ChangeRecord).where(ChangeRecord.id.in_(chunk), ChangeRecord.processed_at.is_(None))
+                           .values(processed_at=now))
 
 
 # What each of the core's actions does on the portal's side; tests check that every action has its entry.
