@@ -11,7 +11,12 @@ beyond `WEBHOOK_NOTIFICATIONS_PER_MINUTE` per channel are acknowledged without b
 from flask import Blueprint, jsonify, request
 
 from portal.extensions import csrf, db
-from portal.sync.channels import channel_for_notification, malformed_notification, record_notification
+from portal.sync.channels import (
+    channel_for_notification,
+    malformed_notification,
+    record_notification,
+    trust_channel,
+)
 from portal.sync.runtime import make_due, scheduling, wake
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
@@ -36,6 +41,9 @@ def google_calendar():
     counted = request.headers.get("X-Goog-Resource-State", "exists") != "sync"
     due = record_notification(channel, int(request.headers["X-Goog-Message-Number"]), now, counted=counted)
     db.session.commit()
+    if not counted:
+        # Google reaches this address for this channel: its notifications may now replace the poll.
+        trust_channel(channel)
     # A replay or an excess notification is still answered 2xx: Google retries 5xx answers and counts
     # others as failures (push guide, "Responding to notifications"), and neither needs anything more from it.
     if due is not None and make_due([channel.user_id], now=due) and due <= now:

@@ -12,8 +12,8 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    """Wire the sync into the app: its runtime state, the triggers, the web hook and the commands
-    `flask sync` and `flask worker`.
+    """Wire the sync into the app: its runtime state, the triggers, the web hook, the token store the
+    workers share and the commands `flask sync` and `flask worker`.
 
     The sync's settings are in the app's one table of defaults, `portal.DEFAULTS`.
     """
@@ -22,7 +22,11 @@ def init_app(app: Flask) -> None:
     from portal.routes import webhooks
     from portal.sync import runtime, triggers
     from portal.sync.cli import sync_command, worker_command
+    from portal.sync.google import TOKENS
     from portal.sync.scheduler import SyncScheduler
+    from portal.sync.token_store import STORE
+
+    TOKENS.store = STORE  # the process's token cache shares what it obtains with the other workers
 
     state = app.extensions[runtime.EXTENSION] = runtime.Scheduling(app, SyncScheduler)
     triggers.install(app)

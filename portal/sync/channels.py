@@ -80,6 +80,8 @@ def ensure_channel(user_id: int, *, now: datetime | None = None) -> WatchChannel
                            token_hash=WatchChannel.hash(token), address=address, created_at=now,
                            expires_at=now + timedelta(seconds=float(config["SYNC_CHANNEL_TTL_SECONDS"])))
     db.session.add(channel)
+    # Polled every interval until Google confirms the new channel (the old one may be why we are here).
+    distrust([user_id], now)
     db.session.commit()
     try:
         client = calendar_client(integration, user.email)
@@ -93,6 +95,7 @@ def ensure_channel(user_id: int, *, now: datetime | None = None) -> WatchChannel
     channel.resource_id = answer.get("resourceId")
     channel.expires_at = _expiration(answer, now, float(config["SYNC_CHANNEL_TTL_SECONDS"]))
     db.session.commit()
+    trust_channel(channel)
     # Stopped only once the new one is open, so no change falls between the two.
     for old in current:
         _stop(old, integration, user.email, now)
@@ -138,6 +141,7 @@ def stop_channels(user_id: int, *, now: datetime | None = None) -> int:
     if user is None or not sync_allowed(user.organization):
         return 0
     integration = integration_for(user.organization)
+    distrust([user_id], now)
     return sum(_stop(channel, integration, user.email, now) for channel in channels)
 
 
@@ -152,6 +156,55 @@ def stop_unwanted_channels(*, now: datetime | None = None, limit: int = 100) -> 
         .distinct().limit(limit)
     ).all()
     return sum(stop_channels(user_id, now=now) for user_id in user_ids)
+
+
+def trust_channel(channel: WatchChannel) -> bool:
+    """Let the channel's notifications stand in for the poll, once Google both answered the watch (its
+    resource id is recorded) and sent the channel's first "sync" message; True when it now does.
+
+    Both halves call this after committing their own: whichever comes second sees both, in either order.
+    """
+    confirmed = select(WatchChannel.id).where(
+        WatchChannel.id == channel.id, WatchChannel.resource_id.is_not(None),
+        WatchChannel.last_message_number.is_not(None), WatchChannel.stopped_at.is_(None))
+    result = db.session.execute(
+        update(CalendarSync).where(CalendarSync.user_id == channel.user_id, confirmed.exists())
+        # Read from the row, not this object: the watch's answer may have corrected it in another session.
+        .values(push_expires_at=select(WatchChannel.expires_at).where(WatchChannel.id == channel.id)
+                .scalar_subquery())
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+    return bool(result.rowcount)
+
+
+def distrust(user_ids, now: datetime) -> int:
+    """Back to polling every interval, at once: these users' channels can no longer be relied on (replaced,
+    stopped, lost). Joins the caller's transaction."""
+    return _back_to_polling(CalendarSync.user_id.in_(sorted(set(user_ids))), now)
+
+
+def distrust_lost_channels(*, now: datetime | None = None) -> int:
+    """Users trusted to be notified who have no open, confirmed channel at the current public address (the
+    address changed, or a channel was closed without saying so) go back to polling; returns how many."""
+    now = now or utcnow()
+    live = select(WatchChannel.id).where(
+        WatchChannel.user_id == CalendarSync.user_id, WatchChannel.stopped_at.is_(None),
+        WatchChannel.expires_at > now, WatchChannel.address == webhook_address(),
+        WatchChannel.resource_id.is_not(None))
+    count = _back_to_polling(~live.exists(), now)
+    db.session.commit()
+    return count
+
+
+def _back_to_polling(which, now: datetime) -> int:
+    """A user waiting for a safety poll is due within one interval."""
+    soon = now + timedelta(seconds=float(current_app.config["SYNC_INTERVAL_SECONDS"]))
+    return db.session.execute(
+        update(CalendarSync).where(CalendarSync.push_expires_at.is_not(None), which)
+        .values(push_expires_at=None, due_at=case((CalendarSync.due_at > soon, soon), else_=CalendarSync.due_at))
+        .execution_options(synchronize_session=False)
+    ).rowcount
 
 
 def channel_for_notification(channel_id: str, token: str, resource_id: str | None,

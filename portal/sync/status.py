@@ -11,6 +11,7 @@ from portal.models import Activity
 from portal.sync.mapping import activity_state
 from portal.sync.models import SyncCycle, SyncJournalEntry, SyncLink
 from portal.sync.policy import is_eligible, sync_allowed, sync_user_ids
+from portal.sync.runtime import push_trusted, seconds
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,19 @@ def user_health(row, integration, *, now, session_lifetime, user_active: bool = 
     if row.last_success_at is None:
         return Health("first_sync", "First sync under way",
                       "The first sync matches and links what both calendars already hold.")
-    return Health("healthy", "Healthy", "The calendar is in sync.")
+    return Health("healthy", "Healthy", "The calendar is in sync. " + update_words(row, now))
+
+
+def update_words(row, now) -> str:
+    """How Google's changes reach the portal, in one sentence: notifications, or the poll alone."""
+    if push_trusted(row.push_expires_at, now):
+        return f"Instant updates from Google: on (also checked every {_every('SYNC_SAFETY_POLL_SECONDS')})."
+    return f"Instant updates from Google: off; Google is checked every {_every('SYNC_INTERVAL_SECONDS')}."
+
+
+def _every(setting: str) -> str:
+    total = round(seconds(setting).total_seconds())
+    return f"{round(total / 60)} min" if total >= 120 else f"{total} s"
 
 
 # ---------------------------------------------------------------------------------------------------
