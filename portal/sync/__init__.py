@@ -20,7 +20,7 @@ def init_app(app: Flask) -> None:
     # Imported here, not at the top of this package: `portal.integration` imports `portal.sync.google`,
     # which runs this file first, and the wiring imports `portal.integration` (through `channels`).
     from portal.routes import webhooks
-    from portal.sync import runtime, triggers
+    from portal.sync import runtime, status, triggers
     from portal.sync.cli import sync_command, worker_command
     from portal.sync.google import TOKENS
     from portal.sync.scheduler import SyncScheduler
@@ -31,6 +31,7 @@ def init_app(app: Flask) -> None:
     state = app.extensions[runtime.EXTENSION] = runtime.Scheduling(app, SyncScheduler)
     triggers.install(app)
     app.register_blueprint(webhooks.bp)
+    app.add_template_global(status.update_words, "sync_updates")
     app.cli.add_command(sync_command)
     app.cli.add_command(worker_command)
     _start_on_first_request(app, state)
