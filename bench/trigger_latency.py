@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     from tests.conftest import GoogleUser
 
     workdir = Path(tempfile.mkdtemp())
-    emulator = EmulatorServer().start()
+    emulator = EmulatorServer(allow_http_webhooks=True).start()  # the portal listens on http:// here
     app = create_app({"SECRET_KEY": "bench", "ENCRYPTION_KEY": "hYDDs2tKQ-6jSuX4rrNQNlQhX3DOXVkIOCMUDldOZFc=",
                       "SQLALCHEMY_DATABASE_URI": f"sqlite:///{workdir / 'portal.sqlite'}",
                       "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000", "SYNC_INTERVAL_SECONDS": 3600,
@@ -90,6 +90,14 @@ def main(argv=None) -> int:
     http.headers["Authorization"] = f"Bearer {token}"
     http.get(f"{base}/api/v1/activities")  # logged in: the first cycle runs and opens the push channel
     wait(lambda: any(not c["stopped"] for c in emulator.control("GET", "/channels")["channels"]))
+
+    def trusted():
+        with app.app_context():
+            found = db.session.scalar(select(CalendarSync.push_expires_at))
+            db.session.commit()
+            return found is not None
+
+    wait(trusted)  # Google confirmed the channel: the user is polled every SYNC_SAFETY_POLL_SECONDS now
     person = GoogleUser(emulator, email)
     to_google, to_portal = [], []
     day = datetime.now(UTC).replace(microsecond=0, second=0, minute=0) + timedelta(days=2)

@@ -3,7 +3,9 @@
 Google signs nothing; what proves a notification is ours is the channel id we chose plus the secret token
 we gave Google when opening the channel. Anything else gets a bare 404 and changes nothing, so the
 endpoint tells a prober neither which channels exist nor why it refused. A genuine notification carries
-no data: it only makes the calendar's user due, and their next cycle reads the change. Headers no Google
+no data: it only makes the calendar's user due, and their next cycle reads the change; the channel's first
+("sync") message confirms that Google reaches this address, and from then on notifications replace the
+30-second poll (`channels.trust_channel`). Headers no Google
 notification could carry (not ASCII, no message number) get a 400; replayed message numbers and a flood
 beyond `WEBHOOK_NOTIFICATIONS_PER_MINUTE` per channel are acknowledged without bringing a cycle forward.
 """

@@ -2,8 +2,13 @@
 
 One `events.watch` channel per synced calendar, opened after a successful cycle when the portal has a
 public address (`PUBLIC_BASE_URL`): Google can only notify an address it can reach. A notification carries
-no data; it only makes the user due (see `portal.routes.webhooks`). Polling stays the fallback, so a lost
-or late notification costs at most one cycle interval.
+no data; it only makes the user due (see `portal.routes.webhooks`).
+
+Once Google has confirmed a channel (its first "sync" message arrived and its answer was recorded,
+`trust_channel`), notifications replace the 30-second poll: the user is pulled every
+`SYNC_SAFETY_POLL_SECONDS` only, to catch what a lost notification missed (Google does not promise every
+one arrives). The trust ends when the channel is due for renewal, and at once (`distrust`) when it is
+replaced, stopped, refused, or no longer open at the current public address (`distrust_lost_channels`).
 
 Google cannot extend a channel: before one expires a new one is opened and the old one stopped. Channels of
 users who switched sync off are stopped. No Google call is made for an organization whose sync is not
@@ -142,6 +147,7 @@ def stop_channels(user_id: int, *, now: datetime | None = None) -> int:
         return 0
     integration = integration_for(user.organization)
     distrust([user_id], now)
+    db.session.commit()
     return sum(_stop(channel, integration, user.email, now) for channel in channels)
 
 
