@@ -478,3 +478,33 @@ def test_the_profile_says_whether_updates_from_google_are_instant(app, world, co
         assert trust_channel(channel)
     body = client.get("/profile/calendar-sync").get_data(as_text=True)
     assert "Instant updates from Google: on (also checked every 15 min)." in body
+
+
+def test_a_channel_that_missed_a_change_is_replaced_and_the_user_polled_meanwhile(app, world, connected, sync_on,
+                                                                                 clock, live_portal, google_user):
+    sync_on("user")
+    _, first = trusted_channel(app, world, clock, connected)
+    clock.advance(seconds=30)
+    cycle_at(app, world, clock)
+    assert sync_row(app, world["user"]).due_at == clock() + SAFETY
+    # Google's notification is lost: the web hook fails for a moment (a deployment, say).
+    view = app.view_functions["webhooks.google_calendar"]
+    app.view_functions["webhooks.google_calendar"] = lambda: ("", 503)
+    try:
+        delivered = connected.stats()["notifications_delivered"]
+        google_user(EMAILS["user"]).insert(summary="Lunch", start={"dateTime": SOON.isoformat()},
+                                           end={"dateTime": (SOON + timedelta(hours=1)).isoformat()})
+        assert wait_for(lambda: connected.stats()["notifications_delivered"] > delivered)
+    finally:
+        app.view_functions["webhooks.google_calendar"] = view
+    assert sync_row(app, world["user"]).due_at == clock() + SAFETY  # nothing came
+    clock.advance(minutes=15)
+    claim, due = cycle_at(app, world, clock)  # the safety poll finds the change no notification announced
+    with app.app_context():
+        from portal.models import Activity
+
+        assert db.session.scalar(select(Activity.subject).where(Activity.owner_id == world["user"])) == "Lunch"
+    old, new = channels(app, world["user"])
+    assert old.id == first.id and old.stopped_at == clock() and "silent" in old.error_message
+    assert new.stopped_at is None and due <= clock() + INTERVAL  # polled until the new channel is confirmed
+    assert wait_for(lambda: sync_row(app, world["user"]).push_expires_at == new.expires_at)

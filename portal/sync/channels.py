@@ -66,7 +66,8 @@ def ensure_channel(user_id: int, *, now: datetime | None = None) -> WatchChannel
     config = current_app.config
     renew_before = timedelta(seconds=float(config["SYNC_CHANNEL_RENEW_BEFORE_SECONDS"]))
     current = open_channels(user_id, now)
-    if current and current[0].expires_at > now + renew_before and current[0].address == address:
+    if current and current[0].expires_at > now + renew_before and current[0].address == address \
+            and current[0].error_message is None:  # a channel that went silent is replaced
         return current[0]
     user = db.session.get(User, user_id)
     if user is None or not sync_allowed(user.organization):
@@ -180,6 +181,29 @@ def trust_channel(channel: WatchChannel) -> bool:
                 .scalar_subquery())
         .execution_options(synchronize_session=False)
     )
+    db.session.commit()
+    return bool(result.rowcount)
+
+
+SILENT = "silent: a safety poll found a change in Google that no notification announced"
+
+
+def check_silence(user_id: int, since: datetime, now: datetime) -> bool:
+    """A pull of a user whose channel is trusted found changes made in Google. When the channel announced
+    nothing since `since` (the pull before), it went silent: the user goes back to polling every interval
+    and the next cycle replaces the channel. True when it did. A change made the instant before the pull,
+    its notification still on its way, costs one needless replacement at most."""
+    result = db.session.execute(
+        update(WatchChannel)
+        .where(WatchChannel.user_id == user_id, WatchChannel.stopped_at.is_(None), WatchChannel.expires_at > now,
+               WatchChannel.error_message.is_(None),
+               or_(WatchChannel.last_notified_at.is_(None), WatchChannel.last_notified_at < since))
+        .values(error_message=SILENT)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount:
+        log.warning("The push channel of user %s missed a change; the user is polled until it is replaced", user_id)
+        distrust([user_id], now)
     db.session.commit()
     return bool(result.rowcount)
 

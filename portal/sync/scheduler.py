@@ -34,7 +34,7 @@ from sqlalchemy import case, func, or_, select, update
 
 from portal.extensions import db
 from portal.models import ChangeRecord, User, utcnow
-from portal.sync.channels import distrust_lost_channels, ensure_channel, stop_unwanted_channels
+from portal.sync.channels import check_silence, distrust_lost_channels, ensure_channel, stop_unwanted_channels
 from portal.sync.engine import push_pending, run_user_cycle
 from portal.sync.models import CalendarSync, Lease
 from portal.sync.policy import allowed_organization_ids, organization_allowed
@@ -163,10 +163,15 @@ def run_claim(claim: Claim, *, owner: str, clock: Callable[[], datetime] = utcno
         log.exception("Sync cycle of user %s crashed", claim.user_id)
         db.session.rollback()
         cycle, outcome = None, "failed"
+    trusted = push_trusted(claim.push_expires_at, claim.claimed_at)
+    # Read before the commit below expires the row (reading its status loaded it).
+    from_google = trusted and cycle is not None and cycle.portal_created + cycle.portal_updated + cycle.portal_deleted
     finish_claim(claim, outcome, now=clock())
+    if from_google:  # were these changes announced? (Looked at only when the cycle brought some.)
+        since = (claim.due_at or claim.claimed_at) - seconds("SYNC_SAFETY_POLL_SECONDS")
+        trusted = not check_silence(claim.user_id, since, clock())
     # A trusted channel is open and not due for renewal: nothing to look at (its end is a cycle of its own).
-    if outcome in ("ok", "partial") and current_app.config.get("PUBLIC_BASE_URL") \
-            and not push_trusted(claim.push_expires_at, claim.claimed_at):
+    if outcome in ("ok", "partial") and current_app.config.get("PUBLIC_BASE_URL") and not trusted:
         name = f"channel:{claim.user_id}"
         if Lease.acquire(name, owner, float(current_app.config["SYNC_LEASE_SECONDS"])):
             try:
