@@ -465,19 +465,15 @@ def test_a_new_public_address_puts_the_user_back_on_the_interval_until_a_channel
 def test_the_profile_says_whether_updates_from_google_are_instant(app, world, connected, sync_on, clock,
                                                                   live_portal):
     sync_on("user")
-    client = synced_once(app, world, clock)
-    with app.app_context():
-        db.session.execute(update(CalendarSync).values(push_expires_at=None))
-        db.session.commit()
-    body = client.get("/profile/calendar-sync").get_data(as_text=True)
-    assert "Instant updates from Google: off; Google is checked every 30 s." in body
-    with app.app_context():
-        from portal.sync.channels import trust_channel
-
-        [channel] = db.session.scalars(select(WatchChannel)).all()
-        assert trust_channel(channel)
+    client, _ = trusted_channel(app, world, clock, connected)
     body = client.get("/profile/calendar-sync").get_data(as_text=True)
     assert "Instant updates from Google: on (also checked every 15 min)." in body
+    with app.app_context():
+        from portal.sync.channels import stop_channels
+
+        assert stop_channels(world["user"]) == 1
+    body = client.get("/profile/calendar-sync").get_data(as_text=True)
+    assert "Instant updates from Google: off; Google is checked every 30 s." in body
 
 
 def test_a_channel_that_missed_a_change_is_replaced_and_the_user_polled_meanwhile(app, world, connected, sync_on,

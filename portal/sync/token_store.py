@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from cryptography.fernet import InvalidToken
 from flask import has_app_context
 from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from portal.extensions import db
 from portal.integration import decrypt, encrypt
@@ -71,8 +72,8 @@ class DatabaseTokenStore(TokenStore):
             if sqlite:
                 connection.exec_driver_sql(f"PRAGMA busy_timeout = {SQLITE_WRITE_WAIT_MS}")
             try:
-                # Update first, insert when there was nothing: portable, and a race of two inserts ends
-                # in one IntegrityError, which the cache logs and survives.
+                # Update first, insert when there was nothing: portable; of two processes inserting at
+                # once, one gets an IntegrityError and keeps its token to itself (the other's is as good).
                 changed = connection.execute(
                     update(SharedToken).where(SharedToken.id == ident, SharedToken.expires_at < expires_at)
                     .values(token_ciphertext=ciphertext, expires_at=expires_at)
@@ -84,6 +85,8 @@ class DatabaseTokenStore(TokenStore):
                         token_ciphertext=ciphertext, expires_at=expires_at))
                 connection.execute(delete(SharedToken).where(SharedToken.expires_at < utcnow() - KEEP_EXPIRED))
                 connection.commit()
+            except IntegrityError:
+                connection.rollback()
             finally:
                 if sqlite:
                     connection.rollback()
