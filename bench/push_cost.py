@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import update  # noqa: E402
+from sqlalchemy import event, update  # noqa: E402
 from werkzeug.serving import make_server  # noqa: E402
 
 from portal import create_app  # noqa: E402
@@ -76,8 +76,9 @@ def build(emulator, database: str | None, users: int):
     return app, emails
 
 
-def simulated_hour(app, emulator, *, public: bool) -> tuple[Counter, int]:
-    """Run one idle hour for every user; returns the Google requests by kind and the number of users."""
+def simulated_hour(app, emulator, *, public: bool) -> tuple[Counter, int, int, int]:
+    """Run one idle hour for every user; returns the Google requests by kind, the number of users, the
+    cycles run and the SQL statements `run_claim` took for them (the claims not included)."""
     from portal.sync.models import CalendarSync
     from portal.sync.runtime import scheduling
     from portal.sync.scheduler import claim_due_users, run_claim
@@ -96,10 +97,19 @@ def simulated_hour(app, emulator, *, public: bool) -> tuple[Counter, int]:
         users = db.session.query(CalendarSync).count()
         db.session.commit()
 
+    tally = {"cycles": 0, "statements": 0, "counting": False, "measuring": False}
+
+    def count(*args):
+        if tally["counting"]:
+            tally["statements"] += 1
+
     def step():
         with app.app_context():
             for claim in claim_due_users(1000, now=clock()):
+                tally["counting"] = tally["measuring"]
                 run_claim(claim, owner="bench", clock=clock)
+                tally["counting"] = False
+                tally["cycles"] += tally["measuring"]
 
     # The first cycles (the first sync, the channel's opening) are set-up, not the idle hour.
     step()
@@ -110,14 +120,20 @@ def simulated_hour(app, emulator, *, public: bool) -> tuple[Counter, int]:
     time.sleep(0.5)  # the channels' "sync" messages
     before = Counter(emulator.stats()["requests"])
     start = clock.now
+    with app.app_context():
+        event.listen(db.engine, "before_cursor_execute", count)
+    tally["measuring"] = True
     while clock.now < start + timedelta(hours=1):
         clock.now += timedelta(seconds=5)
         step()
+    tally["measuring"] = False
+    with app.app_context():
+        event.remove(db.engine, "before_cursor_execute", count)
     counts = Counter(emulator.stats()["requests"])
     counts.subtract(before)
     if server is not None:
         server.shutdown()
-    return +counts, users
+    return +counts, users, tally["cycles"], tally["statements"]
 
 
 def token_requests(app, emulator, emails, processes: int) -> tuple[int, int]:
@@ -157,14 +173,15 @@ def main(argv=None) -> int:
               f"SYNC_INTERVAL_SECONDS={app.config['SYNC_INTERVAL_SECONDS']}, "
               f"SYNC_SAFETY_POLL_SECONDS={app.config['SYNC_SAFETY_POLL_SECONDS']}):")
         for public in (False, True):
-            counts, users = simulated_hour(app, emulator, public=public)
+            counts, users, cycles, statements = simulated_hour(app, emulator, public=public)
             total = sum(counts.values()) / users
             kinds = ", ".join(f"{kind} {n / users:g}" for kind, n in sorted(counts.items()))
             # The set-up's tokens last the simulated hour; a real hour takes one per user (shown below).
             extra = f" + 1 token + channel renewals {renewals:.3f} = {total + 1 + renewals:.2f}" if public \
                 else f" + 1 token = {total + 1:g}"
             print(f"  {'push channel trusted' if public else 'no public address (polling)'}: "
-                  f"{total:g}{extra}  ({kinds})")
+                  f"{total:g}{extra}  ({kinds}); {cycles / users:g} cycles per user-hour, "
+                  f"{statements / max(cycles, 1):.1f} SQL statements per cycle (run_claim: the cycle, its end, the channel)")
         without, with_store = token_requests(app, emulator, emails, args.processes)
         print(f"Token requests for {args.users} users by {args.processes} processes: "
               f"{without} without the shared store ({without / args.users:g} per user), "
