@@ -77,8 +77,10 @@ def push_trusted(push_expires_at: datetime | None, now: datetime) -> bool:
 
 
 def poll_interval(push_expires_at: datetime | None, now: datetime) -> timedelta:
-    """How long an idle user waits for the next pull: the safety poll while push is trusted, else the interval."""
-    return seconds("SYNC_SAFETY_POLL_SECONDS" if push_trusted(push_expires_at, now) else "SYNC_INTERVAL_SECONDS")
+    """How long an idle user waits for the next pull: the safety poll while push is trusted (never more often
+    than the interval), else the interval."""
+    interval = seconds("SYNC_INTERVAL_SECONDS")
+    return max(interval, seconds("SYNC_SAFETY_POLL_SECONDS")) if push_trusted(push_expires_at, now) else interval
 
 
 def make_due(user_ids, *, now: datetime | None = None, connection=None) -> int:

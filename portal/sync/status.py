@@ -12,7 +12,7 @@ from portal.models import Activity, utcnow
 from portal.sync.mapping import activity_state
 from portal.sync.models import SyncCycle, SyncJournalEntry, SyncLink
 from portal.sync.policy import is_eligible, sync_allowed, sync_user_ids
-from portal.sync.runtime import push_trusted, seconds
+from portal.sync.runtime import poll_interval, push_trusted, seconds
 
 
 @dataclass(frozen=True)
@@ -123,12 +123,12 @@ def update_words(row, now: datetime | None = None) -> str:
     call it as `sync_updates(row)` (a template global) beside a healthy user's status."""
     now = now or utcnow()
     if push_trusted(row.push_expires_at, now):
-        return f"Instant updates from Google: on (also checked every {_every('SYNC_SAFETY_POLL_SECONDS')})."
-    return f"Instant updates from Google: off; Google is checked every {_every('SYNC_INTERVAL_SECONDS')}."
+        return f"Instant updates from Google: on (also checked every {_every(poll_interval(row.push_expires_at, now))})."
+    return f"Instant updates from Google: off; Google is checked every {_every(seconds('SYNC_INTERVAL_SECONDS'))}."
 
 
-def _every(setting: str) -> str:
-    total = round(seconds(setting).total_seconds())
+def _every(interval) -> str:
+    total = round(interval.total_seconds())
     return f"{round(total / 60)} min" if total >= 120 else f"{total} s"
 
 
