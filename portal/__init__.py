@@ -67,6 +67,11 @@ DEFAULTS = {
     "PUBLIC_BASE_URL": None,  # where Google can reach /webhooks/google/calendar; unset: no watch channels
     "SYNC_CHANNEL_TTL_SECONDS": 7 * 24 * 3600,  # what the portal asks; Google may grant less
     "SYNC_CHANNEL_RENEW_BEFORE_SECONDS": 24 * 3600,
+    # While a user's channel is confirmed (portal.sync.runtime.push_trusted_until), notifications start the
+    # pulls and this poll only catches what they missed: Google's push guide says notifications are not
+    # 100% reliable (some are dropped or late). 15 min bounds such a loss, and keeps an idle user at
+    # 4 pulls + 1 token + ~0.01 channel renewals = ~5 Google requests an hour (30 s polling: 121).
+    "SYNC_SAFETY_POLL_SECONDS": 15 * 60,
     # Notifications per channel and minute that bring a cycle forward; the rest wait for the minute's end.
     "WEBHOOK_NOTIFICATIONS_PER_MINUTE": 30,
 }

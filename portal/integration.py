@@ -32,7 +32,7 @@ from pyasn1.codec.ber import decoder as ber_decoder
 from pyasn1.error import PyAsn1Error
 from pyasn1.type import univ
 from pyasn1_modules import rfc5652, rfc7292, rfc8018
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from portal import DEFAULTS
 from portal.extensions import db
@@ -55,6 +55,7 @@ from portal.sync.google import (
     TokenCache,
     error_for,
 )
+from portal.sync.models import SharedToken
 
 log = logging.getLogger(__name__)
 
@@ -383,7 +384,8 @@ class RotationError(RuntimeError):
     """A stored secret that none of the configured keys decrypts: the rotation stops, nothing changed."""
 
 
-SECRET_COLUMNS = ("key_ciphertext", "password_ciphertext")  # every Fernet token the portal stores
+# Every Fernet token the portal stores, besides the shared access tokens (a cache, dropped by a rotation).
+SECRET_COLUMNS = ("key_ciphertext", "password_ciphertext")
 
 
 def rotate_secrets(keys: list[str]) -> int:
@@ -407,6 +409,8 @@ def rotate_secrets(keys: list[str]) -> int:
                                     "key that is not in ENCRYPTION_KEY. List that key too, or have that "
                                     "organization's admin upload its key again.") from None
             count += 1
+    # The access tokens the workers share are only a cache: dropped rather than re-encrypted.
+    db.session.execute(delete(SharedToken))
     return count
 
 
@@ -669,9 +673,9 @@ def upload_key(row: GoogleIntegration, actor: User | None, data: bytes, password
     row.key_uploaded_at = utcnow()
     row.settings_changed()
     audit(row.organization, actor, "key_uploaded", **details)
+    TOKENS.forget(fingerprint=old_fingerprint)  # before the commit: the shared tokens go with it
     if commit:
         db.session.commit()
-    TOKENS.forget(fingerprint=old_fingerprint)
     log.info("Google integration of organization %s: new %s key %s stored", row.organization_id, key.kind,
              key.fingerprint)
     return key
@@ -703,9 +707,9 @@ def set_password(row: GoogleIntegration, actor: User | None, password: str | Non
     row.password_ciphertext = encrypt(password.encode("utf-8")) if password else None
     row.settings_changed()
     audit(row.organization, actor, "key_password_changed", was_set=was_set, is_set=bool(password))
+    TOKENS.forget(fingerprint=row.key_fingerprint)  # before the commit: the shared tokens go with it
     if commit:
         db.session.commit()
-    TOKENS.forget(fingerprint=row.key_fingerprint)
     log.info("Google integration of organization %s: key password %s", row.organization_id,
              "changed" if password else "cleared")
 
@@ -813,8 +817,8 @@ def set_enabled(row: GoogleIntegration, actor: User | None, enabled: bool, test_
             row.enabled = False
             row.settings_changed()
             audit(row.organization, actor, "integration_disabled")
+            TOKENS.forget(fingerprint=row.key_fingerprint)  # before the commit: the shared tokens go with it
             db.session.commit()
-            TOKENS.forget(fingerprint=row.key_fingerprint)
             log.info("Google integration of organization %s switched off", row.organization_id)
         return None
     email = clean_email(test_email or (actor.email if actor else ""))

@@ -126,11 +126,13 @@ def test_contents_are_taken_out_of_error_messages():
 
 # --- against the emulator -----------------------------------------------------------------------------------
 
-def _revoke_and_fail(connected, run_sync):
+def _revoke_and_fail(app, connected, run_sync):
     from portal.sync.google import TOKENS
 
     connected.control("DELETE", "/delegations", {"client_id": SERVICE_CLIENT_ID})
-    TOKENS.forget()  # as once the token of the last cycle has expired
+    with app.app_context():  # as once the token of the last cycle has expired (the workers' shared one too)
+        TOKENS.forget()
+        db.session.commit()
     failed = run_sync("user")
     assert failed.status == "failed" and failed.error_code == "delegation_missing"
     return failed
@@ -140,7 +142,7 @@ def test_a_revoked_delegation_shows_in_the_chart_the_catalogue_and_the_index(app
                                                                                run_sync, login_as):
     sync_on("user")
     assert run_sync("user").status == "ok"
-    _revoke_and_fail(connected, run_sync)
+    _revoke_and_fail(app, connected, run_sync)
     client = login_as("helpdesk")
     index = client.get("/helpdesk/").get_data(as_text=True)
     assert "Paused — the service account is not allowed to act for users (delegation missing)" in index
@@ -223,7 +225,7 @@ def test_the_health_results_alone_for_htmx_and_the_whole_page_without_it(app, wo
 def test_admins_read_their_own_organizations_diagnostics_only(app, world, connected, sync_on, run_sync, login_as,
                                                               client, auth):
     sync_on("user")
-    _revoke_and_fail(connected, run_sync)
+    _revoke_and_fail(app, connected, run_sync)
     settings = login_as("admin").get("/settings/integrations/google-calendar").get_data(as_text=True)
     assert 'href="/settings/integrations/google-calendar/diagnostics"' in settings
     own = client.get("/settings/integrations/google-calendar/diagnostics").get_data(as_text=True)

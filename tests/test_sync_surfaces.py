@@ -48,7 +48,7 @@ def test_profile_shows_user_banner_and_stops_polling_once_synced(app, world, log
     client = login_as("user")
     page = client.get("/profile/calendar-sync", headers={"HX-Request": "true", "HX-Target": "calendar-sync"})
     html = page.get_data(as_text=True)
-    assert "Healthy" in html and "every " not in html and "<html" not in html
+    assert "Healthy" in html and ", every " not in html and "<html" not in html  # the card's hx-trigger polls no more
     with app.app_context():
         db.session.get(CalendarSync, world["user"]).record_error("not_in_workspace", "Not a Workspace user.",
                                                                  "Use the same e-mail in both systems.")

@@ -321,3 +321,186 @@ def test_a_refused_channel_is_not_asked_for_again_within_the_hour(app, world, co
         assert ensure_channel(world["user"], now=clock() + timedelta(minutes=30)) is None
         assert ensure_channel(world["user"], now=clock() + timedelta(minutes=61)) is not None
     assert connected.stats()["requests"].get("calendar.events.watch", 0) == 2
+
+
+# --- push in place of polling -----------------------------------------------------------------------------
+
+SAFETY = timedelta(minutes=15)
+INTERVAL = timedelta(seconds=30)
+
+
+def trusted_channel(app, world, clock, connected, who="user"):
+    """Sync once with a public address and wait for Google's "sync" message: the channel is then trusted."""
+    client = synced_once(app, world, clock, who)
+    [channel] = [c for c in channels(app, world[who]) if c.stopped_at is None]
+    assert wait_for(lambda: sync_row(app, world[who]).push_expires_at is not None)
+    assert sync_row(app, world[who]).push_expires_at == channel.expires_at
+    return client, channel
+
+
+def cycle_at(app, world, clock, who="user"):
+    """Claim the user at the clock's time, as a worker does, run the cycle; returns (claim, next due)."""
+    with app.app_context():
+        [claim] = [c for c in claim_due_users(10, now=clock()) if c.user_id == world[who]]
+        assert run_claim(claim, owner="test-worker", clock=clock).status == "ok"
+    return claim, sync_row(app, world[who]).due_at
+
+
+def test_with_a_trusted_channel_an_idle_user_is_polled_every_safety_interval(app, world, connected, sync_on,
+                                                                             clock, live_portal):
+    sync_on("user")
+    trusted_channel(app, world, clock, connected)
+    due = sync_row(app, world["user"]).due_at  # set by the first cycle, before the channel was confirmed
+    assert due == clock() + INTERVAL
+    clock.advance(seconds=30)
+    before = connected.stats()["requests"]
+    claim, due = cycle_at(app, world, clock)
+    assert due == claim.due_at + SAFETY
+    clock.advance(minutes=15)
+    claim, due = cycle_at(app, world, clock)
+    assert due == claim.due_at + SAFETY
+    after = connected.stats()["requests"]
+    # Each safety poll is one list; a trusted channel costs no further look (no watch, no token).
+    assert {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)} \
+        == {"calendar.events.list": 2}
+
+
+def test_a_change_in_google_runs_the_cycle_at_once_with_a_trusted_channel(app, world, connected, sync_on, clock,
+                                                                          live_portal, google_user):
+    sync_on("user")
+    trusted_channel(app, world, clock, connected)
+    clock.advance(seconds=30)
+    cycle_at(app, world, clock)
+    assert sync_row(app, world["user"]).due_at == clock() + SAFETY
+    google_user(EMAILS["user"]).insert(summary="Lunch", start={"dateTime": SOON.isoformat()},
+                                       end={"dateTime": (SOON + timedelta(hours=1)).isoformat()})
+    assert wait_for(lambda: sync_row(app, world["user"]).due_at == clock())  # not 15 minutes later
+    claim, due = cycle_at(app, world, clock)
+    with app.app_context():
+        from portal.models import Activity
+
+        assert db.session.scalar(select(Activity.subject).where(Activity.owner_id == world["user"])) == "Lunch"
+    assert due == clock() + SAFETY
+
+
+def test_without_a_public_address_the_user_is_polled_every_interval(app, world, connected, sync_on, clock,
+                                                                    live_portal):
+    sync_on("user")
+    trusted_channel(app, world, clock, connected)
+    app.config["PUBLIC_BASE_URL"] = None
+    clock.advance(seconds=30)
+    claim, due = cycle_at(app, world, clock)
+    assert due == claim.due_at + INTERVAL
+
+
+def test_a_refused_channel_leaves_the_user_polled_every_interval(app, world, connected, sync_on, clock,
+                                                                 live_portal):
+    connected.add_fault(status=400, reason="invalid", path_regex="/watch$", method="POST")
+    sync_on("user")
+    synced_once(app, world, clock)
+    clock.advance(seconds=30)
+    claim, due = cycle_at(app, world, clock)
+    assert sync_row(app, world["user"]).push_expires_at is None and due == claim.due_at + INTERVAL
+
+
+def test_the_trust_ends_when_the_channel_is_due_for_renewal_and_the_new_channel_is_trusted(
+        app, world, connected, sync_on, clock, live_portal):
+    sync_on("user")
+    _, first = trusted_channel(app, world, clock, connected)
+    renew_at = first.expires_at - timedelta(seconds=app.config["SYNC_CHANNEL_RENEW_BEFORE_SECONDS"])
+    clock.now = renew_at - timedelta(minutes=5)
+    with app.app_context():
+        db.session.execute(update(CalendarSync).values(due_at=clock(), last_seen_at=clock()))
+        db.session.commit()
+    claim, due = cycle_at(app, world, clock)
+    assert due == renew_at  # not 15 minutes on: that cycle renews the channel
+    clock.now = renew_at
+    connected.control("POST", "/clock", {"offset_seconds": (renew_at - datetime.now(UTC)).total_seconds()})
+    claim, due = cycle_at(app, world, clock)
+    assert due == claim.due_at + INTERVAL  # polled until Google confirms the new channel
+    second = channels(app, world["user"])[-1]
+    assert second.id != first.id
+    assert wait_for(lambda: sync_row(app, world["user"]).push_expires_at == second.expires_at)
+    assert channels(app, world["user"])[0].stopped_at is not None
+
+
+def test_a_stopped_or_lost_channel_puts_the_user_back_on_the_interval_at_once(app, world, connected, sync_on,
+                                                                             clock, live_portal):
+    sync_on("user", "colleague")
+    trusted_channel(app, world, clock, connected)
+    trusted_channel(app, world, clock, connected, "colleague")
+    with app.app_context():
+        db.session.execute(update(CalendarSync).values(due_at=clock() + SAFETY))
+        db.session.commit()
+        from portal.sync.channels import distrust_lost_channels, stop_channels
+
+        # Closed without the sync's knowing (say, by hand in the database): the maintenance notices.
+        db.session.execute(update(WatchChannel).where(WatchChannel.user_id == world["colleague"])
+                           .values(stopped_at=clock()))
+        db.session.commit()
+        assert distrust_lost_channels(now=clock()) == 1
+        assert stop_channels(world["user"], now=clock()) == 1
+        db.session.commit()
+    for who in ("user", "colleague"):
+        row = sync_row(app, world[who])
+        assert row.push_expires_at is None and row.due_at == clock() + INTERVAL
+
+
+def test_a_new_public_address_puts_the_user_back_on_the_interval_until_a_channel_there_is_confirmed(
+        app, world, connected, sync_on, clock, live_portal):
+    sync_on("user")
+    trusted_channel(app, world, clock, connected)
+    app.config["PUBLIC_BASE_URL"] = app.config["PUBLIC_BASE_URL"].replace("127.0.0.1", "localhost")
+    with app.app_context():
+        from portal.sync.channels import distrust_lost_channels
+
+        assert distrust_lost_channels(now=clock()) == 1
+    clock.advance(seconds=30)
+    cycle_at(app, world, clock)  # opens a channel at the new address
+    newest = channels(app, world["user"])[-1]
+    assert newest.address.startswith("http://localhost:")
+    assert wait_for(lambda: sync_row(app, world["user"]).push_expires_at == newest.expires_at)
+
+
+def test_the_profile_says_whether_updates_from_google_are_instant(app, world, connected, sync_on, clock,
+                                                                  live_portal):
+    sync_on("user")
+    client, _ = trusted_channel(app, world, clock, connected)
+    body = client.get("/profile/calendar-sync").get_data(as_text=True)
+    assert "Instant updates from Google: on (also checked every 15 min)." in body
+    with app.app_context():
+        from portal.sync.channels import stop_channels
+
+        assert stop_channels(world["user"]) == 1
+    body = client.get("/profile/calendar-sync").get_data(as_text=True)
+    assert "Instant updates from Google: off; Google is checked every 30 s." in body
+
+
+def test_a_channel_that_missed_a_change_is_replaced_and_the_user_polled_meanwhile(app, world, connected, sync_on,
+                                                                                 clock, live_portal, google_user):
+    sync_on("user")
+    _, first = trusted_channel(app, world, clock, connected)
+    clock.advance(seconds=30)
+    cycle_at(app, world, clock)
+    assert sync_row(app, world["user"]).due_at == clock() + SAFETY
+    # Google's notification is lost: the web hook fails for a moment (a deployment, say).
+    view = app.view_functions["webhooks.google_calendar"]
+    app.view_functions["webhooks.google_calendar"] = lambda: ("", 503)
+    try:
+        delivered = connected.stats()["notifications_delivered"]
+        google_user(EMAILS["user"]).insert(summary="Lunch", start={"dateTime": SOON.isoformat()},
+                                           end={"dateTime": (SOON + timedelta(hours=1)).isoformat()})
+        assert wait_for(lambda: connected.stats()["notifications_delivered"] > delivered)
+    finally:
+        app.view_functions["webhooks.google_calendar"] = view
+    assert sync_row(app, world["user"]).due_at == clock() + SAFETY  # nothing came
+    clock.advance(minutes=15)
+    claim, due = cycle_at(app, world, clock)  # the safety poll finds the change no notification announced
+    with app.app_context():
+        from portal.models import Activity
+
+        assert db.session.scalar(select(Activity.subject).where(Activity.owner_id == world["user"])) == "Lunch"
+    old, new = channels(app, world["user"])
+    assert old.id == first.id and old.stopped_at == clock() and "silent" in old.error_message
+    assert new.stopped_at is None and due <= clock() + INTERVAL  # polled until the new channel is confirmed
+    assert wait_for(lambda: sync_row(app, world["user"]).push_expires_at == new.expires_at)

@@ -12,21 +12,26 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    """Wire the sync into the app: its runtime state, the triggers, the web hook and the commands
-    `flask sync` and `flask worker`.
+    """Wire the sync into the app: its runtime state, the triggers, the web hook, the token store the
+    workers share and the commands `flask sync` and `flask worker`.
 
     The sync's settings are in the app's one table of defaults, `portal.DEFAULTS`.
     """
     # Imported here, not at the top of this package: `portal.integration` imports `portal.sync.google`,
     # which runs this file first, and the wiring imports `portal.integration` (through `channels`).
     from portal.routes import webhooks
-    from portal.sync import runtime, triggers
+    from portal.sync import runtime, status, triggers
     from portal.sync.cli import sync_command, worker_command
+    from portal.sync.google import TOKENS
     from portal.sync.scheduler import SyncScheduler
+    from portal.sync.token_store import STORE
+
+    TOKENS.store = STORE  # the process's token cache shares what it obtains with the other workers
 
     state = app.extensions[runtime.EXTENSION] = runtime.Scheduling(app, SyncScheduler)
     triggers.install(app)
     app.register_blueprint(webhooks.bp)
+    app.add_template_global(status.update_words, "sync_updates")
     app.cli.add_command(sync_command)
     app.cli.add_command(worker_command)
     _start_on_first_request(app, state)

@@ -2,8 +2,13 @@
 
 One `events.watch` channel per synced calendar, opened after a successful cycle when the portal has a
 public address (`PUBLIC_BASE_URL`): Google can only notify an address it can reach. A notification carries
-no data; it only makes the user due (see `portal.routes.webhooks`). Polling stays the fallback, so a lost
-or late notification costs at most one cycle interval.
+no data; it only makes the user due (see `portal.routes.webhooks`).
+
+Once Google has confirmed a channel (its first "sync" message arrived and its answer was recorded,
+`trust_channel`), notifications replace the 30-second poll: the user is pulled every
+`SYNC_SAFETY_POLL_SECONDS` only, to catch what a lost notification missed (Google does not promise every
+one arrives). The trust ends when the channel is due for renewal, and at once (`distrust`) when it is
+replaced, stopped, refused, or no longer open at the current public address (`distrust_lost_channels`).
 
 Google cannot extend a channel: before one expires a new one is opened and the old one stopped. Channels of
 users who switched sync off are stopped. No Google call is made for an organization whose sync is not
@@ -61,7 +66,8 @@ def ensure_channel(user_id: int, *, now: datetime | None = None) -> WatchChannel
     config = current_app.config
     renew_before = timedelta(seconds=float(config["SYNC_CHANNEL_RENEW_BEFORE_SECONDS"]))
     current = open_channels(user_id, now)
-    if current and current[0].expires_at > now + renew_before and current[0].address == address:
+    if current and current[0].expires_at > now + renew_before and current[0].address == address \
+            and current[0].error_message is None:  # a channel that went silent is replaced
         return current[0]
     user = db.session.get(User, user_id)
     if user is None or not sync_allowed(user.organization):
@@ -80,6 +86,8 @@ def ensure_channel(user_id: int, *, now: datetime | None = None) -> WatchChannel
                            token_hash=WatchChannel.hash(token), address=address, created_at=now,
                            expires_at=now + timedelta(seconds=float(config["SYNC_CHANNEL_TTL_SECONDS"])))
     db.session.add(channel)
+    # Polled every interval until Google confirms the new channel (the old one may be why we are here).
+    distrust([user_id], now)
     db.session.commit()
     try:
         client = calendar_client(integration, user.email)
@@ -93,6 +101,7 @@ def ensure_channel(user_id: int, *, now: datetime | None = None) -> WatchChannel
     channel.resource_id = answer.get("resourceId")
     channel.expires_at = _expiration(answer, now, float(config["SYNC_CHANNEL_TTL_SECONDS"]))
     db.session.commit()
+    trust_channel(channel)
     # Stopped only once the new one is open, so no change falls between the two.
     for old in current:
         _stop(old, integration, user.email, now)
@@ -138,6 +147,8 @@ def stop_channels(user_id: int, *, now: datetime | None = None) -> int:
     if user is None or not sync_allowed(user.organization):
         return 0
     integration = integration_for(user.organization)
+    distrust([user_id], now)
+    db.session.commit()
     return sum(_stop(channel, integration, user.email, now) for channel in channels)
 
 
@@ -152,6 +163,78 @@ def stop_unwanted_channels(*, now: datetime | None = None, limit: int = 100) -> 
         .distinct().limit(limit)
     ).all()
     return sum(stop_channels(user_id, now=now) for user_id in user_ids)
+
+
+def trust_channel(channel: WatchChannel) -> bool:
+    """Let the channel's notifications stand in for the poll, once Google both answered the watch (its
+    resource id is recorded) and sent the channel's first "sync" message; True when it now does.
+
+    Both halves call this after committing their own: whichever comes second sees both, in either order.
+    """
+    confirmed = select(WatchChannel.id).where(
+        WatchChannel.id == channel.id, WatchChannel.resource_id.is_not(None),
+        WatchChannel.last_message_number.is_not(None), WatchChannel.stopped_at.is_(None))
+    result = db.session.execute(
+        update(CalendarSync).where(CalendarSync.user_id == channel.user_id, confirmed.exists())
+        # Read from the row, not this object: the watch's answer may have corrected it in another session.
+        .values(push_expires_at=select(WatchChannel.expires_at).where(WatchChannel.id == channel.id)
+                .scalar_subquery())
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+    return bool(result.rowcount)
+
+
+SILENT = "silent: a safety poll found a change in Google that no notification announced"
+
+
+def check_silence(user_id: int, since: datetime, now: datetime) -> bool:
+    """A pull of a user whose channel is trusted found changes made in Google. When the channel announced
+    nothing since `since` (the pull before), it went silent: the user goes back to polling every interval
+    and the next cycle replaces the channel. True when it did. A change made the instant before the pull,
+    its notification still on its way, costs one needless replacement at most."""
+    result = db.session.execute(
+        update(WatchChannel)
+        .where(WatchChannel.user_id == user_id, WatchChannel.stopped_at.is_(None), WatchChannel.expires_at > now,
+               WatchChannel.error_message.is_(None),
+               or_(WatchChannel.last_notified_at.is_(None), WatchChannel.last_notified_at < since))
+        .values(error_message=SILENT)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount:
+        log.warning("The push channel of user %s missed a change; the user is polled until it is replaced", user_id)
+        distrust([user_id], now)
+    db.session.commit()
+    return bool(result.rowcount)
+
+
+def distrust(user_ids, now: datetime) -> int:
+    """Back to polling every interval, at once: these users' channels can no longer be relied on (replaced,
+    stopped, lost). Joins the caller's transaction."""
+    return _back_to_polling(CalendarSync.user_id.in_(sorted(set(user_ids))), now)
+
+
+def distrust_lost_channels(*, now: datetime | None = None) -> int:
+    """Users trusted to be notified who have no open, confirmed channel at the current public address (the
+    address changed, or a channel was closed without saying so) go back to polling; returns how many."""
+    now = now or utcnow()
+    live = select(WatchChannel.id).where(
+        WatchChannel.user_id == CalendarSync.user_id, WatchChannel.stopped_at.is_(None),
+        WatchChannel.expires_at > now, WatchChannel.address == webhook_address(),
+        WatchChannel.resource_id.is_not(None))
+    count = _back_to_polling(~live.exists(), now)
+    db.session.commit()
+    return count
+
+
+def _back_to_polling(which, now: datetime) -> int:
+    """A user waiting for a safety poll is due within one interval."""
+    soon = now + timedelta(seconds=float(current_app.config["SYNC_INTERVAL_SECONDS"]))
+    return db.session.execute(
+        update(CalendarSync).where(CalendarSync.push_expires_at.is_not(None), which)
+        .values(push_expires_at=None, due_at=case((CalendarSync.due_at > soon, soon), else_=CalendarSync.due_at))
+        .execution_options(synchronize_session=False)
+    ).rowcount
 
 
 def channel_for_notification(channel_id: str, token: str, resource_id: str | None,

@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import socket
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import google_auth_httplib2
@@ -41,6 +43,8 @@ from googleapiclient.http import BatchHttpRequest
 
 if TYPE_CHECKING:
     from portal.sync.google_writes import EventWrite
+
+log = logging.getLogger(__name__)
 
 # `calendar.events` is the narrowest scope that covers everything the sync does: events.list (with sync
 # tokens), insert/update/patch/delete/instances on the user's primary calendar, events.watch and
@@ -507,17 +511,51 @@ def _classify_http_error(exc: HttpError, params: dict, *, item: bool) -> GoogleE
 # Credentials and the token cache
 
 
+@dataclass(frozen=True)
+class TokenKey:
+    """What a token was issued for: the key (by its fingerprint, so a rotated key never gets the old key's
+    tokens), the service account, where it was asked, the scopes, and the user acted as."""
+
+    fingerprint: str
+    service_account_email: str
+    token_uri: str
+    scopes: tuple[str, ...]
+    subject: str
+
+
+class TokenStore:
+    """Where the workers share access tokens, beside each process's own cache (`TokenCache(store=...)`).
+
+    The default shares nothing. `portal.sync.token_store` keeps them in the database, encrypted. A store's
+    failure must not stop the sync: `TokenCache` then asks Google, as without a store.
+    """
+
+    def get(self, key: TokenKey) -> tuple[str, datetime] | None:
+        """(access token, expiry as naive UTC, as google-auth keeps it), or None."""
+        return None
+
+    def put(self, key: TokenKey, token: str, expiry: datetime) -> None:
+        """Keep a token Google just issued for the other processes."""
+
+    def forget(self, *, fingerprint: str | None = None, subject: str | None = None) -> None:
+        """Drop the shared tokens of one key, of one user, or all of them."""
+
+
 class TokenCache:
     """One `service_account.Credentials` per (key, user), so a token is reused until shortly before it
     expires (google-auth refreshes 3m45s early): one token request per user per hour, not per cycle.
 
-    Keyed by the key's fingerprint, so a new key (rotation) never reuses a token the old one obtained.
+    Keyed by the key's fingerprint, so a new key (rotation) never reuses a token the old one obtained. With a
+    `store`, a token another process obtained is taken from there before Google is asked, and a new one is
+    put there: one token request per user per hour across all the workers. The store is read only when
+    this process holds no valid token, so a cycle whose token is still good costs no look-up.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, store: TokenStore | None = None) -> None:
         self._entries: dict[tuple, tuple[service_account.Credentials, threading.Lock]] = {}
         self._lock = threading.Lock()
         self._in_use: dict[tuple, tuple[str, ...]] = {}  # per key: the scopes the delegation granted
+        self.store = store or TokenStore()
 
     @staticmethod
     def _key_of(key: SigningKey, endpoints: Endpoints) -> tuple:
@@ -556,7 +594,7 @@ class TokenCache:
         for scopes in choices:
             credentials, lock = self._entry(key, subject, replace(endpoints, scopes=scopes))
             with lock:  # one refresh at a time per user; the others wait and reuse its token
-                if not credentials.valid:
+                if not credentials.valid and not self._shared(credentials, key, subject, endpoints, scopes):
                     try:
                         credentials.refresh(_token_request(endpoints.timeout))
                     except Exception as exc:  # noqa: BLE001 - classify() sorts whatever google-auth raises
@@ -565,13 +603,48 @@ class TokenCache:
                             raise error from None
                         refused = refused or error
                         continue
+                    self._share(credentials, key, subject, endpoints, scopes)
             with self._lock:
                 self._in_use[self._key_of(key, endpoints)] = scopes
             return credentials
         raise refused
 
+    @staticmethod
+    def _token_key(key: SigningKey, subject: str, endpoints: Endpoints, scopes: tuple[str, ...]) -> TokenKey | None:
+        if not key.fingerprint:  # a key without a fingerprint cannot be told from the next one: never shared
+            return None
+        return TokenKey(key.fingerprint, key.service_account_email, endpoints.token_uri, tuple(scopes),
+                        subject.lower())
+
+    def _shared(self, credentials, key: SigningKey, subject: str, endpoints: Endpoints, scopes) -> bool:
+        """Take a token another process obtained, if the store has one still valid; True when taken."""
+        token_key = self._token_key(key, subject, endpoints, scopes)
+        if token_key is None:
+            return False
+        try:
+            found = self.store.get(token_key)
+        except Exception:  # noqa: BLE001 - a store that cannot answer only costs a token request
+            log.warning("The shared token store could not be read; asking Google", exc_info=True)
+            return False
+        if found is None:
+            return False
+        credentials.token, credentials.expiry = found
+        if credentials.valid:  # google-auth's own margin: a token about to expire is not taken
+            return True
+        credentials.token = credentials.expiry = None
+        return False
+
+    def _share(self, credentials, key: SigningKey, subject: str, endpoints: Endpoints, scopes) -> None:
+        token_key = self._token_key(key, subject, endpoints, scopes)
+        if token_key is None or not credentials.token or credentials.expiry is None:
+            return
+        try:
+            self.store.put(token_key, credentials.token, credentials.expiry)
+        except Exception:  # noqa: BLE001 - this process keeps its token; the others ask Google themselves
+            log.warning("The shared token store could not be written", exc_info=True)
+
     def forget(self, *, fingerprint: str | None = None, subject: str | None = None) -> None:
-        """Drop cached tokens: of one key, of one user, or all of them."""
+        """Drop cached tokens: of one key, of one user, or all of them; in the shared store too."""
         with self._lock:
             for cache_key in list(self._entries):
                 if fingerprint is not None and cache_key[0][0] != fingerprint:
@@ -582,6 +655,7 @@ class TokenCache:
             if subject is None:
                 for in_use in [k for k in self._in_use if fingerprint is None or k[0] == fingerprint]:
                     del self._in_use[in_use]
+        self.store.forget(fingerprint=fingerprint, subject=subject.lower() if subject else None)
 
     def __len__(self) -> int:
         return len(self._entries)

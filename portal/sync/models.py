@@ -53,6 +53,10 @@ class CalendarSync(db.Model):
     # How far the first sync got, in items of its plan: None until it has read both sides and planned.
     first_sync_total: Mapped[int | None] = mapped_column(Integer)
     first_sync_done: Mapped[int | None] = mapped_column(Integer)
+    # The expiry of the watch channel Google confirmed (its "sync" message arrived and its answer was
+    # recorded): while it is open and not due for renewal, notifications replace the 30-second poll
+    # (`runtime.push_trusted`). None: poll. Kept here so the claim reads it with the row it claims.
+    push_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     user: Mapped[User] = relationship()
 
@@ -303,3 +307,21 @@ class WatchChannel(db.Model):
 
     def is_open(self, now: datetime) -> bool:
         return self.stopped_at is None and self.expires_at is not None and self.expires_at > now
+
+
+class SharedToken(db.Model):
+    """An access token Google issued, shared by every worker process (`portal.sync.token_store`).
+
+    Only the Fernet ciphertext of the token is stored (under ENCRYPTION_KEY, as the key files are). The
+    row's key is a hash of what the token was issued for (key fingerprint, service account, token URI,
+    scopes, user), so a rotated key or another scope never finds another's token; the fingerprint and the
+    user are kept beside it so that forgetting a key's or a user's tokens is one delete.
+    """
+
+    __tablename__ = "sync_shared_tokens"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(128), index=True)
+    subject: Mapped[str] = mapped_column(String(320), index=True)
+    token_ciphertext: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

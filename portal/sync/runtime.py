@@ -58,6 +58,31 @@ def seconds(key: str) -> timedelta:
     return timedelta(seconds=float(current_app.config[key]))
 
 
+def push_trusted_until(push_expires_at: datetime | None) -> datetime | None:
+    """Until when Google's notifications stand in for the 30-second poll (None: poll every interval).
+
+    Trusted: the portal has a public address, and the user's watch channel was confirmed (Google's "sync"
+    message arrived and its answer was recorded; `CalendarSync.push_expires_at`). The trust ends when the
+    channel is due for renewal: the cycle at that moment renews it, and the new channel's "sync" message
+    trusts it again. A stopped, refused or moved channel clears `push_expires_at` (`channels.distrust`).
+    """
+    if push_expires_at is None or not current_app.config.get("PUBLIC_BASE_URL"):
+        return None
+    return push_expires_at - seconds("SYNC_CHANNEL_RENEW_BEFORE_SECONDS")
+
+
+def push_trusted(push_expires_at: datetime | None, now: datetime) -> bool:
+    until = push_trusted_until(push_expires_at)
+    return until is not None and until > now
+
+
+def poll_interval(push_expires_at: datetime | None, now: datetime) -> timedelta:
+    """How long an idle user waits for the next pull: the safety poll while push is trusted (never more often
+    than the interval), else the interval."""
+    interval = seconds("SYNC_INTERVAL_SECONDS")
+    return max(interval, seconds("SYNC_SAFETY_POLL_SECONDS")) if push_trusted(push_expires_at, now) else interval
+
+
 def make_due(user_ids, *, now: datetime | None = None, connection=None) -> int:
     """Make these users (those with sync on) due now; a user due earlier already stays as is."""
     user_ids = sorted(set(user_ids))

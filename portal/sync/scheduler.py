@@ -34,11 +34,11 @@ from sqlalchemy import case, func, or_, select, update
 
 from portal.extensions import db
 from portal.models import ChangeRecord, User, utcnow
-from portal.sync.channels import ensure_channel, stop_unwanted_channels
+from portal.sync.channels import check_silence, distrust_lost_channels, ensure_channel, stop_unwanted_channels
 from portal.sync.engine import push_pending, run_user_cycle
 from portal.sync.models import CalendarSync, Lease
 from portal.sync.policy import allowed_organization_ids, organization_allowed
-from portal.sync.runtime import scheduling, seconds
+from portal.sync.runtime import poll_interval, push_trusted, push_trusted_until, scheduling, seconds
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +60,12 @@ class Claim:
     due_at: datetime | None  # when the user was due (None: never synced)
     claimed_at: datetime
     until: datetime  # the due_at the claim wrote: while it is still there, the claim is ours
+    push_expires_at: datetime | None = None  # the confirmed channel's expiry, read with the claim
 
 
 def due_users_query(now: datetime, organization_ids: list[int]):
     return (
-        select(CalendarSync.user_id, CalendarSync.due_at)
+        select(CalendarSync.user_id, CalendarSync.due_at, CalendarSync.push_expires_at)
         .join(User, User.id == CalendarSync.user_id)
         .where(
             CalendarSync.enabled.is_(True),
@@ -98,25 +99,33 @@ def claim_due_users(limit: int, *, now: datetime | None = None,
         if rows:
             db.session.execute(update(CalendarSync).where(CalendarSync.user_id.in_([r.user_id for r in rows]))
                                .values(due_at=until))
-        claims = [Claim(r.user_id, r.due_at, now, until) for r in rows]
+        claims = [Claim(r.user_id, r.due_at, now, until, r.push_expires_at) for r in rows]
     else:
         for row in db.session.execute(query).all():
             same_due = CalendarSync.due_at.is_(None) if row.due_at is None else CalendarSync.due_at == row.due_at
             result = db.session.execute(update(CalendarSync).where(CalendarSync.user_id == row.user_id, same_due)
                                         .values(due_at=until))
             if result.rowcount == 1:
-                claims.append(Claim(row.user_id, row.due_at, now, until))
+                claims.append(Claim(row.user_id, row.due_at, now, until, row.push_expires_at))
     db.session.commit()
     return claims
 
 
 def next_due(claim: Claim) -> datetime:
     """Fixed-rate: the next cycle is one interval after the one this claim was due, so a user is synced
-    in every interval; a user more than an interval late starts a new rhythm from now."""
-    interval = seconds("SYNC_INTERVAL_SECONDS")
+    in every interval; a user more than an interval late starts a new rhythm from now.
+
+    While the user's watch channel is trusted, the interval is the safety poll's (notifications make the
+    user due the moment Google reports a change), but never past the trust's end: that cycle renews the
+    channel. Read from the claim, so it costs no statement."""
+    interval = poll_interval(claim.push_expires_at, claim.claimed_at)
     if claim.due_at is not None and claim.due_at + interval > claim.claimed_at:
-        return claim.due_at + interval
-    return claim.claimed_at + interval
+        due = claim.due_at + interval
+    else:
+        due = claim.claimed_at + interval
+    if push_trusted(claim.push_expires_at, claim.claimed_at):
+        due = min(due, push_trusted_until(claim.push_expires_at))
+    return due
 
 
 def finish_claim(claim: Claim, outcome: str | None, *, now: datetime | None = None) -> None:
@@ -154,8 +163,15 @@ def run_claim(claim: Claim, *, owner: str, clock: Callable[[], datetime] = utcno
         log.exception("Sync cycle of user %s crashed", claim.user_id)
         db.session.rollback()
         cycle, outcome = None, "failed"
+    trusted = push_trusted(claim.push_expires_at, claim.claimed_at)
+    # Read before the commit below expires the row (reading its status loaded it).
+    from_google = trusted and cycle is not None and cycle.portal_created + cycle.portal_updated + cycle.portal_deleted
     finish_claim(claim, outcome, now=clock())
-    if outcome in ("ok", "partial") and current_app.config.get("PUBLIC_BASE_URL"):
+    if from_google:  # were these changes announced? (Looked at only when the cycle brought some.)
+        since = (claim.due_at or claim.claimed_at) - seconds("SYNC_SAFETY_POLL_SECONDS")
+        trusted = not check_silence(claim.user_id, since, clock())
+    # A trusted channel is open and not due for renewal: nothing to look at (its end is a cycle of its own).
+    if outcome in ("ok", "partial") and current_app.config.get("PUBLIC_BASE_URL") and not trusted:
         name = f"channel:{claim.user_id}"
         if Lease.acquire(name, owner, float(current_app.config["SYNC_LEASE_SECONDS"])):
             try:
@@ -330,6 +346,7 @@ class SyncScheduler:
             try:
                 if self.app.config.get("PUBLIC_BASE_URL"):
                     stop_unwanted_channels(now=self.clock())
+                    distrust_lost_channels(now=self.clock())
             except Exception:
                 log.exception("Push channel maintenance failed")
                 db.session.rollback()

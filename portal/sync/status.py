@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import func, select
 
 from portal.extensions import db
-from portal.models import Activity
+from portal.models import Activity, utcnow
 from portal.sync.mapping import activity_state
 from portal.sync.models import SyncCycle, SyncJournalEntry, SyncLink
 from portal.sync.policy import is_eligible, sync_allowed, sync_user_ids
+from portal.sync.runtime import poll_interval, push_trusted, seconds
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,20 @@ def user_health(row, integration, *, now, session_lifetime, user_active: bool = 
         return Health("first_sync", "First sync under way",
                       "The first sync matches and links what both calendars already hold.")
     return Health("healthy", "Healthy", "The calendar is in sync.")
+
+
+def update_words(row, now: datetime | None = None) -> str:
+    """How Google's changes reach the portal, in one sentence: notifications, or the poll alone. The pages
+    call it as `sync_updates(row)` (a template global) beside a healthy user's status."""
+    now = now or utcnow()
+    if push_trusted(row.push_expires_at, now):
+        return f"Instant updates from Google: on (also checked every {_every(poll_interval(row.push_expires_at, now))})."
+    return f"Instant updates from Google: off; Google is checked every {_every(seconds('SYNC_INTERVAL_SECONDS'))}."
+
+
+def _every(interval) -> str:
+    total = round(interval.total_seconds())
+    return f"{round(total / 60)} min" if total >= 120 else f"{total} s"
 
 
 # ---------------------------------------------------------------------------------------------------
