@@ -15,9 +15,9 @@ from sqlalchemy import func, select, update
 
 from portal.extensions import db
 from portal.models import ChangeRecord, GoogleIntegration, User
-from portal.sync.models import CalendarSync, Lease, SyncCycle
-from portal.sync.runtime import scheduling
 from portal.sync.engine import run_user_cycle
+from portal.sync.models import CalendarSync, SyncCycle
+from portal.sync.runtime import scheduling
 from portal.sync.scheduler import (
     Claim,
     SyncScheduler,
