@@ -704,9 +704,11 @@ class CalendarClient:
         try:
             self.authorize()
             self.requests_made += 1
-            # Each part carries its own Authorization, taken from its request's http: this user's.
+            # Each part carries its own Authorization, taken from its request's http: a batch may carry other
+            # users' writes (built with their `request_for`); a part built on the shared resource is this user's.
             for request in batch._requests.values():
-                request.http = self.http
+                if isinstance(request.http, _NoHttp):
+                    request.http = self.http
             batch.execute(http=self.http)
         except GoogleError:
             raise
@@ -730,6 +732,7 @@ class CalendarClient:
             request = events.delete(calendarId="primary", eventId=write.event_id, sendUpdates="none")
         if write.if_match:
             request.headers["If-Match"] = write.if_match
+        request.http = self.http  # in a batch of several users' writes, this one still goes as this user
         return request
 
     def list_changes(self, sync_token: str | None, *, time_min: str | None = None, page_size: int = 2500,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import (
     JSON,
@@ -26,6 +26,11 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.extensions import db
 from portal.models import Activity, User, UTCDateTime, utcnow
+
+# What `CalendarSync.claimed_until` holds after a cycle that did not end cleanly (it crashed, or the database
+# stayed locked): earlier than any now, so the user can be taken at once, and not None, so the next cycle
+# looks for a row that one left "running".
+UNCLEAN_END = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 class CalendarSync(db.Model):

@@ -39,7 +39,8 @@ from portal.extensions import db
 from portal.models import ChangeRecord, User, utcnow
 from portal.sync.channels import ensure_channel, stop_unwanted_channels
 from portal.sync.engine import push_pending, run_user_cycle
-from portal.sync.models import CalendarSync, Lease
+from portal.sync.engine.run import give_back_unreleased
+from portal.sync.models import UNCLEAN_END, CalendarSync, Lease
 from portal.sync.policy import allowed_organization_ids, organization_allowed
 from portal.sync.runtime import scheduling, seconds
 
@@ -112,6 +113,7 @@ def claim_due_users(limit: int, *, now: datetime | None = None,
     if not organization_ids:
         db.session.commit()
         return []
+    give_back_unreleased()
     until = now + seconds("SYNC_LEASE_SECONDS")
     query = due_users_query(now, organization_ids).limit(limit)
     claims: list[Claim] = []
@@ -153,7 +155,7 @@ def claim_end(claim: Claim, outcome: str | None, *, now: datetime, failures: int
     it is then left alone. An unclean end (the cycle crashed) leaves an instant that has passed in
     `claimed_until`, so the next cycle looks for a row left "running"."""
     ours = CalendarSync.due_at == claim.until
-    values: dict = {"claimed_until": case((CalendarSync.claimed_until == claim.until, None if clean else now),
+    values: dict = {"claimed_until": case((CalendarSync.claimed_until == claim.until, None if clean else UNCLEAN_END),
                                           else_=CalendarSync.claimed_until)}
     if outcome == "busy":
         retry = now + seconds("SYNC_BUSY_RETRY_SECONDS")

@@ -65,7 +65,7 @@ from portal.sync.google import (
     TransientError,
     UserError,
 )
-from portal.sync.models import CalendarSync, Lease, SyncCycle
+from portal.sync.models import UNCLEAN_END, CalendarSync, Lease, SyncCycle
 from portal.sync.policy import integration_of, syncing_users
 
 log = logging.getLogger(__name__)
@@ -116,9 +116,12 @@ def run_user_cycle(user_id: int, *, trigger: str = "scheduler", owner: str | Non
         except Exception as exc:
             if not database_busy(exc):
                 raise
-            # Still locked: the hold and the leases run out by themselves, and what stopped the cycle is raised.
+            # Still locked: the leases run out by themselves, the hold is given back by this process's next
+            # cycle (or runs out), and what stopped the cycle is raised.
             db.session.rollback()
-            log.warning("user %s is left to expire: the database is busy", user_id)
+            with _UNRELEASED_LOCK:
+                _UNRELEASED[user_id] = until
+            log.warning("user %s is given back later: the database is busy", user_id)
 
 
 def push_pending(organization_id: int, *, trigger: str = "change", owner: str | None = None) -> SyncCycle | None:
@@ -167,9 +170,30 @@ class _Hold:
     ended: bool = False  # the end's values are set on `state` (and flushed with the cycle's last writes)
 
 
+_UNRELEASED: dict[int, datetime] = {}  # user -> the hold this process could not give back (database locked)
+_UNRELEASED_LOCK = threading.Lock()
+
+
+def give_back_unreleased() -> None:
+    """Give back the holds this process could not (their cycle ended on a locked database), as unclean ends."""
+    with _UNRELEASED_LOCK:
+        held = dict(_UNRELEASED)
+    if not held:
+        return
+    for user_id, until in held.items():
+        db.session.execute(update(CalendarSync).where(CalendarSync.user_id == user_id)
+                           .values(claimed_until=_released(until, clean=False)))
+    db.session.commit()
+    with _UNRELEASED_LOCK:
+        for user_id, until in held.items():
+            if _UNRELEASED.get(user_id) == until:
+                del _UNRELEASED[user_id]
+
+
 def _hold_user(user_id: int, now: datetime) -> datetime | None:
     """Take the user for one cycle if nobody holds them (or their holder's time ran out); the instant the hold
     ends, or None."""
+    give_back_unreleased()
     until = now + timedelta(seconds=lease_seconds())
     result = db.session.execute(
         update(CalendarSync).where(CalendarSync.user_id == user_id,
@@ -181,8 +205,8 @@ def _hold_user(user_id: int, now: datetime) -> datetime | None:
 
 def _released(until: datetime, *, clean: bool = True):
     """The value that gives the user back if the hold is still ours. An unclean end leaves an instant that
-    has passed, so the next holder looks for a cycle row left "running" (`_close_abandoned`)."""
-    return case((CalendarSync.claimed_until == until, None if clean else utcnow()),
+    has passed (`UNCLEAN_END`), so the next holder looks for a cycle row left "running" (`_close_abandoned`)."""
+    return case((CalendarSync.claimed_until == until, None if clean else UNCLEAN_END),
                 else_=CalendarSync.claimed_until)
 
 
@@ -255,6 +279,9 @@ ABANDONED = ("This cycle ended without recording its outcome (its worker stopped
 _UNRECORDED: dict[int, tuple[str, str | None]] = {}  # cycle id -> (status, message) it could not write
 _UNRECORDED_LOCK = threading.Lock()
 _UNRECORDED_KEPT = 1000
+# Rows of cycles that failed before they had written anything and could not write their end either:
+# (organization, user) -> their columns, stored by the next cycle of the same user (or outbox).
+_UNSTORED: dict[tuple[int, int | None], list[dict]] = {}
 
 
 def _remember_unrecorded(cycle_id: int, status: str, message: str | None) -> None:
@@ -271,6 +298,9 @@ def _close_abandoned(organization_id: int, user_id: int | None) -> None:
              SyncCycle.user_id.is_(None) if user_id is None else SyncCycle.user_id == user_id)
     with _UNRECORDED_LOCK:
         known = dict(_UNRECORDED)
+        unstored = _UNSTORED.pop((organization_id, user_id), [])
+    for values in unstored:
+        db.session.add(SyncCycle(**values))
     if known:
         running = set(db.session.scalars(select(SyncCycle.id).where(*scope, SyncCycle.status == "running",
                                                                     SyncCycle.id.in_(known))))
@@ -419,6 +449,12 @@ def _record_end(row: SyncCycle, hold: _Hold | None) -> None:
             status, message = "failed", DATABASE_BUSY
         if cycle_id is not None:
             _remember_unrecorded(cycle_id, status, message)
+        elif not (hold is not None and row.quiet and status == "ok"):
+            # Never stored (it had written nothing): the next cycle of this user (or outbox) stores it.
+            values = {c.key: getattr(row, c.key) for c in SyncCycle.__table__.columns if c.key != "id"}
+            with _UNRECORDED_LOCK:
+                _UNSTORED.setdefault((row.organization_id, row.user_id), []).append(
+                    {**values, "status": status, "message": message})
         raise
 
 
