@@ -90,19 +90,22 @@ def run_user_cycle(user_id: int, *, trigger: str = "scheduler", owner: str | Non
         clean = False  # whether the last holder ended cleanly is not known here: look for its rows
     else:
         until, clean = claim.until, claim.clean
-    loaded = db.session.execute(
-        select(User, CalendarSync, Organization, GoogleIntegration)
-        .join(CalendarSync, CalendarSync.user_id == User.id)
-        .join(Organization, Organization.id == User.organization_id)
-        .outerjoin(GoogleIntegration, GoogleIntegration.organization_id == Organization.id)
-        .where(User.id == user_id)).first()
-    if loaded is None or not loaded[0].active or not loaded[1].enabled:
-        _release_user(user_id, until)
-        return None
-    user, state, organization, integration = loaded
-    hold = _Hold(user_id, until, state, ending, synced_before=state.first_synced_at is not None)
+    hold = _Hold(user_id, until, None, ending)
     claims: set[str] = set()
     try:
+        loaded = db.session.execute(
+            select(User, CalendarSync, Organization, GoogleIntegration)
+            .join(CalendarSync, CalendarSync.user_id == User.id)
+            .join(Organization, Organization.id == User.organization_id)
+            .outerjoin(GoogleIntegration, GoogleIntegration.organization_id == Organization.id)
+            .where(User.id == user_id)).first()
+        if loaded is None or not loaded[0].active or not loaded[1].enabled:
+            db.session.rollback()
+            _release_user(user_id, until)
+            hold.released = True
+            return None
+        user, state, organization, integration = loaded
+        hold.state, hold.synced_before = state, state.first_synced_at is not None
         with _kept(user, state, organization, integration):
             return _run(organization, trigger, puller=user, owner=owner, claims=claims, integration=integration,
                         hold=hold, clean=clean)
@@ -163,7 +166,7 @@ def _leased(lease: str, organization: Organization, trigger: str, *, owner: str 
 class _Hold:
     user_id: int
     until: datetime
-    state: CalendarSync
+    state: CalendarSync | None
     ending: Callable[[str, CalendarSync], dict] | None = None
     released: bool = False
     synced_before: bool = True  # a first sync keeps its row, whatever it found
