@@ -617,6 +617,19 @@ class CalendarInfo:
     has_events: bool = False  # whether the one event asked for came back: the events could be read
 
 
+_THREAD = threading.local()
+
+
+def _thread_http(timeout: float) -> httplib2.Http:
+    """This thread's connection to Google (per timeout)."""
+    pool = getattr(_THREAD, "http", None)
+    if pool is None:
+        pool = _THREAD.http = {}
+    if timeout not in pool:
+        pool[timeout] = httplib2.Http(timeout=timeout)
+    return pool[timeout]
+
+
 class _NoHttp:
     """The shared Calendar resource's own `http`: it must never send anything. Each request is run with the
     http of the user it acts as (`CalendarClient.execute`), so a request without one fails here instead of
@@ -649,8 +662,8 @@ class CalendarClient:
 
     Build requests on `.service` (a googleapiclient Resource shared by the process) and run them with
     `.execute(...)`, or batch them with `.new_batch(...)` and `.execute_batch(...)`: those send them with this
-    user's token. Failures come out as `GoogleError`s. A client is cheap and not thread-safe (its httplib2
-    connection): make one per user per cycle; tokens are shared through the cache.
+    user's token. Failures come out as `GoogleError`s. A client is cheap; use it in the thread that made it
+    (its connection is that thread's): make one per user per cycle; tokens are shared through the cache.
     """
 
     def __init__(self, key: SigningKey, subject: str, endpoints: Endpoints | None = None,
@@ -677,10 +690,11 @@ class CalendarClient:
 
     @property
     def http(self) -> google_auth_httplib2.AuthorizedHttp:
-        """This user's connection, which signs every request with the user's token."""
+        """This user's connection, which signs every request with the user's token. The connection underneath
+        is the thread's: kept open from one cycle to the next (no new TCP and TLS handshake per cycle), and
+        never used by two threads at once (httplib2 is not thread-safe)."""
         if self._http is None:
-            self._http = google_auth_httplib2.AuthorizedHttp(
-                self.authorize(), http=httplib2.Http(timeout=self.endpoints.timeout))
+            self._http = google_auth_httplib2.AuthorizedHttp(self.authorize(), http=_thread_http(self.endpoints.timeout))
         return self._http
 
     def execute(self, request, *, item: bool = False, num_retries: int = 0) -> Any:
