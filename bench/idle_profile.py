@@ -109,6 +109,8 @@ def build(args):
               "SYNC_INTERVAL_SECONDS": args.interval, "SCHEDULER_ENABLED": False}
     if args.threads:
         config["SYNC_WORKER_THREADS"] = args.threads
+    if args.no_pre_ping:
+        config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": False}
     app = create_app(config)
     return app, emulator, base_url, database
 
@@ -281,6 +283,7 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--no-pre-ping", action="store_true", help="connections not pinged at checkout")
     args = parser.parse_args()
 
     app, emulator, base_url, database = build(args)
