@@ -449,6 +449,20 @@ def test_the_background_scheduler_syncs_a_navigating_user_and_pushes_changes(app
     assert not scheduler.running
 
 
+def test_claims_follow_due_times_not_a_polling_tick(app, world, connected, sync_on):
+    # Looking for users made due elsewhere happens only every 10 minutes here; the next cycles still come
+    # every second, when due: the scheduler sleeps until the earliest due time.
+    app.config.update(SYNC_POLL_SECONDS=600, SYNC_INTERVAL_SECONDS=1, SYNC_WORKER_THREADS=2)
+    sync_on("user")
+    scheduler = scheduling(app).start(worker_id="test-worker")
+    try:
+        login(app, "user").get("/")  # a trigger in this process: synced now
+        assert wait_for(lambda: finished_cycles(app, world["user"]) >= 1)  # the first sync keeps its row
+        assert wait_for(lambda: (sync_row(app, world["user"]).quiet_cycles or 0) >= 3)
+    finally:
+        scheduling(app).stop()
+
+
 def test_the_scheduler_does_not_start_in_tests_unless_asked(app, world, connected):
     assert app.config["SCHEDULER_ENABLED"] is False
     app.test_client().get("/login")
