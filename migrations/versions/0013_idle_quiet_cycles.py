@@ -20,6 +20,7 @@ depends_on = None
 def upgrade():
     with op.batch_alter_table("calendar_syncs", schema=None) as batch_op:
         batch_op.add_column(sa.Column("claimed_until", sa.DateTime(), nullable=True))
+        batch_op.add_column(sa.Column("claimed_by", sa.String(length=100), nullable=True))
         batch_op.add_column(sa.Column("quiet_cycles", sa.Integer(), nullable=False, server_default="0"))
         batch_op.add_column(sa.Column("quiet_since", sa.DateTime(), nullable=True))
         batch_op.add_column(sa.Column("last_quiet_at", sa.DateTime(), nullable=True))
@@ -38,4 +39,5 @@ def downgrade():
         batch_op.drop_column("last_quiet_at")
         batch_op.drop_column("quiet_since")
         batch_op.drop_column("quiet_cycles")
+        batch_op.drop_column("claimed_by")
         batch_op.drop_column("claimed_until")

@@ -62,6 +62,7 @@ class CalendarSync(db.Model):
     # statement that claims (so the claim is the user's lease), other callers compare-and-set it. Cleared
     # with the cycle's end; an earlier instant left in it says the last holder did not end cleanly.
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    claimed_by: Mapped[str | None] = mapped_column(String(100))  # the worker holding (or last holding) the user
     # Quiet cycles (nothing pulled, pushed or changed, no problem) are counted, not stored one row each:
     # the current run of them here; a cycle that keeps its row takes the run before it along (SyncCycle).
     quiet_cycles: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

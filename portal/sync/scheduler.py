@@ -38,7 +38,7 @@ from sqlalchemy import case, func, or_, select, update
 from portal.extensions import db
 from portal.models import ChangeRecord, User, utcnow
 from portal.sync.channels import ensure_channel, stop_unwanted_channels
-from portal.sync.engine import push_pending, run_user_cycle
+from portal.sync.engine import push_pending, run_user_cycle, worker_name
 from portal.sync.engine.run import give_back_unreleased
 from portal.sync.models import UNCLEAN_END, CalendarSync, Lease
 from portal.sync.policy import allowed_organization_ids, organization_allowed
@@ -100,8 +100,8 @@ def next_due_at(now: datetime, organization_ids: list[int]) -> datetime | None:
                              .where(*_claimable(now, organization_ids)))
 
 
-def claim_due_users(limit: int, *, now: datetime | None = None,
-                    organization_ids: list[int] | None = None) -> list[Claim]:
+def claim_due_users(limit: int, *, now: datetime | None = None, organization_ids: list[int] | None = None,
+                    owner: str | None = None) -> list[Claim]:
     """Claim up to `limit` due users (longest-waiting first) and commit; no two callers get the same user.
 
     The claim holds the user (`claimed_until`) for the cycle: a trigger that makes the user due meanwhile
@@ -115,6 +115,7 @@ def claim_due_users(limit: int, *, now: datetime | None = None,
         db.session.commit()
         return []
     give_back_unreleased()
+    owner = owner or worker_name()
     until = now + seconds("SYNC_LEASE_SECONDS")
     query = due_users_query(now, organization_ids).limit(limit)
     claims: list[Claim] = []
@@ -124,7 +125,7 @@ def claim_due_users(limit: int, *, now: datetime | None = None,
         picked = query.with_for_update(skip_locked=True, of=CalendarSync).cte("picked")
         rows = db.session.execute(
             update(CalendarSync).where(CalendarSync.user_id == picked.c.user_id)
-            .values(due_at=until, claimed_until=until)
+            .values(due_at=until, claimed_until=until, claimed_by=owner)
             .returning(CalendarSync.user_id, picked.c.due_at, picked.c.claimed_until)).all()
         claims = [Claim(r[0], r[1], now, until, r[2] is None) for r in rows]
         claims.sort(key=lambda c: (c.due_at is not None, c.due_at or now, c.user_id))
@@ -132,7 +133,7 @@ def claim_due_users(limit: int, *, now: datetime | None = None,
         for row in db.session.execute(query).all():
             same_due = CalendarSync.due_at.is_(None) if row.due_at is None else CalendarSync.due_at == row.due_at
             result = db.session.execute(update(CalendarSync).where(CalendarSync.user_id == row.user_id, same_due)
-                                        .values(due_at=until, claimed_until=until))
+                                        .values(due_at=until, claimed_until=until, claimed_by=owner))
             if result.rowcount == 1:
                 claims.append(Claim(row.user_id, row.due_at, now, until, row.claimed_until is None))
     db.session.commit()
@@ -340,7 +341,7 @@ class SyncScheduler:
             return self.poll_seconds  # a finished cycle wakes us once enough threads are free
         asked = min(free, self.batch_size)
         now = self.clock()
-        claims = claim_due_users(asked, now=now, organization_ids=allowed)
+        claims = claim_due_users(asked, now=now, organization_ids=allowed, owner=self.worker_id)
         for claim in claims:
             with self._lock:
                 self._running.add(claim.user_id)

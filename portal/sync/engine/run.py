@@ -84,7 +84,7 @@ def run_user_cycle(user_id: int, *, trigger: str = "scheduler", owner: str | Non
     owner = owner or worker_name()
     now = utcnow()
     if claim is None:
-        until = _hold_user(user_id, now)
+        until = _hold_user(user_id, now, owner)
         if until is None:
             return None
         clean = False  # whether the last holder ended cleanly is not known here: look for its rows
@@ -193,7 +193,7 @@ def give_back_unreleased() -> None:
                 del _UNRELEASED[user_id]
 
 
-def _hold_user(user_id: int, now: datetime) -> datetime | None:
+def _hold_user(user_id: int, now: datetime, owner: str) -> datetime | None:
     """Take the user for one cycle if nobody holds them (or their holder's time ran out); the instant the hold
     ends, or None."""
     give_back_unreleased()
@@ -201,7 +201,7 @@ def _hold_user(user_id: int, now: datetime) -> datetime | None:
     result = db.session.execute(
         update(CalendarSync).where(CalendarSync.user_id == user_id,
                                    or_(CalendarSync.claimed_until.is_(None), CalendarSync.claimed_until <= now))
-        .values(claimed_until=until))
+        .values(claimed_until=until, claimed_by=owner))
     db.session.commit()
     return until if result.rowcount == 1 else None
 
