@@ -458,6 +458,8 @@ def _record_end(row: SyncCycle, hold: _Hold | None) -> None:
             with _UNRECORDED_LOCK:
                 _UNSTORED.setdefault((row.organization_id, row.user_id), []).append(
                     {**values, "status": status, "message": message})
+                while len(_UNSTORED) > _UNRECORDED_KEPT:
+                    del _UNSTORED[next(iter(_UNSTORED))]
         raise
 
 
