@@ -257,6 +257,7 @@ class SyncScheduler:
         self._sequence = itertools.count(1)
         self._stopped = False
         self._wakeup = threading.Event()
+        self._queued: dict[int, tuple] = {}  # user -> (future, claim) until the cycle ends
         self._dispatcher: threading.Thread | None = None
         # How many free threads a full pool waits for before claiming again.
         self._refill = max(1, min(self.batch_size, self.threads // 4))
@@ -288,6 +289,21 @@ class SyncScheduler:
             self._dispatcher.join(timeout=30)
         self._cycles.shutdown(wait=wait, cancel_futures=True)
         self._pushes.shutdown(wait=wait, cancel_futures=True)
+        self._give_back_cancelled()
+
+    def _give_back_cancelled(self) -> None:
+        """Claims whose cycle never started (cancelled at shutdown) are given back at once, not left held
+        until their lease runs out."""
+        with self._lock:
+            cancelled = [claim for future, claim in self._queued.values() if future.cancelled()]
+        if not cancelled:
+            return
+        try:
+            with self.app.app_context():
+                for claim in cancelled:
+                    finish_claim(claim, "busy", now=self.clock())
+        except Exception:  # noqa: BLE001 - going down: they run out by themselves
+            log.warning("%s claims are left to run out", len(cancelled))
 
     @property
     def running(self) -> bool:
@@ -346,7 +362,10 @@ class SyncScheduler:
             with self._lock:
                 self._running.add(claim.user_id)
             try:
-                self._cycles.submit(self._run_cycle, claim)
+                future = self._cycles.submit(self._run_cycle, claim)
+                with self._lock:
+                    if claim.user_id in self._running:
+                        self._queued[claim.user_id] = (future, claim)
             except RuntimeError:  # shut down between the claim and here: the claim expires
                 with self._lock:
                     self._running.discard(claim.user_id)
@@ -369,6 +388,7 @@ class SyncScheduler:
         finally:
             with self._lock:
                 self._running.discard(claim.user_id)
+                self._queued.pop(claim.user_id, None)
                 free = self.threads - len(self._running)
             # A full pool had users waiting: claim again once a batch's worth of threads is free (one
             # claim statement for several users, not one per finished cycle).
