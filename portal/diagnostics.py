@@ -186,9 +186,37 @@ def _zone_name(moment: datetime, zone: tzinfo) -> str:
     return local.tzname() or local.strftime("%z")
 
 
-def build_timeline(cycles: Iterable, item_errors: Iterable, *, now: datetime, zone: tzinfo) -> Timeline:
+def _spread(runs: Iterable, start: datetime, end: datetime, count: int) -> list[float]:
+    """Per slot, how many of the runs' quiet cycles fell in it: each run's count evenly over its span."""
+    spread = [0.0] * count
+
+    def slot_of(moment: datetime) -> int:
+        return min(int((moment - start) / SLOT), count - 1)
+
+    for number, first, last in runs:
+        if not number or last is None:
+            continue
+        first, last = _aware(first or last), _aware(last)
+        lo, hi = max(first, start), min(last, end)
+        if hi < lo:
+            continue
+        span = (last - first).total_seconds()
+        if span <= 0:
+            spread[slot_of(last)] += number
+            continue
+        for i in range(slot_of(lo), slot_of(hi) + 1):
+            slot_start = start + SLOT * i
+            overlap = (min(hi, slot_start + SLOT) - max(lo, slot_start)).total_seconds()
+            spread[i] += number * max(0.0, overlap) / span
+    return spread
+
+
+def build_timeline(cycles: Iterable, item_errors: Iterable, *, now: datetime, zone: tzinfo,
+                   quiet_runs: Iterable = ()) -> Timeline:
     """The last 24 hours as 96 columns of 15 minutes: a stacked bar of cycles by result, a red mark where a
-    cycle failed, an orange one where items could not be synced; hours labelled in `zone`."""
+    cycle failed, an orange one where items could not be synced; hours labelled in `zone`. `quiet_runs`:
+    (count, first, last) of quiet cycles, which are counted, not stored; each run's count is spread evenly
+    over its span (the cycles of a run come at a fixed interval), as fine cycles."""
     now = _aware(now)
     end = now
     start = end - DAY
@@ -210,6 +238,8 @@ def build_timeline(cycles: Iterable, item_errors: Iterable, *, now: datetime, zo
         i = index(entry.created_at)
         if i is not None:
             slots[i]["item_errors"] += 1
+    for i, number in enumerate(_spread(quiet_runs, start, end, count)):
+        slots[i]["ok"] += round(number)
 
     width, height = 960, 150
     left, right = 8, 952
@@ -312,31 +342,45 @@ def changes_in_words(cycle) -> str:
     return ", ".join(parts) if parts else "nothing changed"
 
 
-def collapse_cycles(cycles: Iterable, *, who=lambda cycle: "", limit: int | None = None) -> list[CycleRow]:
+def collapse_cycles(cycles: Iterable, *, who=lambda cycle: "", limit: int | None = None,
+                    quiet_now: Iterable = ()) -> list[CycleRow]:
     """Cycles (newest first) as rows: consecutive quiet cycles of the same kind become one row with their
-    count and time span; a cycle that changed something or failed keeps its own row. With `limit`, reading
-    stops once a row beyond it begins (so the rows up to it are complete and one more says there are more)."""
+    count and time span; a cycle that changed something or failed keeps its own row. Quiet cycles are counted,
+    not stored: `quiet_now` holds the current runs, (count, first, last), newest of all; each stored cycle's
+    `quiet_before` is the run just before it. With `limit`, reading stops once a row beyond it begins (so the
+    rows up to it are complete and one more says there are more)."""
     rows: list[CycleRow] = []
+
+    def add_quiet(kind: str, first, last, count: int) -> None:
+        if rows and rows[-1].kind == kind:
+            previous = rows[-1]
+            rows[-1] = CycleRow(kind, min(_aware(previous.first), _aware(first)),
+                                max(_aware(previous.last), _aware(last)), previous.count + count)
+        else:
+            rows.append(CycleRow(kind, first, last, count))
+
+    for count, first, last in quiet_now:
+        if count and last is not None:
+            add_quiet("idle", first or last, last, count)
     for cycle in cycles:
         quiet = _is_quiet(cycle)
         if limit is not None and len(rows) > limit:
             break
         if quiet is not None:
-            if rows and rows[-1].kind == quiet:
-                previous = rows[-1]
-                rows[-1] = CycleRow(quiet, cycle.started_at, previous.last, previous.count + 1)
-            else:
-                rows.append(CycleRow(quiet, cycle.started_at, cycle.started_at, 1))
-            continue
-        failed = cycle.status == "failed"
-        text = changes_in_words(cycle)
-        if cycle.error_code and is_item_code(cycle.error_code):
-            # Google's words about one event may quote it; helpdesk staff read this list.
-            text = summary_of(cycle.error_code).capitalize() + "."
-        elif cycle.message:
-            text = f"{cycle.message}" if failed else f"{text} · {cycle.message}"
-        rows.append(CycleRow("failed" if failed else "changed", cycle.started_at, cycle.started_at, 1,
-                             who=who(cycle), text=text, code=cycle.error_code, result=cycle.status))
+            add_quiet(quiet, cycle.started_at, cycle.started_at, 1)
+        else:
+            failed = cycle.status == "failed"
+            text = changes_in_words(cycle)
+            if cycle.error_code and is_item_code(cycle.error_code):
+                # Google's words about one event may quote it; helpdesk staff read this list.
+                text = summary_of(cycle.error_code).capitalize() + "."
+            elif cycle.message:
+                text = f"{cycle.message}" if failed else f"{text} · {cycle.message}"
+            rows.append(CycleRow("failed" if failed else "changed", cycle.started_at, cycle.started_at, 1,
+                                 who=who(cycle), text=text, code=cycle.error_code, result=cycle.status))
+        before = getattr(cycle, "quiet_before", 0) or 0
+        if before and cycle.quiet_last_at is not None:
+            add_quiet("idle", cycle.quiet_first_at or cycle.quiet_last_at, cycle.quiet_last_at, before)
     return rows
 
 
@@ -512,7 +556,8 @@ def read_diagnostics(organization, integration, *, now: datetime, zone: tzinfo, 
     org_id = organization.id
     # A big organization runs many thousand cycles a day: the chart reads two columns of each, and the list
     # reads whole rows only until it has enough of them.
-    marks = db.session.execute(select(SyncCycle.started_at, SyncCycle.status).where(
+    marks = db.session.execute(select(SyncCycle.started_at, SyncCycle.status, SyncCycle.quiet_before,
+                                      SyncCycle.quiet_first_at, SyncCycle.quiet_last_at).where(
         SyncCycle.organization_id == org_id, SyncCycle.started_at >= since_day)).all()
     newest_first = db.session.scalars(
         select(SyncCycle).where(SyncCycle.organization_id == org_id, SyncCycle.started_at >= since_day)
@@ -533,7 +578,11 @@ def read_diagnostics(organization, integration, *, now: datetime, zone: tzinfo, 
     def who(cycle):
         return emails.get(cycle.user_id, "a user") if cycle.user_id else "outbox (changes made in the portal)"
 
-    rows = collapse_cycles(newest_first, who=who, limit=CYCLE_ROWS)
+    # Quiet cycles are counted, not stored: each user's current run, and the run before each stored cycle.
+    quiet_now = [(row.quiet_cycles, row.quiet_since, row.last_quiet_at) for row in syncs.values()
+                 if row.quiet_cycles and row.last_quiet_at is not None]
+    quiet_runs = [*quiet_now, *((m.quiet_before, m.quiet_first_at, m.quiet_last_at) for m in marks if m.quiet_before)]
+    rows = collapse_cycles(newest_first, who=who, limit=CYCLE_ROWS, quiet_now=quiet_now)
     newest_first.close()
 
     def counted(since):
@@ -549,7 +598,7 @@ def read_diagnostics(organization, integration, *, now: datetime, zone: tzinfo, 
     activities = {a.id: a for a in db.session.scalars(select(Activity).where(Activity.id.in_(activity_ids)))} \
         if activity_ids else {}
     return Diagnostics(
-        timeline=build_timeline(marks, errors_day, now=now, zone=zone),
+        timeline=build_timeline(marks, errors_day, now=now, zone=zone, quiet_runs=quiet_runs),
         health=health_table(users, syncs, integration, now=now, session_lifetime=session_lifetime, state=state,
                             query=query, limit=limit),
         cycles=rows[:CYCLE_ROWS], more_cycles=len(rows) > CYCLE_ROWS,

@@ -8,7 +8,7 @@ import shutil
 import uuid
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, inspect, text
 
 from portal import create_app
 from portal.extensions import db
@@ -305,8 +305,9 @@ def run_sync(app, world):
         with app.app_context():
             cycle = run_user_cycle(world[who], trigger=trigger)
             assert cycle is not None, "the user's lease was taken"
-            db.session.refresh(cycle)
-            db.session.expunge(cycle)
+            if inspect(cycle).persistent:  # a quiet cycle is only counted: its row is never stored
+                db.session.refresh(cycle)
+                db.session.expunge(cycle)
             return cycle
 
     return run

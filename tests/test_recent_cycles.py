@@ -89,7 +89,9 @@ def test_recent_cycles_are_limited_and_own_cycles_keep_their_counts(app, world, 
     sync_on("user")
     google_user("user@acme.test").insert(summary="From Google", start={"dateTime": at()}, end={"dateTime": at(1)})
     first = run_sync("user")
-    for _ in range(6):
+    for n in range(6):  # each with a change, so each keeps its row (quiet cycles are only counted)
+        google_user("user@acme.test").insert(summary=f"Also from Google {n}", start={"dateTime": at(n + 2)},
+                                             end={"dateTime": at(n + 3)})
         run_sync("user")
     cycles = recent(app, world, "user", limit=5)
     assert len(cycles) == 5 and not any(c.outbox for c in cycles)

@@ -15,7 +15,8 @@ from sqlalchemy import func, select, update
 
 from portal.extensions import db
 from portal.models import ChangeRecord, GoogleIntegration, User
-from portal.sync.models import CalendarSync, Lease, SyncCycle
+from portal.sync.engine import run_user_cycle
+from portal.sync.models import CalendarSync, SyncCycle
 from portal.sync.runtime import scheduling
 from portal.sync.scheduler import (
     Claim,
@@ -292,23 +293,39 @@ def test_backoff_is_capped(app, world, connected, sync_on, clock):
     assert row.backoff_until == clock() + timedelta(seconds=app.config["SYNC_BACKOFF_CAP_SECONDS"])
 
 
-def test_the_lease_keeps_a_second_worker_out(app, world, connected, sync_on, clock):
+def test_a_claimed_user_is_never_run_twice_at_once_even_after_a_trigger(app, world, connected, sync_on, clock):
+    # The claim is the user's lease (no second round trip takes one): while it holds, a trigger that makes the
+    # user due again gets them neither claimed again nor run by another caller of the engine.
+    sync_on("user")
+    client = login(app, "user")
+    client.get("/")
+    [claimed] = claim(app, clock)
+    clock.advance(11)
+    client.get("/")  # navigation while the cycle runs: due again
+    assert sync_row(app, world["user"]).due_at == clock()
+    assert claim(app, clock) == []
+    with app.app_context():
+        assert run_user_cycle(world["user"], trigger="manual") is None
+        assert run_claim(claimed, owner="this-worker", clock=clock).status == "ok"
+    # Given back at the end of the cycle, and due at once for the trigger that came meanwhile.
+    row = sync_row(app, world["user"])
+    assert row.claimed_until is None and row.due_at == clock()
+    assert [c.user_id for c in claim(app, clock)] == [world["user"]]
+
+
+def test_a_user_held_by_another_caller_is_not_claimed(app, world, connected, sync_on, clock):
     sync_on("user")
     login(app, "user").get("/")
     with app.app_context():
-        assert Lease.acquire(f"user:{world['user']}", "other-worker", 60)
+        db.session.execute(update(CalendarSync).values(claimed_until=clock() + timedelta(seconds=60)))
+        db.session.commit()
+    assert claim(app, clock) == []
+    clock.advance(61)  # the holder died: its hold runs out, and the user is claimed again
     [claimed] = claim(app, clock)
-    with app.app_context():
-        assert run_claim(claimed, owner="this-worker", clock=clock) is None
-    assert cycles_of(app, world["user"]) == 0
-    # Asked again shortly, not a whole interval later.
-    assert sync_row(app, world["user"]).due_at == clock() + timedelta(seconds=2)
-    with app.app_context():
-        Lease.release(f"user:{world['user']}", "other-worker")
-    clock.advance(2)
-    [claimed] = claim(app, clock)
+    assert not claimed.clean  # so the cycle looks for a row its holder left "running"
     with app.app_context():
         assert run_claim(claimed, owner="this-worker", clock=clock).status == "ok"
+    assert sync_row(app, world["user"]).claimed_until is None
 
 
 def test_a_trigger_during_a_cycle_is_not_overwritten(app, world, connected, sync_on, clock):
@@ -430,6 +447,20 @@ def test_the_background_scheduler_syncs_a_navigating_user_and_pushes_changes(app
     finally:
         scheduling(app).stop()
     assert not scheduler.running
+
+
+def test_claims_follow_due_times_not_a_polling_tick(app, world, connected, sync_on):
+    # Looking for users made due elsewhere happens only every 10 minutes here; the next cycles still come
+    # every second, when due: the scheduler sleeps until the earliest due time.
+    app.config.update(SYNC_POLL_SECONDS=600, SYNC_INTERVAL_SECONDS=1, SYNC_WORKER_THREADS=2)
+    sync_on("user")
+    scheduler = scheduling(app).start(worker_id="test-worker")
+    try:
+        login(app, "user").get("/")  # a trigger in this process: synced now
+        assert wait_for(lambda: finished_cycles(app, world["user"]) >= 1)  # the first sync keeps its row
+        assert wait_for(lambda: (sync_row(app, world["user"]).quiet_cycles or 0) >= 3)
+    finally:
+        scheduling(app).stop()
 
 
 def test_the_scheduler_does_not_start_in_tests_unless_asked(app, world, connected):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import (
     JSON,
@@ -26,6 +26,11 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.extensions import db
 from portal.models import Activity, User, UTCDateTime, utcnow
+
+# What `CalendarSync.claimed_until` holds after a cycle that did not end cleanly (it crashed, or the database
+# stayed locked): earlier than any now, so the user can be taken at once, and not None, so the next cycle
+# looks for a row that one left "running".
+UNCLEAN_END = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 class CalendarSync(db.Model):
@@ -57,6 +62,16 @@ class CalendarSync(db.Model):
     # recorded): while it is open and not due for renewal, notifications replace the 30-second poll
     # (`runtime.push_trusted`). None: poll. Kept here so the claim reads it with the row it claims.
     push_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Whoever runs this user's cycle holds the user until then: the scheduler's claim writes it in the same
+    # statement that claims (so the claim is the user's lease), other callers compare-and-set it. Cleared
+    # with the cycle's end; an earlier instant left in it says the last holder did not end cleanly.
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    claimed_by: Mapped[str | None] = mapped_column(String(100))  # the worker holding (or last holding) the user
+    # Quiet cycles (nothing pulled, pushed or changed, no problem) are counted, not stored one row each:
+    # the current run of them here; a cycle that keeps its row takes the run before it along (SyncCycle).
+    quiet_cycles: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    quiet_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_quiet_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     user: Mapped[User] = relationship()
 
@@ -170,8 +185,19 @@ class SyncCycle(db.Model):
     # What stopped a failed cycle (a code of portal.sync.google.ERRORS, or one of portal.diagnostics.OTHER_ERRORS),
     # so diagnostics count each kind of failure without reading the message.
     error_code: Mapped[str | None] = mapped_column(String(50))
+    # The user's quiet cycles between the previous stored cycle and this one: how many, first and last.
+    quiet_before: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    quiet_first_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    quiet_last_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     user: Mapped[User | None] = relationship()
+
+    @property
+    def quiet(self) -> bool:
+        """Nothing pulled, pushed or changed on either side, and no problem: such a cycle is only counted."""
+        return (self.status == "ok" and not self.message and not self.pulled and not self.pushed
+                and not (self.portal_created or self.portal_updated or self.portal_deleted or self.google_created
+                         or self.google_updated or self.google_deleted or self.conflicts or self.errors))
 
     def summary(self) -> str:
         return (
@@ -200,6 +226,9 @@ class SyncJournalEntry(db.Model):
     after: Mapped[dict | list | str | None] = mapped_column(JSON)
     message: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    # Set by the engine's journal: the cycle's row is stored with the first entry that names it.
+    cycle: Mapped[SyncCycle | None] = relationship()
 
 
 class Lease(db.Model):

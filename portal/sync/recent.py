@@ -23,7 +23,7 @@ from portal.sync.journal_text import (
     plural,
     show_value,
 )
-from portal.sync.models import SyncCycle, SyncJournalEntry, SyncLink
+from portal.sync.models import CalendarSync, SyncCycle, SyncJournalEntry, SyncLink
 from portal.sync.status import CycleSummary, recent_cycles_for
 
 PAGE_SIZE = 10
@@ -155,27 +155,35 @@ def _is_quiet(cycle: CycleSummary) -> bool:
 
 def cycle_rows(user: User, *, rows: int = CYCLE_ROWS) -> list[CycleRow]:
     """The user's latest cycles, newest first, with the organization's pushes of their changes among them
-    (counted for their items only, by `recent_cycles_for`); runs of quiet cycles become one row."""
+    (counted for their items only, by `recent_cycles_for`); runs of quiet cycles become one row. Quiet cycles
+    are counted, not stored: the current run is on the user's `CalendarSync`, the run before each stored
+    cycle on its row."""
     cycles = recent_cycles_for(user, limit=CYCLES_READ)
     found: list[CycleRow] = []
-    run: list[CycleSummary] = []
+    run: list[tuple[int, datetime, datetime, str | None]] = []  # (count, first, last, status of a lone one)
 
     def close_run():
-        if len(run) == 1:
-            found.append(CycleRow(run[0].started_at, None, 0, cycle_result(run[0].status), "nothing changed",
+        count = sum(part[0] for part in run)
+        if count == 1 and len(run) == 1:
+            found.append(CycleRow(run[0][1], None, 0, cycle_result(run[0][3] or "ok"), "nothing changed",
                                   None, False))
-        elif run:
-            found.append(CycleRow(run[-1].started_at, run[0].started_at, len(run), plural(len(run), "quiet cycle"),
-                                  "nothing changed", None, False))
+        elif count:
+            first, last = min(part[1] for part in run), max(part[2] for part in run)
+            found.append(CycleRow(first, last, count, plural(count, "quiet cycle"), "nothing changed", None, False))
         run.clear()
 
+    state = db.session.get(CalendarSync, user.id)
+    if state is not None and state.quiet_cycles:
+        run.append((state.quiet_cycles, state.quiet_since or state.last_quiet_at, state.last_quiet_at, None))
     for cycle in cycles:
         if _is_quiet(cycle):
-            run.append(cycle)
-            continue
-        close_run()
-        counts = cycle_counts(cycle.from_google, cycle.to_google, cycle.conflicts, cycle.errors)
-        found.append(CycleRow(cycle.started_at, None, 0, cycle_result(cycle.status), counts, cycle.message,
-                              cycle.outbox))
+            run.append((1, cycle.started_at, cycle.started_at, cycle.status))
+        else:
+            close_run()
+            counts = cycle_counts(cycle.from_google, cycle.to_google, cycle.conflicts, cycle.errors)
+            found.append(CycleRow(cycle.started_at, None, 0, cycle_result(cycle.status), counts, cycle.message,
+                                  cycle.outbox))
+        if cycle.quiet_before:
+            run.append((cycle.quiet_before, cycle.quiet_first_at or cycle.quiet_last_at, cycle.quiet_last_at, None))
     close_run()
     return found[:rows]

@@ -157,6 +157,10 @@ class CycleSummary:
     google_deleted: int = 0
     conflicts: int = 0
     errors: int = 0
+    # The user's quiet cycles (counted, not stored) between their previous stored cycle and this one.
+    quiet_before: int = 0
+    quiet_first_at: object = None
+    quiet_last_at: object = None
 
     @property
     def to_google(self) -> int:
@@ -224,7 +228,8 @@ _COUNTS = ("portal_created", "portal_updated", "portal_deleted", "google_created
 def _own_summary(row) -> CycleSummary:
     return CycleSummary(id=row.id, started_at=row.started_at, status=row.status, message=row.message,
                         trigger=row.trigger, outbox=False, duration_ms=row.duration_ms or 0,
-                        **{name: getattr(row, name) or 0 for name in _COUNTS})
+                        quiet_before=row.quiet_before or 0, quiet_first_at=row.quiet_first_at,
+                        quiet_last_at=row.quiet_last_at, **{name: getattr(row, name) or 0 for name in _COUNTS})
 
 
 def _outbox_summary(row, counts: dict[str, int]) -> CycleSummary:

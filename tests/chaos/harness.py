@@ -374,8 +374,17 @@ class Chaos:
         from portal.sync.scheduler import claim_due_users, run_claim
 
         def look():
+            # A worker runs each claim in a thread of its own: a cycle cut short stops that thread's claim, and
+            # the look's other claims (other threads) go on. (A whole process killed is the PostgreSQL run's
+            # worker process, whose claims run out.)
+            killed = None
             for claim in claim_due_users(10):
-                run_claim(claim, owner=f"chaos#{self.op}")
+                try:
+                    run_claim(claim, owner=f"chaos#{self.op}")
+                except WorkerKilled as stop:
+                    killed = killed or stop
+            if killed is not None:
+                raise killed
 
         self._sync(look, "scheduler")
 
@@ -388,9 +397,10 @@ class Chaos:
             seen = {"count": 0}
 
             def hook(name):
-                if name == target:
+                if name == target and not seen.get("killed"):
                     seen["count"] += 1
                     if seen["count"] > skip:
+                        seen["killed"] = True
                         raise WorkerKilled(name)
 
             engine.CHECKPOINTS.append(hook)

@@ -6,15 +6,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import case, event, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import ObjectDeletedError, StaleDataError
 
 from portal.extensions import db
 from portal.models import (
     Activity,
+    GoogleIntegration,
     Organization,
     User,
     utcnow,
@@ -60,22 +66,66 @@ from portal.sync.google import (
     TransientError,
     UserError,
 )
-from portal.sync.models import CalendarSync, Lease, SyncCycle
+from portal.sync.models import UNCLEAN_END, CalendarSync, Lease, SyncCycle
 from portal.sync.policy import integration_of, syncing_users
 
 log = logging.getLogger(__name__)
+_UNSET = object()
 
 
-def run_user_cycle(user_id: int, *, trigger: str = "scheduler", owner: str | None = None) -> SyncCycle | None:
-    """Pull the user's Google calendar and push their pending portal changes. None when another worker
-    holds this user's lease; otherwise the cycle's row (never raises for Google's answers)."""
-    user = db.session.get(User, user_id)
-    if user is None or not user.active:
-        return None
-    state = db.session.get(CalendarSync, user_id)
-    if state is None or not state.enabled:
-        return None
-    return _leased(f"user:{user_id}", user.organization, trigger, puller=user, owner=owner)
+def run_user_cycle(user_id: int, *, trigger: str = "scheduler", owner: str | None = None, claim=None,
+                   ending: Callable[[str, CalendarSync], dict] | None = None) -> SyncCycle | None:
+    """Pull the user's Google calendar and push their pending portal changes. None when someone else holds
+    the user (or the user cannot sync); otherwise the cycle's row (never raises for Google's answers).
+
+    `claim` (the scheduler's `Claim`): the user is held by it already, so no second round trip takes them;
+    otherwise the user is held here (`CalendarSync.claimed_until`, compare-and-set). `ending(status, state)`
+    gives column values for the user's `CalendarSync` (the scheduler's next due time, back-off), written in
+    the cycle's last commit."""
+    owner = owner or worker_name()
+    now = utcnow()
+    if claim is None:
+        until = _hold_user(user_id, now, owner)
+        if until is None:
+            return None
+        clean = False  # whether the last holder ended cleanly is not known here: look for its rows
+    else:
+        until, clean = claim.until, claim.clean
+    hold = _Hold(user_id, until, None, ending)
+    claims: set[str] = set()
+    try:
+        loaded = db.session.execute(
+            select(User, CalendarSync, Organization, GoogleIntegration)
+            .join(CalendarSync, CalendarSync.user_id == User.id)
+            .join(Organization, Organization.id == User.organization_id)
+            .outerjoin(GoogleIntegration, GoogleIntegration.organization_id == Organization.id)
+            .where(User.id == user_id)).first()
+        if loaded is None or not loaded[0].active or not loaded[1].enabled:
+            db.session.rollback()
+            _release_user(user_id, until)
+            hold.released = True
+            return None
+        user, state, organization, integration = loaded
+        hold.state, hold.synced_before = state, state.first_synced_at is not None
+        with _kept(user, state, organization, integration):
+            return _run(organization, trigger, puller=user, owner=owner, claims=claims, integration=integration,
+                        hold=hold, clean=clean)
+    finally:
+        db.session.rollback()
+        try:
+            if claims:
+                Lease.release_many(claims, owner)
+            if not hold.released:
+                _release_user(user_id, until, clean=False)
+        except Exception as exc:
+            if not database_busy(exc):
+                raise
+            # Still locked: the leases run out by themselves, the hold is given back by this process's next
+            # cycle (or runs out), and what stopped the cycle is raised.
+            db.session.rollback()
+            with _UNRELEASED_LOCK:
+                _UNRELEASED[user_id] = until
+            log.warning("user %s is given back later: the database is busy", user_id)
 
 
 def push_pending(organization_id: int, *, trigger: str = "change", owner: str | None = None) -> SyncCycle | None:
@@ -83,18 +133,19 @@ def push_pending(organization_id: int, *, trigger: str = "change", owner: str | 
     organization = db.session.get(Organization, organization_id)
     if organization is None:
         return None
-    return _leased(f"outbox:{organization_id}", organization, trigger, puller=None, owner=owner)
+    return _leased(f"outbox:{organization_id}", organization, trigger, owner=owner)
 
 
-def _leased(lease: str, organization: Organization, trigger: str, *, puller: User | None,
-            owner: str | None) -> SyncCycle | None:
-    """Run a cycle under `lease` (None when another worker holds it); the link claims it takes go with it."""
+def _leased(lease: str, organization: Organization, trigger: str, *, owner: str | None) -> SyncCycle | None:
+    """Run an outbox push under `lease` (None when another worker holds it); the link claims it takes go
+    with it."""
     owner = owner or worker_name()
     if not Lease.acquire(lease, owner, lease_seconds()):
         return None
     claims: set[str] = set()
     try:
-        return _run(organization, trigger, puller=puller, owner=owner, claims=claims)
+        with _kept(organization):
+            return _run(organization, trigger, puller=None, owner=owner, claims=claims)
     finally:
         db.session.rollback()
         try:
@@ -108,6 +159,123 @@ def _leased(lease: str, organization: Organization, trigger: str, *, puller: Use
             log.warning("the leases of %s are left to expire: the database is busy", lease)
 
 
+# ---------------------------------------------------------------------------------------------------
+# Holding a user: whoever holds `CalendarSync.claimed_until` runs the user's cycle; nobody else does.
+
+
+@dataclass
+class _Hold:
+    user_id: int
+    until: datetime
+    state: CalendarSync | None
+    ending: Callable[[str, CalendarSync], dict] | None = None
+    released: bool = False
+    synced_before: bool = True  # a first sync keeps its row, whatever it found
+    ended: bool = False  # the end's values are set on `state` (and flushed with the cycle's last writes)
+
+
+_UNRELEASED: dict[int, datetime] = {}  # user -> the hold this process could not give back (database locked)
+_UNRELEASED_LOCK = threading.Lock()
+
+
+def give_back_unreleased() -> None:
+    """Give back the holds this process could not (their cycle ended on a locked database), as unclean ends."""
+    with _UNRELEASED_LOCK:
+        held = dict(_UNRELEASED)
+    if not held:
+        return
+    for user_id, until in held.items():
+        db.session.execute(update(CalendarSync).where(CalendarSync.user_id == user_id)
+                           .values(claimed_until=_released(until, clean=False)))
+    db.session.commit()
+    with _UNRELEASED_LOCK:
+        for user_id, until in held.items():
+            if _UNRELEASED.get(user_id) == until:
+                del _UNRELEASED[user_id]
+
+
+def _hold_user(user_id: int, now: datetime, owner: str) -> datetime | None:
+    """Take the user for one cycle if nobody holds them (or their holder's time ran out); the instant the hold
+    ends, or None."""
+    give_back_unreleased()
+    until = now + timedelta(seconds=lease_seconds())
+    result = db.session.execute(
+        update(CalendarSync).where(CalendarSync.user_id == user_id,
+                                   or_(CalendarSync.claimed_until.is_(None), CalendarSync.claimed_until <= now))
+        .values(claimed_until=until, claimed_by=owner))
+    db.session.commit()
+    return until if result.rowcount == 1 else None
+
+
+def _released(until: datetime, *, clean: bool = True):
+    """The value that gives the user back if the hold is still ours. An unclean end leaves an instant that
+    has passed (`UNCLEAN_END`), so the next holder looks for a cycle row left "running" (`_close_abandoned`)."""
+    return case((CalendarSync.claimed_until == until, None if clean else UNCLEAN_END),
+                else_=CalendarSync.claimed_until)
+
+
+def _release_user(user_id: int, until: datetime, *, clean: bool = True) -> None:
+    db.session.execute(update(CalendarSync).where(CalendarSync.user_id == user_id)
+                       .values(claimed_until=_released(until, clean=clean)))
+    db.session.commit()
+
+
+# ---------------------------------------------------------------------------------------------------
+# The objects a cycle keeps across its commits, and its row stored only once it writes
+
+
+@contextmanager
+def _kept(*objects):
+    """The cycle's user, their sync state, organization and integration stay loaded across the cycle's
+    commits (each commit would otherwise expire them, and the next access read them again: most of an idle
+    cycle's statements). Everything else expires at each commit as usual."""
+    session = db.session()
+    previous = session.expire_on_commit, session.info.get(_KEEP)
+    session.expire_on_commit = False
+    session.info[_KEEP] = {id(o) for o in objects if o is not None}
+    try:
+        yield
+    finally:
+        session.expire_on_commit, session.info[_KEEP] = previous
+        if previous[1] is None:
+            session.info.pop(_KEEP, None)
+
+
+_KEEP = "sync_kept"
+_ROW = "sync_cycle_row"
+
+
+@event.listens_for(Session, "after_commit")
+def _expire_all_but_kept(session) -> None:
+    keep = session.info.get(_KEEP)
+    if keep is None:
+        return
+    for obj in list(session.identity_map.values()):
+        if id(obj) not in keep:
+            session.expire(obj)
+
+
+def _writes_pending(session) -> bool:
+    """Whether the session holds a change besides the user's own sync state and the cycle's row."""
+    for obj in (*session.new, *session.deleted, *session.dirty):
+        if isinstance(obj, CalendarSync | SyncCycle):
+            continue
+        if obj in session.dirty and not session.is_modified(obj):
+            continue
+        return True
+    return False
+
+
+@event.listens_for(Session, "before_flush")
+def _store_row_on_first_write(session, flush_context, instances) -> None:
+    """A cycle's row is stored with the first write of the cycle's that is not the user's own sync state, so
+    a cycle cut short after it has written anything leaves its row "running" (`_close_abandoned` says so
+    later); a quiet cycle never stores one (`_end_state` counts it instead)."""
+    row = session.info.get(_ROW)
+    if row is not None and row not in session and _writes_pending(session):
+        session.add(row)
+
+
 # A cycle still "running" although we hold its lease ended without recording how. Usually its worker died;
 # when it was this process that could not write the end (the database stayed locked), the end is known here.
 ABANDONED = ("This cycle ended without recording its outcome (its worker stopped or lost the database); the "
@@ -115,6 +283,9 @@ ABANDONED = ("This cycle ended without recording its outcome (its worker stopped
 _UNRECORDED: dict[int, tuple[str, str | None]] = {}  # cycle id -> (status, message) it could not write
 _UNRECORDED_LOCK = threading.Lock()
 _UNRECORDED_KEPT = 1000
+# Rows of cycles that failed before they had written anything and could not write their end either:
+# (organization, user) -> their columns, stored by the next cycle of the same user (or outbox).
+_UNSTORED: dict[tuple[int, int | None], list[dict]] = {}
 
 
 def _remember_unrecorded(cycle_id: int, status: str, message: str | None) -> None:
@@ -131,6 +302,9 @@ def _close_abandoned(organization_id: int, user_id: int | None) -> None:
              SyncCycle.user_id.is_(None) if user_id is None else SyncCycle.user_id == user_id)
     with _UNRECORDED_LOCK:
         known = dict(_UNRECORDED)
+        unstored = _UNSTORED.pop((organization_id, user_id), [])
+    for values in unstored:
+        db.session.add(SyncCycle(**values))
     if known:
         running = set(db.session.scalars(select(SyncCycle.id).where(*scope, SyncCycle.status == "running",
                                                                     SyncCycle.id.in_(known))))
@@ -148,27 +322,43 @@ def _close_abandoned(organization_id: int, user_id: int | None) -> None:
                        .values(status="failed", message=ABANDONED))
 
 
+_COUNTS = ("duration_ms", "requests", "pulled", "pushed", "portal_created", "portal_updated", "portal_deleted",
+           "google_created", "google_updated", "google_deleted", "conflicts", "errors", "quiet_before")
+
+
 def _run(organization: Organization, trigger: str, *, puller: User | None, owner: str = "",
-         claims: set[str] | None = None) -> SyncCycle:
+         claims: set[str] | None = None, integration=_UNSET, hold: _Hold | None = None,
+         clean: bool = False) -> SyncCycle:
     started = time.monotonic()
     organization_id = organization.id
-    _close_abandoned(organization.id, puller.id if puller else None)
+    if not clean:  # the last holder of this user (or outbox) may have left a row "running"
+        _close_abandoned(organization.id, puller.id if puller else None)
     row = SyncCycle(organization_id=organization.id, user_id=puller.id if puller else None, trigger=trigger,
-                    started_at=utcnow(), status="running")
-    db.session.add(row)
-    integration = integration_of(organization)
+                    started_at=utcnow(), status="running", **dict.fromkeys(_COUNTS, 0))
+    if puller is None:  # an outbox push keeps its row from the start, as it always writes
+        db.session.add(row)
+    if integration is _UNSET:
+        integration = integration_of(organization)
     if integration is None or not integration.sync_allowed:
         row.status, row.message = "skipped", "The organization's Google Calendar integration is off or paused."
-        db.session.commit()
+        _record_end(row, hold)
         return row
     db.session.commit()
     cycle = Cycle(organization=organization, integration=integration, row=row, puller=puller, owner=owner,
                   claims=claims if claims is not None else set())
+    session = db.session()
+    session.info[_ROW] = row
     try:
         _cycle(cycle)
         row.status = "partial" if row.errors else "ok"
         if puller is not None:
-            _user_succeeded(puller)
+            _user_succeeded(puller, hold)
+        _end_state(row, hold)
+        # The cycle's last writes meet the database here, in the try: a race or a busy database ends the
+        # cycle as such, with its writes undone. The user's state is one UPDATE, with the end's values.
+        db.session.flush()
+        if hold is not None:
+            hold.ended = True
     except IntegrationError as exc:
         db.session.rollback()
         integration.record_error(exc.code, exc.cause, exc.fix)
@@ -208,22 +398,52 @@ def _run(organization: Organization, trigger: str, *, puller: User | None, owner
             log.exception("sync cycle of organization %s stopped on an unexpected error", organization_id)
             row.message = f"The cycle stopped on an unexpected error ({type(exc).__name__}); it is tried again."
             row.error_code = "unexpected_error"
+    finally:
+        session.info.pop(_ROW, None)
     row.requests = cycle.requests
     row.duration_ms = int((time.monotonic() - started) * 1000)
-    _record_end(row, puller)
+    _record_end(row, hold)
     return row
 
 
-def _record_end(row: SyncCycle, puller: User | None) -> None:
-    """Write how the cycle ended. If the database is still locked, this process remembers it, so the next
-    cycle closes the row with what happened instead of taking it for a dead worker's; the error is raised."""
+def _end_state(row: SyncCycle, hold: _Hold | None) -> None:
+    """Set how the cycle ended on the user's sync state (nothing for an outbox push): a quiet cycle is only
+    counted there (`CalendarSync.quiet_cycles`); any other keeps its row, which takes the quiet run before it
+    along. The scheduler's values (`ending`) and giving the user back go in the same UPDATE."""
+    session = db.session()
+    if hold is None:
+        session.add(row)
+        return
+    state = hold.state
+    with session.no_autoflush:
+        quiet = hold.synced_before and row not in session and not _writes_pending(session) and row.quiet
+        state.last_cycle_at = utcnow()
+        if quiet:
+            state.quiet_cycles = (state.quiet_cycles or 0) + 1
+            state.quiet_since = state.quiet_since or row.started_at
+            state.last_quiet_at = row.started_at
+        else:
+            row.quiet_before = state.quiet_cycles or 0
+            row.quiet_first_at, row.quiet_last_at = state.quiet_since, state.last_quiet_at
+            state.quiet_cycles, state.quiet_since, state.last_quiet_at = 0, None, None
+            session.add(row)
+        for name, value in (hold.ending(row.status, state) if hold.ending else {}).items():
+            setattr(state, name, value)
+        state.claimed_until = _released(hold.until)
+
+
+def _record_end(row: SyncCycle, hold: _Hold | None) -> None:
+    """Write how the cycle ended, in one commit with the user's sync state (`_end_state`), which gives the
+    user back. If the database is still locked, this process remembers the row's end, so the next cycle
+    closes it with what happened instead of taking it for a dead worker's; the error is raised."""
     with db.session.no_autoflush:
         cycle_id, status, message = row.id, row.status, row.message
     try:
-        if puller is not None:
-            CalendarSync.for_user(puller).last_cycle_at = utcnow()
-        db.session.add(row)
+        if hold is None or not hold.ended:  # a cycle that failed (its writes undone) or was skipped
+            _end_state(row, hold)
         db.session.commit()
+        if hold is not None:
+            hold.released = True
     except Exception as exc:
         if not database_busy(exc):
             raise
@@ -231,17 +451,26 @@ def _record_end(row: SyncCycle, puller: User | None) -> None:
         # A cycle that went well up to here did not: its last writes (outbox, sync token) are undone.
         if status in ("ok", "partial"):
             status, message = "failed", DATABASE_BUSY
-        _remember_unrecorded(cycle_id, status, message)
+        if cycle_id is not None:
+            _remember_unrecorded(cycle_id, status, message)
+        elif not (hold is not None and row.quiet and status == "ok"):
+            # Never stored (it had written nothing): the next cycle of this user (or outbox) stores it.
+            values = {c.key: getattr(row, c.key) for c in SyncCycle.__table__.columns if c.key != "id"}
+            with _UNRECORDED_LOCK:
+                _UNSTORED.setdefault((row.organization_id, row.user_id), []).append(
+                    {**values, "status": status, "message": message})
+                while len(_UNSTORED) > _UNRECORDED_KEPT:
+                    del _UNSTORED[next(iter(_UNSTORED))]
         raise
 
 
-def _user_succeeded(user: User) -> None:
-    state = CalendarSync.for_user(user)
-    state.clear_error()
-    state.failures = 0
+def _user_succeeded(user: User, hold: _Hold | None = None) -> None:
+    state = hold.state if hold is not None else CalendarSync.for_user(user)
+    if state.error_code is not None:
+        state.clear_error()
+    if state.failures:
+        state.failures = 0
     state.last_success_at = utcnow()
-
-
 
 
 def _cycle(cycle: Cycle) -> None:
@@ -251,9 +480,7 @@ def _cycle(cycle: Cycle) -> None:
 
 def _phases(cycle: Cycle) -> None:
     organization = cycle.organization
-    cycle.users_by_email = OrganizationUsers(organization.id)
-    syncing = syncing_users(organization.id)
-    cycle.syncing, cycle.syncing_emails = set(syncing), frozenset(e.lower() for e in syncing.values())
+    cycle.users_by_email = OrganizationUsers(organization.id, known=[cycle.puller] if cycle.puller else ())
     now = utcnow()
 
     google_items: dict[str, core.GoogleItem] = {}
@@ -267,6 +494,9 @@ def _phases(cycle: Cycle) -> None:
     db.session.commit()  # no write lock is held across the Google calls that follow
 
     portal_items = read_portal_items(cycle, google_items, first_sync=first_sync)
+    if google_items or portal_items or cycle.links:  # with nothing to plan, who syncs (a whole organization) is not read
+        syncing = syncing_users(organization.id)
+        cycle.syncing, cycle.syncing_emails = set(syncing), frozenset(e.lower() for e in syncing.values())
     checkpoint("claiming")
     claim_links(cycle, portal_items, google_items)
     fill_missing_sides(cycle, portal_items, google_items)
@@ -298,7 +528,7 @@ def _phases(cycle: Cycle) -> None:
     if cycle.busy:
         cycle.row.message = (f"{len(cycle.busy)} item(s) were being synced by another worker at the same "
                              "moment; they are synced in the next cycle.")
-    db.session.commit()
+    # Committed with the cycle's end (`_run`, `_record_end`): one commit, with the user's state and row.
 
 
 

@@ -129,9 +129,9 @@ class OrganizationUsers(Mapping):
     organization. Iteration covers only the users read so far.
     """
 
-    def __init__(self, organization_id: int):
+    def __init__(self, organization_id: int, known=()):
         self._organization_id = organization_id
-        self._found: dict[str, User] = {}
+        self._found: dict[str, User] = {user.email.lower(): user for user in known}  # already loaded
         self._absent: set[str] = set()
 
     def prefetch(self, emails) -> None:
@@ -369,7 +369,7 @@ class Cycle:
     def journal(self, kind: str, *, activity_id=None, google_event_id=None, side=None, field=None, before=None,
                 after=None, message=None) -> None:
         db.session.add(SyncJournalEntry(
-            organization_id=self.organization.id, cycle_id=self.row.id, activity_id=activity_id,
+            organization_id=self.organization.id, cycle=self.row, activity_id=activity_id,
             google_event_id=google_event_id, kind=kind, side=side, field=field, before=before, after=after,
             message=message))
 

@@ -1,6 +1,6 @@
 """Access tokens shared by the workers (encrypted), and the confirmed watch channel's expiry per user
 
-Revision ID: 0013_push
+Revision ID: 0013
 Revises: 0012
 Create Date: 2026-11-30 10:00:00.000000
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = "0013_push"
+revision = "0013"
 down_revision = "0012"
 branch_labels = None
 depends_on = None
