@@ -16,7 +16,6 @@ import pytest
 from sqlalchemy import event, func, select, update
 
 from portal.extensions import db
-from portal.models import User
 from portal.sync.models import CalendarSync, SyncCycle
 from portal.sync.scheduler import claim_due_users, run_claim
 from tests.conftest import EMAILS, PASSWORD

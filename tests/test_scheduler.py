@@ -454,7 +454,7 @@ def test_claims_follow_due_times_not_a_polling_tick(app, world, connected, sync_
     # every second, when due: the scheduler sleeps until the earliest due time.
     app.config.update(SYNC_POLL_SECONDS=600, SYNC_INTERVAL_SECONDS=1, SYNC_WORKER_THREADS=2)
     sync_on("user")
-    scheduler = scheduling(app).start(worker_id="test-worker")
+    scheduling(app).start(worker_id="test-worker")
     try:
         login(app, "user").get("/")  # a trigger in this process: synced now
         assert wait_for(lambda: finished_cycles(app, world["user"]) >= 1)  # the first sync keeps its row
