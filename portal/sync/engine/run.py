@@ -7,7 +7,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -107,7 +106,7 @@ def run_user_cycle(user_id: int, *, trigger: str = "scheduler", owner: str | Non
             return None
         user, state, organization, integration = loaded
         hold.state, hold.synced_before = state, state.first_synced_at is not None
-        with _kept(user, state, organization, integration):
+        with kept_across_commits(user, state, organization, integration):
             return _run(organization, trigger, puller=user, owner=owner, claims=claims, integration=integration,
                         hold=hold, clean=clean)
     finally:
@@ -144,7 +143,7 @@ def _leased(lease: str, organization: Organization, trigger: str, *, owner: str 
         return None
     claims: set[str] = set()
     try:
-        with _kept(organization):
+        with kept_across_commits(organization):
             return _run(organization, trigger, puller=None, owner=owner, claims=claims)
     finally:
         db.session.rollback()
@@ -224,35 +223,7 @@ def _release_user(user_id: int, until: datetime, *, clean: bool = True) -> None:
 # The objects a cycle keeps across its commits, and its row stored only once it writes
 
 
-@contextmanager
-def _kept(*objects):
-    """The cycle's user, their sync state, organization and integration stay loaded across the cycle's
-    commits (each commit would otherwise expire them, and the next access read them again: most of an idle
-    cycle's statements). Everything else expires at each commit as usual."""
-    session = db.session()
-    previous = session.expire_on_commit, session.info.get(_KEEP)
-    session.expire_on_commit = False
-    session.info[_KEEP] = {id(o) for o in objects if o is not None}
-    try:
-        yield
-    finally:
-        session.expire_on_commit, session.info[_KEEP] = previous
-        if previous[1] is None:
-            session.info.pop(_KEEP, None)
-
-
-_KEEP = "sync_kept"
 _ROW = "sync_cycle_row"
-
-
-@event.listens_for(Session, "after_commit")
-def _expire_all_but_kept(session) -> None:
-    keep = session.info.get(_KEEP)
-    if keep is None:
-        return
-    for obj in list(session.identity_map.values()):
-        if id(obj) not in keep:
-            session.expire(obj)
 
 
 def _writes_pending(session) -> bool:

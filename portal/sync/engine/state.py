@@ -18,6 +18,7 @@ from flask import current_app
 from sqlalchemy import event as sa_event
 from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import ObjectDeletedError, StaleDataError
 
 from portal.extensions import db
@@ -58,22 +59,44 @@ def checkpoint(name: str) -> None:
         hook(name)
 
 
+_KEEP = "sync_kept"
+_ALL = "all"
+
+
 @contextmanager
-def kept_across_commits():
-    """Commits inside keep the session's objects as they are instead of expiring them.
+def kept_across_commits(*objects):
+    """Commits inside keep `objects` loaded instead of expiring them; without objects, everything the session
+    holds. Everything else expires at each commit as usual.
 
     A cycle commits several times (after the pull, after reserving ids, after each slice of a first sync);
     expiring then made every link and activity it touched next be read again, one statement each, which
-    for a large cycle cost more than the cycle's own work. What the cycle holds stays right without that
-    re-read: its links are leased to it, an activity's version is read again before the cycle writes it,
-    and a row changed meanwhile fails its versioned update (the item is then merged again next cycle)."""
+    for a large cycle cost more than the cycle's own work, and made an idle cycle read its user, sync state,
+    organization and integration again after each commit. What the cycle holds stays right without that
+    re-read: the user is claimed and its links are leased to the cycle, an activity's version is read again
+    before the cycle writes it, and a row changed meanwhile fails its versioned update (the item is then
+    merged again next cycle)."""
     session = db.session()
-    kept = session.expire_on_commit
+    previous = session.expire_on_commit, session.info.get(_KEEP)
     session.expire_on_commit = False
+    session.info[_KEEP] = {id(o) for o in objects if o is not None} if objects else _ALL
     try:
         yield
     finally:
-        session.expire_on_commit = kept
+        session.expire_on_commit = previous[0]
+        if previous[1] is None:
+            session.info.pop(_KEEP, None)
+        else:
+            session.info[_KEEP] = previous[1]
+
+
+@sa_event.listens_for(Session, "after_commit")
+def _expire_all_but_kept(session) -> None:
+    keep = session.info.get(_KEEP)
+    if keep is None or keep is _ALL:
+        return
+    for obj in list(session.identity_map.values()):
+        if id(obj) not in keep:
+            session.expire(obj)
 
 
 def fresh_generation(activity: Activity, link: SyncLink | None = None) -> int:
