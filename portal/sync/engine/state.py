@@ -349,13 +349,21 @@ class Cycle:
              "refetch", "unsettled", "written", "orphans", "outside_workspace", "parked", "refused",
              "portal_states", "claims", "busy", "held")
 
+    # The row's counts: a quiet cycle's row is not in the session yet, so no rollback would take them back.
+    _COUNTS = ("pulled", "pushed", "portal_created", "portal_updated", "portal_deleted", "google_created",
+               "google_updated", "google_deleted", "conflicts", "errors")
+
     def mark(self) -> dict:
         """What the cycle holds now, to go back to when a batch's writes are rolled back."""
-        return {name: getattr(self, name).copy() for name in self._KEPT} | {"held_back": self.held_back}
+        return ({name: getattr(self, name).copy() for name in self._KEPT} | {"held_back": self.held_back}
+                | {"counts": {name: getattr(self.row, name) for name in self._COUNTS}})
 
     def restore(self, mark: dict) -> None:
         for name, value in mark.items():
-            if name == "links":
+            if name == "counts":
+                for count, number in value.items():
+                    setattr(self.row, count, number)
+            elif name == "links":
                 self.links = LinkMap(value)
             else:
                 setattr(self, name, value)
