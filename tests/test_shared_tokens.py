@@ -146,3 +146,28 @@ def test_the_sync_shares_its_tokens(app, world, connected, sync_on, run_sync):
     with app.app_context():
         authorize(TokenCache(store=STORE), the_key(world))  # a second worker, the same user
     assert token_requests(connected) == before
+
+
+def test_a_key_is_opened_once_for_all_its_users(app, world, connected, monkeypatch):
+    # Opening a PEM key costs tens of milliseconds of CPU: once per user, a worker serving thousands of users
+    # would spend minutes on it.
+    from google.auth import crypt
+
+    opened = []
+    original = crypt.RSASigner.from_string
+
+    def counting(*args, **kwargs):
+        opened.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(crypt.RSASigner, "from_string", counting)
+    with app.app_context():
+        cache = TokenCache()
+        key = the_key(world)
+        first, second = (CalendarClient(key, EMAILS[who], endpoints(), tokens=cache).authorize()
+                         for who in ("user", "colleague"))
+        assert len(opened) == 1 and first.signer is second.signer
+        assert first.token != second.token  # each user still has a token of their own
+        cache.forget()
+        authorize(cache, key)
+        assert len(opened) == 2

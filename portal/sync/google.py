@@ -555,6 +555,9 @@ class TokenCache:
         self._entries: dict[tuple, tuple[service_account.Credentials, threading.Lock]] = {}
         self._lock = threading.Lock()
         self._in_use: dict[tuple, tuple[str, ...]] = {}  # per key: the scopes the delegation granted
+        # One signer per key, shared by its users' credentials: opening a PEM key costs tens of milliseconds
+        # of CPU, which once per user would be minutes of a worker's time for an organization of thousands.
+        self._signers: dict[tuple[bytes, str], crypt.RSASigner] = {}
         self.store = store or TokenStore()
 
     @staticmethod
@@ -571,7 +574,11 @@ class TokenCache:
         with self._lock:
             entry = self._entries.get(cache_key)
             if entry is None:
-                signer = crypt.RSASigner.from_string(key.private_key_pem, key_id=key.jwt_key_id or None)
+                signer_key = (key.private_key_pem, key.jwt_key_id)
+                signer = self._signers.get(signer_key)
+                if signer is None:
+                    signer = self._signers[signer_key] = crypt.RSASigner.from_string(
+                        key.private_key_pem, key_id=key.jwt_key_id or None)
                 credentials = service_account.Credentials(
                     signer, key.service_account_email, endpoints.token_uri,
                     scopes=list(endpoints.scopes), subject=subject,
@@ -655,6 +662,7 @@ class TokenCache:
             if subject is None:
                 for in_use in [k for k in self._in_use if fingerprint is None or k[0] == fingerprint]:
                     del self._in_use[in_use]
+                self._signers.clear()  # opened again when next needed
         self.store.forget(fingerprint=fingerprint, subject=subject.lower() if subject else None)
 
     def __len__(self) -> int:
