@@ -32,6 +32,13 @@ The scenarios (bench/scenarios/, each runnable alone)
                 "relist the window, one request per record" (Outlook Google Calendar Sync) and "one request
                 per changed record, poll every 12 h" (Odoo); ratios ours / theirs
 
+Focused profilers (not part of `make bench`)
+--------------------------------------------
+    bench/idle_profile.py        one idle cycle at a time through the scheduler's path: statements (which
+                                 ones, --statements), CPU and a cProfile; --throughput for one worker's pool
+    bench/first_sync_profile.py  a first sync, the cycle after it and a cycle of many changes, with the
+                                 statements and CPU of each phase and a cProfile
+
 How it measures
 ---------------
 The Google emulator runs in a process of its own (bench/emulator.py), so its CPU never counts against the
