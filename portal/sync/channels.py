@@ -281,9 +281,10 @@ def record_notification(channel: WatchChannel, message_number: int, now: datetim
     One conditional update, so two processes receiving the same message never both act on it. A number not
     above the highest seen is a replay, or arrived after a later one: a cycle started for the later one reads
     its change too, so either way there is nothing to do. Past `WEBHOOK_NOTIFICATIONS_PER_MINUTE` within a
-    channel's minute, the user is made due at the end of that minute instead of now: one cycle reads every
-    change the flood announced, and none is lost. `counted=False` (Google's "sync" message) only notes the
-    number.
+    channel's minute, the user is made due one share of the minute later (2 s at 30 a minute) instead of now:
+    a flood brings at most one more cycle per share, each reading every change announced so far, so none is
+    lost and the work stays bounded, while a person who edits a lot in a minute still sees each edit within
+    seconds, not at the minute's end. `counted=False` (Google's "sync" message) only notes the number.
     """
     new_window = or_(WatchChannel.window_started_at.is_(None), WatchChannel.window_started_at <= now - RATE_WINDOW)
     values = {"last_message_number": message_number}
@@ -305,6 +306,7 @@ def record_notification(channel: WatchChannel, message_number: int, now: datetim
         return None
     # Our update holds the row until the commit, so what it reads back is its own window.
     db.session.refresh(channel)
-    if channel.window_count <= int(current_app.config["WEBHOOK_NOTIFICATIONS_PER_MINUTE"]):
+    limit = max(1, int(current_app.config["WEBHOOK_NOTIFICATIONS_PER_MINUTE"]))
+    if channel.window_count <= limit:
         return now
-    return channel.window_started_at + RATE_WINDOW
+    return now + RATE_WINDOW / limit
