@@ -23,7 +23,9 @@ def run(options: Options, results) -> None:
     workers = options.size("token_workers", 3, 2)
     interval = float(options.size("token_interval", 5.0, 1.0))
     seconds = float(options.size("token_seconds", 60.0, 3.0))
-    config = {"SYNC_INTERVAL_SECONDS": interval, **options.worker_config}
+    # Three workers at the default 32 threads would want more connections than PostgreSQL's default
+    # max_connections (100) allows: sized as a deployment must size them (workers x (threads + 6) fits).
+    config = {"SYNC_INTERVAL_SECONDS": interval, "SYNC_WORKER_THREADS": 8, **options.worker_config}
     with world(options) as w:
         ids = w.add_users(users, "token")
         w.first_sync_empty(ids)
