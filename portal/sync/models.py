@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    case,
     delete,
     select,
     update,
@@ -74,6 +75,13 @@ class CalendarSync(db.Model):
     last_quiet_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     user: Mapped[User] = relationship()
+
+    @classmethod
+    def released(cls, until: datetime, *, clean: bool = True):
+        """The `claimed_until` value that gives the user back if the hold written as `until` is still there
+        (a later holder's is left alone). An unclean end leaves `UNCLEAN_END`, so the next holder looks for a
+        cycle row left "running"."""
+        return case((cls.claimed_until == until, None if clean else UNCLEAN_END), else_=cls.claimed_until)
 
     @classmethod
     def for_user(cls, user: User) -> CalendarSync:

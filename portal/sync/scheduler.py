@@ -40,7 +40,7 @@ from portal.models import ChangeRecord, User, utcnow
 from portal.sync.channels import check_silence, distrust_lost_channels, ensure_channel, stop_unwanted_channels
 from portal.sync.engine import push_pending, run_user_cycle, worker_name
 from portal.sync.engine.run import give_back_unreleased
-from portal.sync.models import UNCLEAN_END, CalendarSync, Lease
+from portal.sync.models import CalendarSync, Lease
 from portal.sync.policy import allowed_organization_ids, organization_allowed
 from portal.sync.runtime import poll_interval, push_trusted, push_trusted_until, scheduling, seconds
 
@@ -168,8 +168,7 @@ def claim_end(claim: Claim, outcome: str | None, *, now: datetime, failures: int
     it is then left alone. An unclean end (the cycle crashed) leaves an instant that has passed in
     `claimed_until`, so the next cycle looks for a row left "running"."""
     ours = CalendarSync.due_at == claim.until
-    values: dict = {"claimed_until": case((CalendarSync.claimed_until == claim.until, None if clean else UNCLEAN_END),
-                                          else_=CalendarSync.claimed_until)}
+    values: dict = {"claimed_until": CalendarSync.released(claim.until, clean=clean)}
     if outcome == "busy":
         retry = now + seconds("SYNC_BUSY_RETRY_SECONDS")
         values["due_at"] = case((ours, retry), else_=CalendarSync.due_at)
@@ -355,13 +354,6 @@ class SyncScheduler:
                 log.exception("Looking for due users failed")
             if delay > 0:
                 self._wakeup.wait(delay)
-
-    def poll(self) -> None:
-        """Look for due users once (what the dispatcher does in its loop), in an app context."""
-        with self.app.app_context():
-            allowed = allowed_organization_ids()
-            self._sweep_outbox(allowed)
-            self._claim_and_submit(allowed)
 
     def _claim_and_submit(self, allowed: list[int]) -> float:
         """Claim what the free threads can take and submit it; how long to wait before looking again."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import case, event, or_, select, update
+from sqlalchemy import event, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import ObjectDeletedError, StaleDataError
@@ -65,7 +65,7 @@ from portal.sync.google import (
     TransientError,
     UserError,
 )
-from portal.sync.models import UNCLEAN_END, CalendarSync, Lease, SyncCycle
+from portal.sync.models import CalendarSync, Lease, SyncCycle
 from portal.sync.policy import integration_of, syncing_users
 
 log = logging.getLogger(__name__)
@@ -184,8 +184,7 @@ def give_back_unreleased() -> None:
     if not held:
         return
     for user_id, until in held.items():
-        db.session.execute(update(CalendarSync).where(CalendarSync.user_id == user_id)
-                           .values(claimed_until=_released(until, clean=False)))
+        _give_back(user_id, until, clean=False)
     db.session.commit()
     with _UNRELEASED_LOCK:
         for user_id, until in held.items():
@@ -206,16 +205,13 @@ def _hold_user(user_id: int, now: datetime, owner: str) -> datetime | None:
     return until if result.rowcount == 1 else None
 
 
-def _released(until: datetime, *, clean: bool = True):
-    """The value that gives the user back if the hold is still ours. An unclean end leaves an instant that
-    has passed (`UNCLEAN_END`), so the next holder looks for a cycle row left "running" (`_close_abandoned`)."""
-    return case((CalendarSync.claimed_until == until, None if clean else UNCLEAN_END),
-                else_=CalendarSync.claimed_until)
+def _give_back(user_id: int, until: datetime, *, clean: bool = True) -> None:
+    db.session.execute(update(CalendarSync).where(CalendarSync.user_id == user_id)
+                       .values(claimed_until=CalendarSync.released(until, clean=clean)))
 
 
 def _release_user(user_id: int, until: datetime, *, clean: bool = True) -> None:
-    db.session.execute(update(CalendarSync).where(CalendarSync.user_id == user_id)
-                       .values(claimed_until=_released(until, clean=clean)))
+    _give_back(user_id, until, clean=clean)
     db.session.commit()
 
 
@@ -400,7 +396,7 @@ def _end_state(row: SyncCycle, hold: _Hold | None) -> None:
             session.add(row)
         for name, value in (hold.ending(row.status, state) if hold.ending else {}).items():
             setattr(state, name, value)
-        state.claimed_until = _released(hold.until)
+        state.claimed_until = CalendarSync.released(hold.until)
 
 
 def _record_end(row: SyncCycle, hold: _Hold | None) -> None:
