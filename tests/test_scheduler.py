@@ -400,6 +400,31 @@ def test_a_rolled_back_change_triggers_nothing(app, world, connected, sync_on, c
     assert sync_row(app, world["user"]).due_at == clock() + timedelta(hours=1)
 
 
+def test_a_savepoint_released_inside_a_change_waits_for_the_transaction_to_commit(app, world, connected, sync_on,
+                                                                                  clock):
+    # The sync stores its items in savepoints. Releasing one used to dispatch the change's triggers: from a
+    # connection of its own, which could not see the uncommitted change (nobody was made due, and the commit
+    # found nothing left to dispatch) or waited on the transaction's write lock ("database is locked").
+    sync_on("user")
+    with app.app_context():
+        db.session.execute(update(CalendarSync).values(due_at=clock() + timedelta(hours=1)))
+        db.session.commit()
+        from portal.activities import clean_activity, create_activity
+        from portal.changes import changed_by
+
+        user = db.session.get(User, world["user"])
+        data = clean_activity({"subject": "Later", "start": at(), "end": at(1), "time_zone": "Europe/Amsterdam"},
+                              organization=user.organization, actor=user)
+        changed_by(db.session, user.id)
+        create_activity(user.organization, data)
+        db.session.flush()
+        with db.session.begin_nested():
+            pass
+        assert sync_row(app, world["user"]).due_at == clock() + timedelta(hours=1)  # not before the commit
+        db.session.commit()
+    assert sync_row(app, world["user"]).due_at <= datetime.now(UTC)
+
+
 def test_changes_pulled_from_google_are_not_pushed_back(app, world, connected, sync_on, clock, run_sync,
                                                         google_user):
     app.config["SYNC_PUSH_INLINE"] = True

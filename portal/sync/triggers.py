@@ -169,6 +169,10 @@ def _discard(session: Session) -> None:
 
 
 def _dispatch(session: Session) -> None:
+    if session.in_nested_transaction():
+        # A savepoint released (SQLAlchemy calls this for those too): the transaction is still open, and
+        # still holds its write lock; the changes go out with its own commit.
+        return
     pending = session.info.pop(PENDING_KEY, None)
     if not pending:
         return

@@ -19,6 +19,7 @@ from portal.sync.engine.state import (
     is_pullers,
     item_problem,
     link_for_action,
+    outbox_pending_again,
     outbox_taken_upto,
     replan,
 )
@@ -224,7 +225,8 @@ def _confirm_insert(cycle: Cycle, link: SyncLink, event: dict, instances: list[d
     """Our insert did reach Google: link the event, with what the insert carried as the agreed state.
 
     The occurrence changes follow a series insert in writes of their own; those Google does not have were
-    never written, so they are not part of the agreed state (and go out as changes of the portal's).
+    never written, so they are not part of the agreed state: they stay pending as changes of the portal's,
+    in an outbox row of their own, so that a failure before they are written does not forget them.
     """
     item = item_of_event(cycle, link, event, instances, zone=intended.time_zone)
     base = intended
@@ -236,6 +238,8 @@ def _confirm_insert(cycle: Cycle, link: SyncLink, event: dict, instances: list[d
     link.pending_state = None
     link.base_state, link.base_hash = state_to_json(base), base.content_hash()
     outbox_taken_upto(cycle, link.activity_id, upto if upto is not None else -1)
+    if base.exceptions != intended.exceptions and link.activity_id:
+        outbox_pending_again(cycle, link.activity_id, frozenset({"exceptions"}))
     if event.get("etag") and event.get("status") != "cancelled":
         link.etag = event["etag"]
     cycle.journal("created", activity_id=link.activity_id, google_event_id=link.google_event_id, side="google",

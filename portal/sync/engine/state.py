@@ -578,6 +578,19 @@ def outbox_taken(cycle: Cycle, activity_id: int | None) -> None:
     outbox_taken_upto(cycle, activity_id, None)
 
 
+def outbox_pending_again(cycle: Cycle, activity_id: int, fields: frozenset[str]) -> None:
+    """Write down once more, as a pending change of the portal's, a part of its changes that a settled write
+    turned out not to carry (the occurrences that follow a series insert in writes of their own): the
+    outbox rows it settled are done, and this one keeps the rest pending until it has reached Google,
+    whatever else happens in this cycle."""
+    record = ChangeRecord(organization_id=cycle.organization.id, activity_id=activity_id, action="update",
+                          origin="portal", fields=sorted(fields))
+    db.session.add(record)
+    db.session.flush()
+    cycle.outbox[activity_id].append(record.id)
+    cycle.outbox_fields[record.id] = frozenset(fields)
+
+
 def outbox_taken_upto(cycle: Cycle, activity_id: int | None, upto: int | None) -> None:
     """Mark the cycle's outbox rows of the activity done, all of them or those up to row `upto`."""
     ids = cycle.outbox.get(activity_id, []) if activity_id is not None else []
