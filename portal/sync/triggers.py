@@ -165,6 +165,8 @@ def _collect(session: Session, flush_context) -> None:
 
 
 def _discard(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint rolled back (one item): the transaction's other changes still go out
     session.info.pop(PENDING_KEY, None)
 
 
