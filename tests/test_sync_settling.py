@@ -419,3 +419,27 @@ def test_occurrences_of_a_series_whose_insert_answer_was_lost_still_reach_google
     push_perhaps_stopped(app, world)
     assert [e["id"] for e in owner.live() if not e.get("recurringEventId")] == [series["id"]]
     assert "Standup (demo day)" in {i["summary"] for i in owner.live(singleEvents=True)}
+
+
+def test_occurrences_a_lost_insert_never_wrote_beat_a_delete_of_the_series_in_google(
+        app, world, connected, sync_on, run_sync, google_user, stop_worker):
+    # Found by the chaos run on PostgreSQL (seed 14): the series' insert reached Google and the worker
+    # stopped before its occurrences were written; the owner deleted the series in Google, never having
+    # seen them. Settling the insert took every occurrence the portal had for agreed, so the delete won and
+    # the portal's occurrence edits went to the trash with the series.
+    sync_on("user")
+    run_sync("user")
+    activity_id = make_activity(app, world["user"], subject="Standup", start=at(1), end=at(1, 1),
+                                recurrence=["RRULE:FREQ=DAILY;COUNT=5"])
+    retitle_third_occurrence(app, activity_id)
+    stop_worker("series-written")
+    stopped_push(app, world)
+    owner = google_user("user@acme.test")
+    [series] = owner.live()
+    owner.delete(series["id"])
+    run_sync("user")
+    run_sync("user")
+
+    [activity] = activities(app)
+    assert [e.subject for e in activity.exceptions] == ["Standup (demo day)"]
+    assert "Standup (demo day)" in {i["summary"] for i in owner.live(singleEvents=True)}

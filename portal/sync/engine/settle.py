@@ -67,7 +67,11 @@ def settle_reserved(cycle: Cycle, portal_items, google_items) -> None:
             continue
         if event is None:
             continue  # it never arrived: the insert goes out again, with the same id
-        item = _confirm_insert(cycle, link, event, instances, _pending(link)[0])
+        try:
+            item = _confirm_insert(cycle, link, event, instances, _pending(link)[0])
+        except TransientError:  # its occurrences could not be read: settled in the next cycle
+            hold_back(cycle, link, portal_items, google_items)
+            continue
         if item is not None:
             google_items[link.google_event_id] = item
         _retouch(cycle, link, portal_items)
@@ -166,18 +170,23 @@ def _occurrences_landed(cycle: Cycle, link: SyncLink, base: core.ItemState, sent
     """Whether the occurrences the portal changed reached Google before the series was deleted: each one
     read on its own still shows its last content. (A cancelled occurrence cannot tell, the whole series
     being cancelled now; cancelling one occurrence is no reason to bring a deleted series back.)"""
-    for key, exc in sent.exceptions.items():
-        if base.exceptions.get(key) == exc or exc.cancelled:
-            continue
-        try:
-            event, _ = read_event_at(cycle, link.calendar_email, instance_id(link.google_event_id, key))
-        except GoogleError as error:
-            if isinstance(error, TransientError | IntegrationError | UserError):
-                raise
-            return False
-        if not event or (exc.subject is not None and (event.get("summary") or "").strip() != exc.subject):
-            return False
-    return True
+    return all(base.exceptions.get(key) == exc or _occurrence_landed(cycle, link, key, exc)
+               for key, exc in sent.exceptions.items())
+
+
+def _occurrence_landed(cycle: Cycle, link: SyncLink, key: str, exc: core.ExceptionState) -> bool:
+    """Whether one occurrence the portal changed shows that change in Google, read on its own (a deleted
+    series still shows its occurrences' last content). A cancelled occurrence cannot tell and counts as
+    landed. Raises what Google raises when it cannot be read now."""
+    if exc.cancelled:
+        return True
+    try:
+        event, _ = read_event_at(cycle, link.calendar_email, instance_id(link.google_event_id, key))
+    except GoogleError as error:
+        if isinstance(error, TransientError | IntegrationError | UserError):
+            raise
+        return False
+    return bool(event) and (exc.subject is None or (event.get("summary") or "").strip() == exc.subject)
 
 
 def _last_content(cycle: Cycle, link: SyncLink, zone: str) -> core.ItemState | None:
@@ -233,6 +242,12 @@ def _confirm_insert(cycle: Cycle, link: SyncLink, event: dict, instances: list[d
     if item is not None and item.state is not None:
         written = {key: exc for key, exc in intended.exceptions.items() if key in item.state.exceptions}
         base = replace(intended, exceptions=core.FrozenMap(written))
+    elif item is not None:
+        # Deleted in Google since: only the occurrences that show their change there were seen by whoever
+        # deleted it; the others are the portal's changes still, and win over the delete.
+        written = {key: exc for key, exc in intended.exceptions.items()
+                   if _occurrence_landed(cycle, link, key, exc)}
+        base = replace(intended, exceptions=core.FrozenMap(written))
     upto = _pending_upto(link)
     link.confirmed = True
     link.pending_state = None
@@ -267,5 +282,9 @@ def settle_duplicates(cycle: Cycle, actions: list, results: dict) -> None:
                                             "It is tried again in the next cycle.")
             continue
         intended = _pending(link)[0] if link.pending_state else action.state
-        _confirm_insert(cycle, link, event, instances, intended)
+        try:
+            _confirm_insert(cycle, link, event, instances, intended)
+        except TransientError as exc:
+            results[index] = exc
+            continue
         results[index] = replan(cycle, action)
