@@ -260,6 +260,7 @@ def throughput(app, emulator, counter: Counter, args, user_ids):
     scheduler_module.run_claim = timed
     emulator.control("DELETE", "/stats")
     counter.statements = 0
+    counter.texts, counter.keep = [], args.statements
     cpu0, wall0 = time.process_time(), time.monotonic()
     sched = SyncScheduler(app, worker_id="bench").start()
     try:
@@ -267,6 +268,7 @@ def throughput(app, emulator, counter: Counter, args, user_ids):
     finally:
         sched.shutdown(wait=True)
         scheduler_module.run_claim = original
+        counter.keep = False
     cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
     cycles = len(lateness)
     with app.app_context():
@@ -288,6 +290,13 @@ def throughput(app, emulator, counter: Counter, args, user_ids):
     print(f"  overdue when claimed: worst {lateness[-1] if lateness else 0:.2f}s, p99 {p99:.2f}s; "
           f"still waiting at the end: {len(overdue_now)} (worst {waiting:.1f}s)")
     print(f"  peak memory (ru_maxrss): {peak_mb:.0f} MB")
+    if args.statements and cycles:
+        kinds: dict[str, int] = {}
+        for text in counter.texts:
+            kinds[text] = kinds.get(text, 0) + 1
+        print("  statements per user-cycle, by kind:")
+        for text, count in sorted(kinds.items(), key=lambda kv: -kv[1])[:15]:
+            print(f"    {count / cycles:6.3f}  {text}")
 
 
 def main() -> None:
@@ -295,7 +304,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--cycles", type=int, default=200)
     parser.add_argument("--profile", action="store_true")
-    parser.add_argument("--statements", action="store_true", help="print one idle cycle's statements")
+    parser.add_argument("--statements", action="store_true", help="print one idle cycle's statements (with --throughput: the kinds, per user-cycle)")
     parser.add_argument("--throughput", action="store_true")
     parser.add_argument("--interval", type=float, default=30.0)
     parser.add_argument("--latency-ms", type=int, default=100)

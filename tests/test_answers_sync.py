@@ -124,3 +124,30 @@ def test_switching_participants_may_edit_off_takes_guests_can_modify_back(app, w
     assert organizer.get(event_id).get("guestsCanModify") is False
     with pytest.raises(HttpError):
         google_user(COLLEAGUE).patch(event_id, summary="Hijacked")
+
+
+def test_an_answer_is_sent_by_the_next_cycle_even_while_push_makes_the_user_rarely_due(app, api, shared, run_sync,
+                                                                                         google_user):
+    # With a healthy push channel a user is due only every safety poll (15 minutes). An answer is no
+    # change Google notifies us of: giving it makes the participant due at once, and their sync state says
+    # there is an answer to send (idle cycles do not look for answers otherwise).
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from portal.sync.models import CalendarSync
+
+    later = datetime.now(UTC) + timedelta(minutes=15)
+    with app.app_context():
+        db.session.execute(update(CalendarSync).values(due_at=later, push_expires_at=later + timedelta(days=1)))
+        db.session.commit()
+    assert api("colleague").post(f"/api/v1/activities/{shared}/response",
+                                 json={"response": "accepted"}).status_code == 200
+    with app.app_context():
+        state = db.session.get(CalendarSync, db.session.scalar(
+            select(ActivityParticipant.user_id).where(ActivityParticipant.activity_id == shared)))
+        assert state.due_at <= datetime.now(UTC) and state.answers_pending
+    run_sync("colleague")
+    assert attendee_answer(google_user(COLLEAGUE).get(event_id_of(app, shared)), COLLEAGUE) == "accepted"
+    with app.app_context():
+        assert not db.session.get(CalendarSync, state.user_id).answers_pending

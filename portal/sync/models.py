@@ -20,6 +20,7 @@ from sqlalchemy import (
     case,
     delete,
     select,
+    true,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -73,6 +74,10 @@ class CalendarSync(db.Model):
     quiet_cycles: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     quiet_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_quiet_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Whether answers given in the portal may wait to be sent to the user's Google copies: set in the same
+    # transaction as an answer (`triggers`), cleared by the cycle that finds none left, so an idle cycle
+    # does not look for them. True for a new row: its first cycle looks once.
+    answers_pending: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
 
     user: Mapped[User] = relationship()
 

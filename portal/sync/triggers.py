@@ -8,6 +8,8 @@
   organization's outbox right after the commit, whoever is logged in, and makes the activity's owner and
   participants due. The outbox row was written in the same transaction, so a push that never happens
   (the process died) is made up by the next worker's outbox sweep.
+- An answer a participant gives in the portal makes them due now, with a flag on their sync state that has
+  their cycle send it (`answers_pending`; idle cycles do not look for answers otherwise).
 - Switching sync off stops the user's watch channels.
 
 The session listeners only collect ids while flushing and act after the commit: nothing is pushed that
@@ -158,10 +160,22 @@ def _collect(session: Session, flush_context) -> None:
                 # Participants removed in this change: their Google copy changes too.
                 removed = inspect(obj.activity).attrs.participant_links.history.deleted
                 pending.users.update(link.user_id for link in removed if isinstance(link, ActivityParticipant))
+    answered = set()
     for obj in session.dirty:
         if isinstance(obj, CalendarSync) and not obj.enabled and inspect(obj).attrs.enabled.history.has_changes():
             pending = pending or session.info.setdefault(PENDING_KEY, Pending())
             pending.switched_off.add(obj.user_id)
+        elif (isinstance(obj, ActivityParticipant) and obj.response_pending
+              and inspect(obj).attrs.response_status.history.has_changes()):
+            answered.add(obj.user_id)
+    if answered:
+        # An answer given in the portal is no change of the activity (no outbox row) and Google sends no
+        # notification of it: the participant's sync state says there is an answer to send, in the same
+        # transaction, and the participant is due at once.
+        session.connection().execute(update(CalendarSync).where(CalendarSync.user_id.in_(sorted(answered)))
+                                     .values(answers_pending=True))
+        pending = pending or session.info.setdefault(PENDING_KEY, Pending())
+        pending.users.update(answered)
 
 
 def _discard(session: Session) -> None:
@@ -186,15 +200,16 @@ def _dispatch(session: Session) -> None:
     # items at the same time as the outbox push does.
     if state.scheduler is not None and state.scheduler.running:
         scheduler = state.scheduler
+        for user_id in pending.switched_off:
+            scheduler.submit(stop_channels, user_id)
         first, *others = sorted(pending.organizations) or [None]
         if first is not None:
             scheduler.request_push(first, then=partial(_make_involved_due, pending, state.clock()))
-        for organization_id in others:
-            scheduler.request_push(organization_id)
-        for user_id in pending.switched_off:
-            scheduler.submit(stop_channels, user_id)
-        return
-    if app.config.get("SYNC_PUSH_INLINE") and not getattr(_local, "active", False):
+            for organization_id in others:
+                scheduler.request_push(organization_id)
+            return
+        # Nothing to push (an answer, say): the users concerned are due now.
+    elif app.config.get("SYNC_PUSH_INLINE") and not getattr(_local, "active", False):
         _run_inline(app, pending)
     # No scheduler here: the committing session cannot run SQL any more, so a connection of its own marks
     # the users due; workers elsewhere pick them (and the outbox) up.

@@ -482,7 +482,7 @@ def _phases(cycle: Cycle) -> None:
         _replan_refetched(cycle)
         db.session.commit()
     refresh_attendees(cycle)
-    send_answers(cycle)
+    send_answers(cycle, state)
     checkpoint("outbox")
     mark_outbox(cycle)
     if state is not None and not cycle.held_back:

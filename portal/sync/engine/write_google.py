@@ -7,13 +7,15 @@ import logging
 from dataclasses import replace
 
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import exists, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import set_committed_value
 
 from portal.extensions import db
 from portal.models import (
     Activity,
     ActivityParticipant,
+    User,
     utcnow,
 )
 from portal.sync import core
@@ -50,7 +52,7 @@ from portal.sync.google_writes import (
 from portal.sync.mapping import (
     state_from_json,
 )
-from portal.sync.models import SyncLink
+from portal.sync.models import CalendarSync, SyncLink
 from portal.sync.policy import FIXED_FIELDS
 
 log = logging.getLogger(__name__)
@@ -450,16 +452,32 @@ def _fixed_by_google(cycle: Cycle, action: core.UpdateEvent) -> str | None:
     return code if changed & fixed or current.exceptions != action.state.exceptions else None
 
 
-def send_answers(cycle: Cycle) -> None:
+def send_answers(cycle: Cycle, state: CalendarSync | None) -> None:
     """The puller's answers given in the portal, written to their own Google copy of each event.
 
     Runs after `refresh_attendees`, which leaves pending answers alone, so the answer this cycle read from
     Google before sending never overwrites the one it sends. An answer given again meanwhile stays pending
     (the flag is cleared only for the answer sent). An item not in Google yet keeps its answer pending.
+    Only when the user's sync state says answers may be waiting (`answers_pending`) are they looked for.
     """
     user = cycle.puller
-    if user is None:
+    if user is None or state is None or not state.answers_pending:
         return
+    # The row is locked first: an answer given from now on sets the flag again after this cycle commits
+    # (its update waits for the lock), and one committed before is among those read below.
+    mine = CalendarSync.user_id == user.id
+    db.session.execute(update(CalendarSync).where(mine).values(answers_pending=False))
+    _send_pending_answers(cycle, user)
+    # Still set while any answer waits (one that could not be sent, an item not in Google yet).
+    still = db.session.execute(
+        update(CalendarSync).where(mine)
+        .values(answers_pending=exists().where(ActivityParticipant.user_id == user.id,
+                                               ActivityParticipant.response_pending.is_(True)))
+        .returning(CalendarSync.answers_pending)).scalar()
+    set_committed_value(state, "answers_pending", bool(still))
+
+
+def _send_pending_answers(cycle: Cycle, user: User) -> None:
     pending = db.session.execute(
         select(ActivityParticipant.activity_id, ActivityParticipant.response_status, SyncLink.google_event_id)
         .join(SyncLink, SyncLink.activity_id == ActivityParticipant.activity_id)
