@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy import select, update
-from sqlalchemy.orm.exc import StaleDataError
+from sqlalchemy.orm.exc import ObjectDeletedError, StaleDataError
 
 from portal.changes import changed_by
 from portal.extensions import db
@@ -428,28 +428,43 @@ def refresh_attendees(cycle: Cycle) -> None:
         activity = cycle.activities.get(link.activity_id)
         if activity is not None and not _attendees_differ(activity, link, info):
             continue  # nothing to write: no savepoint, no flush
-        try:
-            with db.session.begin_nested():
-                activity = activity or db.session.get(Activity, link.activity_id)
-                if activity is None or activity.is_deleted:
-                    continue
-                changed_by(db.session, None, origin="google")
-                for participant in activity.participant_links:
-                    answer = info.responses.get(participant.user.email.lower())
-                    if answer and participant.response_status != answer and not participant.response_pending:
-                        participant.response_status = answer
-                if link.external_attendees != info.external:
-                    link.external_attendees = info.external
-                    link.event_type = info.event_type
-                organizer = info.organizer if info.organizer != activity.owner.email.lower() else None
-                if activity.google_organizer != organizer:
-                    activity.google_organizer = organizer
-        except Exception as exc:  # noqa: BLE001 - answers are shown, never worth stopping the cycle for
-            if database_busy(exc):
-                raise  # nothing else could be stored either: the cycle ends as a busy database's
-            log.exception("updating the attendees of %s failed", event_id)
-            cycle.journal("error", activity_id=link.activity_id, google_event_id=event_id,
-                          message=f"The attendees' answers could not be stored: {type(exc).__name__}")
+        for attempt in (1, 2):
+            try:
+                _store_attendees(link, info, activity)
+                break
+            except (StaleDataError, ObjectDeletedError):
+                # Someone changed the activity since the cycle read it: read it again and store once more;
+                # when that fails too, the sync token stays, so the next cycle lists the event again.
+                if attempt == 2:
+                    log.info("the attendees of %s changed again while being stored", event_id)
+                    cycle.held_back = cycle.held_back or cycle.puller is not None
+                elif activity is not None:
+                    db.session.expire(activity)
+            except Exception as exc:  # noqa: BLE001 - answers are shown, never worth stopping the cycle for
+                if database_busy(exc):
+                    raise  # nothing else could be stored either: the cycle ends as a busy database's
+                log.exception("updating the attendees of %s failed", event_id)
+                cycle.journal("error", activity_id=link.activity_id, google_event_id=event_id,
+                              message=f"The attendees' answers could not be stored: {type(exc).__name__}")
+                break
+
+
+def _store_attendees(link: SyncLink, info, activity: Activity | None) -> None:
+    with db.session.begin_nested():
+        activity = activity or db.session.get(Activity, link.activity_id)
+        if activity is None or activity.is_deleted:
+            return
+        changed_by(db.session, None, origin="google")
+        for participant in activity.participant_links:
+            answer = info.responses.get(participant.user.email.lower())
+            if answer and participant.response_status != answer and not participant.response_pending:
+                participant.response_status = answer
+        if link.external_attendees != info.external:
+            link.external_attendees = info.external
+            link.event_type = info.event_type
+        organizer = info.organizer if info.organizer != activity.owner.email.lower() else None
+        if activity.google_organizer != organizer:
+            activity.google_organizer = organizer
 
 
 def _attendees_differ(activity: Activity, link: SyncLink, info) -> bool:
