@@ -1084,6 +1084,12 @@ class Chaos:
             # The Google edits that beat the portal's delete were changed back to what both sides had agreed
             # on before the sync saw them: no change at all (see the README), so the delete may win too.
             return
+        if item.overridden_by == "google" and activity is None and event is None and self._all_cancellations(
+                item):
+            # The Google edits that beat the portal's delete were occurrences, cancelled since: when the sync
+            # met the delete after that, it saw only cancelled occurrences, which go the way of the delete
+            # (README); when it met it before, the series stayed. Both ends are right.
+            return
 
         if not item.alive:
             if activity is not None:
@@ -1153,6 +1159,11 @@ class Chaos:
                     continue
                 self._problem("lost", item, f"{edit.side} edit of {name} at op {edit.op} to {edit.value!r} is "
                                             f"neither the final value {finals!r} nor kept in the journal")
+
+    @staticmethod
+    def _all_cancellations(item: Item) -> bool:
+        edits = [(name, edit) for name, edits in item.live.items() for edit in edits.values() if edit.side == "google"]
+        return bool(edits) and all(name.startswith("occ:") and edit.value == "cancelled" for name, edit in edits)
 
     def _all_reverts(self, item: Item, journal_model) -> bool:
         agreed = self._agreed(item, journal_model)
