@@ -794,8 +794,12 @@ class Chaos:
             body = {"attendees": attendees}
         else:
             body = {"visibility": "default" if current["private"] else "private"}
+        # Conditional on the event as read, as the deletes and the portal side's edits are: a worker writing
+        # it at that moment cannot make the oracle misread what the edit was made on (PostgreSQL seed 168).
+        request = person.events.patch(calendarId="primary", eventId=event["id"], body=body)
+        request.headers["If-Match"] = event["etag"]
         try:
-            changed_event = person.events.patch(calendarId="primary", eventId=event["id"], body=body).execute()
+            changed_event = request.execute()
         except HttpError as exc:
             self.note(f"google: edit of {item.token} refused: {exc.resp.status}")
             return
