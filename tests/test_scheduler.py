@@ -379,6 +379,20 @@ def test_without_inline_push_the_change_waits_in_the_outbox_and_involved_users_a
         assert db.session.scalar(select(func.count()).where(ChangeRecord.processed_at.is_(None))) == 1
 
 
+def flush_new_activity(user_id, subject):
+    """A user creates an activity through the domain path, flushed (its outbox row written) but not committed;
+    inside an app context."""
+    from portal.activities import clean_activity, create_activity
+    from portal.changes import changed_by
+
+    user = db.session.get(User, user_id)
+    data = clean_activity({"subject": subject, "start": at(), "end": at(1), "time_zone": "Europe/Amsterdam"},
+                          organization=user.organization, actor=user)
+    changed_by(db.session, user.id)
+    create_activity(user.organization, data)
+    db.session.flush()
+
+
 def test_a_rolled_back_change_triggers_nothing(app, world, connected, sync_on, clock):
     app.config["SYNC_PUSH_INLINE"] = True
     sync_on("user")
@@ -387,15 +401,7 @@ def test_a_rolled_back_change_triggers_nothing(app, world, connected, sync_on, c
         db.session.commit()
     before = connected.stats()["requests_total"]
     with app.app_context():
-        from portal.activities import clean_activity, create_activity
-        from portal.changes import changed_by
-
-        user = db.session.get(User, world["user"])
-        data = clean_activity({"subject": "Never", "start": at(), "end": at(1), "time_zone": "Europe/Amsterdam"},
-                              organization=user.organization, actor=user)
-        changed_by(db.session, user.id)
-        create_activity(user.organization, data)
-        db.session.flush()
+        flush_new_activity(world["user"], "Never")
         db.session.rollback()
     assert connected.stats()["requests_total"] == before
     assert sync_row(app, world["user"]).due_at == clock() + timedelta(hours=1)
@@ -412,15 +418,7 @@ def test_a_savepoint_inside_a_change_leaves_its_triggers_to_the_transaction(app,
     with app.app_context():
         db.session.execute(update(CalendarSync).values(due_at=clock() + timedelta(hours=1)))
         db.session.commit()
-        from portal.activities import clean_activity, create_activity
-        from portal.changes import changed_by
-
-        user = db.session.get(User, world["user"])
-        data = clean_activity({"subject": "Later", "start": at(), "end": at(1), "time_zone": "Europe/Amsterdam"},
-                              organization=user.organization, actor=user)
-        changed_by(db.session, user.id)
-        create_activity(user.organization, data)
-        db.session.flush()
+        flush_new_activity(world["user"], "Later")
         with pytest.raises(LookupError) if savepoint == "rolled back" else nullcontext():
             with db.session.begin_nested():
                 if savepoint == "rolled back":

@@ -239,14 +239,12 @@ def _confirm_insert(cycle: Cycle, link: SyncLink, event: dict, instances: list[d
     """
     item = item_of_event(cycle, link, event, instances, zone=intended.time_zone)
     base = intended
-    if item is not None and item.state is not None:
-        written = {key: exc for key, exc in intended.exceptions.items() if key in item.state.exceptions}
-        base = replace(intended, exceptions=core.FrozenMap(written))
-    elif item is not None:
-        # Deleted in Google since: only the occurrences that show their change there were seen by whoever
-        # deleted it; the others are the portal's changes still, and win over the delete.
+    if item is not None:
+        # Deleted in Google since (no state): only the occurrences that show their change there were seen by
+        # whoever deleted it; the others are the portal's changes still, and win over the delete.
         written = {key: exc for key, exc in intended.exceptions.items()
-                   if _occurrence_landed(cycle, link, key, exc)}
+                   if (key in item.state.exceptions if item.state is not None
+                       else _occurrence_landed(cycle, link, key, exc))}
         base = replace(intended, exceptions=core.FrozenMap(written))
     upto = _pending_upto(link)
     link.confirmed = True
